@@ -1,0 +1,1 @@
+"""LLM-Blender components for LangChain."""

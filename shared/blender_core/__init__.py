@@ -1,0 +1,93 @@
+"""Framework-free core of LLM-Blender: PairRanker, GenFuser, generators and the Blender pipeline.
+
+Importing this package is cheap: torch and transformers load when a model is first used, and each
+public name below is imported from its module on first access.
+
+Example:
+    .. code-block:: python
+
+        from blender_core import PairRanker
+
+        ranker = PairRanker.from_pretrained("llm-blender/PairRM")
+        ranking = ranker.rank("Say hi", ["hi!", "go away", "hello, how can I help?"])
+        ranking.order  # best first
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # ranking
+    "Ranking": "blender_core.ranking",
+    "Ranker": "blender_core.ranking",
+    "BaseRanker": "blender_core.ranking",
+    "PairRanker": "blender_core.pair_ranker",
+    "PairRankerConfig": "blender_core.modeling",
+    "ConsensusRanker": "blender_core.rankers.consensus",
+    "LLMJudgeRanker": "blender_core.rankers.llm_judge",
+    "RandomRanker": "blender_core.rankers.random",
+    # fusion
+    "Fuser": "blender_core.fusion.base",
+    "BaseFuser": "blender_core.fusion.base",
+    "GenFuser": "blender_core.fusion.gen_fuser",
+    "LLMFuser": "blender_core.fusion.llm_fuser",
+    "SelectFuser": "blender_core.fusion.select",
+    # generators
+    "Generator": "blender_core.generators.base",
+    "BaseGenerator": "blender_core.generators.base",
+    "CallableGenerator": "blender_core.generators.callable",
+    "HuggingFaceGenerator": "blender_core.generators.huggingface",
+    "OpenAICompatibleGenerator": "blender_core.generators.openai_compatible",
+    # pipeline
+    "Blender": "blender_core.blend",
+    "BlendResult": "blender_core.blend",
+    "BlendError": "blender_core.blend",
+    "ModelFailure": "blender_core.blend",
+    # loading from a spec (a hub id, a path, a name or an object)
+    "load_ranker": "blender_core.loading",
+    "load_fuser": "blender_core.loading",
+    # data
+    "MixRecord": "blender_core.data",
+    "MixCandidate": "blender_core.data",
+    "read_mixinstruct": "blender_core.data",
+    "write_mixinstruct": "blender_core.data",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'blender_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from blender_core.blend import Blender, BlendError, BlendResult, ModelFailure
+    from blender_core.data import MixCandidate, MixRecord, read_mixinstruct, write_mixinstruct
+    from blender_core.fusion.base import BaseFuser, Fuser
+    from blender_core.fusion.gen_fuser import GenFuser
+    from blender_core.fusion.llm_fuser import LLMFuser
+    from blender_core.fusion.select import SelectFuser
+    from blender_core.generators.base import BaseGenerator, Generator
+    from blender_core.generators.callable import CallableGenerator
+    from blender_core.generators.huggingface import HuggingFaceGenerator
+    from blender_core.generators.openai_compatible import OpenAICompatibleGenerator
+    from blender_core.loading import load_fuser, load_ranker
+    from blender_core.modeling import PairRankerConfig
+    from blender_core.pair_ranker import PairRanker
+    from blender_core.rankers.consensus import ConsensusRanker
+    from blender_core.rankers.llm_judge import LLMJudgeRanker
+    from blender_core.rankers.random import RandomRanker
+    from blender_core.ranking import BaseRanker, Ranker, Ranking
