@@ -57,7 +57,37 @@ _EXPORTS: dict[str, str] = {
     "write_mixinstruct": "blender_core.data",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [
+    "BaseFuser",
+    "BaseGenerator",
+    "BaseRanker",
+    "BlendError",
+    "BlendResult",
+    "Blender",
+    "CallableGenerator",
+    "ConsensusRanker",
+    "Fuser",
+    "GenFuser",
+    "Generator",
+    "HuggingFaceGenerator",
+    "LLMFuser",
+    "LLMJudgeRanker",
+    "MixCandidate",
+    "MixRecord",
+    "ModelFailure",
+    "OpenAICompatibleGenerator",
+    "PairRanker",
+    "PairRankerConfig",
+    "RandomRanker",
+    "Ranker",
+    "Ranking",
+    "SelectFuser",
+    "load_fuser",
+    "load_ranker",
+    "read_mixinstruct",
+    "write_mixinstruct",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -39,7 +39,7 @@ def resolve_dtype(dtype: Any, device: torch.device, *, gpu_default: str = "float
 
     if dtype is None:
         name = "float32" if device.type == "cpu" else gpu_default
-        return getattr(torch, name)  # type: ignore[no-any-return]
+        return getattr(torch, name)
     if isinstance(dtype, torch.dtype):
         return dtype
     if isinstance(dtype, str):
@@ -47,7 +47,7 @@ def resolve_dtype(dtype: Any, device: torch.device, *, gpu_default: str = "float
         if key == "auto":
             return resolve_dtype(None, device, gpu_default=gpu_default)
         if key in _DTYPES:
-            return getattr(torch, _DTYPES[key])  # type: ignore[no-any-return]
+            return getattr(torch, _DTYPES[key])
     raise ValueError(
         f"unsupported dtype {dtype!r}: use None, 'auto', 'float32', 'float16' or 'bfloat16'"
     )

@@ -1,4 +1,4 @@
-"""The ``blender`` command line: ``blender rank``, ``blender demo``, ``blender eval``, ``blender train-*``.
+"""The ``blender`` command line: ``rank``, ``demo``, ``eval``, ``train-ranker``, ``train-fuser``.
 
 Each sub-command lives in its own module and registers itself on :data:`app`; heavy imports
 happen inside the commands.

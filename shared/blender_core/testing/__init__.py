@@ -20,7 +20,7 @@ _EXPORTS = {
     "make_tiny_genfuser": "blender_core.testing.genfuser",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["make_tiny_genfuser", "make_tiny_pairranker"]
 
 
 def __getattr__(name: str) -> Any:
