@@ -82,11 +82,11 @@ __all__ = [
     "Ranker",
     "Ranking",
     "SelectFuser",
+    "__version__",
     "load_fuser",
     "load_ranker",
     "read_mixinstruct",
     "write_mixinstruct",
-    "__version__",
 ]
 
 
