@@ -98,7 +98,7 @@ class LlamaIndexGenerator(BaseGenerator):
 
 
 def to_core_fuser(fuser: Any) -> Any:
-    """Turn a LlamaIndex LLM into a core Generator (for ``load_fuser``); other specs pass through."""
+    """A LlamaIndex LLM as a core Generator (for ``load_fuser``); other specs pass through."""
     if isinstance(fuser, LLM):
         return LlamaIndexGenerator(fuser)
     return fuser

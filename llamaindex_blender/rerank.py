@@ -129,16 +129,16 @@ class PairRankerRerank(BaseNodePostprocessor):
         """Load the ranker now (thread-safe, once) and return it."""
         ranker = self._ranker
         if ranker is not None:
-            return ranker  # type: ignore[no-any-return]
+            return ranker
         with self._load_lock:
             if self._ranker is None:
                 self._ranker = _load_ranker(self.model, self.device, self.batch_tokens)
-            return self._ranker  # type: ignore[no-any-return]
+            return self._ranker
 
     async def aload(self) -> Ranker:
         """Async :meth:`load`: the load runs in a worker thread, under the same lock."""
         if self._ranker is not None:
-            return self._ranker  # type: ignore[no-any-return]
+            return self._ranker
         return await asyncio.to_thread(self.load)
 
     # ------------------------------------------------------------------ helpers
@@ -178,9 +178,7 @@ class PairRankerRerank(BaseNodePostprocessor):
 
     def _apply(self, nodes: list[NodeWithScore], ranking: Ranking) -> list[NodeWithScore]:
         if len(ranking) != len(nodes):
-            raise RuntimeError(
-                f"the ranker returned {len(ranking)} scores for {len(nodes)} nodes"
-            )
+            raise RuntimeError(f"the ranker returned {len(ranking)} scores for {len(nodes)} nodes")
         reranked = []
         for index in ranking.order:
             original = nodes[index]

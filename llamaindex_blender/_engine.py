@@ -1,0 +1,163 @@
+"""Lazy, thread-safe construction of the core ``Blender`` behind the LlamaIndex components."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from llama_index.core.llms import LLM
+
+from blender_core.generators.base import BaseGenerator, Generator
+from blender_core.types import Prompt
+from llamaindex_blender._adapters import LlamaIndexGenerator, to_core_fuser
+
+if TYPE_CHECKING:
+    from blender_core.blend import Blender, BlendResult
+    from blender_core.ranking import Ranker
+
+__all__ = ["BlendEngine", "blend_info"]
+
+
+class BlendEngine:
+    """Loads the ranker and fuser on first use (once, under a lock) and builds two Blenders.
+
+    ``blender`` ranks and fuses with the configured fuser; ``selector`` ranks and selects the
+    best candidate (``SelectFuser``, top-1), for tool-call proposals that must never be fused.
+    Both share the one loaded ranker.
+    """
+
+    def __init__(
+        self,
+        members: Mapping[str, LLM],
+        *,
+        ranker: Any,
+        fuser: Any,
+        top_k: int,
+        strategy: str | None = None,
+        device: str | None = None,
+    ) -> None:
+        self._members = dict(members)
+        self._ranker_spec = ranker
+        self._fuser_spec = fuser
+        self._top_k = top_k
+        self._strategy = strategy
+        self._device = device
+        self._lock = threading.Lock()
+        self._ranker: Ranker | None = None
+        self._blender: Blender | None = None
+        self._selector: Blender | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the ranker is loaded."""
+        return self._ranker is not None
+
+    def _build(self, select_only: bool) -> Blender:
+        with self._lock:
+            built = self._selector if select_only else self._blender
+            if built is not None:
+                return built
+            from blender_core.blend import Blender
+            from blender_core.loading import load_fuser, load_ranker
+
+            if self._ranker is None:
+                self._ranker = load_ranker(self._ranker_spec, device=self._device)
+            generators: dict[str, Generator] = {
+                name: LlamaIndexGenerator(llm, name=name) for name, llm in self._members.items()
+            } or {"precomputed": _PrecomputedOnly()}
+            if select_only:
+                built = Blender(
+                    generators, self._ranker, load_fuser("select"), top_k=1, strategy=self._strategy
+                )
+                self._selector = built
+            else:
+                fuser = load_fuser(to_core_fuser(self._fuser_spec), device=self._device)
+                built = Blender(
+                    generators, self._ranker, fuser, top_k=self._top_k, strategy=self._strategy
+                )
+                self._blender = built
+            return built
+
+    def blender(self, *, select_only: bool = False) -> Blender:
+        """The Blender (built on first call, once, under a lock)."""
+        built = self._selector if select_only else self._blender
+        return built if built is not None else self._build(select_only)
+
+    async def ablender(self, *, select_only: bool = False) -> Blender:
+        """:meth:`blender`, building in a worker thread so that the event loop never blocks."""
+        built = self._selector if select_only else self._blender
+        if built is not None:
+            return built
+        return await asyncio.to_thread(self._build, select_only)
+
+    def blend(
+        self,
+        instruction: str,
+        candidates: Mapping[str, str],
+        *,
+        failures: Sequence[Any] = (),
+        latencies: Mapping[str, float] | None = None,
+        select_only: bool = False,
+        input: str = "",
+    ) -> BlendResult:
+        blender = self.blender(select_only=select_only)
+
+        def run() -> BlendResult:
+            return blender.blend_candidates(
+                instruction, candidates, input=input, failures=failures, latencies=latencies
+            )
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return run()
+        # A sync call from inside a running event loop (e.g. a sync query in a notebook): the
+        # core's sync API runs its own loop, which cannot nest, so it runs in a worker thread.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="blender-sync") as executor:
+            return executor.submit(contextvars.copy_context().run, run).result()
+
+    async def ablend(
+        self,
+        instruction: str,
+        candidates: Mapping[str, str],
+        *,
+        failures: Sequence[Any] = (),
+        latencies: Mapping[str, float] | None = None,
+        select_only: bool = False,
+        input: str = "",
+    ) -> BlendResult:
+        blender = await self.ablender(select_only=select_only)
+        return await blender.ablend_candidates(
+            instruction, candidates, input=input, failures=failures, latencies=latencies
+        )
+
+
+def blend_info(result: BlendResult) -> dict[str, Any]:
+    """The JSON-safe view of a blend that goes into responses' ``additional_kwargs``."""
+    return {
+        "candidates": dict(result.candidates),
+        "ranking": result.ranking.to_dict(),
+        "texts": list(result.texts),
+        "models_by_text": [list(models) for models in result.models_by_text],
+        "top_k": list(result.top_k),
+        "best_models": list(result.best_models),
+        "failures": [
+            {"model": f.model, "kind": f.kind, "message": f.message} for f in result.failures
+        ],
+        "latencies": dict(result.latencies),
+    }
+
+
+class _PrecomputedOnly(BaseGenerator):
+    """Stands in for the members when the candidates always come precomputed (the core
+    ``Blender`` wants at least one generator; ``blend_candidates`` never calls it)."""
+
+    def __init__(self) -> None:
+        super().__init__("precomputed")
+
+    def generate(self, prompt: Prompt, **kwargs: Any) -> str:
+        raise RuntimeError("this Blender only ranks and fuses precomputed candidates")
