@@ -56,7 +56,9 @@ class RecordingFuser:
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[str], str]] = []
 
-    def fuse(self, instruction: str, candidates: Sequence[str], *, input: str = "", **kw: Any) -> str:
+    def fuse(
+        self, instruction: str, candidates: Sequence[str], *, input: str = "", **kw: Any
+    ) -> str:
         self.calls.append((instruction, list(candidates), input))
         return " | ".join(candidates)
 

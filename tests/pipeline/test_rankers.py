@@ -362,7 +362,9 @@ def test_llm_judge_unparseable_is_recorded_or_raises(caplog: pytest.LogCaptureFi
     candidates = ["x", "y", "z"]
 
     def reply(a: str, b: str) -> str:
-        return "hmm, hard to say" if {a, b} == {"x", "y"} else ("A is better" if a == "z" else "B is better")
+        if {a, b} == {"x", "y"}:
+            return "hmm, hard to say"
+        return "A is better" if a == "z" else "B is better"
 
     with caplog.at_level(logging.WARNING, logger="blender_core.rankers.llm_judge"):
         ranking = LLMJudgeRanker(QualityJudge({}, reply=reply), seed=1).rank("q", candidates)
@@ -402,7 +404,9 @@ def test_llm_judge_errors_propagate_and_arguments() -> None:
 def test_llm_judge_custom_template_and_sync_concurrency() -> None:
     quality = {f"c{i}": float(i) for i in range(6)}
     judge = QualityJudge(quality, delay=0.1)
-    template = "Q: {instruction}\nCandidate A:\n{candidate_a}\n\nCandidate B:\n{candidate_b}\n\nGiven?"
+    template = (
+        "Q: {instruction}\nCandidate A:\n{candidate_a}\n\nCandidate B:\n{candidate_b}\n\nGiven?"
+    )
     ranker = LLMJudgeRanker(judge, seed=0, prompt_template=template, max_concurrency=5)
     start = time.perf_counter()
     ranking = ranker.rank("q", list(quality))
