@@ -1,4 +1,4 @@
-"""Call several LlamaIndex LLMs at once and collect their answers, failures and latencies."""
+"""Call several members (LLMs, synthesizers) at once; collect answers, failures, latencies."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from llama_index.core.llms import LLM
-
 if TYPE_CHECKING:
     from blender_core.blend import ModelFailure
 
 __all__ = ["MemberResults", "acall_members", "call_members"]
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 @dataclass
@@ -45,8 +44,8 @@ def _failure(
 
 def call_members(
     names: Sequence[str],
-    members: Sequence[LLM],
-    call: Callable[[LLM], T],
+    members: Sequence[M],
+    call: Callable[[M], T],
     *,
     timeout: float | None,
     max_workers: int | None = None,
@@ -61,7 +60,7 @@ def call_members(
     started: dict[str, float] = {}
     ended: dict[str, float] = {}
 
-    def timed(name: str, member: LLM) -> T:
+    def timed(name: str, member: M) -> T:
         started[name] = time.perf_counter()
         try:
             return call(member)
@@ -97,14 +96,14 @@ def call_members(
 
 async def acall_members(
     names: Sequence[str],
-    members: Sequence[LLM],
-    call: Callable[[LLM], Awaitable[T]],
+    members: Sequence[M],
+    call: Callable[[M], Awaitable[T]],
     *,
     timeout: float | None,
 ) -> MemberResults[T]:
     """Await ``call(member)`` for every member concurrently, each bounded by ``timeout``."""
 
-    async def timed(member: LLM) -> tuple[T | None, BaseException | None, float]:
+    async def timed(member: M) -> tuple[T | None, BaseException | None, float]:
         start = time.perf_counter()
         try:
             output = await asyncio.wait_for(call(member), timeout)

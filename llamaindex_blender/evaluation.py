@@ -1,0 +1,157 @@
+"""``PairRankerEvaluator``: pairwise comparison of two responses with PairRM."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.evaluation import BaseEvaluator, EvaluationResult
+from llama_index.core.evaluation.pairwise import EvaluationSource
+from llama_index.core.prompts.mixin import PromptDictType
+
+from llamaindex_blender.rerank import DEFAULT_PAIRRM_MODEL
+
+__all__ = ["PairRankerEvaluator"]
+
+
+class PairRankerEvaluator(BaseEvaluator):
+    """Which of two responses answers the query better, judged by PairRM instead of an LLM.
+
+    The drop-in shape of LlamaIndex's ``PairwiseComparisonEvaluator``:
+    ``aevaluate(query, response, second_response)`` returns an ``EvaluationResult`` whose
+    ``score`` is 1.0 when ``response`` wins, 0.0 when ``second_response`` wins and 0.5 for a tie
+    (``passing`` is True, False or None). PairRM judges both orders, (response, second) and
+    (second, response), as the LLM evaluator's ``enforce_consensus`` does: when the two orders
+    disagree the result is a tie from ``EvaluationSource.NEITHER``; otherwise the mean logit
+    ``margin`` decides, and ``|margin| <= tie_margin`` is a tie. The margin is in ``feedback``.
+
+    PairRM reads the query and the two responses only: a ``reference`` answer or ``contexts``
+    are not part of its input (the feedback says so when a reference is given).
+
+    Args:
+        model: A PairRM hub id or local path, loaded on first use (once, thread-safe).
+        ranker: A ready PairRanker (anything with ``compare``); used instead of ``model``.
+        device: Where to load the model.
+        tie_margin: Mean-logit margin at or below which the result is a tie.
+        enforce_consensus: Call it a tie when the two orders disagree.
+
+    Example:
+        .. code-block:: python
+
+            from llamaindex_blender import PairRankerEvaluator
+
+            evaluator = PairRankerEvaluator(model="llm-blender/PairRM")
+            result = evaluator.evaluate(
+                query="What is 2 + 2?", response="4", second_response="5"
+            )
+            result.score  # 1.0: the first response is better
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_PAIRRM_MODEL,
+        *,
+        ranker: Any = None,
+        device: str | None = None,
+        tie_margin: float = 0.0,
+        enforce_consensus: bool = True,
+    ) -> None:
+        if ranker is not None and not callable(getattr(ranker, "compare", None)):
+            raise TypeError(
+                f"ranker must be a PairRanker (with compare), got {type(ranker).__name__}"
+            )
+        if tie_margin < 0:
+            raise ValueError(f"tie_margin must be >= 0, got {tie_margin}")
+        self._model = model
+        self._ranker = ranker
+        self._device = device
+        self._tie_margin = float(tie_margin)
+        self._enforce_consensus = enforce_consensus
+        self._lock = threading.Lock()
+
+    def _get_prompts(self) -> PromptDictType:
+        return {}
+
+    def _update_prompts(self, prompts: PromptDictType) -> None:
+        """PairRM has no prompts."""
+
+    def load(self) -> Any:
+        """The PairRanker, loaded on first call (once, under a lock)."""
+        if self._ranker is None:
+            with self._lock:
+                if self._ranker is None:
+                    from blender_core.pair_ranker import PairRanker
+
+                    self._ranker = PairRanker.from_pretrained(self._model, device=self._device)
+        return self._ranker
+
+    def _logits(self, query: str, first: str, second: str) -> tuple[float, float]:
+        """(logit that ``first`` beats ``second``, logit that ``second`` beats ``first``)."""
+        ranker = self.load()
+        compare_batch = getattr(ranker, "compare_batch", None)
+        if callable(compare_batch):
+            forward, backward = compare_batch(
+                [query, query], [first, second], [second, first], both_directions=False
+            )
+        else:
+            forward = ranker.compare(query, first, second, both_directions=False)
+            backward = ranker.compare(query, second, first, both_directions=False)
+        return float(forward), float(backward)
+
+    def _result(
+        self, query: str, response: str, second_response: str, reference: str | None
+    ) -> EvaluationResult:
+        forward, backward = self._logits(query, response, second_response)
+        margin = (forward - backward) / 2
+        note = " (PairRM does not read the reference answer)" if reference else ""
+        detail = (
+            f"PairRM logits: {forward:+.4f} (1 vs 2), {backward:+.4f} (2 vs 1); "
+            f"margin {margin:+.4f}"
+        )
+        agree = forward * backward < 0  # each order prefers the same response
+        if self._enforce_consensus and not agree:
+            return EvaluationResult(
+                query=query,
+                response=response,
+                passing=None,
+                score=0.5,
+                feedback=f"Inconclusive: the two orders disagree. {detail}{note}",
+                pairwise_source=EvaluationSource.NEITHER,
+            )
+        if abs(margin) <= self._tie_margin:
+            return EvaluationResult(
+                query=query,
+                response=response,
+                passing=None,
+                score=0.5,
+                feedback=f"Tie (|margin| <= {self._tie_margin}). {detail}{note}",
+                pairwise_source=EvaluationSource.ORIGINAL,
+            )
+        first_wins = margin > 0
+        return EvaluationResult(
+            query=query,
+            response=response,
+            passing=first_wins,
+            score=1.0 if first_wins else 0.0,
+            feedback=f"Response {'1' if first_wins else '2'} is better. {detail}{note}",
+            pairwise_source=EvaluationSource.ORIGINAL,
+        )
+
+    async def aevaluate(
+        self,
+        query: str | None = None,
+        response: str | None = None,
+        contexts: Sequence[str] | None = None,
+        second_response: str | None = None,
+        reference: str | None = None,
+        sleep_time_in_seconds: int = 0,
+        **kwargs: Any,
+    ) -> EvaluationResult:
+        """Compare ``response`` with ``second_response`` for ``query`` (in a worker thread)."""
+        del kwargs, contexts  # PairRM reads the query and the two responses only.
+        if query is None or response is None or second_response is None:
+            raise ValueError("query, response and second_response must all be provided")
+        await asyncio.sleep(sleep_time_in_seconds)
+        return await asyncio.to_thread(self._result, query, response, second_response, reference)
