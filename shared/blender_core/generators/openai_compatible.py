@@ -1,0 +1,243 @@
+"""OpenAI-compatible chat completion servers (vLLM, llama.cpp, Ollama, OpenAI...) over httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from blender_core.generators.base import BaseGenerator
+from blender_core.generators.errors import GeneratorError, GeneratorTimeoutError
+from blender_core.types import Prompt
+
+__all__ = ["OpenAICompatibleGenerator"]
+
+_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_BODY_EXCERPT = 500
+_RETRY_BACKOFF = 0.5  # seconds, doubled after each retry
+
+
+def _excerpt(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= _BODY_EXCERPT else text[:_BODY_EXCERPT] + "..."
+
+
+class _RetryableError(Exception):
+    """Internal: a failure worth retrying (5xx, connection error), wrapping the final error."""
+
+    def __init__(self, error: GeneratorError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class OpenAICompatibleGenerator(BaseGenerator):
+    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint, sync and native async.
+
+    Args:
+        model: The model name the server expects.
+        base_url: API root such as ``http://localhost:8000/v1``; defaults to ``OPENAI_BASE_URL``,
+            then ``OPENAI_API_BASE``, then the OpenAI API.
+        api_key: Bearer token; defaults to ``OPENAI_API_KEY``. No key is fine for local servers.
+        name: Name in results; defaults to ``model``.
+        system_prompt: Sent as a system message before the prompt (unless the chat has one).
+        temperature: Sampling temperature (server default when ``None``).
+        max_tokens: Maximum answer length (server default when ``None``).
+        timeout: Seconds per request (``None``: no timeout).
+        max_retries: Retries on 5xx responses and connection errors (not on timeouts or 4xx).
+        extra_body: Extra JSON fields merged into every request body (e.g. ``{"seed": 0}``).
+
+    Raises (from :meth:`generate` / :meth:`agenerate`):
+        GeneratorError: HTTP error status (``.status_code`` and a body excerpt), connection
+            failure or malformed response.
+        GeneratorTimeoutError: the request ran past ``timeout`` (also a ``TimeoutError``).
+
+    Example:
+        .. code-block:: python
+
+            from blender_core import OpenAICompatibleGenerator
+
+            llama = OpenAICompatibleGenerator("llama3.2", base_url="http://localhost:11434/v1")
+            llama.generate("Name three primes.")
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        name: str | None = None,
+        system_prompt: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float | None = 60.0,
+        max_retries: int = 0,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise ValueError("model must be a non-empty string")
+        super().__init__(name or model)
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive or None, got {timeout}")
+        self.model = model
+        self.base_url = (
+            base_url
+            or os.environ.get("OPENAI_BASE_URL")
+            or os.environ.get("OPENAI_API_BASE")
+            or _DEFAULT_BASE_URL
+        ).rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.system_prompt = system_prompt
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.extra_body = dict(extra_body or {})
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def _messages(self, prompt: Prompt) -> list[dict[str, str]]:
+        if isinstance(prompt, str):
+            messages = [{"role": "user", "content": prompt}]
+        elif isinstance(prompt, Sequence):
+            messages = []
+            for i, m in enumerate(prompt):
+                if not isinstance(m, Mapping) or "role" not in m:
+                    raise TypeError(f"chat message {i} must be a mapping with 'role' and 'content'")
+                messages.append({"role": str(m["role"]), "content": str(m.get("content", ""))})
+            if not messages:
+                raise ValueError("a chat prompt needs at least one message")
+        else:
+            raise TypeError(
+                f"prompt must be a str or a list of chat messages, got {type(prompt).__name__}"
+            )
+        if self.system_prompt and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return messages
+
+    def build_body(self, prompt: Prompt, **kwargs: Any) -> dict[str, Any]:
+        """The JSON body sent for ``prompt``; keyword arguments override body fields."""
+        body: dict[str, Any] = {"model": self.model, "messages": self._messages(prompt)}
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        body.update(self.extra_body)
+        if "max_new_tokens" in kwargs:  # the generator-wide name for the answer length
+            kwargs.setdefault("max_tokens", kwargs.pop("max_new_tokens"))
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        body.update(kwargs)
+        return body
+
+    def _parse(self, response: httpx.Response) -> str:
+        if response.status_code >= 400:
+            error = GeneratorError(
+                f"{self.name}: HTTP {response.status_code} from {self.url}: "
+                f"{_excerpt(response.text)}",
+                status_code=response.status_code,
+                body=_excerpt(response.text),
+            )
+            raise _RetryableError(error) if response.status_code >= 500 else error
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise GeneratorError(
+                f"{self.name}: malformed response from {self.url}: not JSON: "
+                f"{_excerpt(response.text)!r}",
+                status_code=response.status_code,
+                body=_excerpt(response.text),
+            ) from exc
+        problem = None
+        content: Any = None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            problem = "no 'choices' list"
+        elif not data["choices"]:
+            problem = "empty 'choices'"
+        else:
+            first = data["choices"][0]
+            message = first.get("message") if isinstance(first, dict) else None
+            if not isinstance(message, dict):
+                problem = "no 'message' in choices[0]"
+            else:
+                content = message.get("content")
+                if not isinstance(content, str):
+                    problem = "choices[0].message.content is missing or not a string"
+        if problem is not None:
+            raise GeneratorError(
+                f"{self.name}: malformed response from {self.url}: {problem}: "
+                f"{_excerpt(response.text)}",
+                status_code=response.status_code,
+                body=_excerpt(response.text),
+            )
+        return str(content)
+
+    def _timeout_error(self, exc: Exception) -> GeneratorTimeoutError:
+        return GeneratorTimeoutError(
+            f"{self.name}: no answer from {self.url} within the timeout of {self.timeout} s "
+            f"({type(exc).__name__})"
+        )
+
+    def _connect_error(self, exc: Exception) -> _RetryableError:
+        return _RetryableError(
+            GeneratorError(f"{self.name}: cannot reach {self.url}: {type(exc).__name__}: {exc}")
+        )
+
+    def generate(self, prompt: Prompt, **kwargs: Any) -> str:
+        body = self.build_body(prompt, **kwargs)
+        delay = _RETRY_BACKOFF
+        with httpx.Client(timeout=self.timeout) as client:
+            for attempt in range(self.max_retries + 1):
+                try:
+                    try:
+                        response = client.post(self.url, json=body, headers=self._headers())
+                    except httpx.TimeoutException as exc:
+                        raise self._timeout_error(exc) from exc
+                    except httpx.TransportError as exc:
+                        raise self._connect_error(exc) from exc
+                    return self._parse(response)
+                except _RetryableError as retry:
+                    if attempt == self.max_retries:
+                        raise retry.error from retry.__cause__
+                    time.sleep(delay)
+                    delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def agenerate(self, prompt: Prompt, **kwargs: Any) -> str:
+        body = self.build_body(prompt, **kwargs)
+        delay = _RETRY_BACKOFF
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+            for attempt in range(self.max_retries + 1):
+                try:
+                    try:
+                        response = await client.post(self.url, json=body, headers=self._headers())
+                    except httpx.TimeoutException as exc:
+                        raise self._timeout_error(exc) from exc
+                    except httpx.TransportError as exc:
+                        raise self._connect_error(exc) from exc
+                    return self._parse(response)
+                except _RetryableError as retry:
+                    if attempt == self.max_retries:
+                        raise retry.error from retry.__cause__
+                    await asyncio.sleep(delay)
+                    delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAICompatibleGenerator(model={self.model!r}, name={self.name!r}, "
+            f"base_url={self.base_url!r})"
+        )
