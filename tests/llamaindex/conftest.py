@@ -13,6 +13,7 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
 )
+from llama_index.core.bridge.pydantic import Field
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
@@ -36,7 +37,7 @@ class FixedLLM(CustomLLM):
     error: str | None = None
     context_window: int = 4096
     num_output: int = 256
-    prompts: list[str] = []
+    prompts: list[str] = Field(default_factory=list)
     on_call: Callable[[], None] | None = None
 
     @property
@@ -93,7 +94,7 @@ class JoinFuser(BaseFuser):
 
 
 class EventCollector(BaseEventHandler):
-    events: list[BaseEvent] = []
+    events: list[BaseEvent] = Field(default_factory=list)
 
     @classmethod
     def class_name(cls) -> str:
@@ -106,7 +107,7 @@ class EventCollector(BaseEventHandler):
 class SpanCollector(BaseSpanHandler[SimpleSpan]):
     """Records every span's id and parent id."""
 
-    spans: dict[str, str | None] = {}
+    spans: dict[str, str | None] = Field(default_factory=dict)
 
     @classmethod
     def class_name(cls) -> str:
