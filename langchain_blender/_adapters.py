@@ -1,0 +1,190 @@
+"""Bridges between LangChain objects and the framework-free core.
+
+* :class:`RunnableGenerator` adapts a chat model, an LLM or any runnable that returns a message or a
+  string to the core ``Generator`` protocol, so a LangChain model can be the LLM fuser.
+* Small helpers turn messages into the texts a ranker sees (answers, tool calls, the instruction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import set_config_context
+
+from blender_core.generators.base import BaseGenerator
+from blender_core.types import Prompt
+
+__all__ = [
+    "RunnableGenerator",
+    "ainvoke_in_context",
+    "current_call_config",
+    "has_tool_calls",
+    "instruction_from_messages",
+    "invoke_in_context",
+    "message_text",
+    "render_candidate",
+    "render_tool_calls",
+    "runnable_name",
+    "use_call_config",
+]
+
+_CALL_CONFIG: ContextVar[RunnableConfig | None] = ContextVar(
+    "langchain_blender_call_config", default=None
+)
+
+
+def current_call_config() -> RunnableConfig | None:
+    """The runnable config of the ensemble call in progress, if any (callbacks for child runs)."""
+    return _CALL_CONFIG.get()
+
+
+@contextlib.contextmanager
+def use_call_config(config: RunnableConfig | None) -> Iterator[None]:
+    """Make ``config`` the config a :class:`RunnableGenerator` uses within the block.
+
+    The core pipeline calls the fuser without LangChain configs; this context variable is how a
+    chat-model fuser's run still nests under the ensemble's run (it follows ``asyncio`` tasks and
+    ``asyncio.to_thread``).
+    """
+    token = _CALL_CONFIG.set(config)
+    try:
+        yield
+    finally:
+        _CALL_CONFIG.reset(token)
+
+
+def invoke_in_context(
+    runnable: Runnable[Any, Any], input: Any, config: RunnableConfig | None, **kwargs: Any
+) -> Any:
+    """``runnable.invoke`` with ``config`` also set as the child-runnable context.
+
+    Bindings and sequences merge the context's config into the one passed; inside a chain that
+    context belongs to the chain's step, so without this a child run would nest under the chain
+    instead of under the ensemble.
+    """
+    if config is None:
+        return runnable.invoke(input, **kwargs)
+    with set_config_context(config) as context:
+        return context.run(runnable.invoke, input, config, **kwargs)
+
+
+async def ainvoke_in_context(
+    runnable: Runnable[Any, Any], input: Any, config: RunnableConfig | None, **kwargs: Any
+) -> Any:
+    """Async :func:`invoke_in_context`."""
+    if config is None:
+        return await runnable.ainvoke(input, **kwargs)
+    with set_config_context(config) as context:
+        return await asyncio.create_task(runnable.ainvoke(input, config, **kwargs), context=context)
+
+
+def runnable_name(runnable: Any) -> str:
+    """A readable name for a member: its model name if it has one, else the runnable's name."""
+    for attr in ("model_name", "model", "model_id", "deployment_name"):
+        value = getattr(runnable, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    if isinstance(runnable, Runnable):
+        return runnable.get_name()
+    return type(runnable).__name__
+
+
+def message_text(output: Any) -> str:
+    """The text of a model output: a message's text content, or a string as is."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, BaseMessage):
+        return output.text
+    raise TypeError(f"expected a message or a string from the model, got {type(output).__name__}")
+
+
+def has_tool_calls(output: Any) -> bool:
+    """Whether ``output`` is an AI message that calls tools."""
+    return isinstance(output, AIMessage) and bool(output.tool_calls)
+
+
+def render_tool_calls(message: AIMessage) -> str:
+    """A text rendering of a message's tool calls (and any text), for a ranker to compare."""
+    lines = []
+    text = message.text.strip()
+    if text:
+        lines.append(text)
+    for call in message.tool_calls:
+        args = json.dumps(call.get("args", {}), sort_keys=True, ensure_ascii=False)
+        lines.append(f"{call['name']}({args})")
+    return "\n".join(lines)
+
+
+def render_candidate(output: Any) -> str:
+    """The text a ranker sees for a candidate: the tool calls when it has some, else its text."""
+    if has_tool_calls(output):
+        return render_tool_calls(output)
+    return message_text(output)
+
+
+def instruction_from_messages(messages: Sequence[BaseMessage]) -> str:
+    """The instruction the ranker and the fuser see for a chat: the last human message's text.
+
+    A chat without a human message is rendered whole (``role: text`` lines).
+    """
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            return message.text
+    return "\n".join(f"{m.type}: {m.text}" for m in messages)
+
+
+def _prompt_to_lc(prompt: Prompt) -> Any:
+    if isinstance(prompt, str):
+        return prompt
+    converted = []
+    for message in prompt:
+        if not isinstance(message, Mapping) or "content" not in message:
+            raise TypeError("a chat prompt must be a list of {'role', 'content'} mappings")
+        converted.append((str(message.get("role", "user")), str(message["content"])))
+    return converted
+
+
+class RunnableGenerator(BaseGenerator):
+    """A LangChain chat model, LLM or runnable as a core ``Generator`` (for example, a fuser).
+
+    The runnable gets the prompt (a string, or ``(role, content)`` pairs for a chat) and must
+    return a message or a string. Its run nests under the ensemble call in progress (see
+    :func:`use_call_config`), or under the ``config`` keyword when one is passed.
+
+    Example:
+        .. code-block:: python
+
+            from blender_core import LLMFuser
+            from langchain_blender import RunnableGenerator
+
+            fuser = LLMFuser(RunnableGenerator(chat_model, name="fuser"))
+    """
+
+    def __init__(self, runnable: Runnable[Any, Any], *, name: str | None = None) -> None:
+        if not isinstance(runnable, Runnable):
+            raise TypeError(f"expected a LangChain Runnable, got {type(runnable).__name__}")
+        super().__init__(name or runnable_name(runnable))
+        self.runnable = runnable
+
+    def _config(self, kwargs: dict[str, Any]) -> RunnableConfig | None:
+        config = kwargs.pop("config", None)
+        return config if config is not None else current_call_config()
+
+    def generate(self, prompt: Prompt, **kwargs: Any) -> str:
+        """Invoke the runnable on ``prompt`` and return its text."""
+        config = self._config(kwargs)
+        output = invoke_in_context(self.runnable, _prompt_to_lc(prompt), config, **kwargs)
+        return message_text(output)
+
+    async def agenerate(self, prompt: Prompt, **kwargs: Any) -> str:
+        """Async :meth:`generate` (the runnable's native ``ainvoke``)."""
+        config = self._config(kwargs)
+        output = await ainvoke_in_context(self.runnable, _prompt_to_lc(prompt), config, **kwargs)
+        return message_text(output)

@@ -1,0 +1,91 @@
+"""Fields shared by the LangChain ensembles (``ChatBlender``, ``Blender``)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pydantic import BaseModel, Field, PrivateAttr, field_validator
+
+from langchain_blender._ensemble import Engine
+
+__all__ = ["DEFAULT_RANKER", "BlendSettings", "describe_spec"]
+
+DEFAULT_RANKER = "llm-blender/PairRM"
+"""The ranker used when none is given: the PairRM checkpoint (hub id), loaded on first call."""
+
+
+def describe_spec(spec: Any) -> Any:
+    """A short, stable description of a ranker/fuser spec for identifying params and caching."""
+    if spec is None or isinstance(spec, str):
+        return spec
+    name = getattr(spec, "model_name", None) or getattr(spec, "name", None)
+    label = type(spec).__name__
+    return f"{label}({name})" if isinstance(name, str) and name else label
+
+
+class BlendSettings(BaseModel):
+    """Ranking and fusion settings of an ensemble."""
+
+    ranker: Any = DEFAULT_RANKER
+    """A ``Ranker`` object (``PairRanker``, ``ConsensusRanker``, ...), or a spec: a PairRanker hub
+    id or path (default ``"llm-blender/PairRM"``), ``"consensus"`` (MiniLM, offline), ``"random"``.
+    A spec is loaded on the first call."""
+    fuser: Any = None
+    """``None``/``"select"`` (no fusion: the top-ranked answer), a ``GenFuser`` or other ``Fuser``,
+    a GenFuser hub id or path, or a LangChain chat model / LLM used as an LLM fuser."""
+    top_k: int = Field(default=3, ge=1)
+    """How many of the best-ranked answers the fuser gets."""
+    strategy: str | None = None
+    """PairRanker aggregation (``"max_logits"``, ``"max_wins"``, ``"bubble"``); ``None``: the
+    ranker's default."""
+    timeout: float | None = Field(default=60.0, gt=0)
+    """Seconds each member may take; a member past it is reported as a ``"timeout"`` failure."""
+    min_candidates: int = Field(default=1, ge=1)
+    """Fewest answers (distinct, for text) needed to go on; below it the call raises
+    ``BlendError``."""
+    max_retries: int = Field(default=0, ge=0)
+    """Retries of a member that raises, before it counts as failed."""
+
+    _engine: Engine | None = PrivateAttr(default=None)
+    _engine_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @field_validator("ranker")
+    @classmethod
+    def _check_ranker(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if all(callable(getattr(value, name, None)) for name in ("rank", "arank")):
+            return value
+        raise TypeError(
+            "ranker must be a Ranker (with rank/arank), a PairRanker hub id or path, "
+            f"'consensus', 'random' or None, got {type(value).__name__}"
+        )
+
+    def _member_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def _get_engine(self) -> Engine:
+        """The loaded ranker/fuser pipeline (built once, on first use)."""
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = Engine(
+                        self._member_names(),
+                        ranker=self.ranker,
+                        fuser=self.fuser,
+                        top_k=self.top_k,
+                        timeout=self.timeout,
+                        min_candidates=self.min_candidates,
+                        strategy=self.strategy,
+                    )
+        return self._engine
+
+    def _blend_params(self) -> dict[str, Any]:
+        return {
+            "ranker": describe_spec(self.ranker),
+            "fuser": describe_spec(self.fuser),
+            "top_k": self.top_k,
+            "strategy": self.strategy,
+            "min_candidates": self.min_candidates,
+        }

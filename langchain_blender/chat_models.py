@@ -1,0 +1,485 @@
+"""``ChatBlender``: an ensemble of chat models that behaves like one chat model."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field, field_validator
+
+from langchain_blender._adapters import instruction_from_messages
+from langchain_blender._ensemble import (
+    Blended,
+    MemberOutcome,
+    achild_callbacks,
+    ainvoke_members,
+    child_callbacks,
+    invoke_members,
+    member_usage,
+    name_members,
+)
+from langchain_blender._settings import BlendSettings
+
+__all__ = ["ChatBlender", "apply_stop", "text_pieces"]
+
+_STREAM_CALL = "_llm_blender_stream_call"
+"""Private kwarg carrying the stream call's config from ``stream()`` to ``_stream()``."""
+
+_PIECES = re.compile(r"\s*\S+\s*|\s+")
+
+
+def text_pieces(text: str) -> list[str]:
+    """Split ``text`` into word-sized pieces (whitespace kept) for streaming; joins back exactly."""
+    return _PIECES.findall(text) or [""]
+
+
+def apply_stop(text: str, stop: Sequence[str] | None) -> str:
+    """Cut ``text`` at the first occurrence of any stop sequence (as a model's ``stop`` does)."""
+    if not stop:
+        return text
+    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
+
+
+@dataclass(frozen=True)
+class _StreamCall:
+    config: RunnableConfig
+
+
+def _member_kwargs(
+    member: Runnable[Any, Any], stop: list[str] | None, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Call kwargs for a member: stop and per-call params go to language models only."""
+    if not isinstance(member, BaseLanguageModel):
+        return {}
+    kwargs = dict(extra)
+    if stop:
+        kwargs["stop"] = stop
+    return kwargs
+
+
+class ChatBlender(BlendSettings, BaseChatModel):
+    """An LLM-Blender ensemble of chat models: every member answers, PairRanker ranks, the best
+    ``top_k`` are fused (or the best is selected).
+
+    Behaves like any chat model: ``invoke``/``ainvoke``/``batch``/``abatch``/``stream``/``astream``,
+    callbacks, LCEL, tools, structured output and agents.
+
+    * Members are called concurrently (``ainvoke`` on one event loop in async calls, a thread per
+      member in sync calls), each under ``timeout`` seconds; their runs are children of the
+      ensemble's run in every mode (tagged ``"llm_blender:member"``, named after the member).
+    * Streaming: members must all finish before ranking, so the stream starts once the answer is
+      known; the fused text then arrives in word-sized chunks (tool calls in one chunk).
+    * A member that raises or times out is listed in ``response_metadata["failures"]`` and the call
+      still answers; when fewer than ``min_candidates`` answer, ``BlendError`` names every member's
+      failure.
+    * ``response_metadata``: ``candidates`` (text by member), ``ranking`` (``order``, ``ranks``,
+      ``scores``, ``texts``, ``models``), ``top_k``, ``best_models``, ``failures``, ``latencies``,
+      ``rank_latency``, ``fuse_latency``, ``blend_mode`` (``"text"`` or ``"tool_calls"``) and
+      ``model_name``. ``usage_metadata`` sums the members' (and a chat-model fuser's) usage.
+    * Tools: ``bind_tools`` binds the tools to every member. When any answer calls tools, only
+      tool-calling answers are ranked (over a text rendering of the calls) and the best is returned
+      as is, never fused. ``with_structured_output`` works through tool calling.
+    * Per-call kwargs other than ``stop``/``tools``/``tool_choice`` (and ``temperature``/
+      ``max_tokens`` when set on the ensemble) are passed to members that are language models.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_core.output_parsers import StrOutputParser
+            from langchain_core.prompts import ChatPromptTemplate
+            from langchain_blender import ChatBlender
+
+            llm = ChatBlender(
+                models=[chat_a, chat_b, chat_c],
+                ranker="llm-blender/PairRM",   # or a PairRanker / any Ranker object
+                fuser=chat_fuser,              # or a GenFuser; None: select the best answer
+                top_k=2,
+            )
+            chain = ChatPromptTemplate.from_template("{question}") | llm | StrOutputParser()
+            chain.invoke({"question": "What is MBR decoding?"})
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    models: dict[str, Runnable[Any, Any]]
+    """The members: chat models or runnables returning a message (a list, or a mapping name ->
+    model; list names come from each model's ``model_name``/``model`` or runnable name)."""
+    temperature: float | None = None
+    """When set, passed to every member that is a language model as a per-call ``temperature``."""
+    max_tokens: int | None = None
+    """When set, passed to every member that is a language model as a per-call ``max_tokens``."""
+    stop: list[str] | None = None
+    """Default stop sequences: passed to members and applied to the fused text."""
+    streaming: bool = False
+    """Accepted for compatibility; ``stream``/``astream`` always stream the final answer."""
+    ensemble_name: str | None = Field(default=None)
+    """Name reported as ``model_name`` (default ``"blend(<member>, ...)"``)."""
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _name_models(cls, value: Any) -> dict[str, Runnable[Any, Any]]:
+        return name_members(value)
+
+    # -- identity -------------------------------------------------------------------------------
+
+    @property
+    def _llm_type(self) -> str:
+        return "llm-blender-chat"
+
+    @property
+    def model_name(self) -> str:
+        """The ensemble's name: ``ensemble_name`` or ``"blend(<member>, ...)"``."""
+        return self.ensemble_name or f"blend({', '.join(self.models)})"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "models": {name: _member_identity(member) for name, member in self.models.items()},
+            **self._blend_params(),
+        }
+
+    def _member_names(self) -> list[str]:
+        return list(self.models)
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        model = kwargs.get("model")
+        params = LangSmithParams(
+            ls_provider="llm_blender",
+            ls_model_name=model if isinstance(model, str) else self.model_name,
+            ls_model_type="chat",
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if isinstance(temperature, int | float):
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if isinstance(max_tokens, int):
+            params["ls_max_tokens"] = max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    def _get_invocation_params(
+        self, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        kwargs.pop(_STREAM_CALL, None)
+        return super()._get_invocation_params(stop=stop, **kwargs)
+
+    # -- tools ----------------------------------------------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools to every member (each member's own ``bind_tools``, per call).
+
+        Args:
+            tools: Tools in any format ``convert_to_openai_tool`` accepts.
+            tool_choice: Passed to each member's ``bind_tools`` (``"any"``, ``"auto"``, a name).
+            **kwargs: Other kwargs bound to the ensemble call.
+        """
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return super().bind(tools=formatted, **kwargs)
+
+    # -- one call -------------------------------------------------------------------------------
+
+    def _prepare(
+        self, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Callable[[str, Runnable[Any, Any]], tuple[Runnable[Any, Any], dict[str, Any]]]:
+        kwargs = dict(kwargs)
+        kwargs.pop(_STREAM_CALL, None)
+        kwargs.pop("ls_structured_output_format", None)
+        tools = kwargs.pop("tools", None)
+        tool_choice = kwargs.pop("tool_choice", None)
+        for name in ("temperature", "max_tokens"):
+            if getattr(self, name) is not None:
+                kwargs.setdefault(name, getattr(self, name))
+        stop = stop if stop is not None else self.stop
+
+        def prepare(
+            name: str, member: Runnable[Any, Any]
+        ) -> tuple[Runnable[Any, Any], dict[str, Any]]:
+            runnable = member
+            if tools:
+                bind = getattr(member, "bind_tools", None)
+                if bind is None:
+                    raise TypeError(
+                        f"{type(member).__name__} has no bind_tools: it cannot use tools"
+                    )
+                runnable = (
+                    bind(tools) if tool_choice is None else bind(tools, tool_choice=tool_choice)
+                )
+            return runnable, _member_kwargs(member, stop, kwargs)
+
+        return prepare
+
+    def _finish(
+        self, blended: Blended, outcomes: Sequence[MemberOutcome], stop: list[str] | None
+    ) -> AIMessage:
+        message = blended.message
+        if blended.metadata["blend_mode"] == "text":
+            text = apply_stop(message.text, stop if stop is not None else self.stop)
+            message = AIMessage(content=text)
+        usage: UsageMetadata | None = member_usage(outcomes)
+        if blended.usage:
+            usage = add_usage(usage, blended.usage)
+        if usage is not None:
+            message.usage_metadata = usage
+        message.response_metadata = {"model_name": self.model_name, **blended.metadata}
+        return message
+
+    def _blend(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        callbacks: CallbackManager | None,
+        kwargs: dict[str, Any],
+    ) -> AIMessage:
+        outcomes = invoke_members(
+            self.models,
+            messages,
+            callbacks=callbacks,
+            prepare=self._prepare(stop, kwargs),
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
+        blended = self._get_engine().blend(
+            instruction_from_messages(messages), outcomes, callbacks=callbacks
+        )
+        return self._finish(blended, outcomes, stop)
+
+    async def _ablend(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        callbacks: AsyncCallbackManager | None,
+        kwargs: dict[str, Any],
+    ) -> AIMessage:
+        outcomes = await ainvoke_members(
+            self.models,
+            messages,
+            callbacks=callbacks,
+            prepare=self._prepare(stop, kwargs),
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
+        blended = await self._get_engine().ablend(
+            instruction_from_messages(messages), outcomes, callbacks=callbacks
+        )
+        return self._finish(blended, outcomes, stop)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        message = self._blend(messages, stop, child_callbacks(run_manager), kwargs)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        message = await self._ablend(messages, stop, achild_callbacks(run_manager), kwargs)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    # -- streaming ------------------------------------------------------------------------------
+    # ``BaseChatModel.stream``/``astream`` do not hand their run manager to ``_stream`` or
+    # ``_astream``. To nest member runs under the ensemble's stream run, ``stream``/``astream``
+    # fix the run id in the config and pass the config along (a private kwarg, dropped from the
+    # traced params); ``_stream`` rebuilds the run's callback manager from them.
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        config = _with_run_id(config)
+        kwargs[_STREAM_CALL] = _StreamCall(config)
+        yield from super().stream(input, config, stop=stop, **kwargs)
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        config = _with_run_id(config)
+        kwargs[_STREAM_CALL] = _StreamCall(config)
+        async for chunk in super().astream(input, config, stop=stop, **kwargs):
+            yield chunk
+
+    def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
+        # Only ``stream``/``astream`` (and the v3 event protocol, which passes its run manager)
+        # take the streaming path; ``invoke`` always blends through ``_generate``.
+        if _STREAM_CALL not in kwargs:
+            return False
+        return super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
+
+    def _stream_callbacks(
+        self, run_manager: CallbackManagerForLLMRun | None, kwargs: dict[str, Any]
+    ) -> CallbackManager | None:
+        call = kwargs.pop(_STREAM_CALL, None)
+        if run_manager is not None:
+            return child_callbacks(run_manager)
+        if call is None:
+            return None
+        config = call.config
+        manager = CallbackManager.configure(
+            config.get("callbacks"),
+            self.callbacks,
+            self.verbose,
+            config.get("tags"),
+            self.tags,
+            config.get("metadata"),
+            self.metadata,
+        )
+        return child_callbacks(
+            CallbackManagerForLLMRun(
+                run_id=config["run_id"],
+                handlers=manager.handlers,
+                inheritable_handlers=manager.inheritable_handlers,
+                parent_run_id=manager.parent_run_id,
+                tags=manager.tags,
+                inheritable_tags=manager.inheritable_tags,
+                metadata=manager.metadata,
+                inheritable_metadata=manager.inheritable_metadata,
+            )
+        )
+
+    def _astream_callbacks(
+        self, run_manager: AsyncCallbackManagerForLLMRun | None, kwargs: dict[str, Any]
+    ) -> AsyncCallbackManager | None:
+        call = kwargs.pop(_STREAM_CALL, None)
+        if run_manager is not None:
+            return achild_callbacks(run_manager)
+        if call is None:
+            return None
+        config = call.config
+        manager = AsyncCallbackManager.configure(
+            config.get("callbacks"),
+            self.callbacks,
+            self.verbose,
+            config.get("tags"),
+            self.tags,
+            config.get("metadata"),
+            self.metadata,
+        )
+        return achild_callbacks(
+            AsyncCallbackManagerForLLMRun(
+                run_id=config["run_id"],
+                handlers=manager.handlers,
+                inheritable_handlers=manager.inheritable_handlers,
+                parent_run_id=manager.parent_run_id,
+                tags=manager.tags,
+                inheritable_tags=manager.inheritable_tags,
+                metadata=manager.metadata,
+                inheritable_metadata=manager.inheritable_metadata,
+            )
+        )
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        callbacks = self._stream_callbacks(run_manager, kwargs)
+        message = self._blend(messages, stop, callbacks, kwargs)
+        yield from _message_chunks(message)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        callbacks = self._astream_callbacks(run_manager, kwargs)
+        message = await self._ablend(messages, stop, callbacks, kwargs)
+        for chunk in _message_chunks(message):
+            yield chunk
+
+
+def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:
+    config = ensure_config(config)
+    if config.get("run_id") is None:
+        config = {**config, "run_id": uuid.uuid4()}
+    return config
+
+
+def _member_identity(member: Runnable[Any, Any]) -> Any:
+    if isinstance(member, BaseLanguageModel):
+        params = member._identifying_params
+        return {"_type": getattr(member, "_llm_type", type(member).__name__), **params}
+    return repr(member)
+
+
+def _message_chunks(message: AIMessage) -> Iterator[ChatGenerationChunk]:
+    """The final message as stream chunks; the last carries usage, metadata and tool calls."""
+    last: dict[str, Any] = {
+        "response_metadata": message.response_metadata,
+        "usage_metadata": message.usage_metadata,
+        "chunk_position": "last",
+    }
+    if message.tool_calls or message.invalid_tool_calls:
+        chunks = [
+            tool_call_chunk(
+                name=call["name"],
+                args=json.dumps(call["args"], ensure_ascii=False),
+                id=call.get("id"),
+                index=i,
+            )
+            for i, call in enumerate(message.tool_calls)
+        ]
+        offset = len(chunks)
+        chunks += [
+            tool_call_chunk(
+                name=bad.get("name"), args=bad.get("args"), id=bad.get("id"), index=offset + i
+            )
+            for i, bad in enumerate(message.invalid_tool_calls)
+        ]
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content=message.content, tool_call_chunks=chunks, **last)
+        )
+        return
+    pieces = text_pieces(message.text)
+    for piece in pieces[:-1]:
+        yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+    yield ChatGenerationChunk(message=AIMessageChunk(content=pieces[-1], **last))

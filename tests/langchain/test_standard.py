@@ -1,0 +1,164 @@
+"""LangChain's standard chat-model suites for ChatBlender over scripted tool-calling members."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.utils.function_calling import convert_to_json_schema
+from langchain_tests.integration_tests import ChatModelIntegrationTests
+from langchain_tests.integration_tests.chat_models import (
+    _get_joke_class,
+    _TestCallbackHandler,
+)
+from langchain_tests.unit_tests import ChatModelUnitTests
+
+from langchain_blender import ChatBlender
+from tests.langchain.fakes import LengthRanker, ScriptedChatModel
+
+
+def _params() -> dict[str, Any]:
+    return {
+        "models": {
+            "alpha": ScriptedChatModel(model_name="alpha", prefix="Alpha says:"),
+            "beta": ScriptedChatModel(model_name="beta", prefix="Beta, at more length, says:"),
+        },
+        "ranker": LengthRanker(),
+    }
+
+
+class _Declared:
+    @property
+    def chat_model_class(self) -> type[BaseChatModel]:
+        return ChatBlender
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return _params()
+
+    @property
+    def has_tool_calling(self) -> bool:
+        return True
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
+
+    @property
+    def has_structured_output(self) -> bool:
+        return True
+
+    @property
+    def returns_usage_metadata(self) -> bool:
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return False
+
+    @property
+    def supports_model_override(self) -> bool:
+        # A per-call ``model`` has no single meaning for an ensemble of several models.
+        return False
+
+
+class TestChatBlenderUnit(_Declared, ChatModelUnitTests):
+    @property
+    def standard_chat_model_params(self) -> dict[str, Any]:
+        # An ensemble has no API key of its own: the members carry theirs.
+        params = super().standard_chat_model_params
+        params.pop("api_key", None)
+        return params
+
+
+class TestChatBlenderIntegration(_Declared, ChatModelIntegrationTests):
+    # The standard structured-output tests count every ``on_chat_model_start`` their handler
+    # sees and expect exactly one. An ensemble's members are child runs that inherit the handler
+    # (by design: they nest under the ensemble's run), so the handler sees 1 + len(models).
+    # ``test_structured_output_root_run*`` below run the same checks counting the root run only.
+    _XFAIL = (
+        "members are child runs: the standard handler also sees their on_chat_model_start "
+        "(checked on the root run in test_structured_output_root_run*)"
+    )
+
+    @pytest.mark.xfail(reason=_XFAIL, strict=True)
+    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+    def test_structured_output(
+        self,
+        model: BaseChatModel,
+        schema_type: Literal["pydantic", "typeddict", "json_schema"],
+    ) -> None:
+        super().test_structured_output(model, schema_type)
+
+    @pytest.mark.xfail(reason=_XFAIL, strict=True)
+    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+    async def test_structured_output_async(
+        self,
+        model: BaseChatModel,
+        schema_type: Literal["pydantic", "typeddict", "json_schema"],
+    ) -> None:
+        await super().test_structured_output_async(model, schema_type)
+
+    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+    def test_structured_output_root_run(
+        self,
+        model: BaseChatModel,
+        schema_type: Literal["pydantic", "typeddict", "json_schema"],
+    ) -> None:
+        schema, validate = _get_joke_class(schema_type)
+        chat = model.with_structured_output(schema, **self.structured_output_kwargs)
+        handler = _RootCallbackHandler()
+        validate(chat.invoke("Tell me a joke about cats.", config={"callbacks": [handler]}))
+        _check_root_options(handler, schema)
+        handler = _RootCallbackHandler()
+        chunk = None
+        for chunk in chat.stream("Tell me a joke about cats.", config={"callbacks": [handler]}):
+            validate(chunk)
+        assert chunk is not None
+        _check_root_options(handler, schema)
+
+    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+    async def test_structured_output_root_run_async(
+        self,
+        model: BaseChatModel,
+        schema_type: Literal["pydantic", "typeddict", "json_schema"],
+    ) -> None:
+        schema, validate = _get_joke_class(schema_type)
+        chat = model.with_structured_output(schema, **self.structured_output_kwargs)
+        handler = _RootCallbackHandler()
+        result = await chat.ainvoke("Tell me a joke about cats.", config={"callbacks": [handler]})
+        validate(result)
+        _check_root_options(handler, schema)
+        handler = _RootCallbackHandler()
+        chunk = None
+        async for chunk in chat.astream(
+            "Tell me a joke about cats.", config={"callbacks": [handler]}
+        ):
+            validate(chunk)
+        assert chunk is not None
+        _check_root_options(handler, schema)
+
+
+class _RootCallbackHandler(_TestCallbackHandler):
+    """Records every chat-model run: the ensemble's is the one not nested in another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[tuple[Any, Any, Any]] = []
+
+    def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, options: Any = None, **kwargs: Any
+    ) -> None:
+        self.runs.append((kwargs["run_id"], kwargs.get("parent_run_id"), options))
+
+
+def _check_root_options(handler: _RootCallbackHandler, schema: Any) -> None:
+    chat_runs = {run_id for run_id, _, _ in handler.runs}
+    roots = [(r, o) for r, parent, o in handler.runs if parent not in chat_runs]
+    assert len(roots) == 1, "expected one on_chat_model_start for the ensemble"
+    root_id, options = roots[0]
+    children = [r for r, parent, _ in handler.runs if parent == root_id]
+    assert len(children) == 2, "expected one child chat-model run per member"
+    assert isinstance(options, dict)
+    assert options["ls_structured_output_format"]["schema"] == convert_to_json_schema(schema)
