@@ -125,10 +125,11 @@ def make_tiny_genfuser(path: str | Path, *, seed: int = 0, vocab_size: int = 400
         decoder_start_token_id=tokenizer.pad_token_id,
     )
     model = T5ForConditionalGeneration(config)
-    # T5's default init makes a random model emit <pad> forever; wider weights and silenced
-    # special tokens give varied, input-dependent text, so tests can see fusion do something.
+    # T5's default init makes a random model emit <pad> forever, and beam search would pick an
+    # immediate </s>; wider weights and silenced special tokens (</s> included: answers run to
+    # max_new_tokens) give varied, input-dependent text, so tests can see fusion do something.
     sentinels = [f"<extra_id_{i}>" for i in range(NUM_SENTINELS)]
-    special_ids = [tokenizer.pad_token_id, tokenizer.unk_token_id]
+    special_ids = [tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id]
     special_ids += [tokenizer.convert_tokens_to_ids(token) for token in sentinels]
     with torch.no_grad():
         for name, param in model.named_parameters():
