@@ -71,7 +71,7 @@ def test_chat_prompt_passes_through() -> None:
 
 async def test_bad_return_type() -> None:
     gen = CallableGenerator(lambda p, **k: 42, name="bad")
-    with pytest.raises(TypeError, match="'bad'.*must return a str, got int"):
+    with pytest.raises(TypeError, match=r"'bad'.*must return a str, got int"):
         gen.generate("x")
     with pytest.raises(TypeError, match="got int"):
         await gen.agenerate("x")
