@@ -1,0 +1,241 @@
+"""OpenAICompatibleGenerator against a real HTTP server on loopback (started by the tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from blender_core import OpenAICompatibleGenerator
+from blender_core.generators.errors import GeneratorError, GeneratorTimeoutError
+
+
+class FakeServer:
+    """A chat completion server; the first URL segment picks the scenario (ok, error, slow...)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.flaky_failures = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep the test output clean
+                pass
+
+            def _send(self, status: int, body: str) -> None:
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                scenario = self.path.split("/")[1]
+                with server.lock:
+                    server.requests.append(
+                        {"path": self.path, "body": body, "headers": dict(self.headers)}
+                    )
+                if not self.path.endswith("/v1/chat/completions"):
+                    return self._send(404, '{"error": "not found"}')
+                user = body["messages"][-1]["content"]
+                ok = json.dumps(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": f"echo: {user}"},
+                            }
+                        ],
+                    }
+                )
+                if scenario == "ok":
+                    return self._send(200, ok)
+                if scenario == "error":
+                    return self._send(500, '{"error": {"message": "model exploded"}}')
+                if scenario == "badrequest":
+                    return self._send(400, '{"error": "bad model name"}')
+                if scenario == "slow":
+                    time.sleep(1.5)
+                    return self._send(200, ok)
+                if scenario == "badjson":
+                    return self._send(200, "this is not json")
+                if scenario == "nochoices":
+                    return self._send(200, '{"id": "x"}')
+                if scenario == "nocontent":
+                    return self._send(200, '{"choices": [{"message": {"role": "assistant"}}]}')
+                if scenario == "flaky":
+                    with server.lock:
+                        server.flaky_failures += 1
+                        fail = server.flaky_failures <= 1
+                    return self._send(503, "busy") if fail else self._send(200, ok)
+                return self._send(404, "unknown scenario")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, scenario: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{scenario}/v1"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeServer]:
+    srv = FakeServer()
+    yield srv
+    srv.close()
+
+
+def test_success_sync(server: FakeServer) -> None:
+    gen = OpenAICompatibleGenerator(
+        "tiny",
+        base_url=server.url("ok"),
+        api_key="sk-test",
+        system_prompt="Be brief.",
+        temperature=0.2,
+        max_tokens=16,
+    )
+    assert gen.name == "tiny"
+    assert gen.generate("hello") == "echo: hello"
+    req = server.requests[-1]
+    assert req["path"] == "/ok/v1/chat/completions"
+    assert req["headers"]["Authorization"] == "Bearer sk-test"
+    assert req["body"] == {
+        "model": "tiny",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hello"},
+        ],
+        "temperature": 0.2,
+        "max_tokens": 16,
+    }
+
+
+async def test_success_async_concurrent(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    gen = OpenAICompatibleGenerator("tiny", base_url=server.url("ok") + "/", name="local")
+    outs = await asyncio.gather(*(gen.agenerate(f"q{i}") for i in range(4)))
+    assert outs == [f"echo: q{i}" for i in range(4)]
+    assert "Authorization" not in server.requests[-1]["headers"]  # no key: fine for local servers
+
+
+def test_chat_prompt_and_call_overrides(server: FakeServer) -> None:
+    gen = OpenAICompatibleGenerator(
+        "tiny",
+        base_url=server.url("ok"),
+        api_key="",
+        system_prompt="ignored",
+        extra_body={"seed": 1},
+    )
+    chat = [{"role": "system", "content": "own"}, {"role": "user", "content": "hey"}]
+    assert gen.generate(chat, max_new_tokens=5, temperature=0.0) == "echo: hey"
+    body = server.requests[-1]["body"]
+    assert body["messages"] == chat  # the chat's own system message wins
+    assert body["max_tokens"] == 5 and body["temperature"] == 0.0 and body["seed"] == 1
+    assert "Authorization" not in server.requests[-1]["headers"]
+
+
+async def test_server_error(server: FakeServer) -> None:
+    gen = OpenAICompatibleGenerator("tiny", base_url=server.url("error"))
+    with pytest.raises(GeneratorError, match=r"HTTP 500.*model exploded") as info:
+        gen.generate("x")
+    assert info.value.status_code == 500
+    assert "model exploded" in (info.value.body or "")
+    with pytest.raises(GeneratorError, match="HTTP 500"):
+        await gen.agenerate("x")
+    with pytest.raises(GeneratorError, match="HTTP 400") as bad:
+        OpenAICompatibleGenerator("tiny", base_url=server.url("badrequest")).generate("x")
+    assert bad.value.status_code == 400
+
+
+async def test_timeout(server: FakeServer) -> None:
+    gen = OpenAICompatibleGenerator("tiny", base_url=server.url("slow"), timeout=0.3)
+    start = time.perf_counter()
+    with pytest.raises(GeneratorTimeoutError, match=r"timeout of 0\.3 s"):
+        gen.generate("x")
+    assert time.perf_counter() - start < 1.4
+    with pytest.raises(TimeoutError):
+        await gen.agenerate("x")
+
+
+@pytest.mark.parametrize(
+    ("scenario", "message"),
+    [
+        ("badjson", "malformed response.*not JSON"),
+        ("nochoices", "malformed response.*no 'choices'"),
+        ("nocontent", "malformed response.*content is missing"),
+    ],
+)
+async def test_malformed_response(server: FakeServer, scenario: str, message: str) -> None:
+    gen = OpenAICompatibleGenerator("tiny", base_url=server.url(scenario))
+    with pytest.raises(GeneratorError, match=message):
+        gen.generate("x")
+    with pytest.raises(GeneratorError, match=message):
+        await gen.agenerate("x")
+
+
+def test_retries_on_5xx(server: FakeServer) -> None:
+    server.flaky_failures = 0
+    gen = OpenAICompatibleGenerator("tiny", base_url=server.url("flaky"), max_retries=1)
+    assert gen.generate("again") == "echo: again"
+    assert server.flaky_failures == 2
+    server.flaky_failures = 0
+    with pytest.raises(GeneratorError, match="HTTP 503"):
+        OpenAICompatibleGenerator("tiny", base_url=server.url("flaky")).generate("x")
+
+
+async def test_connection_refused() -> None:
+    probe = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = probe.server_address[1]
+    probe.server_close()  # nothing listens there now
+    gen = OpenAICompatibleGenerator("tiny", base_url=f"http://127.0.0.1:{port}/v1", timeout=5)
+    with pytest.raises(GeneratorError, match="cannot reach"):
+        gen.generate("x")
+    with pytest.raises(GeneratorError, match="cannot reach"):
+        await gen.agenerate("x")
+
+
+def test_environment_defaults(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("OPENAI_API_BASE", server.url("ok"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    gen = OpenAICompatibleGenerator("tiny")
+    assert gen.base_url == server.url("ok")
+    assert gen.generate("env") == "echo: env"
+    assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-env"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://example.invalid/v1")
+    assert OpenAICompatibleGenerator("tiny").base_url == "http://example.invalid/v1"
+    assert OpenAICompatibleGenerator("tiny", base_url=server.url("ok")).base_url == server.url("ok")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    monkeypatch.delenv("OPENAI_API_BASE")
+    assert OpenAICompatibleGenerator("tiny").base_url == "https://api.openai.com/v1"
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="model"):
+        OpenAICompatibleGenerator("")
+    with pytest.raises(ValueError, match="timeout"):
+        OpenAICompatibleGenerator("m", timeout=0)
+    with pytest.raises(ValueError, match="max_retries"):
+        OpenAICompatibleGenerator("m", max_retries=-1)
+    with pytest.raises(TypeError, match="prompt"):
+        OpenAICompatibleGenerator("m", base_url="http://127.0.0.1:9/v1").generate(3)  # type: ignore[arg-type]
