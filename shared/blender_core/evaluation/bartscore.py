@@ -1,0 +1,194 @@
+"""BARTScore: mean log-likelihood of the reference's tokens given the candidate, under a LM."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from blender_core.evaluation.cache import ScoreCache
+from blender_core.evaluation.metrics import ReferenceMetric
+
+__all__ = ["PAPER_BARTSCORE_MODEL", "BARTScoreMetric"]
+
+#: The scorer the LLM-Blender paper used (a hub download; not available offline).
+PAPER_BARTSCORE_MODEL = "facebook/bart-large-cnn"
+
+
+class BARTScoreMetric(ReferenceMetric):
+    """BARTScore (candidate -> reference): ``mean_t log p(ref_t | ref_<t, candidate)``.
+
+    Works with any sequence-to-sequence model (the candidate is the encoder input, the reference
+    the decoder target, as in BARTScore) or causal LM (the reference follows the candidate and a
+    blank line; the candidate is cut from the left when the pair does not fit). Scores are
+    negative log-likelihoods per token sign-flipped: higher is better, 0 is the maximum.
+
+    Args:
+        model_name_or_path: A hub id or local directory; the paper used
+            ``facebook/bart-large-cnn`` (:data:`PAPER_BARTSCORE_MODEL`), which needs a download.
+        device: ``None`` picks CUDA, then MPS, then CPU.
+        dtype: ``None``: float32 on CPU, float16 on an accelerator.
+        batch_size: Pairs per forward pass.
+        max_length: Tokens kept of the candidate (seq2seq: also of the reference; causal: of the
+            whole pair).
+        cache: See :class:`~blender_core.evaluation.metrics.ReferenceMetric`.
+
+    Example:
+        .. code-block:: python
+
+            from blender_core.evaluation import BARTScoreMetric
+
+            metric = BARTScoreMetric("facebook/bart-large-cnn")
+            metric.score("The cat sat on the mat.", "A cat was sitting on the mat.")
+    """
+
+    name = "bartscore"
+
+    def __init__(
+        self,
+        model_name_or_path: str | Path = PAPER_BARTSCORE_MODEL,
+        *,
+        device: Any = None,
+        dtype: Any = None,
+        batch_size: int = 4,
+        max_length: int = 1024,
+        cache: ScoreCache | str | Path | None = None,
+    ) -> None:
+        super().__init__(cache=cache)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_length < 4:
+            raise ValueError(f"max_length must be >= 4, got {max_length}")
+        self.model_name_or_path = str(model_name_or_path)
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._torch_device: Any = None
+        self.is_encoder_decoder: bool | None = None
+
+    def config(self) -> Mapping[str, Any]:
+        model = self.model_name_or_path
+        if Path(model).is_dir():
+            model = f"local:{Path(model).resolve().name}"
+        return {"metric": self.name, "model": model, "max_length": self.max_length}
+
+    def load(self) -> BARTScoreMetric:
+        """Load the model now (otherwise on first use); returns ``self``."""
+        with self._lock:
+            if self._model is not None:
+                return self
+            from transformers import (
+                AutoConfig,
+                AutoModelForCausalLM,
+                AutoModelForSeq2SeqLM,
+                AutoTokenizer,
+            )
+
+            from blender_core.devices import resolve_device, resolve_dtype
+
+            device = resolve_device(self.device)
+            dtype = resolve_dtype(self.dtype, device)
+            config = AutoConfig.from_pretrained(self.model_name_or_path)
+            self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+            auto: Any = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
+            tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path)
+            model: Any = auto.from_pretrained(self.model_name_or_path, dtype=dtype)
+            model.to(device)
+            model.eval()
+            self._tokenizer = tokenizer
+            self._torch_device = device
+            self._model = model
+        return self
+
+    def _compute(
+        self, candidates: Sequence[str], references: Sequence[str], *, show_progress: bool
+    ) -> list[float]:
+        from tqdm.auto import tqdm
+
+        self.load()
+        # Long pairs together: little padding per batch.
+        order = sorted(
+            range(len(candidates)), key=lambda i: -len(candidates[i]) - len(references[i])
+        )
+        scores = [0.0] * len(candidates)
+        batches = range(0, len(order), self.batch_size)
+        for start in tqdm(batches, desc="BARTScore", disable=not show_progress):
+            idx = order[start : start + self.batch_size]
+            cands = [candidates[i] for i in idx]
+            refs = [references[i] for i in idx]
+            if self.is_encoder_decoder:
+                values = self._seq2seq(cands, refs)
+            else:
+                values = self._causal(cands, refs)
+            for i, value in zip(idx, values, strict=True):
+                scores[i] = value
+        return scores
+
+    def _token_means(self, logits: Any, labels: Any) -> list[float]:
+        import torch
+
+        mask = labels.ne(-100)
+        safe = labels.masked_fill(~mask, 0)
+        logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe.unsqueeze(-1))
+        logprobs = logprobs.squeeze(-1) * mask
+        counts = mask.sum(dim=1).clamp(min=1)
+        return [float(x) for x in (logprobs.sum(dim=1) / counts).tolist()]
+
+    def _seq2seq(self, cands: list[str], refs: list[str]) -> list[float]:
+        import torch
+
+        tok = self._tokenizer
+        enc = tok(
+            cands, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+        )
+        tgt = tok(
+            text_target=refs,
+            truncation=True,
+            max_length=self.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        labels = tgt["input_ids"].masked_fill(tgt["attention_mask"].eq(0), -100)
+        with torch.inference_mode():
+            out = self._model(
+                input_ids=enc["input_ids"].to(self._torch_device),
+                attention_mask=enc["attention_mask"].to(self._torch_device),
+                labels=labels.to(self._torch_device),
+            )
+        return self._token_means(out.logits, labels.to(self._torch_device))
+
+    def _causal(self, cands: list[str], refs: list[str]) -> list[float]:
+        import torch
+
+        tok = self._tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        rows: list[list[int]] = []
+        label_rows: list[list[int]] = []
+        for cand, ref in zip(cands, refs, strict=True):
+            ref_ids = tok(ref, add_special_tokens=False)["input_ids"]
+            if tok.eos_token_id is not None:
+                ref_ids = [*ref_ids, tok.eos_token_id]
+            ref_ids = ref_ids[: max(1, self.max_length // 2)]
+            cand_ids = tok(cand + "\n\n", add_special_tokens=False)["input_ids"]
+            if tok.bos_token_id is not None:
+                cand_ids = [tok.bos_token_id, *cand_ids]
+            room = self.max_length - len(ref_ids)
+            cand_ids = cand_ids[-room:] if len(cand_ids) > room else cand_ids
+            rows.append(cand_ids + ref_ids)
+            label_rows.append([-100] * len(cand_ids) + ref_ids)
+        width = max(len(r) for r in rows)
+        input_ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows])
+        attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+        labels = torch.tensor([r + [-100] * (width - len(r)) for r in label_rows])
+        with torch.inference_mode():
+            logits = self._model(
+                input_ids=input_ids.to(self._torch_device),
+                attention_mask=attention.to(self._torch_device),
+            ).logits
+        # Position t predicts token t + 1.
+        return self._token_means(logits[:, :-1], labels[:, 1:].to(self._torch_device))
