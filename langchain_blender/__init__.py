@@ -12,6 +12,35 @@ Example:
 from __future__ import annotations
 
 from langchain_blender._adapters import RunnableGenerator
+from langchain_blender._ensemble import MEMBER_TAG
 from langchain_blender.chat_models import ChatBlender
+from langchain_blender.llms import Blender, BlenderLLM
+from langchain_blender.middleware import BestOfModelsMiddleware, RankedToolFilterMiddleware
+from langchain_blender.rerank import PairRankerRerank
+from langchain_blender.steps import (
+    BlendOutput,
+    CandidatesInput,
+    FuseCandidates,
+    RankAndFuse,
+    RankCandidates,
+    RankingOutput,
+    parallel_candidates,
+)
 
-__all__ = ["ChatBlender", "RunnableGenerator"]
+__all__ = [
+    "MEMBER_TAG",
+    "BestOfModelsMiddleware",
+    "BlendOutput",
+    "Blender",
+    "BlenderLLM",
+    "CandidatesInput",
+    "ChatBlender",
+    "FuseCandidates",
+    "PairRankerRerank",
+    "RankAndFuse",
+    "RankCandidates",
+    "RankedToolFilterMiddleware",
+    "RankingOutput",
+    "RunnableGenerator",
+    "parallel_candidates",
+]

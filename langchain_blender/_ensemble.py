@@ -426,7 +426,11 @@ class Engine:
         fuser = self._fuser_spec
         if isinstance(fuser, Runnable):
             fuser = RunnableGenerator(fuser, name="fuser")
-        names = self.member_names or ["__candidates__"]
+        # The core pipeline wants its generators up front; steps that only rank/fuse answers
+        # they are given have none, so placeholders (never called) stand in for them.
+        names = self.member_names or [
+            f"__candidate_{i}__" for i in range(max(1, self.min_candidates))
+        ]
         generators = {name: _CandidatesOnly(name) for name in names}
         return CoreBlender(
             generators,

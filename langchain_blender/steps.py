@@ -1,0 +1,349 @@
+"""LCEL steps that rank and fuse answers a chain already produced.
+
+Each step takes ``{"instruction": ..., "candidates": [...] or {name: text or message}}`` (plus an
+optional ``"input"``), so a chain that fans out with ``RunnableParallel`` is routed through the
+ranker and the fuser with one more step:
+
+.. code-block:: python
+
+    from langchain_blender import RankAndFuse, parallel_candidates
+
+    chain = parallel_candidates(
+        {"a": prompt | llm_a | StrOutputParser(), "b": prompt | llm_b | StrOutputParser()},
+        instruction="question",
+    ) | RankAndFuse(ranker="llm-blender/PairRM", fuser="llm-blender/gen_fuser_3b", top_k=2)
+    chain.invoke({"question": "What is MBR decoding?"})["text"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from operator import itemgetter
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+)
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableParallel,
+    RunnableSerializable,
+)
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from blender_core.blend import BlendResult
+from blender_core.ranking import Ranking
+from langchain_blender._adapters import message_text, use_call_config
+from langchain_blender._ensemble import FUSER_TAG, child_config, run_sync
+from langchain_blender._settings import BlendSettings
+
+__all__ = [
+    "BlendOutput",
+    "CandidatesInput",
+    "FuseCandidates",
+    "RankAndFuse",
+    "RankCandidates",
+    "RankingOutput",
+    "parallel_candidates",
+]
+
+
+class CandidatesInput(BaseModel):
+    """Input of the rank/fuse steps."""
+
+    instruction: str = Field(description="The instruction (question) the candidates answer.")
+    candidates: list[str | BaseMessage] | dict[str, str | BaseMessage] = Field(
+        description="The answers: a list, or a mapping name -> answer (text or message)."
+    )
+    input: str = Field(default="", description="Optional input (context) for the instruction.")
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @field_validator("candidates")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if not value:
+            raise ValueError("candidates is empty: nothing to rank or fuse")
+        return value
+
+    def named_texts(self) -> dict[str, str]:
+        """Candidates as name -> text (a list's are named ``candidate_0``, ``candidate_1``, ...)."""
+        items = (
+            self.candidates.items()
+            if isinstance(self.candidates, dict)
+            else ((f"candidate_{i}", c) for i, c in enumerate(self.candidates))
+        )
+        return {name: message_text(c) for name, c in items}
+
+
+class RankingOutput(BaseModel):
+    """Output of :class:`RankCandidates` (returned as a dict of these fields)."""
+
+    names: list[str] = Field(description="Candidate names, in input order.")
+    texts: list[str] = Field(description="Candidate texts, in input order.")
+    order: list[int] = Field(description="Candidate indices, best first.")
+    ranks: list[int] = Field(description="1-based rank of each candidate, in input order.")
+    scores: list[float] = Field(description="Score of each candidate (higher is better).")
+    ranked: list[str] = Field(description="Candidate texts, best first.")
+    best: str = Field(description="The best candidate's text.")
+    best_name: str = Field(description="The best candidate's name.")
+
+
+class BlendOutput(BaseModel):
+    """Output of :class:`RankAndFuse` (returned as a dict of these fields)."""
+
+    text: str = Field(description="The fused answer (select fuser: the best candidate).")
+    candidates: dict[str, str] = Field(description="Candidate text by name.")
+    ranking: dict[str, Any] = Field(
+        description="order/ranks/scores over the distinct texts, with texts and their models."
+    )
+    top_k: list[str] = Field(description="The texts given to the fuser, best first.")
+    best_models: list[str] = Field(description="Names of the candidates ranked best.")
+    failures: list[dict[str, str]] = Field(description="Empty candidates (model, kind, message).")
+
+
+def _coerce(value: Any) -> CandidatesInput:
+    if isinstance(value, CandidatesInput):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            "expected {'instruction': ..., 'candidates': [...] or {name: answer}}, "
+            f"got {type(value).__name__}"
+        )
+    return CandidatesInput.model_validate(dict(value))
+
+
+def _source(data: CandidatesInput) -> str:
+    return f"{data.instruction}\n\n{data.input}" if data.input else data.instruction
+
+
+def _ranking_output(names: list[str], texts: list[str], ranking: Ranking) -> dict[str, Any]:
+    return RankingOutput(
+        names=names,
+        texts=texts,
+        order=list(ranking.order),
+        ranks=list(ranking.ranks),
+        scores=list(ranking.scores),
+        ranked=[texts[i] for i in ranking.order],
+        best=texts[ranking.best],
+        best_name=names[ranking.best],
+    ).model_dump()
+
+
+def _blend_output(result: BlendResult) -> dict[str, Any]:
+    ranking = result.ranking.to_dict()
+    ranking["texts"] = list(result.texts)
+    ranking["models"] = [list(m) for m in result.models_by_text]
+    return BlendOutput(
+        text=result.text,
+        candidates=dict(result.candidates),
+        ranking=ranking,
+        top_k=list(result.top_k),
+        best_models=list(result.best_models),
+        failures=[f.to_dict() for f in result.failures],
+    ).model_dump()
+
+
+class _Step(BlendSettings, RunnableSerializable[dict[str, Any], Any]):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    def _member_names(self) -> list[str]:
+        return []
+
+    @property
+    def InputType(self) -> type[Any]:
+        return CandidatesInput
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        return CandidatesInput
+
+
+class RankCandidates(_Step):
+    """Ranks candidate answers to an instruction (no fusion).
+
+    Output (a dict, see :class:`RankingOutput`): ``names``, ``texts``, ``order``, ``ranks``,
+    ``scores``, ``ranked`` (texts best first), ``best`` and ``best_name``.
+
+    Example:
+        .. code-block:: python
+
+            step = RankCandidates(ranker="llm-blender/PairRM")
+            step.invoke({"instruction": "2+2?", "candidates": {"a": "4", "b": "5"}})["best_name"]
+    """
+
+    @property
+    def OutputType(self) -> type[RankingOutput]:
+        return RankingOutput
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        return RankingOutput
+
+    def _rank(self, value: Any) -> dict[str, Any]:
+        data = _coerce(value)
+        named = data.named_texts()
+        names, texts = list(named), list(named.values())
+        engine = self._get_engine()
+        ranking = run_sync(lambda: engine._rank_sync(_source(data), texts))
+        return _ranking_output(names, texts, ranking)
+
+    async def _arank(self, value: Any) -> dict[str, Any]:
+        data = _coerce(value)
+        named = data.named_texts()
+        names, texts = list(named), list(named.values())
+        engine = self._get_engine()
+        await asyncio.to_thread(lambda: engine.core)  # load off the event loop
+        ranking = await engine._rank_async(_source(data), texts)
+        return _ranking_output(names, texts, ranking)
+
+    def invoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        return self._call_with_config(self._rank, input, config, run_type="chain")
+
+    async def ainvoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        return await self._acall_with_config(self._arank, input, config, run_type="chain")
+
+
+class FuseCandidates(_Step):
+    """Fuses candidates given best first (for example, by :class:`RankCandidates`) into one
+    answer with the fuser; only the first ``top_k`` are used. Returns the fused text.
+
+    Example:
+        .. code-block:: python
+
+            fuse = FuseCandidates(fuser=chat_model, top_k=2)
+            rank_then_fuse = RankCandidates() | (
+                lambda r: {"instruction": question, "candidates": r["ranked"]}
+            ) | fuse
+    """
+
+    @property
+    def OutputType(self) -> type[str]:
+        return str
+
+    def _fuse(self, value: Any, run_manager: CallbackManagerForChainRun | None = None) -> str:
+        data = _coerce(value)
+        texts = list(data.named_texts().values())[: self.top_k]
+        engine = self._get_engine()
+        callbacks = run_manager.get_child() if run_manager else None
+        config = child_config(callbacks, "fuser", FUSER_TAG)
+
+        def fuse() -> str:
+            with use_call_config(config):
+                return engine.core.fuser.fuse(data.instruction, texts, input=data.input)
+
+        return run_sync(fuse)
+
+    async def _afuse(
+        self, value: Any, run_manager: AsyncCallbackManagerForChainRun | None = None
+    ) -> str:
+        data = _coerce(value)
+        texts = list(data.named_texts().values())[: self.top_k]
+        engine = self._get_engine()
+        core = await asyncio.to_thread(lambda: engine.core)
+        callbacks = run_manager.get_child() if run_manager else None
+        with use_call_config(child_config(callbacks, "fuser", FUSER_TAG)):
+            return await core.fuser.afuse(data.instruction, texts, input=data.input)
+
+    def invoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> str:
+        return self._call_with_config(self._fuse, input, config, run_type="chain")
+
+    async def ainvoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> str:
+        return await self._acall_with_config(self._afuse, input, config, run_type="chain")
+
+
+class RankAndFuse(_Step):
+    """Ranks the candidates, keeps the best ``top_k`` and fuses them (LLM-Blender on answers a
+    chain already has). Identical answers are merged and empty ones reported as failures.
+
+    Output (a dict, see :class:`BlendOutput`): ``text``, ``candidates``, ``ranking``, ``top_k``,
+    ``best_models``, ``failures``. Pipe into ``itemgetter("text")`` for the answer alone.
+
+    Example:
+        .. code-block:: python
+
+            chain = parallel_candidates({"a": chain_a, "b": chain_b}) | RankAndFuse(top_k=2)
+            chain.invoke({"question": "..."})["text"]
+    """
+
+    @property
+    def OutputType(self) -> type[BlendOutput]:
+        return BlendOutput
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        return BlendOutput
+
+    def _blend(self, value: Any, run_manager: CallbackManagerForChainRun | None = None) -> Any:
+        data = _coerce(value)
+        engine = self._get_engine()
+        callbacks = run_manager.get_child() if run_manager else None
+        config = child_config(callbacks, "fuser", FUSER_TAG)
+
+        def blend() -> BlendResult:
+            with use_call_config(config):
+                return engine.core.blend_candidates(
+                    data.instruction, data.named_texts(), input=data.input
+                )
+
+        return _blend_output(run_sync(blend))
+
+    async def _ablend(
+        self, value: Any, run_manager: AsyncCallbackManagerForChainRun | None = None
+    ) -> Any:
+        data = _coerce(value)
+        engine = self._get_engine()
+        core = await asyncio.to_thread(lambda: engine.core)
+        callbacks = run_manager.get_child() if run_manager else None
+        with use_call_config(child_config(callbacks, "fuser", FUSER_TAG)):
+            result = await core.ablend_candidates(
+                data.instruction, data.named_texts(), input=data.input
+            )
+        return _blend_output(result)
+
+    def invoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        return self._call_with_config(self._blend, input, config, run_type="chain")
+
+    async def ainvoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        return await self._acall_with_config(self._ablend, input, config, run_type="chain")
+
+
+def parallel_candidates(
+    branches: Mapping[str, Runnable[Any, Any] | Callable[..., Any]],
+    *,
+    instruction: str | Runnable[Any, Any] | Callable[..., Any] = "question",
+    input: str | Runnable[Any, Any] | Callable[..., Any] | None = None,
+) -> RunnableParallel[Any]:
+    """Fan out to ``branches`` and carry the instruction alongside, in the steps' input shape.
+
+    Args:
+        branches: Name -> runnable (each gets the chain's input and returns a text or message).
+        instruction: The chain input's key holding the instruction, or a runnable/callable that
+            computes it from the chain's input.
+        input: Optionally, the key (or runnable/callable) of an input/context for the instruction.
+
+    Returns:
+        ``RunnableParallel(instruction=..., candidates=RunnableParallel(branches)[, input=...])``.
+    """
+    if not branches:
+        raise ValueError("parallel_candidates needs at least one branch")
+    steps: dict[str, Any] = {
+        "instruction": itemgetter(instruction) if isinstance(instruction, str) else instruction,
+        "candidates": RunnableParallel(dict(branches)),
+    }
+    if input is not None:
+        steps["input"] = itemgetter(input) if isinstance(input, str) else input
+    return RunnableParallel(steps)
