@@ -7,8 +7,13 @@ import re
 import time
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    BaseCallbackHandler,
+    CallbackManagerForLLMRun,
+)
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -98,6 +103,7 @@ class ScriptedChatModel(BaseChatModel):
     reply: str | None = None
     fail: str | None = None
     delay: float = 0.0
+    use_tools: bool = True
     calls: int = 0
 
     @property
@@ -127,7 +133,7 @@ class ScriptedChatModel(BaseChatModel):
         last = messages[-1]
         human = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), last)
         text = human.text
-        tools = kwargs.get("tools") or []
+        tools = (kwargs.get("tools") or []) if self.use_tools else []
         choice = kwargs.get("tool_choice")
         if isinstance(last, ToolMessage):
             content = f"{self.prefix} the tool said {last.text}"
@@ -197,3 +203,30 @@ class ScriptedChatModel(BaseChatModel):
         if self.delay:
             await asyncio.sleep(self.delay)
         return ChatResult(generations=[ChatGeneration(message=self._answer(messages, **kwargs))])
+
+
+class RunRecorder(BaseCallbackHandler):
+    """Records (kind, name, run_id, parent_run_id) of every model and chain run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[tuple[str, str, UUID, UUID | None]] = []
+
+    def _add(self, kind: str, serialized: Any, kwargs: dict[str, Any]) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name", "")
+        self.runs.append((kind, name, kwargs["run_id"], kwargs.get("parent_run_id")))
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self._add("chat", serialized, kwargs)
+
+    def on_llm_start(self, serialized: Any, prompts: Any, **kwargs: Any) -> None:
+        self._add("llm", serialized, kwargs)
+
+    def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
+        self._add("chain", serialized, kwargs)
+
+    def run_id_of(self, name: str) -> list[UUID]:
+        return [run_id for _, n, run_id, _ in self.runs if n == name]
+
+    def children_of(self, run_id: UUID) -> list[str]:
+        return sorted(n for _, n, _, parent in self.runs if parent == run_id)

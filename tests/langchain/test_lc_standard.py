@@ -13,9 +13,9 @@ from langchain_tests.integration_tests.chat_models import (
     _TestCallbackHandler,
 )
 from langchain_tests.unit_tests import ChatModelUnitTests
+from lc_fakes import LengthRanker, ScriptedChatModel
 
 from langchain_blender import ChatBlender
-from tests.langchain.fakes import LengthRanker, ScriptedChatModel
 
 
 def _params() -> dict[str, Any]:
