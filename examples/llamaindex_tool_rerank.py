@@ -1,0 +1,99 @@
+"""Rerank an agent's tool retrieval with PairRM: ``ObjectIndex`` of tools + ``PairRankerRerank``.
+
+With many tools, an agent retrieves the few relevant to each request instead of seeing them all.
+Here the retriever fetches four tool candidates from an ``ObjectIndex``, ``PairRankerRerank``
+reranks their descriptions against the request and keeps two, and a ``FunctionAgent`` gets only
+those. ``MockFunctionCallingLLM`` (it calls every tool it is offered, with default arguments) and
+``MockEmbedding`` keep the script offline; without ``--ranker`` a tiny *random* PairRM checkpoint
+is built on the fly, so the chosen tools are arbitrary until you pass
+``--ranker llm-blender/PairRM``.
+
+    python examples/llamaindex_tool_rerank.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from pathlib import Path
+
+from llama_index.core import VectorStoreIndex
+from llama_index.core.agent.workflow import FunctionAgent, ToolCallResult
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.llms.mock import MockFunctionCallingLLM
+from llama_index.core.objects import ObjectIndex
+from llama_index.core.tools import FunctionTool
+
+from llamaindex_blender import PairRankerRerank
+
+
+def get_weather(city: str = "Paris") -> str:
+    """Get today's weather forecast for a city."""
+    return f"Sunny in {city}, 24 C."
+
+
+def convert_currency(amount: float = 10.0, to: str = "EUR") -> str:
+    """Convert an amount of US dollars into another currency."""
+    return f"{amount * 0.92:.2f} {to}"
+
+
+def search_flights(origin: str = "NYC", destination: str = "PAR") -> str:
+    """Search for flights between two airports."""
+    return f"3 flights from {origin} to {destination}."
+
+
+def translate(text: str = "hello", language: str = "French") -> str:
+    """Translate a short text into another language."""
+    return f"{text} -> bonjour ({language})"
+
+
+def book_restaurant(city: str = "Paris", people: int = 2) -> str:
+    """Book a table at a restaurant."""
+    return f"Table for {people} booked in {city}."
+
+
+def tiny_pairrm() -> str:
+    from blender_core.testing import make_tiny_pairranker
+
+    path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
+    return str(make_tiny_pairranker(path, layout="pairrm"))
+
+
+async def run(ranker: str) -> None:
+    tools = [
+        FunctionTool.from_defaults(fn)
+        for fn in (get_weather, convert_currency, search_flights, translate, book_restaurant)
+    ]
+    obj_index = ObjectIndex.from_objects(
+        tools, index_cls=VectorStoreIndex, embed_model=MockEmbedding(embed_dim=8)
+    )
+    retriever = obj_index.as_retriever(
+        similarity_top_k=4, node_postprocessors=[PairRankerRerank(model=ranker, top_n=2)]
+    )
+
+    request = "Will it rain in Lyon tomorrow, and what is 10 dollars in euros?"
+    chosen = await retriever.aretrieve(request)
+    print(f"Request: {request}\nTools after reranking: {[t.metadata.name for t in chosen]}")
+
+    agent = FunctionAgent(
+        tool_retriever=retriever,
+        llm=MockFunctionCallingLLM(),
+        system_prompt="Use the tools to answer.",
+    )
+    handler = agent.run(user_msg=request)
+    async for event in handler.stream_events():
+        if isinstance(event, ToolCallResult):
+            print(f"  agent called {event.tool_name} -> {event.tool_output.content}")
+    print(f"Agent answer: {await handler}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ranker", help="PairRM hub id or path (default: a tiny random one)")
+    args = parser.parse_args()
+    asyncio.run(run(args.ranker or tiny_pairrm()))
+
+
+if __name__ == "__main__":
+    main()
