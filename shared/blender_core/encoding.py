@@ -171,7 +171,8 @@ class PairEncoder:
             for text, ids in zip(todo, encoded, strict=True):
                 if not ids or ids[0] != self.source_prefix_id:
                     raise RuntimeError(f"the tokenizer did not keep {SOURCE_PREFIX!r} as one token")
-                body = ids[1:]
+                # No part can use more than this many text ids: keep the cache small.
+                body = ids[1 : 1 + self.max_text_ids]
                 if any(i in self._reserved_ids for i in body):
                     # Sanitising should make this impossible; never let a control id through.
                     body = [i for i in body if i not in self._reserved_ids]
@@ -183,6 +184,11 @@ class PairEncoder:
         self._cache.clear()
 
     # ---- parts and pairs ------------------------------------------------------------------
+
+    @property
+    def max_text_ids(self) -> int:
+        """The most text ids any part can hold (longer texts are cut to this in the cache)."""
+        return max(self.source_maxlength, self.candidate_limit(3)) - 3
 
     def source_part(self, text_ids: Sequence[int]) -> list[int]:
         """``[CLS] <|source|> text [SEP]`` cut to ``source_maxlength`` tokens."""

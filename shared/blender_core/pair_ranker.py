@@ -1,0 +1,495 @@
+"""PairRanker: rank candidate answers with the published LLM-Blender PairRM checkpoints.
+
+Example:
+    .. code-block:: python
+
+        from blender_core import PairRanker
+
+        ranker = PairRanker.from_pretrained("llm-blender/PairRM")
+        ranking = ranker.rank("Say hi", ["go away", "hi! how can I help?", "bye"])
+        ranking.order  # candidate indices, best first, e.g. (1, 0, 2)
+        ranking.ranks  # rank of each candidate in input order, 1 = best, e.g. (2, 1, 3)
+        ranker.compare("Say hi", "hi!", "go away")  # > 0: "hi!" is better
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from blender_core.aggregation import (
+    STRATEGIES,
+    BubblePass,
+    bubble_permutation,
+    max_logits_scores,
+    max_wins_scores,
+)
+from blender_core.batching import DEFAULT_BATCH_TOKENS, plan_batches
+from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from blender_core.encoding import PairEncoder
+    from blender_core.modeling import PairRankerConfig, PairRankerModel
+
+__all__ = ["PairRanker", "PairRankerStats", "Strategy"]
+
+Strategy = Literal["max_logits", "max_wins", "bubble"]
+
+
+@dataclass
+class PairRankerStats:
+    """Work done by a :class:`PairRanker` since the last :meth:`PairRanker.reset_stats`.
+
+    Attributes:
+        forward_calls: Model forward calls (batches).
+        sequences: Encoded pairs scored (one "forward pass" of a pair in the paper's terms).
+        real_tokens: Non-padding tokens computed.
+        computed_tokens: Tokens computed, padding included.
+    """
+
+    forward_calls: int = 0
+    sequences: int = 0
+    real_tokens: int = 0
+    computed_tokens: int = 0
+
+    @property
+    def padding_efficiency(self) -> float:
+        """``real_tokens / computed_tokens`` (1.0 before any work)."""
+        return self.real_tokens / self.computed_tokens if self.computed_tokens else 1.0
+
+
+def _check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+
+
+def _check_texts(name: str, values: Any) -> list[str]:
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a list of strings, got {type(values).__name__}")
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise TypeError(f"{name}[{i}] must be a string, got {type(value).__name__}")
+    return list(values)
+
+
+def _check_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+class PairRanker(BaseRanker):
+    """Pairwise ranker of LLM answers (LLM-Blender's PairRanker / PairRM).
+
+    Every score comes from ``logit(A, B)``, the checkpoint's verdict on the ordered pair (A, B) for
+    a source (instruction + input); > 0 means A is better. Pairs are truncated one by one, batched
+    by a token budget in length-sorted buckets and padded at the end, so a result never depends on
+    what else shares a call.
+
+    Args:
+        model: A :class:`~blender_core.modeling.PairRankerModel`.
+        tokenizer: Its tokenizer (with the four prefix tokens).
+        device: ``None`` = CUDA, else MPS, else CPU.
+        dtype: ``None`` = fp32 on CPU, fp16 on a GPU; ``"bfloat16"`` etc. accepted.
+        batch_tokens: Padded tokens per forward pass (memory bound and speed knob).
+        source_maxlength: Override the checkpoint's source budget (tokens).
+        candidate_maxlength: Override the checkpoint's candidate budget (tokens).
+
+    Example:
+        .. code-block:: python
+
+            ranker = PairRanker.from_pretrained("llm-blender/PairRM", device="cuda")
+            rankings = ranker.rank_batch(
+                ["Say hi", "Add 2+2"], [["hi!", "go away"], ["4", "5", "four"]], strategy="max_wins"
+            )
+            best = [r.best for r in rankings]
+            ranker.reward("Add 2+2", ["4", "5"], reference="2 + 2 = 4")
+    """
+
+    def __init__(
+        self,
+        model: PairRankerModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        device: Any = None,
+        dtype: Any = None,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        source_maxlength: int | None = None,
+        candidate_maxlength: int | None = None,
+    ) -> None:
+        from blender_core.devices import resolve_device, resolve_dtype
+        from blender_core.encoding import PairEncoder
+
+        if not isinstance(batch_tokens, int) or batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be a positive int, got {batch_tokens!r}")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device, gpu_default="float16")
+        config = model.config
+        if source_maxlength is not None:
+            config.source_maxlength = int(source_maxlength)
+        if candidate_maxlength is not None:
+            config.candidate_maxlength = int(candidate_maxlength)
+        config.check_lengths()
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.tokenizer = tokenizer
+        self.encoder: PairEncoder = PairEncoder(tokenizer, config)
+        self.batch_tokens = batch_tokens
+        self.stats = PairRankerStats()
+        self._lock = threading.Lock()
+
+    # ---- loading and saving ---------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        device: Any = None,
+        dtype: Any = None,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        source_maxlength: int | None = None,
+        candidate_maxlength: int | None = None,
+        **hub_kwargs: Any,
+    ) -> PairRanker:
+        """Load ``llm-blender/PairRM``, ``llm-blender/PairRM-hf``, ``llm-blender/pair-ranker``, a
+        local directory in any of their layouts, or one written by :meth:`save_pretrained`.
+
+        Weights load strictly (a missing or unexpected key raises
+        :class:`~blender_core.modeling.CheckpointError` naming it); the tokenizer is the
+        checkpoint's own; the backbone is never downloaded. ``hub_kwargs`` go to
+        ``huggingface_hub.snapshot_download``
+        (``revision``, ``cache_dir``, ``token``...).
+        """
+        from blender_core.modeling import PairRankerModel
+
+        model, tokenizer = PairRankerModel.from_pretrained(
+            name_or_path,
+            source_maxlength=source_maxlength,
+            candidate_maxlength=candidate_maxlength,
+            **hub_kwargs,
+        )
+        return cls(model, tokenizer, device=device, dtype=dtype, batch_tokens=batch_tokens)
+
+    def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
+        """Write the hf layout (``config.json``, ``model.safetensors``) and the tokenizer."""
+        return self.model.save_pretrained(path, self.tokenizer)
+
+    @property
+    def config(self) -> PairRankerConfig:
+        """The model's :class:`~blender_core.modeling.PairRankerConfig`."""
+        return self.model.config
+
+    def reset_stats(self) -> None:
+        """Zero :attr:`stats`."""
+        self.stats = PairRankerStats()
+
+    # ---- the engine: logit(a, b) for many (source, a, b) ---------------------------------
+
+    def pair_logits(
+        self,
+        sources: Sequence[str],
+        as_: Sequence[str],
+        bs: Sequence[str],
+        *,
+        show_progress: bool = False,
+        progress: Any = None,
+    ) -> list[float]:
+        """``logit(a_k, b_k)`` for source ``sources[k]``, for every k (one direction)."""
+        import torch
+
+        if not len(sources) == len(as_) == len(bs):
+            raise ValueError(
+                f"sources ({len(sources)}), as_ ({len(as_)}) and bs ({len(bs)}) differ in length"
+            )
+        if not sources:
+            return []
+        with self._lock, torch.inference_mode():
+            encoder = self.encoder
+            try:
+                distinct = list(dict.fromkeys([*sources, *as_, *bs]))
+                ids = dict(zip(distinct, encoder.tokenize(distinct), strict=True))
+                lengths = [
+                    sum(encoder.part_lengths(len(ids[s]), len(ids[a]), len(ids[b])))
+                    for s, a, b in zip(sources, as_, bs, strict=True)
+                ]
+                batches = plan_batches(lengths, self.batch_tokens)
+                out = [0.0] * len(sources)
+                bar = progress
+                if bar is None and show_progress:
+                    from tqdm.auto import tqdm
+
+                    bar = tqdm(total=len(sources), desc="PairRanker", unit="pair")
+                for batch in batches:
+                    seqs = [
+                        encoder.assemble(ids[sources[k]], ids[as_[k]], ids[bs[k]]) for k in batch
+                    ]
+                    tensors = encoder.collate(seqs)
+                    logits = self._forward(tensors)
+                    for k, value in zip(batch, logits, strict=True):
+                        out[k] = value
+                    self.stats.forward_calls += 1
+                    self.stats.sequences += len(seqs)
+                    self.stats.real_tokens += sum(len(s) for s in seqs)
+                    self.stats.computed_tokens += int(tensors["input_ids"].numel())
+                    if bar is not None:
+                        bar.update(len(seqs))
+                if bar is not None and progress is None:
+                    bar.close()
+                return out
+            finally:
+                encoder.clear_cache()
+
+    def _forward(self, tensors: Mapping[str, torch.Tensor]) -> list[float]:
+        input_ids = tensors["input_ids"].to(self.device)
+        attention_mask = tensors["attention_mask"].to(self.device)
+        return [float(x) for x in self.model.pair_logits(input_ids, attention_mask).cpu().tolist()]
+
+    # ---- comparisons ----------------------------------------------------------------------
+
+    def compare(
+        self,
+        instruction: str,
+        a: str,
+        b: str,
+        *,
+        input: str = "",
+        both_directions: bool = True,
+    ) -> float:
+        """How much better ``a`` is than ``b`` (> 0: ``a``).
+
+        ``both_directions`` (default): ``logit(a, b) - logit(b, a)``, which cancels position bias;
+        else ``logit(a, b)`` (one forward pass, the reference's single-direction compare).
+        """
+        return self.compare_batch(
+            [instruction], [a], [b], inputs=[input], both_directions=both_directions
+        )[0]
+
+    def compare_batch(
+        self,
+        instructions: Sequence[str],
+        as_: Sequence[str],
+        bs: Sequence[str],
+        *,
+        inputs: Sequence[str] | None = None,
+        both_directions: bool = True,
+        show_progress: bool = False,
+    ) -> list[float]:
+        """:meth:`compare` for many triples at once."""
+        sources = self._sources(instructions, inputs)
+        as_list, bs_list = _check_texts("as_", as_), _check_texts("bs", bs)
+        if not len(sources) == len(as_list) == len(bs_list):
+            raise ValueError(
+                f"instructions ({len(sources)}), as_ ({len(as_list)}) and bs ({len(bs_list)}) "
+                "must have the same length"
+            )
+        if not both_directions:
+            return self.pair_logits(sources, as_list, bs_list, show_progress=show_progress)
+        logits = self.pair_logits(
+            sources + sources, as_list + bs_list, bs_list + as_list, show_progress=show_progress
+        )
+        n = len(sources)
+        return [logits[k] - logits[n + k] for k in range(n)]
+
+    def compare_conversations(
+        self,
+        conversation_a: Sequence[Mapping[str, str]],
+        conversation_b: Sequence[Mapping[str, str]],
+        *,
+        both_directions: bool = True,
+    ) -> float:
+        """Compare two chats with the same user turns (> 0: ``conversation_a`` is better).
+
+        Each chat is a list of ``{"role": "user" | "assistant", "content": ...}`` messages,
+        alternating and starting with ``user``; formatted as the reference does
+        (:func:`blender_core.encoding.conversation_texts`).
+        """
+        from blender_core.encoding import conversation_texts
+
+        source, a, b = conversation_texts(conversation_a, conversation_b)
+        return self.compare(source, a, b, both_directions=both_directions)
+
+    def reward(
+        self,
+        instruction: str,
+        candidates: Sequence[str],
+        reference: str,
+        *,
+        input: str = "",
+    ) -> list[float]:
+        """Reference-based score of each candidate: ``logit(c_j, ref) - logit(ref, c_j)``.
+
+        > 0: the candidate is judged better than the reference (2N forward passes).
+        """
+        validate_rank_inputs([instruction], [candidates])
+        reference = _check_str("reference", reference)
+        cands = list(candidates)
+        n = len(cands)
+        return self.compare_batch(
+            [instruction] * n, cands, [reference] * n, inputs=[_check_str("input", input)] * n
+        )
+
+    # ---- ranking --------------------------------------------------------------------------
+
+    def rank(
+        self,
+        instruction: str,
+        candidates: Sequence[str],
+        *,
+        input: str = "",
+        strategy: Strategy = "max_logits",
+        seed: int | None = None,
+    ) -> Ranking:
+        """Rank ``candidates`` as answers to ``instruction`` (+ ``input``).
+
+        Strategies: ``"max_logits"`` (the reference's ``rank``; all N(N-1) ordered pairs),
+        ``"max_wins"`` (same pairs, counts wins), ``"bubble"`` (best-of-n in 2(N-1) forward passes;
+        permutation from ``seed``; see :class:`~blender_core.aggregation.BubblePass` for what its
+        order and scores mean). ``Ranking.order`` lists indices best first; ``Ranking.ranks`` gives
+        each candidate's rank (1 = best) in input order.
+        """
+        if isinstance(candidates, str):
+            raise TypeError("candidates must be a list of strings, not a single string")
+        return self.rank_batch(
+            [instruction], [candidates], inputs=[input], strategy=strategy, seed=seed
+        )[0]
+
+    def rank_batch(
+        self,
+        instructions: Sequence[str],
+        candidate_lists: Sequence[Sequence[str]],
+        *,
+        inputs: Sequence[str] | None = None,
+        strategy: Strategy = "max_logits",
+        seed: int | None = None,
+        show_progress: bool = False,
+    ) -> list[Ranking]:
+        """Rank each candidate list (any number of candidates each), batching work across inputs.
+
+        One candidate gives a ranking with no forward pass. With ``strategy="bubble"`` and a
+        ``seed``, each input's permutation depends only on the seed and that input's texts.
+        """
+        validate_rank_inputs(instructions, candidate_lists)
+        _check_strategy(strategy)
+        sources = self._sources(instructions, inputs)
+        lists = [list(c) for c in candidate_lists]
+        if strategy == "bubble":
+            return self._rank_bubble(sources, lists, seed=seed, show_progress=show_progress)
+
+        src: list[str] = []
+        a: list[str] = []
+        b: list[str] = []
+        where: list[tuple[int, int, int]] = []
+        for k, (source, cands) in enumerate(zip(sources, lists, strict=True)):
+            for i in range(len(cands)):
+                for j in range(len(cands)):
+                    if i != j:
+                        src.append(source)
+                        a.append(cands[i])
+                        b.append(cands[j])
+                        where.append((k, i, j))
+        logits = self.pair_logits(src, a, b, show_progress=show_progress)
+        matrices = [[[0.0] * len(c) for _ in c] for c in lists]
+        for (k, i, j), value in zip(where, logits, strict=True):
+            matrices[k][i][j] = value
+        aggregate = max_logits_scores if strategy == "max_logits" else max_wins_scores
+        return [Ranking.from_scores(aggregate(m), matrix=m, strategy=strategy) for m in matrices]
+
+    async def arank(
+        self,
+        instruction: str,
+        candidates: Sequence[str],
+        *,
+        input: str = "",
+        strategy: Strategy = "max_logits",
+        seed: int | None = None,
+    ) -> Ranking:
+        """Async :meth:`rank`, run in a worker thread (calls on one ranker are serialised)."""
+        call = functools.partial(self.rank, input=input, strategy=strategy, seed=seed)
+        return await asyncio.to_thread(call, instruction, candidates)
+
+    async def arank_batch(
+        self,
+        instructions: Sequence[str],
+        candidate_lists: Sequence[Sequence[str]],
+        *,
+        inputs: Sequence[str] | None = None,
+        strategy: Strategy = "max_logits",
+        seed: int | None = None,
+    ) -> list[Ranking]:
+        """Async :meth:`rank_batch`, run in a worker thread."""
+        call = functools.partial(self.rank_batch, inputs=inputs, strategy=strategy, seed=seed)
+        return await asyncio.to_thread(call, instructions, candidate_lists)
+
+    def _rank_bubble(
+        self,
+        sources: list[str],
+        lists: list[list[str]],
+        *,
+        seed: int | None,
+        show_progress: bool,
+    ) -> list[Ranking]:
+        passes = [
+            BubblePass(bubble_permutation(len(c), seed, key=[s, *c]))
+            for s, c in zip(sources, lists, strict=True)
+        ]
+        bar = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            total = sum(2 * (len(c) - 1) for c in lists)
+            bar = tqdm(total=total, desc="PairRanker bubble", unit="pair")
+        try:
+            # Round r runs comparison r of every input, both directions, in one call.
+            while True:
+                active = [(k, p.next_pair()) for k, p in enumerate(passes) if not p.done]
+                if not active:
+                    break
+                src: list[str] = []
+                a: list[str] = []
+                b: list[str] = []
+                for k, pair in active:
+                    assert pair is not None
+                    cur, nxt = lists[k][pair[0]], lists[k][pair[1]]
+                    src += [sources[k], sources[k]]
+                    a += [cur, nxt]
+                    b += [nxt, cur]
+                logits = self.pair_logits(src, a, b, progress=bar)
+                for n, (k, _) in enumerate(active):
+                    passes[k].record(logits[2 * n] - logits[2 * n + 1])
+        finally:
+            if bar is not None:
+                bar.close()
+        return [Ranking.from_scores(p.scores(), strategy="bubble") for p in passes]
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _sources(instructions: Sequence[str], inputs: Sequence[str] | None) -> list[str]:
+        texts = _check_texts("instructions", instructions)
+        if inputs is None:
+            return texts
+        extra = _check_texts("inputs", inputs)
+        if len(extra) != len(texts):
+            raise ValueError(
+                f"inputs ({len(extra)}) and instructions ({len(texts)}) must have the same length"
+            )
+        # The reference's source: instruction and input joined with no separator.
+        return [i + x for i, x in zip(texts, extra, strict=True)]
+
+    def __repr__(self) -> str:
+        config = self.config
+        return (
+            f"PairRanker(backbone={config.backbone.model_type!r}, "
+            f"hidden={config.hidden_size}, lengths={config.source_maxlength}/"
+            f"{config.candidate_maxlength}, device={str(self.device)!r}, dtype={self.dtype}, "
+            f"batch_tokens={self.batch_tokens})"
+        )

@@ -1,0 +1,52 @@
+"""Shared tiny PairRanker checkpoints and loaded rankers for the ranker tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    """One tiny checkpoint per (layout, backbone), built once."""
+    from blender_core.testing import make_tiny_pairranker
+
+    root = tmp_path_factory.mktemp("tiny_rankers")
+    return {
+        (layout, backbone): make_tiny_pairranker(
+            root / f"{layout}-{backbone}",
+            layout=layout,
+            backbone=backbone,  # type: ignore[arg-type]
+        )
+        for layout in ("pairrm", "hf", "legacy")
+        for backbone in ("deberta", "bert")
+    }
+
+
+@pytest.fixture(scope="session")
+def ranker(tiny_pairrm_dir: Path) -> Any:
+    """The shared tiny DeBERTa PairRanker (PairRM layout, lengths 1224/412)."""
+    from blender_core import PairRanker
+
+    return PairRanker.from_pretrained(tiny_pairrm_dir)
+
+
+@pytest.fixture(scope="session")
+def short_ranker(tiny_pairrm_dir: Path) -> Any:
+    """The same weights with short lengths (16/12 tokens), so that truncation is exercised."""
+    from blender_core import PairRanker
+
+    return PairRanker.from_pretrained(tiny_pairrm_dir, source_maxlength=16, candidate_maxlength=12)
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _one_torch_thread() -> Any:
+    """Tiny models on a shared 2-core machine: one intra-op thread is ~30x faster than two."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
