@@ -244,6 +244,9 @@ def mul(a: int, b: int) -> int:
 
 def proposer(tool: str, kwargs: dict[str, int], content: str = "") -> MockFunctionCallingLLM:
     def respond(messages: Any, **kw: Any) -> ChatMessage:
+        results = [m.content for m in messages if m.role == "tool"]
+        if results:  # after the tool ran: answer with its result
+            return ChatMessage(role="assistant", content=f"The answer is {results[-1]}.")
         call = ToolSelection(tool_id=f"id-{tool}", tool_name=tool, tool_kwargs=kwargs)
         return ChatMessage(
             role="assistant", content=content, additional_kwargs={"tool_calls": [call]}
@@ -288,3 +291,18 @@ def test_tool_response_from_elsewhere_is_rejected() -> None:
     llm = tool_ensemble()
     with pytest.raises(ValueError, match="selected_model"):
         llm.get_tool_calls_from_response(ChatResponse(message=ChatMessage(content="x")))
+
+
+async def test_function_agent_with_blender_llm() -> None:
+    from llama_index.core.agent.workflow import FunctionAgent, ToolCallResult
+
+    tools = [FunctionTool.from_defaults(add), FunctionTool.from_defaults(mul)]
+    agent = FunctionAgent(tools=tools, llm=tool_ensemble())
+    handler = agent.run(user_msg="What is 20 times 30?")
+    called = [
+        (event.tool_name, event.tool_output.content)
+        async for event in handler.stream_events()
+        if isinstance(event, ToolCallResult)
+    ]
+    assert called == [("mul", "600")]
+    assert str(await handler) == "The answer is 600."

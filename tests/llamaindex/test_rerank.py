@@ -227,3 +227,29 @@ def test_strategy_is_passed_to_the_ranker() -> None:
         make_nodes(["a"]), query_str="q"
     )
     assert got == ["max_wins"]
+
+
+def test_object_index_tool_retrieval_is_reranked(embed_model: Any) -> None:
+    from llama_index.core.objects import ObjectIndex
+    from llama_index.core.tools import FunctionTool
+
+    def weather(city: str) -> str:
+        """Get the weather forecast for a city, today and for the next seven days."""
+        return city
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    def translate(text: str) -> str:
+        """Translate a text into French."""
+        return text
+
+    tools = [FunctionTool.from_defaults(fn) for fn in (add, translate, weather)]
+    obj_index = ObjectIndex.from_objects(tools, index_cls=VectorStoreIndex, embed_model=embed_model)
+    retriever = obj_index.as_retriever(
+        similarity_top_k=3, node_postprocessors=[PairRankerRerank(ranker=LengthRanker(), top_n=2)]
+    )
+    chosen = retriever.retrieve("weather in Paris?")
+    assert len(chosen) == 2
+    assert chosen[0].metadata.name == "weather"  # the longest description ranks first
