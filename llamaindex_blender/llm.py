@@ -19,6 +19,7 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW, DEFAULT_NUM_OUTPUTS
+from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from blender_core.blend import BlendResult
 
 __all__ = ["BlenderLLM"]
+
+dispatcher = get_dispatcher(__name__)
 
 
 class BlenderLLM(FunctionCallingLLM):
@@ -311,6 +314,7 @@ class BlenderLLM(FunctionCallingLLM):
         ]
         return messages
 
+    @dispatcher.span
     def chat_with_tools(
         self,
         tools: Sequence[BaseTool],
@@ -342,6 +346,7 @@ class BlenderLLM(FunctionCallingLLM):
         )
         return self._select(result, results.outputs)
 
+    @dispatcher.span
     async def achat_with_tools(
         self,
         tools: Sequence[BaseTool],

@@ -279,6 +279,14 @@ def test_tool_calls_are_selected_not_fused() -> None:
     assert out.response == "600"
 
 
+def test_tool_proposals_nest_in_spans(spans: dict[str, str | None]) -> None:
+    tools = [FunctionTool.from_defaults(add), FunctionTool.from_defaults(mul)]
+    tool_ensemble().chat_with_tools(tools, user_msg="20 times 30?")
+    (parent,) = [s for s in spans if s.startswith("BlenderLLM.chat_with_tools-")]
+    children = [s for s, p in spans.items() if p == parent]
+    assert sum(1 for s in children if s.startswith("MockFunctionCallingLLM.chat-")) == 2
+
+
 async def test_async_tool_calls_are_selected() -> None:
     llm = tool_ensemble()
     tools = [FunctionTool.from_defaults(add), FunctionTool.from_defaults(mul)]
