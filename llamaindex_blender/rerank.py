@@ -234,7 +234,7 @@ class PairRankerRerank(BaseNodePostprocessor):
 def _load_ranker(model: str, device: str | None, batch_tokens: int | None) -> Ranker:
     from blender_core.loading import load_ranker
 
-    if batch_tokens is None:
+    if batch_tokens is None or model.strip().lower() in {"consensus", "random"}:
         return load_ranker(model, device=device)
     from blender_core.pair_ranker import PairRanker
 

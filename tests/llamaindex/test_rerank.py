@@ -253,3 +253,10 @@ def test_object_index_tool_retrieval_is_reranked(embed_model: Any) -> None:
     chosen = retriever.retrieve("weather in Paris?")
     assert len(chosen) == 2
     assert chosen[0].metadata.name == "weather"  # the longest description ranks first
+
+
+def test_batch_tokens_reaches_the_pairranker(tiny_pairrm_dir: Path) -> None:
+    reranker = PairRankerRerank(model=str(tiny_pairrm_dir), batch_tokens=64, device="cpu")
+    out = reranker.postprocess_nodes(make_nodes(["a b c", "d e", "f g h i"]), query_str="q")
+    assert len(out) == 3
+    assert reranker.load().batch_tokens == 64  # type: ignore[attr-defined]
