@@ -7,7 +7,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -24,7 +24,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from langchain_blender._adapters import instruction_from_messages
 from langchain_blender._ensemble import (
@@ -141,6 +141,15 @@ class ChatBlender(BlendSettings, BaseChatModel):
         return name_members(value)
 
     # -- identity -------------------------------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _check_min_candidates(self) -> Self:
+        if self.min_candidates > len(self.models):
+            raise ValueError(
+                f"min_candidates={self.min_candidates} can never be met with "
+                f"{len(self.models)} model(s)"
+            )
+        return self
 
     @property
     def _llm_type(self) -> str:

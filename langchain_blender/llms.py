@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Self
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -16,7 +16,7 @@ from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult, RunInfo
 from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import ContextThreadPoolExecutor
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from langchain_blender._ensemble import (
     MemberOutcome,
@@ -75,6 +75,15 @@ class Blender(BlendSettings, BaseLLM):
     @classmethod
     def _name_llms(cls, value: Any) -> dict[str, Runnable[Any, Any]]:
         return name_members(value)
+
+    @model_validator(mode="after")
+    def _check_min_candidates(self) -> Self:
+        if self.min_candidates > len(self.llms):
+            raise ValueError(
+                f"min_candidates={self.min_candidates} can never be met with "
+                f"{len(self.llms)} model(s)"
+            )
+        return self
 
     @property
     def _llm_type(self) -> str:

@@ -188,6 +188,8 @@ def test_bad_configuration_is_rejected() -> None:
         ChatBlender(models=[ScriptedChatModel()], ranker=42)
     with pytest.raises(ValueError, match="top_k"):
         ChatBlender(models=[ScriptedChatModel()], ranker=LengthRanker(), top_k=0)
+    with pytest.raises(ValueError, match="min_candidates=2 can never be met"):
+        Blender(llms=[ScriptedChatModel()], ranker=LengthRanker(), min_candidates=2)
 
 
 def test_stop_is_applied_to_the_answer(members: dict[str, Any]) -> None:
