@@ -108,7 +108,7 @@ def load_fuser(
     if _is_generator(spec):
         from blender_core.fusion.llm_fuser import LLMFuser
 
-        return LLMFuser(spec)
+        return LLMFuser(cast(Generator, spec))
     raise TypeError(
         f"fuser must be None, 'select', a GenFuser checkpoint (hub id or path), a Fuser "
         f"(with fuse/afuse) or a Generator (for an LLM fuser), got {type(spec).__name__}"

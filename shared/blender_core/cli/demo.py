@@ -22,6 +22,7 @@ from blender_core.cli import app
 
 if TYPE_CHECKING:
     from blender_core.blend import Blender, BlendResult
+    from blender_core.fusion.base import Fuser
     from blender_core.generators.base import Generator
 
 __all__ = ["SYSTEM_PROMPTS", "build_demo_blender", "demo", "format_result"]
@@ -143,6 +144,7 @@ def build_demo_blender(
     ]
     generators.extend(remote)
 
+    fuser_obj: Fuser
     if isinstance(fuser, str) and fuser.strip().lower() == "llm":
         from blender_core.fusion.llm_fuser import LLMFuser
 
