@@ -1,0 +1,65 @@
+"""load_ranker and load_fuser: specs, objects, checkpoints and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pipeline_fakes import FakeGenerator, LengthRanker, RecordingFuser
+
+from blender_core.loading import load_fuser, load_ranker
+from blender_core.rankers.consensus import ConsensusRanker
+from blender_core.rankers.random import RandomRanker
+
+
+def test_load_ranker_names_and_objects() -> None:
+    for spec in (None, "consensus", " Consensus "):
+        ranker = load_ranker(spec, device="cpu")
+        assert isinstance(ranker, ConsensusRanker)
+        assert ranker.device == "cpu" and ranker._model is None  # lazy: nothing loaded yet
+    assert isinstance(load_ranker("random"), RandomRanker)
+    mine = LengthRanker()
+    assert load_ranker(mine) is mine  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="empty"):
+        load_ranker("  ")
+    with pytest.raises(TypeError, match="PairRanker checkpoint"):
+        load_ranker(42)  # type: ignore[arg-type]
+
+
+def test_load_ranker_checkpoint_path(tiny_pairrm_dir: Path) -> None:
+    from blender_core.pair_ranker import PairRanker
+
+    ranker = load_ranker(str(tiny_pairrm_dir), device="cpu")
+    assert isinstance(ranker, PairRanker)
+    assert len(ranker.rank("q", ["a", "b", "c"])) == 3
+
+
+def test_load_ranker_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises((OSError, ValueError), match="nope"):
+        load_ranker(str(tmp_path / "nope"))
+
+
+def test_load_fuser_names_objects_and_generators() -> None:
+    from blender_core.fusion.llm_fuser import LLMFuser
+    from blender_core.fusion.select import SelectFuser
+
+    assert isinstance(load_fuser(None), SelectFuser)
+    assert isinstance(load_fuser("select"), SelectFuser)
+    mine = RecordingFuser()
+    assert load_fuser(mine) is mine
+    generator = FakeGenerator("writer", "fused!")
+    fuser = load_fuser(generator)  # type: ignore[arg-type]
+    assert isinstance(fuser, LLMFuser) and fuser.generator is generator
+    assert fuser.fuse("q", ["a", "b"]) == "fused!"
+    with pytest.raises(ValueError, match="empty"):
+        load_fuser("")
+    with pytest.raises(TypeError, match="GenFuser checkpoint"):
+        load_fuser(3.5)  # type: ignore[arg-type]
+
+
+def test_load_fuser_checkpoint_path(tiny_genfuser_dir: Path) -> None:
+    from blender_core.fusion.gen_fuser import GenFuser
+
+    fuser = load_fuser(str(tiny_genfuser_dir), device="cpu")
+    assert isinstance(fuser, GenFuser)
+    assert isinstance(fuser.fuse("Say hi", ["hi", "hello"], max_new_tokens=4), str)
