@@ -162,6 +162,13 @@ class BARTScoreMetric(ReferenceMetric):
             )
         return self._token_means(out.logits, labels.to(self._torch_device))
 
+    def _start_id(self) -> int:
+        tok = self._tokenizer
+        for token_id in (tok.eos_token_id, tok.cls_token_id, tok.pad_token_id, 0):
+            if token_id is not None:
+                return int(token_id)
+        return 0  # pragma: no cover
+
     def _causal(self, cands: list[str], refs: list[str]) -> list[float]:
         import torch
 
@@ -177,6 +184,9 @@ class BARTScoreMetric(ReferenceMetric):
             cand_ids = tok(cand + "\n\n", add_special_tokens=False)["input_ids"]
             if tok.bos_token_id is not None:
                 cand_ids = [tok.bos_token_id, *cand_ids]
+            if not cand_ids:
+                # Something must precede the reference's first token for it to be scored.
+                cand_ids = [self._start_id()]
             room = self.max_length - len(ref_ids)
             cand_ids = cand_ids[-room:] if len(cand_ids) > room else cand_ids
             rows.append(cand_ids + ref_ids)

@@ -84,7 +84,12 @@ def plot_rank_distribution(results: EvalResults, path: str | Path) -> Path | Non
 
 def plot_model_share(results: EvalResults, path: str | Path) -> Path | None:
     """Heatmap of how often each base model's answer is each method's pick."""
-    methods = [m for m in results.methods if m.model_share is not None]
+    # Rows that always pick one model (the single-model rows) carry no information here.
+    methods = [
+        m
+        for m in results.methods
+        if m.model_share is not None and max(m.model_share.values()) < 1.0
+    ]
     if not methods:
         return None
     models = results.models
