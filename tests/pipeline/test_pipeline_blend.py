@@ -337,3 +337,13 @@ def test_fuser_errors_propagate() -> None:
 
     with pytest.raises(RuntimeError, match="fuser down"):
         make_blender([FakeGenerator("a", "x")], fuser=Broken()).blend("q")
+
+
+def test_blend_result_pickles() -> None:
+    import pickle
+
+    result = make_blender(
+        [FakeGenerator("a", "one"), FakeGenerator("b", error=RuntimeError("x"))]
+    ).blend("q")
+    clone = pickle.loads(pickle.dumps(result))
+    assert clone == result and clone.failures[0].message == "RuntimeError: x"
