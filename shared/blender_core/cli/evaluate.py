@@ -44,7 +44,9 @@ def load_judge(spec: str, *, device: Any = None, seed: int = 0) -> Any:
 
 @app.command("eval")
 def evaluate_command(
-    data: Path = typer.Argument(..., help="MixInstruct JSONL file to evaluate.", exists=True),
+    data: Path = typer.Argument(  # noqa: B008 - typer's declaration style
+        ..., help="MixInstruct JSONL file to evaluate.", exists=True
+    ),
     rankers: str = typer.Option(
         "oracle,random,longest,single,consensus,mlm,simcls",
         "--rankers",
@@ -60,8 +62,10 @@ def evaluate_command(
         help="Comma-separated metrics: judge (stored scores), bertscore[:MODEL], "
         "bartscore[:MODEL], bleurt:CHECKPOINT.",
     ),
-    out: Path = typer.Option(Path("eval-results"), "--out", "-o", help="Output directory."),
-    train: Path | None = typer.Option(
+    out: Path = typer.Option(  # noqa: B008
+        Path("eval-results"), "--out", "-o", help="Output directory."
+    ),
+    train: Path | None = typer.Option(  # noqa: B008
         None, "--train", help="Records to choose the best single model and 'beats' models on."
     ),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N records."),

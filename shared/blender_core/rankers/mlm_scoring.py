@@ -153,7 +153,7 @@ class MLMScoringRanker(BaseRanker):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        head = getattr(self._model, "cls", None) or getattr(self._model, "lm_head", None)
+        head: Any = getattr(self._model, "cls", None) or getattr(self._model, "lm_head", None)
         if self.head_used == "mlm" and head is None:
             return self._model(**kwargs).logits[rows, cols]
         hidden = self._model.base_model(**kwargs).last_hidden_state[rows, cols]

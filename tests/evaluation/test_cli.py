@@ -1,0 +1,80 @@
+"""``blender eval`` on a small JSONL: table, CSV, JSON, scored data and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from blender_core.cli import app
+from blender_core.cli.evaluate import evaluate_command
+from blender_core.data import read_mixinstruct
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    """A group with just ``eval`` (the real app registers it too: checked here)."""
+    assert "eval" in [c.name for c in app.registered_commands]
+    group = typer.Typer()
+    group.command("eval")(evaluate_command)
+    group.callback()(lambda: None)
+    return group
+
+
+def test_eval_writes_table_and_plots(cli: typer.Typer, records_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            str(records_file),
+            "--rankers",
+            "oracle,random,longest,single",
+            "--metrics",
+            "judge",
+            "--out",
+            str(out),
+            "--train",
+            str(records_file),
+            "--beats",
+            "c",
+            "--limit",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    markdown = (out / "table.md").read_text()
+    assert "| longest | 100.0 | 75.0 | 100.0 | 100.0 |" in markdown.replace("**", "")
+    assert "best single: b (on train)" in markdown or "best single: a (on train)" in markdown
+    assert (out / "table.csv").read_text().startswith("method,pref (%),Beats c (%)")
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["records"] == 2 and payload["beats_models"] == ["c"]
+    assert len(read_mixinstruct(out / "scored.jsonl")) == 2
+    for name in ("rank_distribution.png", "model_share.png", "metrics.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_rejects_bad_specs(cli: typer.Typer, records_file: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["eval", str(records_file), "--rankers", "oracle,bogus", "--out", str(tmp_path)]
+    )
+    assert result.exit_code != 0
+    assert "unknown method spec 'bogus'" in result.output
+    result = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            str(records_file),
+            "--rankers",
+            "longest",
+            "--metrics",
+            "rouge",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code != 0
+    assert "unknown metric spec 'rouge'" in result.output
