@@ -41,7 +41,8 @@ def tiny_causal_dir(tmp_path_factory: pytest.TempPathFactory, tiny_genfuser_dir:
     model = LlamaForCausalLM(config)
     with torch.no_grad():
         # Never end or emit special tokens, so answers are non-empty text of max_new_tokens.
-        model.lm_head.weight[tokenizer.all_special_ids] = -1.0
+        silenced = [*tokenizer.all_special_ids, tokenizer.convert_tokens_to_ids("▁")]
+        model.lm_head.weight[silenced] = -1.0
         for name, param in model.named_parameters():
             if "norm" not in name and "lm_head" not in name:
                 param.normal_(0.0, 0.3)

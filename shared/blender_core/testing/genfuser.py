@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +33,34 @@ _CORPUS = (
 )
 
 
-def _train_tokenizer(vocab_size: int) -> Any:
+_ALPHABET = (
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"()-_/<>=+*&%$#@[]{}"
+)
+
+
+def _unigram_vocab() -> list[tuple[str, float]]:
+    """A deterministic SentencePiece-style vocabulary: corpus words, then single characters.
+
+    (``tokenizers``' Unigram trainer is not deterministic across runs, so the vocabulary and its
+    log-probabilities are computed here instead.)
+    """
+    counts = Counter("▁" + word for line in _CORPUS for word in re.findall(r"[A-Za-z0-9]+", line))
+    total = sum(counts.values()) + 2 * len(_ALPHABET)
+    words = sorted(counts, key=lambda w: (-counts[w], w))
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", math.log(1 / total))]
+    vocab += [(w, math.log(counts[w] / total)) for w in words]
+    # Characters, alone or starting a word, make any text reachable (less likely than words).
+    char_score = math.log(0.5 / total)
+    vocab += [(c, char_score) for c in _ALPHABET]
+    vocab += [("▁" + c, char_score) for c in _ALPHABET if "▁" + c not in counts]
+    return vocab
+
+
+def _build_tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
-    from tokenizers.trainers import UnigramTrainer
 
-    specials = ["<pad>", "</s>", "<unk>"]
-    tokenizer = Tokenizer(Unigram())
+    tokenizer = Tokenizer(Unigram(_unigram_vocab(), unk_id=2, byte_fallback=False))
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -45,20 +69,10 @@ def _train_tokenizer(vocab_size: int) -> Any:
         ]
     )
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    trainer = UnigramTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        unk_token="<unk>",
-        # Every character of the corpus stays reachable, so decoding rarely needs <unk>.
-        initial_alphabet=list(
-            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"()-_/<>=+*&%$#@"
-        ),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(list(_CORPUS) * 4, trainer=trainer)
     # T5 layout: sentinels are the last ids, <extra_id_0> the highest.
-    sentinels = [f"<extra_id_{i}>" for i in range(NUM_SENTINELS - 1, -1, -1)]
-    tokenizer.add_special_tokens(sentinels)
+    specials = ["<pad>", "</s>", "<unk>"]
+    specials += [f"<extra_id_{i}>" for i in range(NUM_SENTINELS - 1, -1, -1)]
+    tokenizer.add_special_tokens(specials)
     eos_id = tokenizer.token_to_id("</s>")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos_id)]
@@ -66,17 +80,16 @@ def _train_tokenizer(vocab_size: int) -> Any:
     return tokenizer
 
 
-def make_tiny_genfuser(path: str | Path, *, seed: int = 0, vocab_size: int = 400) -> Path:
+def make_tiny_genfuser(path: str | Path, *, seed: int = 0) -> Path:
     """Write a tiny random ``T5ForConditionalGeneration`` and its tokenizer to ``path``.
 
-    The tokenizer is a SentencePiece-style Unigram model trained on the spot, with T5's special
+    The tokenizer is a SentencePiece-style Unigram model built on the spot, with T5's special
     tokens (``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2) and ``<extra_id_N>`` sentinels, so the
     GenFuser prompt tokenises as with the published checkpoint. Nothing is downloaded.
 
     Args:
         path: Output directory (created if missing).
         seed: Seed of the random weights.
-        vocab_size: Size of the trained vocabulary (before the sentinels).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`, loadable with ``GenFuser.from_pretrained``.
@@ -96,7 +109,7 @@ def make_tiny_genfuser(path: str | Path, *, seed: int = 0, vocab_size: int = 400
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
 
-    backend = _train_tokenizer(vocab_size)
+    backend = _build_tokenizer()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="</s>",
@@ -130,6 +143,7 @@ def make_tiny_genfuser(path: str | Path, *, seed: int = 0, vocab_size: int = 400
     # max_new_tokens) give varied, input-dependent text, so tests can see fusion do something.
     sentinels = [f"<extra_id_{i}>" for i in range(NUM_SENTINELS)]
     special_ids = [tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id]
+    special_ids.append(tokenizer.convert_tokens_to_ids("▁"))  # a lone space would decode to ''
     special_ids += [tokenizer.convert_tokens_to_ids(token) for token in sentinels]
     with torch.no_grad():
         for name, param in model.named_parameters():
