@@ -94,6 +94,7 @@ def test_consensus_picks_the_consensus_and_puts_the_outlier_last(consensus_ranke
             assert ranking.scores[i] == pytest.approx(sum(row) / 3, abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.embedded
 def test_consensus_embeddings_match_sentence_transformers(consensus_ranker: Any) -> None:
     st = pytest.importorskip("sentence_transformers")
