@@ -86,7 +86,16 @@ def evaluate_command(
         help="LLM judge for GPT-Rank: smollm2, openai:MODEL, or a model path/hub id.",
     ),
     max_length: int | None = typer.Option(
-        None, "--max-length", help="Tokens kept per text by BERTScore/BARTScore."
+        None, "--max-length", help="Tokens kept per text by BERTScore/BARTScore (default: 512)."
+    ),
+    encoder_max_length: int | None = typer.Option(
+        None,
+        "--encoder-max-length",
+        help="Tokens kept per text by the consensus/SimCLS encoders and scored per candidate by "
+        "MLM-scoring (default: each one's own).",
+    ),
+    mlm_passes: int = typer.Option(
+        4, "--mlm-passes", help="Strided masked copies per candidate for MLM-scoring (0: exact)."
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, mps (default: auto)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG plots."),
@@ -114,6 +123,8 @@ def evaluate_command(
             fuser=fuser,
             top_k=top_k,
             device=device,
+            max_length=encoder_max_length,
+            mlm_passes=mlm_passes or None,
         )
         metric_objs = build_metrics(
             metrics, cache_dir=out / "cache", device=device, max_length=max_length

@@ -69,8 +69,15 @@ def build_methods(
     fuser: Any = None,
     top_k: int = 3,
     device: Any = None,
+    max_length: int | None = None,
+    mlm_passes: int | None = 4,
 ) -> list[Selector | GeneratingMethod]:
-    """Turn method specs (see the module doc) into selectors and generating methods."""
+    """Turn method specs (see the module doc) into selectors and generating methods.
+
+    ``max_length`` caps the tokens per text of the encoder rankers (consensus, SimCLS) and the
+    scored candidate tokens of MLM-scoring (``None``: their defaults); ``mlm_passes`` is
+    MLM-scoring's number of strided masked copies (``None``: exact PLL).
+    """
     methods: list[Selector | GeneratingMethod] = []
     models = records[0].models if records else []
 
@@ -111,7 +118,11 @@ def build_methods(
         elif name == "consensus":
             from blender_core.rankers.consensus import ConsensusRanker
 
-            methods.append(RankerSelector(ConsensusRanker(arg, device=device), name="consensus"))
+            methods.append(
+                RankerSelector(
+                    ConsensusRanker(arg, device=device, max_length=max_length), name="consensus"
+                )
+            )
         elif name == "mlm":
             from blender_core.rankers.mlm_scoring import MLMScoringRanker
 
@@ -120,7 +131,9 @@ def build_methods(
             from blender_core.rankers.simcls import SimCLSRanker
 
             dev = None if device is None else str(device)
-            methods.append(RankerSelector(SimCLSRanker(arg, device=dev), name="simcls"))
+            methods.append(
+                RankerSelector(SimCLSRanker(arg, device=dev, max_length=max_length), name="simcls")
+            )
         elif name == "pairrm":
             if not arg:
                 raise ValueError("pairrm: needs a checkpoint, e.g. pairrm:llm-blender/PairRM")
