@@ -65,7 +65,12 @@ def test_partial_and_callable_objects() -> None:
 def test_chat_prompt_passes_through() -> None:
     seen: list[Any] = []
     chat = [{"role": "user", "content": "hi"}]
-    CallableGenerator(lambda p, **k: seen.append(p) or "ok").generate(chat)
+
+    def record(prompt: Any, **kwargs: Any) -> str:
+        seen.append(prompt)
+        return "ok"
+
+    CallableGenerator(record).generate(chat)
     assert seen == [chat]
 
 

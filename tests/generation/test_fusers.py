@@ -119,7 +119,7 @@ def test_select_fuser() -> None:
     with pytest.raises(ValueError, match="at least one candidate"):
         fuser.fuse("q", [])
     with pytest.raises(TypeError):
-        fuser.fuse("q", "best")  # type: ignore[arg-type]
+        fuser.fuse("q", "best")
 
 
 async def test_select_fuser_async() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,7 +111,7 @@ def test_fuse_uses_published_generation_defaults(
 def test_fuse_batch_matches_single(fuser: GenFuser) -> None:
     instructions = ["What is the capital of France?", "Say hi", "Name a colour"]
     lists = [CANDIDATES, ["hi", "hello there, how are you today?"], ["red"]]
-    kw = {"num_beams": 1, "max_new_tokens": 6}
+    kw: dict[str, Any] = {"num_beams": 1, "max_new_tokens": 6}
     batch = fuser.fuse_batch(instructions, lists, batch_size=2, **kw)
     single = [fuser.fuse(i, c, **kw) for i, c in zip(instructions, lists, strict=True)]
     assert batch == single
@@ -130,7 +131,7 @@ def test_bad_input(fuser: GenFuser) -> None:
     with pytest.raises(ValueError, match="at least one candidate"):
         fuser.fuse("q", [])
     with pytest.raises(TypeError, match="sequence of strings"):
-        fuser.fuse("q", "just a string")  # type: ignore[arg-type]
+        fuser.fuse("q", "just a string")
     with pytest.raises(TypeError, match=r"candidates\[1\]"):
         fuser.fuse("q", ["a", 3])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="instruction"):
@@ -146,7 +147,7 @@ def test_bad_input(fuser: GenFuser) -> None:
 def test_save_and_reload(fuser: GenFuser, tmp_path: Path) -> None:
     fuser.save_pretrained(tmp_path / "copy")
     reloaded = GenFuser.from_pretrained(tmp_path / "copy")
-    kw = {"num_beams": 1, "max_new_tokens": 4}
+    kw: dict[str, Any] = {"num_beams": 1, "max_new_tokens": 4}
     assert reloaded.fuse("q", ["a", "b"], **kw) == fuser.fuse("q", ["a", "b"], **kw)
 
 
