@@ -42,6 +42,8 @@ _EXPORTS: dict[str, str] = {
     "CallableGenerator": "blender_core.generators.callable",
     "HuggingFaceGenerator": "blender_core.generators.huggingface",
     "OpenAICompatibleGenerator": "blender_core.generators.openai_compatible",
+    "GeneratorError": "blender_core.generators.errors",
+    "GeneratorTimeoutError": "blender_core.generators.errors",
     # pipeline
     "Blender": "blender_core.blend",
     "BlendResult": "blender_core.blend",
@@ -69,6 +71,8 @@ __all__ = [
     "Fuser",
     "GenFuser",
     "Generator",
+    "GeneratorError",
+    "GeneratorTimeoutError",
     "HuggingFaceGenerator",
     "LLMFuser",
     "LLMJudgeRanker",
@@ -112,6 +116,7 @@ if TYPE_CHECKING:
     from blender_core.fusion.select import SelectFuser
     from blender_core.generators.base import BaseGenerator, Generator
     from blender_core.generators.callable import CallableGenerator
+    from blender_core.generators.errors import GeneratorError, GeneratorTimeoutError
     from blender_core.generators.huggingface import HuggingFaceGenerator
     from blender_core.generators.openai_compatible import OpenAICompatibleGenerator
     from blender_core.loading import load_fuser, load_ranker
