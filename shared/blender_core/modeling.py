@@ -492,18 +492,23 @@ def resolve_checkpoint_dir(name_or_path: str | os.PathLike[str], **hub_kwargs: A
     name = str(name_or_path)
     if name.count("/") != 1 or name.startswith((".", "/")):
         raise CheckpointError(f"{name!r} is neither a local directory nor a hub id (owner/name)")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import list_repo_files, snapshot_download
 
+    weights = ["model.safetensors", "pytorch_model.bin"]
+    try:
+        # Fetch one weights file only (a repo may carry both, 1.7 GB each).
+        files = set(
+            list_repo_files(
+                name, revision=hub_kwargs.get("revision"), token=hub_kwargs.get("token")
+            )
+        )
+        weights = ["model.safetensors"] if "model.safetensors" in files else ["pytorch_model.bin"]
+    except Exception:  # offline or no listing: the snapshot call below decides
+        pass
     try:
         local = snapshot_download(
             name,
-            allow_patterns=[
-                "config.json",
-                "ranker_config.json",
-                "model.safetensors",
-                "pytorch_model.bin",
-                *_TOKENIZER_FILES,
-            ],
+            allow_patterns=["config.json", "ranker_config.json", *weights, *_TOKENIZER_FILES],
             **hub_kwargs,
         )
     except Exception as exc:

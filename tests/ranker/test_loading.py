@@ -182,3 +182,10 @@ def test_from_backbone_adds_tokens_and_saves(tiny_dirs, tmp_path) -> None:
 def test_lengths_beyond_absolute_positions_refused(tiny_dirs) -> None:
     with pytest.raises(ValueError, match="max_position_embeddings"):
         PairRanker.from_pretrained(tiny_dirs[("pairrm", "bert")], source_maxlength=2000)
+
+
+def test_hub_id_offline_gives_a_clear_error(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(CheckpointError, match="cannot fetch 'llm-blender/PairRM'"):
+        PairRanker.from_pretrained("llm-blender/PairRM", cache_dir=str(tmp_path))
