@@ -1,0 +1,229 @@
+"""``blender train-ranker`` and ``blender train-fuser``: train PairRanker and GenFuser models.
+
+Both read MixInstruct JSONL, train with the Hugging Face Trainer (progress bars, checkpoints
+that ``--resume`` picks up, seeds) and end with a short report printed and written to
+``report.json``/``report.md`` in the output directory.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from blender_core.cli import app
+
+__all__ = ["parse_training_args", "train_fuser_command", "train_ranker_command"]
+
+
+def parse_training_args(items: list[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict; values are Python/JSON literals when they parse, else str."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise typer.BadParameter(f"--training-arg expects KEY=VALUE, got {item!r}")
+        value: Any
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            try:
+                value = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                value = raw
+        out[key] = value
+    return out
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+@app.command("train-ranker")
+def train_ranker_command(
+    data: Annotated[Path, typer.Argument(help="MixInstruct JSONL with candidate scores.")],
+    backbone: Annotated[
+        str,
+        typer.Option(help="Encoder (DeBERTa-v3, BERT, MiniLM...) or a PairRanker checkpoint."),
+    ],
+    metric: Annotated[list[str], typer.Option(help="Score to learn (repeat for several tasks).")],
+    out: Annotated[Path, typer.Option(help="Run directory (model, checkpoints, report).")],
+    dev: Annotated[Path | None, typer.Option(help="Dev MixInstruct JSONL.")] = None,
+    loss: Annotated[str, typer.Option(help="instructgpt or bce.")] = "instructgpt",
+    pair_mode: Annotated[str, typer.Option(help="random, top-bottom or all.")] = "random",
+    num_pairs: Annotated[int, typer.Option(help="Pairs per instruction.")] = 5,
+    min_score_gap: Annotated[
+        float, typer.Option(help="Score gaps up to this count as ties.")
+    ] = 0.0,
+    include_ties: Annotated[bool, typer.Option(help="Train on tied pairs too.")] = False,
+    source_maxlength: Annotated[int, typer.Option(help="Source tokens.")] = 128,
+    candidate_maxlength: Annotated[int, typer.Option(help="Tokens per candidate.")] = 128,
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-5,
+    batch_size: Annotated[int, typer.Option(help="Pairs per device batch.")] = 8,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+    warmup_ratio: Annotated[float, typer.Option()] = 0.05,
+    weight_decay: Annotated[float, typer.Option()] = 0.1,
+    seed: Annotated[int, typer.Option()] = 42,
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast (GPU, or CPUs with bf16).")] = False,
+    max_steps: Annotated[int, typer.Option(help="Stop after N steps (-1: epochs).")] = -1,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop training after this wall time.")
+    ] = None,
+    eval_steps: Annotated[
+        int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")
+    ] = None,
+    save_steps: Annotated[
+        int | None, typer.Option(help="Checkpoint every N steps (default: each epoch).")
+    ] = None,
+    eval_rank_limit: Annotated[
+        int | None,
+        typer.Option(help="Dev records ranked at periodic evals (0: none; final: all)."),
+    ] = None,
+    rank_strategy: Annotated[
+        str, typer.Option(help="max_logits, max_wins or bubble (dev top-1).")
+    ] = "max_logits",
+    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in --out.")] = False,
+    train_limit: Annotated[int | None, typer.Option(help="First N train records.")] = None,
+    dev_limit: Annotated[int | None, typer.Option(help="First N dev records.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    deepspeed: Annotated[str | None, typer.Option(help="DeepSpeed config (JSON path).")] = None,
+    training_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra TrainingArguments field, KEY=VALUE (repeatable)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+) -> None:
+    """Train a PairRanker on MixInstruct data (Hugging Face Trainer)."""
+    from blender_core.training.ranker_trainer import RankerTrainingConfig, train_ranker
+
+    extra = parse_training_args(training_arg)
+    if deepspeed:
+        extra["deepspeed"] = deepspeed
+    try:
+        config = RankerTrainingConfig(
+            train_file=data,
+            backbone=backbone,
+            metrics=metric,
+            output_dir=out,
+            dev_file=dev,
+            loss=loss,
+            pair_mode=pair_mode,
+            num_pairs=num_pairs,
+            min_score_gap=min_score_gap,
+            include_ties=include_ties,
+            source_maxlength=source_maxlength,
+            candidate_maxlength=candidate_maxlength,
+            epochs=epochs,
+            learning_rate=lr,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            warmup_ratio=warmup_ratio,
+            weight_decay=weight_decay,
+            seed=seed,
+            bf16=bf16,
+            max_steps=max_steps,
+            max_train_seconds=max_minutes * 60 if max_minutes else None,
+            eval_steps=eval_steps,
+            save_steps=save_steps,
+            eval_rank_limit=eval_rank_limit,
+            rank_strategy=rank_strategy,
+            resume=resume,
+            train_limit=train_limit,
+            dev_limit=dev_limit,
+            num_threads=threads,
+            show_progress=progress,
+            training_args=extra,
+        )
+        train_ranker(config)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise _fail(exc) from exc
+    sys.stdout.write((out / "report.md").read_text(encoding="utf-8"))
+
+
+@app.command("train-fuser")
+def train_fuser_command(
+    data: Annotated[Path, typer.Argument(help="MixInstruct JSONL with reference outputs.")],
+    base: Annotated[str, typer.Option(help="Seq2seq model to fine-tune (e.g. a Flan-T5).")],
+    out: Annotated[Path, typer.Option(help="Run directory (model, checkpoints, report).")],
+    ranker: Annotated[
+        str | None,
+        typer.Option(help="Ranker choosing the top-K (PairRanker path/id, consensus, random)."),
+    ] = None,
+    rank_by_metric: Annotated[
+        str | None, typer.Option(help="Choose the top-K by this stored score instead.")
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="Candidates per prompt.")] = 3,
+    dev: Annotated[Path | None, typer.Option(help="Dev MixInstruct JSONL (eval loss).")] = None,
+    max_length: Annotated[int, typer.Option(help="Prompt tokens.")] = 1024,
+    candidate_maxlength: Annotated[int, typer.Option(help="Tokens per candidate.")] = 128,
+    max_target_length: Annotated[int, typer.Option(help="Target tokens.")] = 128,
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
+    batch_size: Annotated[int, typer.Option()] = 4,
+    grad_accum: Annotated[int, typer.Option()] = 1,
+    warmup_ratio: Annotated[float, typer.Option()] = 0.0,
+    weight_decay: Annotated[float, typer.Option()] = 0.0,
+    seed: Annotated[int, typer.Option()] = 42,
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast.")] = False,
+    max_steps: Annotated[int, typer.Option(help="Stop after N steps (-1: epochs).")] = -1,
+    save_steps: Annotated[
+        int | None, typer.Option(help="Checkpoint every N steps (default: each epoch).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in --out.")] = False,
+    train_limit: Annotated[int | None, typer.Option(help="First N train records.")] = None,
+    dev_limit: Annotated[int | None, typer.Option(help="First N dev records.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    deepspeed: Annotated[str | None, typer.Option(help="DeepSpeed config (JSON path).")] = None,
+    training_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra Seq2SeqTrainingArguments field, KEY=VALUE (repeatable)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+) -> None:
+    """Fine-tune a GenFuser: prompt over the top-K candidates, target = reference output."""
+    from blender_core.training.fuser_trainer import FuserTrainingConfig, train_fuser
+
+    extra = parse_training_args(training_arg)
+    if deepspeed:
+        extra["deepspeed"] = deepspeed
+    try:
+        config = FuserTrainingConfig(
+            train_file=data,
+            base=base,
+            output_dir=out,
+            dev_file=dev,
+            ranker=ranker,
+            rank_by_metric=rank_by_metric,
+            top_k=top_k,
+            max_length=max_length,
+            candidate_maxlength=candidate_maxlength,
+            max_target_length=max_target_length,
+            epochs=epochs,
+            learning_rate=lr,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            warmup_ratio=warmup_ratio,
+            weight_decay=weight_decay,
+            seed=seed,
+            bf16=bf16,
+            max_steps=max_steps,
+            save_steps=save_steps,
+            resume=resume,
+            train_limit=train_limit,
+            dev_limit=dev_limit,
+            num_threads=threads,
+            show_progress=progress,
+            training_args=extra,
+        )
+        train_fuser(config)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise _fail(exc) from exc
+    sys.stdout.write((out / "report.md").read_text(encoding="utf-8"))

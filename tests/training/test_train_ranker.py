@@ -1,0 +1,167 @@
+"""End to end: a tiny ranker learns a learnable preference; checkpoints, resume, report, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from blender_core.data import read_mixinstruct
+from blender_core.training.ranker_trainer import (
+    RankerTrainingConfig,
+    evaluate_rankings,
+    find_last_checkpoint,
+    load_start_model,
+    rank_with_model,
+    train_ranker,
+)
+
+pytest.importorskip("torch")
+
+
+def _config(
+    train: Path, dev: Path | None, backbone: Path, out: Path, **kw: object
+) -> RankerTrainingConfig:
+    settings: dict[str, object] = {
+        "train_file": train,
+        "dev_file": dev,
+        "backbone": backbone,
+        "metrics": ["q"],
+        "output_dir": out,
+        "source_maxlength": 8,
+        "candidate_maxlength": 24,
+        "pair_mode": "all",
+        "epochs": 6,
+        "learning_rate": 3e-3,
+        "batch_size": 16,
+        "warmup_ratio": 0.0,
+        "weight_decay": 0.0,
+        "num_threads": 1,
+        "training_args": {"eval_strategy": "no", "save_strategy": "no"},
+    }
+    settings.update(kw)
+    return RankerTrainingConfig(**settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_tiny_ranker_learns_the_marker(
+    toy_data: tuple[Path, Path], tiny_bert_backbone: Path, tmp_path: Path
+) -> None:
+    from blender_core import PairRanker
+
+    train, dev = toy_data
+    config = _config(train, dev, tiny_bert_backbone, tmp_path / "run")
+    dev_records = read_mixinstruct(dev)
+
+    model, tokenizer, kind = load_start_model(config)
+    assert kind == "backbone"
+    before = evaluate_rankings(dev_records, rank_with_model(model, tokenizer, dev_records), ["q"])
+    assert 0.2 < before["rank_pairwise_accuracy"] < 0.8
+
+    result = train_ranker(config)
+    after = result.metrics["eval_rank_pairwise_accuracy"]
+    assert after > 0.85, result.metrics
+    assert after > before["rank_pairwise_accuracy"] + 0.2
+    assert result.metrics["eval_top1_q"] > 0.8  # good answers score 0.9, bad 0.1
+
+    # The saved run directory is a PairRanker checkpoint giving the same numbers.
+    ranker = PairRanker.from_pretrained(result.output_dir)
+    rankings = ranker.rank_batch([r.source for r in dev_records], [r.texts for r in dev_records])
+    again = evaluate_rankings(dev_records, rankings, ["q"])
+    assert again["rank_pairwise_accuracy"] == pytest.approx(after)
+
+    report = json.loads((result.output_dir / "report.json").read_text())
+    assert report["training"]["optimizer_steps"] == result.report["training"]["optimizer_steps"]
+    assert report["dev_top1_vs_baselines"][0]["oracle"] == pytest.approx(0.9)
+    assert "ranker_top1" in (result.output_dir / "report.md").read_text()
+
+
+def test_checkpoints_resume_and_bce(
+    toy_data: tuple[Path, Path], tiny_bert_backbone: Path, tmp_path: Path
+) -> None:
+    from blender_core import PairRanker
+
+    train, dev = toy_data
+    out = tmp_path / "run"
+    common = {
+        "loss": "BCE",
+        "pair_mode": "random",
+        "num_pairs": 2,
+        "save_steps": 2,
+        "eval_steps": 4,
+        "eval_rank_limit": 2,
+        "dev_limit": 4,
+        "train_limit": 16,
+        "training_args": {},
+    }
+    first = train_ranker(_config(train, dev, tiny_bert_backbone, out, max_steps=4, **common))
+    assert first.train_metrics["train_loss"] > 0
+    assert first.metrics["eval_ranked_records"] == 4  # the final evaluation ranks every record
+    ckpt = find_last_checkpoint(out)
+    assert ckpt is not None and ckpt.name == "checkpoint-4"
+    PairRanker.from_pretrained(ckpt)  # each checkpoint loads by itself
+
+    second = train_ranker(
+        _config(train, dev, tiny_bert_backbone, out, max_steps=6, resume=True, **common)
+    )
+    assert second.report["resumed_from"].endswith("checkpoint-4")
+    assert second.report["training"]["optimizer_steps"] == 6
+    evals = second.report["evaluations"]
+    assert evals and all("pairwise_accuracy" in h for h in evals)
+
+    # continued training of a PairRanker checkpoint (the run directory)
+    third = train_ranker(
+        _config(train, None, out, tmp_path / "cont", max_steps=2, **{**common, "eval_steps": None})
+    )
+    assert third.report["started_from"].startswith("checkpoint:")
+    assert third.metrics == {}
+
+
+def test_config_errors(toy_data: tuple[Path, Path], tmp_path: Path) -> None:
+    train, dev = toy_data
+    with pytest.raises(ValueError, match="unknown loss"):
+        _config(train, dev, tmp_path, tmp_path, loss="hinge")
+    with pytest.raises(ValueError, match="unknown pair mode"):
+        _config(train, dev, tmp_path, tmp_path, pair_mode="best")
+    with pytest.raises(ValueError, match="at least one metric"):
+        _config(train, dev, tmp_path, tmp_path, metrics=[])
+    with pytest.raises(FileNotFoundError, match="train file"):
+        _config(tmp_path / "missing.jsonl", dev, tmp_path, tmp_path)
+    with pytest.raises(ValueError, match="rank strategy"):
+        _config(train, dev, tmp_path, tmp_path, rank_strategy="best")
+
+
+def test_missing_metric_is_named(
+    toy_data: tuple[Path, Path], tiny_bert_backbone: Path, tmp_path: Path
+) -> None:
+    train, dev = toy_data
+    with pytest.raises(KeyError, match="has no score 'gpt4_pref'"):
+        train_ranker(_config(train, dev, tiny_bert_backbone, tmp_path / "x", metrics=["gpt4_pref"]))
+
+
+def test_cli_train_ranker(
+    toy_data: tuple[Path, Path], tiny_bert_backbone: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from blender_core.cli import _register_commands, app
+
+    _register_commands()
+    train, dev = toy_data
+    out = tmp_path / "cli"
+    args = [
+        "train-ranker", str(train), "--backbone", str(tiny_bert_backbone), "--metric", "q",
+        "--out", str(out), "--dev", str(dev), "--max-steps", "2", "--batch-size", "4",
+        "--source-maxlength", "8", "--candidate-maxlength", "16", "--dev-limit", "3",
+        "--rank-strategy", "bubble", "--threads", "1", "--no-progress",
+        "--training-arg", "logging_steps=1",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "PairRanker training report" in result.output
+    assert (out / "report.json").is_file() and (out / "model.safetensors").is_file()
+
+    bad = CliRunner().invoke(app, [*args[:5], "nope", *args[6:]])
+    assert bad.exit_code == 2
+    assert "has no score 'nope'" in bad.output
