@@ -164,10 +164,7 @@ def test_real_demo_end_to_end() -> None:
         smollm2_path()
     except (ImportError, FileNotFoundError) as exc:
         pytest.skip(str(exc))
-    code = (
-        "from blender_core.cli import demo as d; import typer; app = typer.Typer()\n"
-        "app.callback()(lambda: None); app.command('demo')(d.demo); app()"
-    )
+    code = "import sys; from blender_core.cli import main; sys.argv[0] = 'blender'; main()"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     start = time.perf_counter()
     proc = subprocess.run(
