@@ -110,11 +110,15 @@ def test_no_judge_metric_and_errors(records: list[MixRecord]) -> None:
 
 def test_blend_method_ranks_then_fuses(records: list[MixRecord]) -> None:
     class JoinFuser:
-        def fuse(self, instruction: str, candidates: Sequence[str], *, input: str = "") -> str:
-            return "+".join(candidates)
+        def fuse(
+            self, instruction: str, candidates: Sequence[str], *, input: str = "", **extra: str
+        ) -> str:
+            return "+".join(candidates) + extra.get("suffix", "")
 
     method = BlendMethod(LongestRanker(), JoinFuser(), top_k=2)
     assert method.generate(records) == ["yyyy+zz", "aaaaa+cc", "bbb+ccc"]
+    method = BlendMethod(LongestRanker(), JoinFuser(), top_k=9, fuse_kwargs={"suffix": "!"})
+    assert method.generate(records[:1]) == ["yyyy+zz+x!"]
     with pytest.raises(ValueError, match="top_k"):
         BlendMethod(LongestRanker(), JoinFuser(), top_k=0)
 
@@ -166,3 +170,26 @@ def test_plots_are_written(records: list[MixRecord], tmp_path: Path) -> None:
     for path in paths:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+@pytest.mark.slow
+def test_pairrm_and_blender_rows(
+    records: list[MixRecord], tiny_pairrm_dir: Path, tiny_genfuser_dir: Path
+) -> None:
+    built = build_methods(
+        f"pairrm:{tiny_pairrm_dir},blender:{tiny_pairrm_dir}",
+        records,
+        judge_metric="pref",
+        fuser=str(tiny_genfuser_dir),
+        top_k=2,
+        device="cpu",
+    )
+    assert built[0].name == f"pairrm ({tiny_pairrm_dir.name})"
+    assert built[1].name.startswith("blender (")
+    built[1].fuse_kwargs = {"max_new_tokens": 4}  # type: ignore[union-attr]
+    results = evaluate(records, built, metrics=[LengthRatio()])
+    pairrm, blend = results.methods
+    assert pairrm.kind == "selection" and pairrm.values["judge"] is not None
+    assert blend.kind == "generated" and blend.values["judge"] is None
+    assert blend.texts is not None and all(isinstance(t, str) for t in blend.texts)
+    assert blend.values["ratio"] is not None

@@ -8,7 +8,7 @@ scores, top-k shares and pick distributions are N/A for it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -47,6 +47,7 @@ class BlendMethod:
         fuser: Any :class:`~blender_core.fusion.base.Fuser` (GenFuser, LLMFuser, SelectFuser).
         top_k: Candidates handed to the fuser, best first.
         name: The row name.
+        fuse_kwargs: Extra keyword arguments of every ``fuse`` call (e.g. ``max_new_tokens``).
 
     Example:
         .. code-block:: python
@@ -55,7 +56,15 @@ class BlendMethod:
             fused = method.generate(records)
     """
 
-    def __init__(self, ranker: Ranker, fuser: Any, *, top_k: int = 3, name: str = "blender"):
+    def __init__(
+        self,
+        ranker: Ranker,
+        fuser: Any,
+        *,
+        top_k: int = 3,
+        name: str = "blender",
+        fuse_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if not callable(getattr(fuser, "fuse", None)):
@@ -64,6 +73,7 @@ class BlendMethod:
         self.fuser = fuser
         self.top_k = top_k
         self.name = name
+        self.fuse_kwargs = dict(fuse_kwargs or {})
         self.rankings: list[Ranking] = []
 
     def generate(self, records: Sequence[MixRecord], *, show_progress: bool = False) -> list[str]:
@@ -79,7 +89,7 @@ class BlendMethod:
             disable=not show_progress,
         ):
             top = [record.texts[i] for i in ranking.top_k(min(self.top_k, len(record.texts)))]
-            text = self.fuser.fuse(record.instruction, top, input=record.input)
+            text = self.fuser.fuse(record.instruction, top, input=record.input, **self.fuse_kwargs)
             if not isinstance(text, str):
                 raise TypeError(f"the fuser returned {type(text).__name__}, not a string")
             fused.append(text)
