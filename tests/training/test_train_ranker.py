@@ -32,7 +32,7 @@ def _config(
         "source_maxlength": 8,
         "candidate_maxlength": 24,
         "pair_mode": "all",
-        "epochs": 6,
+        "epochs": 12,
         "learning_rate": 3e-3,
         "batch_size": 16,
         "warmup_ratio": 0.0,
@@ -154,13 +154,17 @@ def test_cli_train_ranker(
         "train-ranker", str(train), "--backbone", str(tiny_bert_backbone), "--metric", "q",
         "--out", str(out), "--dev", str(dev), "--max-steps", "2", "--batch-size", "4",
         "--source-maxlength", "8", "--candidate-maxlength", "16", "--dev-limit", "3",
-        "--rank-strategy", "bubble", "--threads", "1", "--no-progress",
+        "--rank-strategy", "bubble", "--eval-rank-limit", "0", "--threads", "1", "--no-progress",
         "--training-arg", "logging_steps=1",
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "PairRanker training report" in result.output
-    assert (out / "report.json").is_file() and (out / "model.safetensors").is_file()
+    assert (out / "model.safetensors").is_file()
+    report = json.loads((out / "report.json").read_text())
+    # no ranking at periodic evaluations, but the final one ranks every dev record
+    assert report["dev"]["ranked_records"] == 3
+    assert 0.0 <= report["dev_top1_vs_baselines"][0]["ranker_top1"] <= 1.0
 
     bad = CliRunner().invoke(app, [*args[:5], "nope", *args[6:]])
     assert bad.exit_code == 2

@@ -34,7 +34,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from blender_core.data import MixRecord, read_mixinstruct
 from blender_core.training.pairs import unique_candidate_indices
-from blender_core.training.ranker_trainer import find_last_checkpoint, warmup_arguments
+from blender_core.training.ranker_trainer import (
+    _has_accelerator,
+    find_last_checkpoint,
+    warmup_arguments,
+)
 from blender_core.training.report import TrainResult, write_report
 
 if TYPE_CHECKING:
@@ -264,6 +268,7 @@ def train_fuser(config: FuserTrainingConfig) -> TrainResult:
         "report_to": "none",
         "disable_tqdm": not config.show_progress,
         "predict_with_generate": False,
+        "dataloader_pin_memory": _has_accelerator(),
         **warmup_arguments(config.warmup_ratio),
     }
     if config.save_steps is not None:

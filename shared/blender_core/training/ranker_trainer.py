@@ -508,7 +508,9 @@ def _trainer_class() -> Any:
                 out["pairwise_accuracy_gap"] = pairwise_accuracy(
                     [logits[k] for k in keep], [sa[k] for k in keep], [sb[k] for k in keep]
                 )
-            if self.rank_records and (self.rank_limit is None or self.rank_limit > 0):
+            if self.rank_records and (
+                self.full_ranking or self.rank_limit is None or self.rank_limit > 0
+            ):
                 out.update(self.rank_dev(full=self.full_ranking))
             return out
 
@@ -648,6 +650,7 @@ def _training_arguments(config: RankerTrainingConfig, has_dev: bool) -> Any:
         "report_to": "none",
         "disable_tqdm": not config.show_progress,
         "dataloader_num_workers": 0,
+        "dataloader_pin_memory": _has_accelerator(),
         "label_names": ["scores_a", "scores_b"],
     }
     kwargs.update(warmup_arguments(config.warmup_ratio))
@@ -745,6 +748,7 @@ def train_ranker(config: RankerTrainingConfig) -> TrainResult:
     trainer.save_model(str(out))
     final: dict[str, float] = {}
     eval_seconds = 0.0
+    periodic_log = list(trainer.state.log_history)
     if dev_set is not None:
         t0 = time.time()
         trainer.full_ranking = True
@@ -763,7 +767,7 @@ def train_ranker(config: RankerTrainingConfig) -> TrainResult:
         train_seconds=train_seconds,
         eval_seconds=eval_seconds,
         resumed_from=resume_from,
-        log_history=list(trainer.state.log_history),
+        log_history=periodic_log,
     )
     if trainer.time_budget is not None:
         report["training"]["stopped_by_time_budget"] = trainer.time_budget.stopped_early
@@ -848,3 +852,10 @@ def build_ranker_report(
             )
         report["dev_top1_vs_baselines"] = rows
     return report
+
+
+def _has_accelerator() -> bool:
+    """Pinned memory only helps (and only works) with a GPU."""
+    import torch
+
+    return bool(torch.cuda.is_available())
