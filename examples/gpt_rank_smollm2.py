@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA / "dev.jsonl")
     parser.add_argument("--train", type=Path, default=DATA / "train.jsonl")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-chars", type=int, default=600, help="Answer characters shown.")
     args = parser.parse_args()
 
     records = read_mixinstruct(args.data, limit=args.records)
@@ -49,7 +50,7 @@ def main() -> None:
         records,
         methods,
         beats_models=["vicuna-13b"],
-        gpt_rank=GPTRank(judge, seed=args.seed, max_concurrency=1),
+        gpt_rank=GPTRank(judge, seed=args.seed, max_concurrency=1, max_chars=args.max_chars),
         show_progress=True,
     )
     seconds = time.perf_counter() - started

@@ -91,8 +91,7 @@ def evaluate_command(
     encoder_max_length: int | None = typer.Option(
         None,
         "--encoder-max-length",
-        help="Tokens kept per text by the consensus/SimCLS encoders and scored per candidate by "
-        "MLM-scoring (default: each one's own).",
+        help="Tokens kept per text by the consensus/SimCLS encoders (default: their own, 256).",
     ),
     mlm_passes: int = typer.Option(
         4, "--mlm-passes", help="Strided masked copies per candidate for MLM-scoring (0: exact)."

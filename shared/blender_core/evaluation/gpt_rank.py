@@ -119,6 +119,8 @@ class GPTRank:
             :data:`~blender_core.rankers.llm_judge.DEFAULT_JUDGE_PROMPT`).
         max_concurrency: Judge calls in flight at once.
         generate_kwargs: Extra keyword arguments of every judge call (e.g. ``max_new_tokens``).
+        max_chars: Show the judge at most this many characters of each output (``None``: all);
+            for small local judges with short contexts or slow prompt processing.
 
     Example:
         .. code-block:: python
@@ -140,7 +142,11 @@ class GPTRank:
         prompt_template: str | None = None,
         max_concurrency: int = 8,
         generate_kwargs: Mapping[str, Any] | None = None,
+        max_chars: int | None = None,
     ) -> None:
+        if max_chars is not None and max_chars < 1:
+            raise ValueError(f"max_chars must be >= 1 or None, got {max_chars}")
+        self.max_chars = max_chars
         self.judge = as_judge(judge)
         self.seed = seed
         self.ranker = LLMJudgeRanker(
@@ -197,7 +203,8 @@ class GPTRank:
             if len(pools[k]) == 1:
                 rankings.append(JudgeRanking(order=(0,), ranks=(1,), scores=(0.0,)))
                 continue
-            ranking = self.ranker.rank_batch([record_prompt(records[k])], [list(pools[k])])[0]
+            shown = [t[: self.max_chars] if self.max_chars else t for t in pools[k]]
+            ranking = self.ranker.rank_batch([record_prompt(records[k])], [shown])[0]
             assert isinstance(ranking, JudgeRanking)
             rankings.append(ranking)
 

@@ -74,9 +74,9 @@ def build_methods(
 ) -> list[Selector | GeneratingMethod]:
     """Turn method specs (see the module doc) into selectors and generating methods.
 
-    ``max_length`` caps the tokens per text of the encoder rankers (consensus, SimCLS) and the
-    scored candidate tokens of MLM-scoring (``None``: their defaults); ``mlm_passes`` is
-    MLM-scoring's number of strided masked copies (``None``: exact PLL).
+    ``max_length`` caps the tokens per text of the encoder rankers (consensus, SimCLS; ``None``:
+    their defaults); ``mlm_passes`` is MLM-scoring's number of strided masked copies (``None``:
+    exact PLL).
     """
     methods: list[Selector | GeneratingMethod] = []
     models = records[0].models if records else []
@@ -126,7 +126,11 @@ def build_methods(
         elif name == "mlm":
             from blender_core.rankers.mlm_scoring import MLMScoringRanker
 
-            methods.append(RankerSelector(MLMScoringRanker(arg, device=device), name="mlm-scoring"))
+            methods.append(
+                RankerSelector(
+                    MLMScoringRanker(arg, device=device, passes=mlm_passes), name="mlm-scoring"
+                )
+            )
         elif name == "simcls":
             from blender_core.rankers.simcls import SimCLSRanker
 
