@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--minutes", type=float, default=19.0, help="training wall-time budget")
     parser.add_argument("--epochs", type=float, default=1.5)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-pairs", type=int, default=5)
     parser.add_argument("--pair-mode", default="random")

@@ -416,6 +416,11 @@ def _trainer_class() -> Any:
                 control.should_training_stop = True
                 control.should_save = True
 
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # The final evaluation follows at once; skip the epoch-end one of a cut epoch.
+            if self.stopped_early:
+                control.should_evaluate = False
+
     class _PairRankerTrainer(Trainer):
         """``Trainer`` with the pairwise loss, pair evaluation and PairRanker checkpoints.
 
