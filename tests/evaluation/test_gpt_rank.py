@@ -140,3 +140,14 @@ async def test_chat_model_async_falls_back_to_thread() -> None:
 def test_output_count_mismatch(records: list[MixRecord]) -> None:
     with pytest.raises(ValueError, match="has 1 outputs for 3 records"):
         GPTRank(CallableGenerator(lambda p: "3")).evaluate(records, {"m": ["only one"]})
+
+
+def test_max_chars_truncates_what_the_judge_sees(records: list[MixRecord]) -> None:
+    script = ScriptedJudge()
+    result = GPTRank(CallableGenerator(script), max_chars=2).evaluate(
+        records, {"a": FixedModelSelector("a").select(records)}, beats_models=["b"]
+    )
+    assert script.shown and all(len(a) <= 2 and len(b) <= 2 for a, b in script.shown)
+    assert result.pools[1] == ("aaaaa", "b")  # the pool keeps the full texts
+    with pytest.raises(ValueError, match="max_chars"):
+        GPTRank(CallableGenerator(script), max_chars=0)
