@@ -9,7 +9,7 @@ the longest in the batch), as ratios measured in the same run.
 
 Usage::
 
-    python benchmarks/ranker_speed.py                # 3 records: minutes on 2 idle cores
+    python benchmarks/ranker_speed.py                # 1 record (90 ordered pairs)
     python benchmarks/ranker_speed.py --limit 10 --strategies max_logits bubble
 """
 
@@ -165,14 +165,14 @@ def _row(name: str, r: dict[str, float], peak_mb: float, rss_mb: float) -> str:
     return (
         f"{name:<24}{int(r['passes']):>8}{r['passes'] / r['seconds']:>10.2f}"
         f"{r['real'] / r['seconds']:>12.0f}{r['real'] / r['computed']:>9.3f}"
-        f"{peak_mb:>10.0f}{rss_mb:>10.0f}{r['seconds']:>9.1f}"
+        f"{peak_mb:>12.0f}{rss_mb:>9.0f}{r['seconds']:>9.1f}"
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MixInstruct JSONL")
-    parser.add_argument("--limit", type=int, default=3, help="records to rank (default 3)")
+    parser.add_argument("--limit", type=int, default=1, help="records to time (default 1)")
     parser.add_argument(
         "--batch-tokens", type=int, default=None, help="token budget (default: library's)"
     )
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     ranker.rank_batch(sources[:1], [lists[0][:2]])  # warm-up
     print(
         f"\n{'strategy':<24}{'passes':>8}{'pairs/s':>10}{'real tok/s':>12}{'pad eff':>9}"
-        f"{'peakRSS MB':>10}{'+RSS MB':>10}{'seconds':>9}"
+        f"{'peak RSS MB':>12}{'+RSS MB':>9}{'seconds':>9}"
     )
     meter = PeakRSS()
     results: dict[str, dict[str, float]] = {}
