@@ -27,6 +27,9 @@ _EXPORTS: dict[str, str] = {
     "BaseRanker": "blender_core.ranking",
     "PairRanker": "blender_core.pair_ranker",
     "PairRankerConfig": "blender_core.modeling",
+    "PairRankerModel": "blender_core.modeling",
+    "CheckpointError": "blender_core.modeling",
+    "PairEncoder": "blender_core.encoding",
     "ConsensusRanker": "blender_core.rankers.consensus",
     "LLMJudgeRanker": "blender_core.rankers.llm_judge",
     "RandomRanker": "blender_core.rankers.random",
@@ -67,6 +70,7 @@ __all__ = [
     "BlendResult",
     "Blender",
     "CallableGenerator",
+    "CheckpointError",
     "ConsensusRanker",
     "Fuser",
     "GenFuser",
@@ -80,8 +84,10 @@ __all__ = [
     "MixRecord",
     "ModelFailure",
     "OpenAICompatibleGenerator",
+    "PairEncoder",
     "PairRanker",
     "PairRankerConfig",
+    "PairRankerModel",
     "RandomRanker",
     "Ranker",
     "Ranking",
@@ -110,6 +116,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from blender_core.blend import Blender, BlendError, BlendResult, ModelFailure
     from blender_core.data import MixCandidate, MixRecord, read_mixinstruct, write_mixinstruct
+    from blender_core.encoding import PairEncoder
     from blender_core.fusion.base import BaseFuser, Fuser
     from blender_core.fusion.gen_fuser import GenFuser
     from blender_core.fusion.llm_fuser import LLMFuser
@@ -120,7 +127,7 @@ if TYPE_CHECKING:
     from blender_core.generators.huggingface import HuggingFaceGenerator
     from blender_core.generators.openai_compatible import OpenAICompatibleGenerator
     from blender_core.loading import load_fuser, load_ranker
-    from blender_core.modeling import PairRankerConfig
+    from blender_core.modeling import CheckpointError, PairRankerConfig, PairRankerModel
     from blender_core.pair_ranker import PairRanker
     from blender_core.rankers.consensus import ConsensusRanker
     from blender_core.rankers.llm_judge import LLMJudgeRanker
