@@ -60,6 +60,7 @@ def test_build_demo_blender_with_a_fake_base() -> None:
     assert result.text.startswith("FUSED: ")
     fuser_prompts = [p for name, p in base.calls if name == "smollm2-fuser"]
     assert len(fuser_prompts) == 1 and "Say hello" in fuser_prompts[0]
+    assert "Draft answers:" in fuser_prompts[0]  # the demo template
     report = demo_module.format_result(result, wall_time=1.25)
     for name in blender.generators:
         assert f"[{name}]" in report

@@ -25,7 +25,13 @@ if TYPE_CHECKING:
     from blender_core.fusion.base import Fuser
     from blender_core.generators.base import Generator
 
-__all__ = ["SYSTEM_PROMPTS", "build_demo_blender", "demo", "format_result"]
+__all__ = [
+    "DEMO_FUSION_TEMPLATE",
+    "SYSTEM_PROMPTS",
+    "build_demo_blender",
+    "demo",
+    "format_result",
+]
 
 SYSTEM_PROMPTS: tuple[str, ...] = (
     "You are a helpful assistant. Answer clearly and concisely.",
@@ -35,6 +41,17 @@ SYSTEM_PROMPTS: tuple[str, ...] = (
     "You are a precise assistant. State the key facts first, then any useful detail.",
 )
 """The personas of the local base models (model i gets ``SYSTEM_PROMPTS[i % 5]``)."""
+
+DEMO_FUSION_TEMPLATE = (
+    "Here are draft answers to a question, written by different assistants.\n\n"
+    "Question: {instruction}{input_section}\n\n"
+    "Draft answers:\n{candidates}\n\n"
+    "Combine the correct points of the drafts into one clear, complete answer to the question. "
+    "Write only the answer."
+)
+"""The LLM fuser's prompt in the demo: shorter and plainer than the library default, which a
+135M-parameter model tends to continue (numbering a next response, commenting on the responses)
+rather than follow."""
 
 
 def _openai_generators(
@@ -148,7 +165,9 @@ def build_demo_blender(
     if isinstance(fuser, str) and fuser.strip().lower() == "llm":
         from blender_core.fusion.llm_fuser import LLMFuser
 
+        template = None
         if base is not None:
+            template = DEMO_FUSION_TEMPLATE
             # Fusion reads and rewrites: sample gently.
             writer = base.with_options(
                 name="smollm2-fuser",
@@ -159,7 +178,7 @@ def build_demo_blender(
             )
         else:
             writer = remote[0]
-        fuser_obj = LLMFuser(writer, max_candidates=top_k)
+        fuser_obj = LLMFuser(writer, prompt_template=template, max_candidates=top_k)
     else:
         fuser_obj = load_fuser(fuser, device=device)
     return Blender(
@@ -246,9 +265,7 @@ def demo(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     start = time.perf_counter()
     if not as_json:
-        typer.echo(
-            "Loading models and generating (first run loads SmolLM2 and MiniLM)...", err=True
-        )
+        typer.echo("Loading the models (SmolLM2, MiniLM), then generating...", err=True)
     blender = build_demo_blender(
         models=models,
         ranker=ranker,
