@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_JUDGE_PROMPT",
     "JudgeRanking",
     "LLMJudgeRanker",
+    "PairComparison",
     "PairJudgement",
     "Verdict",
     "ajudge_pair",
