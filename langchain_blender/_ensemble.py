@@ -30,10 +30,8 @@ from langchain_core.runnables.config import ContextThreadPoolExecutor
 
 from blender_core.blend import Blender as CoreBlender
 from blender_core.blend import BlendError, BlendResult, ModelFailure
-from blender_core.generators.base import BaseGenerator
 from blender_core.loading import load_fuser, load_ranker
 from blender_core.ranking import Ranker, Ranking
-from blender_core.types import Prompt
 from langchain_blender._adapters import (
     RunnableGenerator,
     ainvoke_in_context,
@@ -347,13 +345,6 @@ def _with_handler(callbacks: ChildCallbacks, handler: BaseCallbackHandler) -> Ch
     return manager
 
 
-class _CandidatesOnly(BaseGenerator):
-    """A placeholder member for a core Blender used only through ``blend_candidates``."""
-
-    def generate(self, prompt: Prompt, **kwargs: Any) -> str:
-        raise RuntimeError("this Blender only ranks and fuses precomputed candidates")
-
-
 @dataclass
 class Blended:
     """The ensemble's answer: the message to return and what the caller should report."""
@@ -426,14 +417,8 @@ class Engine:
         fuser = self._fuser_spec
         if isinstance(fuser, Runnable):
             fuser = RunnableGenerator(fuser, name="fuser")
-        # The core pipeline wants its generators up front; steps that only rank/fuse answers
-        # they are given have none, so placeholders (never called) stand in for them.
-        names = self.member_names or [
-            f"__candidate_{i}__" for i in range(max(1, self.min_candidates))
-        ]
-        generators = {name: _CandidatesOnly(name) for name in names}
+        # Members are called here (for tracing), so the core pipeline only ranks and fuses.
         return CoreBlender(
-            generators,
             ranker=load_ranker(self._ranker_spec),
             fuser=load_fuser(fuser),
             top_k=self.top_k,

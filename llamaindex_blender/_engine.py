@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from llama_index.core.llms import LLM
 
-from blender_core.generators.base import BaseGenerator, Generator
-from blender_core.types import Prompt
+from blender_core.generators.base import Generator
 from llamaindex_blender._adapters import LlamaIndexGenerator, to_core_fuser
 
 if TYPE_CHECKING:
@@ -68,7 +67,7 @@ class BlendEngine:
                 self._ranker = load_ranker(self._ranker_spec, device=self._device)
             generators: dict[str, Generator] = {
                 name: LlamaIndexGenerator(llm, name=name) for name, llm in self._members.items()
-            } or {"precomputed": _PrecomputedOnly()}
+            }
             if select_only:
                 built = Blender(
                     generators, self._ranker, load_fuser("select"), top_k=1, strategy=self._strategy
@@ -150,14 +149,3 @@ def blend_info(result: BlendResult) -> dict[str, Any]:
         ],
         "latencies": dict(result.latencies),
     }
-
-
-class _PrecomputedOnly(BaseGenerator):
-    """Stands in for the members when the candidates always come precomputed (the core
-    ``Blender`` wants at least one generator; ``blend_candidates`` never calls it)."""
-
-    def __init__(self) -> None:
-        super().__init__("precomputed")
-
-    def generate(self, prompt: Prompt, **kwargs: Any) -> str:
-        raise RuntimeError("this Blender only ranks and fuses precomputed candidates")

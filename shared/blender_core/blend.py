@@ -166,7 +166,8 @@ class Blender:
 
     Args:
         generators: The base models, a list (names from each ``generator.name``) or a mapping
-            name -> generator (the keys name them). Names must be unique.
+            name -> generator (the keys name them). Names must be unique. May be empty for a
+            Blender that only ranks and fuses answers it is given (:meth:`blend_candidates`).
         ranker: A Ranker or a spec for :func:`~blender_core.loading.load_ranker` (``None``: the
             consensus ranker; ``"random"``; a PairRanker checkpoint such as
             ``"llm-blender/PairRM"``).
@@ -199,7 +200,7 @@ class Blender:
 
     def __init__(
         self,
-        generators: Sequence[Generator] | Mapping[str, Generator],
+        generators: Sequence[Generator] | Mapping[str, Generator] = (),
         ranker: Ranker | str | None = None,
         fuser: Fuser | Generator | str | None = None,
         *,
@@ -217,7 +218,7 @@ class Blender:
             raise ValueError(f"min_candidates must be an int >= 1, got {min_candidates!r}")
         if min_candidates < 1:
             raise ValueError(f"min_candidates must be >= 1, got {min_candidates}")
-        if min_candidates > len(self.generators):
+        if self.generators and min_candidates > len(self.generators):
             raise ValueError(
                 f"min_candidates={min_candidates} can never be met with "
                 f"{len(self.generators)} generator(s)"
@@ -252,8 +253,6 @@ class Blender:
             )
         else:
             items = [(getattr(g, "name", None), g) for g in generators]
-        if not items:
-            raise ValueError("Blender needs at least one generator")
         named: dict[str, Generator] = {}
         for position, (name, generator) in enumerate(items):
             if not (
@@ -405,6 +404,11 @@ class Blender:
         """Async :meth:`blend`: base models run concurrently on this event loop."""
         _check_text("instruction", instruction)
         _check_text("input", input)
+        if not self.generators:
+            raise ValueError(
+                "this Blender has no generators: pass some, or hand it answers with "
+                "blend_candidates()"
+            )
         prompt = self.prompt_for(instruction, input)
         outcomes = await asyncio.gather(
             *(self._call(name, generator, prompt) for name, generator in self.generators.items())

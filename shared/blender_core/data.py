@@ -176,7 +176,7 @@ def iter_mixinstruct(path: str | Path) -> Iterator[MixRecord]:
 
 def read_mixinstruct(path: str | Path, *, limit: int | None = None) -> list[MixRecord]:
     """Read a MixInstruct JSONL file, optionally only its first ``limit`` records."""
-    records = []
+    records: list[MixRecord] = []
     for record in iter_mixinstruct(path):
         if limit is not None and len(records) >= limit:
             break

@@ -302,8 +302,8 @@ def test_strategy_is_passed_to_the_ranker() -> None:
 
 def test_constructor_validation() -> None:
     gen = FakeGenerator("a", "x")
-    with pytest.raises(ValueError, match="at least one generator"):
-        Blender([], ranker="random")
+    with pytest.raises(ValueError, match="no generators"):
+        Blender([], ranker="random").blend("q")
     with pytest.raises(ValueError, match="duplicate generator name 'a'"):
         Blender([gen, FakeGenerator("a", "y")], ranker="random")
     with pytest.raises(TypeError, match="CallableGenerator"):
@@ -347,3 +347,11 @@ def test_blend_result_pickles() -> None:
     ).blend("q")
     clone = pickle.loads(pickle.dumps(result))
     assert clone == result and clone.failures[0].message == "RuntimeError: x"
+
+
+def test_candidates_only_blender_needs_no_generators() -> None:
+    blender = Blender(ranker="random", min_candidates=2)
+    result = blender.blend_candidates("q", {"a": "one", "b": "two"})
+    assert set(result.candidates) == {"a", "b"}
+    with pytest.raises(BlendError, match="2"):
+        blender.blend_candidates("q", ["same", "same"])

@@ -20,6 +20,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _root() -> None:
+    """LLM-Blender: rank and fuse the answers of several LLMs."""
+    # A callback keeps typer in multi-command mode even if only one command is registered.
+
+
 _COMMAND_MODULES = ("rank", "demo", "evaluate", "train")
 
 
