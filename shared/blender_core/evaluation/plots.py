@@ -88,7 +88,7 @@ def plot_model_share(results: EvalResults, path: str | Path) -> Path | None:
     methods = [
         m
         for m in results.methods
-        if m.model_share is not None and max(m.model_share.values()) < 1.0
+        if m.model_share is not None and max(m.model_share.values()) < 1.0 - 1e-6
     ]
     if not methods:
         return None
@@ -131,10 +131,13 @@ def plot_metrics(results: EvalResults, path: str | Path) -> Path | None:
         axes.invert_yaxis()
         finite = [s for s, v in zip(shown, values, strict=True) if v is not None]
         low, high = min(finite), max(finite)
-        if low < 0 and high <= 0:
-            axes.set_xlim(low * 1.05, 0)
-        elif low >= 0:
-            axes.set_xlim(0, high * 1.15 if high > 0 else 1)
+        span = (high - low) or abs(high) or 1.0
+        if column.key == "judge" or 0 <= low < 0.5 * high:
+            axes.set_xlim(0, high + 0.15 * span)  # win rates and shares: bars from 0
+        else:
+            # Close values (BERTScore 62-72, BARTScore -3.1 to -2.8): zoom in to show the
+            # differences; the axis then does not start at 0, as its tick labels show.
+            axes.set_xlim(low - 0.25 * span, high + 0.3 * span)
         for pos, value, s in zip(positions, values, shown, strict=True):
             label = "N/A" if value is None else f"{s:.{column.digits}f}"
             axes.text(
