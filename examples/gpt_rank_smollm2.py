@@ -40,10 +40,10 @@ def main() -> None:
     records = read_mixinstruct(args.data, limit=args.records)
     train = read_mixinstruct(args.train) if args.train.is_file() else None
     judge = HuggingFaceGenerator.smollm2(
-        name="smollm2-judge", max_new_tokens=12, do_sample=False, seed=args.seed
+        name="smollm2-judge", max_new_tokens=6, do_sample=False, seed=args.seed
     )
     methods = build_methods(
-        "longest,best-single,oracle", records, judge_metric="gpt4_pref", train_records=train
+        "longest,best-single", records, judge_metric="gpt4_pref", train_records=train
     )
     started = time.perf_counter()
     results = evaluate(
