@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, Field, PrivateAttr, field_validator
+from langchain_core.language_models import BaseLanguageModel
+from langchain_core.runnables import Runnable
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from langchain_blender._ensemble import Engine
 
-__all__ = ["DEFAULT_RANKER", "BlendSettings", "describe_spec"]
+__all__ = [
+    "DEFAULT_RANKER",
+    "BlendSettings",
+    "EnsembleSettings",
+    "describe_spec",
+    "member_identity",
+]
 
 DEFAULT_RANKER = "llm-blender/PairRM"
 """The ranker used when none is given: the PairRM checkpoint (hub id), loaded on first call."""
@@ -22,6 +30,14 @@ def describe_spec(spec: Any) -> Any:
     name = getattr(spec, "model_name", None) or getattr(spec, "name", None)
     label = type(spec).__name__
     return f"{label}({name})" if isinstance(name, str) and name else label
+
+
+def member_identity(member: Runnable[Any, Any]) -> Any:
+    """A member's identifying params (its ``_llm_type`` and params), or its repr if not a model."""
+    if isinstance(member, BaseLanguageModel):
+        params = member._identifying_params
+        return {"_type": getattr(member, "_llm_type", type(member).__name__), **params}
+    return repr(member)
 
 
 class BlendSettings(BaseModel):
@@ -89,3 +105,44 @@ class BlendSettings(BaseModel):
             "strategy": self.strategy,
             "min_candidates": self.min_candidates,
         }
+
+
+class EnsembleSettings(BlendSettings):
+    """Settings, validation and identity shared by the member ensembles (``ChatBlender``,
+    ``Blender``); a subclass names its members field in ``_members_field``."""
+
+    _members_field: ClassVar[str]
+    """Name of the subclass's members field (``"models"``, ``"llms"``)."""
+
+    def _members(self) -> dict[str, Runnable[Any, Any]]:
+        members: dict[str, Runnable[Any, Any]] = getattr(self, self._members_field)
+        return members
+
+    @model_validator(mode="after")
+    def _check_min_candidates(self) -> Self:
+        members = self._members()
+        if self.min_candidates > len(members):
+            raise ValueError(
+                f"min_candidates={self.min_candidates} can never be met with "
+                f"{len(members)} model(s)"
+            )
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """The ensemble's name: ``ensemble_name`` or ``"blend(<member>, ...)"``."""
+        ensemble_name: str | None = getattr(self, "ensemble_name", None)
+        return ensemble_name or f"blend({', '.join(self._members())})"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            self._members_field: {
+                name: member_identity(member) for name, member in self._members().items()
+            },
+            **self._blend_params(),
+        }
+
+    def _member_names(self) -> list[str]:
+        return list(self._members())

@@ -7,7 +7,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -24,7 +24,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from langchain_blender._adapters import instruction_from_messages
 from langchain_blender._ensemble import (
@@ -37,7 +37,7 @@ from langchain_blender._ensemble import (
     member_usage,
     name_members,
 )
-from langchain_blender._settings import BlendSettings
+from langchain_blender._settings import EnsembleSettings
 
 __all__ = ["ChatBlender", "apply_stop", "text_pieces"]
 
@@ -77,7 +77,7 @@ def _member_kwargs(
     return kwargs
 
 
-class ChatBlender(BlendSettings, BaseChatModel):
+class ChatBlender(EnsembleSettings, BaseChatModel):
     """An LLM-Blender ensemble of chat models: every member answers, PairRanker ranks, the best
     ``top_k`` are fused (or the best is selected).
 
@@ -120,6 +120,7 @@ class ChatBlender(BlendSettings, BaseChatModel):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    _members_field: ClassVar[str] = "models"
 
     models: dict[str, Runnable[Any, Any]]
     """The members: chat models or runnables returning a message (a list, or a mapping name ->
@@ -142,34 +143,9 @@ class ChatBlender(BlendSettings, BaseChatModel):
 
     # -- identity -------------------------------------------------------------------------------
 
-    @model_validator(mode="after")
-    def _check_min_candidates(self) -> Self:
-        if self.min_candidates > len(self.models):
-            raise ValueError(
-                f"min_candidates={self.min_candidates} can never be met with "
-                f"{len(self.models)} model(s)"
-            )
-        return self
-
     @property
     def _llm_type(self) -> str:
         return "llm-blender-chat"
-
-    @property
-    def model_name(self) -> str:
-        """The ensemble's name: ``ensemble_name`` or ``"blend(<member>, ...)"``."""
-        return self.ensemble_name or f"blend({', '.join(self.models)})"
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {
-            "model_name": self.model_name,
-            "models": {name: _member_identity(member) for name, member in self.models.items()},
-            **self._blend_params(),
-        }
-
-    def _member_names(self) -> list[str]:
-        return list(self.models)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         model = kwargs.get("model")
@@ -451,13 +427,6 @@ def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:
     if config.get("run_id") is None:
         config = {**config, "run_id": uuid.uuid4()}
     return config
-
-
-def _member_identity(member: Runnable[Any, Any]) -> Any:
-    if isinstance(member, BaseLanguageModel):
-        params = member._identifying_params
-        return {"_type": getattr(member, "_llm_type", type(member).__name__), **params}
-    return repr(member)
 
 
 def _message_chunks(message: AIMessage) -> Iterator[ChatGenerationChunk]:

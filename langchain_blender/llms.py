@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Self
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -16,7 +16,7 @@ from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult, RunInfo
 from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import ContextThreadPoolExecutor
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from langchain_blender._ensemble import (
     MemberOutcome,
@@ -27,13 +27,13 @@ from langchain_blender._ensemble import (
     member_usage,
     name_members,
 )
-from langchain_blender._settings import BlendSettings
-from langchain_blender.chat_models import _member_identity, apply_stop, text_pieces
+from langchain_blender._settings import EnsembleSettings
+from langchain_blender.chat_models import apply_stop, text_pieces
 
 __all__ = ["Blender", "BlenderLLM"]
 
 
-class Blender(BlendSettings, BaseLLM):
+class Blender(EnsembleSettings, BaseLLM):
     """An LLM-Blender ensemble for text prompts: every member answers, the ranker ranks, the best
     ``top_k`` are fused (or the best is selected). The string-LLM form of
     :class:`~langchain_blender.ChatBlender` (as LangChain's ``OpenAI`` is to ``ChatOpenAI``).
@@ -62,6 +62,7 @@ class Blender(BlendSettings, BaseLLM):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    _members_field: ClassVar[str] = "llms"
 
     llms: dict[str, Runnable[Any, Any]]
     """The members: LLMs, chat models or runnables returning text (a list, or a mapping name ->
@@ -76,34 +77,9 @@ class Blender(BlendSettings, BaseLLM):
     def _name_llms(cls, value: Any) -> dict[str, Runnable[Any, Any]]:
         return name_members(value)
 
-    @model_validator(mode="after")
-    def _check_min_candidates(self) -> Self:
-        if self.min_candidates > len(self.llms):
-            raise ValueError(
-                f"min_candidates={self.min_candidates} can never be met with "
-                f"{len(self.llms)} model(s)"
-            )
-        return self
-
     @property
     def _llm_type(self) -> str:
         return "llm-blender"
-
-    @property
-    def model_name(self) -> str:
-        """The ensemble's name: ``ensemble_name`` or ``"blend(<member>, ...)"``."""
-        return self.ensemble_name or f"blend({', '.join(self.llms)})"
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {
-            "model_name": self.model_name,
-            "llms": {name: _member_identity(member) for name, member in self.llms.items()},
-            **self._blend_params(),
-        }
-
-    def _member_names(self) -> list[str]:
-        return list(self.llms)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
@@ -204,6 +180,21 @@ class Blender(BlendSettings, BaseLLM):
         llm_output = {"token_usage": dict(usage) if usage else {}}
         return LLMResult(generations=[[g] for g in generations], llm_output=llm_output)
 
+    def _batch_result(
+        self,
+        outcomes: Sequence[Generation | BaseException],
+        run_managers: Sequence[CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun],
+    ) -> LLMResult:
+        """The batch's result once every run is closed: the first failure re-raised, or the
+        generations with one run id per prompt."""
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        result = self._result([o for o in outcomes if isinstance(o, Generation)])
+        if run_managers:
+            result.run = [RunInfo(run_id=m.run_id) for m in run_managers]
+        return result
+
     def _generate(
         self,
         prompts: list[str],
@@ -276,13 +267,7 @@ class Blender(BlendSettings, BaseLLM):
                 await manager.on_llm_error(outcome, response=LLMResult(generations=[]))
             else:
                 await manager.on_llm_end(LLMResult(generations=[[outcome]]))
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        result = self._result([o for o in outcomes if isinstance(o, Generation)])
-        if run_managers:
-            result.run = [RunInfo(run_id=m.run_id) for m in run_managers]
-        return result
+        return self._batch_result(outcomes, run_managers)
 
     def _close_runs(
         self,
@@ -297,13 +282,7 @@ class Blender(BlendSettings, BaseLLM):
                 manager.on_llm_error(outcome, response=LLMResult(generations=[]))
             else:
                 manager.on_llm_end(LLMResult(generations=[[outcome]]))
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        result = self._result([o for o in outcomes if isinstance(o, Generation)])
-        if run_managers:
-            result.run = [RunInfo(run_id=m.run_id) for m in run_managers]
-        return result
+        return self._batch_result(outcomes, run_managers)
 
     def _stream(
         self,
