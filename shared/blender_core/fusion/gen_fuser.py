@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from blender_core.fusion.base import BaseFuser
+from blender_core.fusion.base import BaseFuser, validate_fuse_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -36,23 +36,6 @@ def format_genfuser_prompt(instruction: str, candidates: Sequence[str], input: s
     parts.extend(f"Candidate {i}: <extra_id_{i}>:{c}" for i, c in enumerate(candidates))
     parts.append(TASK_LINE)
     return _SEP.join(parts)
-
-
-def _check_texts(instruction: Any, candidates: Any, input: Any) -> list[str]:
-    if not isinstance(instruction, str):
-        raise TypeError(f"instruction must be a str, got {type(instruction).__name__}")
-    if not isinstance(input, str):
-        raise TypeError(f"input must be a str, got {type(input).__name__}")
-    if isinstance(candidates, str) or not isinstance(candidates, Sequence):
-        raise TypeError(
-            f"candidates must be a sequence of strings, got {type(candidates).__name__}"
-        )
-    if len(candidates) == 0:
-        raise ValueError("GenFuser needs at least one candidate")
-    for i, c in enumerate(candidates):
-        if not isinstance(c, str):
-            raise TypeError(f"candidates[{i}] must be a str, got {type(c).__name__}")
-    return list(candidates)  # a copy: the caller's list is never touched
 
 
 class GenFuser(BaseFuser):
@@ -158,7 +141,7 @@ class GenFuser(BaseFuser):
 
         The prompt-level cut to ``max_length`` tokens happens on token ids in :meth:`encode_prompt`.
         """
-        texts = _check_texts(instruction, candidates, input)
+        texts = validate_fuse_inputs(instruction, candidates, input, fuser="GenFuser")
         return format_genfuser_prompt(instruction, [self._cut_candidate(c) for c in texts], input)
 
     def encode_prompt(

@@ -7,7 +7,7 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
-from blender_core.fusion.base import BaseFuser
+from blender_core.fusion.base import BaseFuser, validate_fuse_inputs
 from blender_core.generators.base import Generator
 
 __all__ = ["DEFAULT_FUSION_TEMPLATE", "LLMFuser"]
@@ -108,20 +108,8 @@ class LLMFuser(BaseFuser):
 
     def build_prompt(self, instruction: str, candidates: Sequence[str], input: str = "") -> str:
         """The synthesis prompt the generator receives."""
-        if not isinstance(instruction, str):
-            raise TypeError(f"instruction must be a str, got {type(instruction).__name__}")
-        if not isinstance(input, str):
-            raise TypeError(f"input must be a str, got {type(input).__name__}")
-        if isinstance(candidates, str) or not isinstance(candidates, Sequence):
-            raise TypeError(
-                f"candidates must be a sequence of strings, got {type(candidates).__name__}"
-            )
-        if len(candidates) == 0:
-            raise ValueError("LLMFuser needs at least one candidate")
-        for i, c in enumerate(candidates):
-            if not isinstance(c, str):
-                raise TypeError(f"candidates[{i}] must be a str, got {type(c).__name__}")
-        used = list(candidates)[: self.max_candidates]
+        texts = validate_fuse_inputs(instruction, candidates, input, fuser="LLMFuser")
+        used = texts[: self.max_candidates]
         listing = "\n\n".join(f"[{i}] {c.strip()}" for i, c in enumerate(used, start=1))
         return self.prompt_template.format(
             instruction=instruction,
