@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
-__all__ = ["ChatMessage", "Prompt", "prompt_to_text"]
+__all__ = ["ChatMessage", "Prompt", "chat_messages", "prompt_to_text"]
 
 ChatMessage: TypeAlias = Mapping[str, str]
 """A chat message as ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
@@ -25,3 +25,33 @@ def prompt_to_text(prompt: Prompt) -> str:
         if message.get("role") == "user":
             return str(message.get("content", ""))
     raise ValueError("a chat prompt needs at least one user message")
+
+
+def chat_messages(prompt: Prompt, system_prompt: str | None = None) -> list[dict[str, str]]:
+    """``prompt`` as a new list of ``{"role", "content"}`` dicts (a string is one user message).
+
+    ``system_prompt``, when given, is put first unless the chat already starts with a system
+    message. Raises ``TypeError`` for a message without a role or a prompt of another type, and
+    ``ValueError`` for an empty chat.
+    """
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, Sequence):
+        messages = []
+        for i, message in enumerate(prompt):
+            if not isinstance(message, Mapping) or "role" not in message:
+                raise TypeError(
+                    f"chat message {i} must be a mapping with 'role' and 'content', got {message!r}"
+                )
+            messages.append(
+                {"role": str(message["role"]), "content": str(message.get("content", ""))}
+            )
+        if not messages:
+            raise ValueError("a chat prompt needs at least one message")
+    else:
+        raise TypeError(
+            f"prompt must be a str or a list of chat messages, got {type(prompt).__name__}"
+        )
+    if system_prompt and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages

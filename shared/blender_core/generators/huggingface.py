@@ -11,12 +11,11 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from blender_core.generators.base import BaseGenerator
-from blender_core.types import Prompt
+from blender_core.types import Prompt, chat_messages
 
 __all__ = ["HuggingFaceGenerator", "default_gguf_cache_dir", "smollm2_path"]
 
@@ -316,28 +315,7 @@ class HuggingFaceGenerator(BaseGenerator):
     # -- prompt ---------------------------------------------------------------------------------
 
     def _messages(self, prompt: Prompt) -> list[dict[str, str]]:
-        if isinstance(prompt, str):
-            messages = [{"role": "user", "content": prompt}]
-        elif isinstance(prompt, Sequence):
-            messages = []
-            for i, message in enumerate(prompt):
-                if not isinstance(message, Mapping) or "role" not in message:
-                    raise TypeError(
-                        f"chat message {i} must be a mapping with 'role' and 'content', "
-                        f"got {message!r}"
-                    )
-                messages.append(
-                    {"role": str(message["role"]), "content": str(message.get("content", ""))}
-                )
-            if not messages:
-                raise ValueError("a chat prompt needs at least one message")
-        else:
-            raise TypeError(
-                f"prompt must be a str or a list of chat messages, got {type(prompt).__name__}"
-            )
-        if self.system_prompt and messages[0]["role"] != "system":
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return messages
+        return chat_messages(prompt, self.system_prompt)
 
     def render_prompt(self, prompt: Prompt) -> str:
         """The exact text the model gets for ``prompt`` (with the chat template if there is one)."""

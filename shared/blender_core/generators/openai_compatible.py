@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from blender_core.generators.base import BaseGenerator
 from blender_core.generators.errors import GeneratorError, GeneratorTimeoutError
-from blender_core.types import Prompt
+from blender_core.types import Prompt, chat_messages
 
 __all__ = ["OpenAICompatibleGenerator"]
 
@@ -111,23 +111,7 @@ class OpenAICompatibleGenerator(BaseGenerator):
         return headers
 
     def _messages(self, prompt: Prompt) -> list[dict[str, str]]:
-        if isinstance(prompt, str):
-            messages = [{"role": "user", "content": prompt}]
-        elif isinstance(prompt, Sequence):
-            messages = []
-            for i, m in enumerate(prompt):
-                if not isinstance(m, Mapping) or "role" not in m:
-                    raise TypeError(f"chat message {i} must be a mapping with 'role' and 'content'")
-                messages.append({"role": str(m["role"]), "content": str(m.get("content", ""))})
-            if not messages:
-                raise ValueError("a chat prompt needs at least one message")
-        else:
-            raise TypeError(
-                f"prompt must be a str or a list of chat messages, got {type(prompt).__name__}"
-            )
-        if self.system_prompt and messages[0]["role"] != "system":
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return messages
+        return chat_messages(prompt, self.system_prompt)
 
     def build_body(self, prompt: Prompt, **kwargs: Any) -> dict[str, Any]:
         """The JSON body sent for ``prompt``; keyword arguments override body fields."""
