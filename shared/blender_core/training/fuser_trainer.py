@@ -25,19 +25,19 @@ Example:
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from blender_core.data import MixRecord, read_mixinstruct
+from blender_core.data import MixRecord
 from blender_core.training.pairs import unique_candidate_indices
 from blender_core.training.ranker_trainer import (
-    _has_accelerator,
-    find_last_checkpoint,
-    warmup_arguments,
+    _common_training_kwargs,
+    _config_settings,
+    _resolve_resume,
+    _start_run,
 )
 from blender_core.training.report import TrainResult, write_report
 
@@ -190,30 +190,17 @@ def train_fuser(config: FuserTrainingConfig) -> TrainResult:
         KeyError: ``rank_by_metric`` names a score some candidate lacks.
         ValueError: Bad settings, or no record with a reference output.
     """
-    import torch
     from transformers import (
         AutoModelForSeq2SeqLM,
         AutoTokenizer,
         DataCollatorForSeq2Seq,
         Seq2SeqTrainer,
         Seq2SeqTrainingArguments,
-        set_seed,
     )
 
     from blender_core.fusion.gen_fuser import GenFuser
 
-    started = time.time()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    set_seed(config.seed)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    train_records = read_mixinstruct(config.train_file, limit=config.train_limit)
-    dev_records = (
-        read_mixinstruct(config.dev_file, limit=config.dev_limit) if config.dev_file else []
-    )
+    started, out, train_records, dev_records = _start_run(config)
     ranker = None
     if config.ranker is not None:
         from blender_core.loading import load_ranker
@@ -248,31 +235,14 @@ def train_fuser(config: FuserTrainingConfig) -> TrainResult:
     if dev_set is not None and len(dev_set) == 0:
         dev_set = None
 
-    kwargs: dict[str, Any] = {
-        "output_dir": str(out),
-        "num_train_epochs": config.epochs,
-        "max_steps": config.max_steps,
-        "learning_rate": config.learning_rate,
-        "per_device_train_batch_size": config.batch_size,
-        "per_device_eval_batch_size": config.batch_size,
-        "gradient_accumulation_steps": config.grad_accum,
-        "weight_decay": config.weight_decay,
-        "seed": config.seed,
-        "data_seed": config.seed,
-        "bf16": config.bf16,
-        "logging_steps": config.logging_steps,
-        "eval_strategy": "epoch" if dev_set is not None else "no",
-        "save_strategy": "epoch" if config.save_steps is None else "steps",
-        "save_total_limit": config.save_total_limit,
-        "remove_unused_columns": False,
-        "report_to": "none",
-        "disable_tqdm": not config.show_progress,
-        "predict_with_generate": False,
-        "dataloader_pin_memory": _has_accelerator(),
-        **warmup_arguments(config.warmup_ratio),
-    }
-    if config.save_steps is not None:
-        kwargs["save_steps"] = config.save_steps
+    kwargs = _common_training_kwargs(config, str(out))
+    kwargs.update(
+        {
+            "per_device_eval_batch_size": config.batch_size,
+            "eval_strategy": "epoch" if dev_set is not None else "no",
+            "predict_with_generate": False,
+        }
+    )
     kwargs.update(config.training_args)
     args = Seq2SeqTrainingArguments(**kwargs)
     trainer = Seq2SeqTrainer(
@@ -283,22 +253,13 @@ def train_fuser(config: FuserTrainingConfig) -> TrainResult:
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         processing_class=tokenizer,
     )
-    resume_from: str | None = None
-    if config.resume is True:
-        last = find_last_checkpoint(out)
-        resume_from = str(last) if last else None
-    elif isinstance(config.resume, (str, Path)) and str(config.resume):
-        resume_from = str(config.resume)
+    resume_from = _resolve_resume(config.resume, out)
     train_output = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out))
     final = trainer.evaluate() if dev_set is not None else {}
     seconds = time.time() - started
 
-    settings = {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in asdict(config).items()
-        if k != "training_args"
-    }
+    settings = _config_settings(config)
     settings["ranker"] = str(config.ranker) if config.ranker is not None else ""
     report: dict[str, Any] = {
         "title": "GenFuser training report",

@@ -630,39 +630,92 @@ def warmup_arguments(ratio: float) -> dict[str, Any]:
     return {"warmup_steps": float(ratio)}
 
 
-def _training_arguments(config: RankerTrainingConfig, has_dev: bool) -> Any:
-    from transformers import TrainingArguments
-
-    per_epoch = config.eval_steps is None
+def _common_training_kwargs(config: Any, output_dir: str) -> dict[str, Any]:
+    """``TrainingArguments`` kwargs both trainers set the same way from their config (the
+    ranker's and the fuser's share these field names); each trainer adds its own and then
+    ``config.training_args``."""
     kwargs: dict[str, Any] = {
-        "output_dir": str(config.output_dir),
+        "output_dir": output_dir,
         "num_train_epochs": config.epochs,
         "max_steps": config.max_steps,
         "learning_rate": config.learning_rate,
         "per_device_train_batch_size": config.batch_size,
-        "per_device_eval_batch_size": config.eval_batch_size,
         "gradient_accumulation_steps": config.grad_accum,
         "weight_decay": config.weight_decay,
-        "lr_scheduler_type": config.lr_scheduler,
         "seed": config.seed,
         "data_seed": config.seed,
         "bf16": config.bf16,
         "logging_steps": config.logging_steps,
-        "eval_strategy": ("epoch" if per_epoch else "steps") if has_dev else "no",
         "save_strategy": "epoch" if config.save_steps is None else "steps",
         "save_total_limit": config.save_total_limit,
         "remove_unused_columns": False,
         "report_to": "none",
         "disable_tqdm": not config.show_progress,
-        "dataloader_num_workers": 0,
         "dataloader_pin_memory": _has_accelerator(),
-        "label_names": ["scores_a", "scores_b"],
+        **warmup_arguments(config.warmup_ratio),
     }
-    kwargs.update(warmup_arguments(config.warmup_ratio))
-    if not per_epoch and has_dev:
-        kwargs["eval_steps"] = config.eval_steps
     if config.save_steps is not None:
         kwargs["save_steps"] = config.save_steps
+    return kwargs
+
+
+def _start_run(config: Any) -> tuple[float, Path, list[MixRecord], list[MixRecord]]:
+    """Common start of a training run: threads, seed, output folder, train/dev records.
+
+    Returns the start time, the output folder and the train and dev records.
+    """
+    import torch
+    from transformers import set_seed
+
+    started = time.time()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    set_seed(config.seed)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_records = read_mixinstruct(config.train_file, limit=config.train_limit)
+    dev_records = (
+        read_mixinstruct(config.dev_file, limit=config.dev_limit) if config.dev_file else []
+    )
+    return started, out, train_records, dev_records
+
+
+def _resolve_resume(resume: bool | str | Path, out: Path) -> str | None:
+    """The checkpoint to resume from: the last in ``out`` for ``True``, a given path, or None."""
+    if resume is True:
+        last = find_last_checkpoint(out)
+        return str(last) if last else None
+    if isinstance(resume, (str, Path)) and str(resume):
+        return str(resume)
+    return None
+
+
+def _config_settings(config: Any) -> dict[str, Any]:
+    """A config's fields for a report (paths as strings, ``training_args`` left out)."""
+    return {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in asdict(config).items()
+        if k != "training_args"
+    }
+
+
+def _training_arguments(config: RankerTrainingConfig, has_dev: bool) -> Any:
+    from transformers import TrainingArguments
+
+    per_epoch = config.eval_steps is None
+    kwargs = _common_training_kwargs(config, str(config.output_dir))
+    kwargs.update(
+        {
+            "per_device_eval_batch_size": config.eval_batch_size,
+            "lr_scheduler_type": config.lr_scheduler,
+            "eval_strategy": ("epoch" if per_epoch else "steps") if has_dev else "no",
+            "dataloader_num_workers": 0,
+            "label_names": ["scores_a", "scores_b"],
+        }
+    )
+    if not per_epoch and has_dev:
+        kwargs["eval_steps"] = config.eval_steps
     kwargs.update(config.training_args)
     return TrainingArguments(**kwargs)
 
@@ -678,23 +731,9 @@ def train_ranker(config: RankerTrainingConfig) -> TrainResult:
         KeyError: A candidate lacks one of the metrics (record and candidate named).
         ValueError: Bad settings, or no untied pair to train on.
     """
-    import torch
-    from transformers import set_seed
-
     from blender_core.encoding import PairEncoder
 
-    started = time.time()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    set_seed(config.seed)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    train_records = read_mixinstruct(config.train_file, limit=config.train_limit)
-    dev_records = (
-        read_mixinstruct(config.dev_file, limit=config.dev_limit) if config.dev_file else []
-    )
+    started, out, train_records, dev_records = _start_run(config)
     if not train_records:
         raise ValueError(f"{config.train_file} has no records")
     model, tokenizer, start_kind = load_start_model(config)
@@ -741,12 +780,7 @@ def train_ranker(config: RankerTrainingConfig) -> TrainResult:
     )
     trainer.compute_metrics = trainer._pair_metrics
 
-    resume_from: str | None = None
-    if config.resume is True:
-        last = find_last_checkpoint(out)
-        resume_from = str(last) if last else None
-    elif isinstance(config.resume, (str, Path)) and str(config.resume):
-        resume_from = str(config.resume)
+    resume_from = _resolve_resume(config.resume, out)
     train_output = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.time() - started
 
@@ -802,11 +836,7 @@ def build_ranker_report(
     log_history: Sequence[dict[str, Any]],
 ) -> dict[str, Any]:
     """The report dict of a ranker run: settings, timings, dev numbers beside baselines."""
-    settings = {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in asdict(config).items()
-        if k != "training_args"
-    }
+    settings = _config_settings(config)
     settings["metrics"] = ", ".join(config.metrics)
     report: dict[str, Any] = {
         "title": "PairRanker training report",
