@@ -40,6 +40,22 @@ def parse_training_args(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+_Resume = Annotated[bool, typer.Option(help="Resume from the last checkpoint in --out.")]
+_TrainLimit = Annotated[int | None, typer.Option(help="First N train records.")]
+_DevLimit = Annotated[int | None, typer.Option(help="First N dev records.")]
+_Threads = Annotated[int | None, typer.Option(help="torch CPU threads.")]
+_DeepSpeed = Annotated[str | None, typer.Option(help="DeepSpeed config (JSON path).")]
+_Progress = Annotated[bool, typer.Option(help="Progress bars.")]
+
+
+def _extra_training_args(items: list[str] | None, deepspeed: str | None) -> dict[str, Any]:
+    """``--training-arg`` items parsed, plus ``--deepspeed`` when given."""
+    extra = parse_training_args(items)
+    if deepspeed:
+        extra["deepspeed"] = deepspeed
+    return extra
+
+
 def _fail(exc: BaseException) -> typer.Exit:
     message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
     typer.echo(f"error: {message}", err=True)
@@ -90,23 +106,21 @@ def train_ranker_command(
     rank_strategy: Annotated[
         str, typer.Option(help="max_logits, max_wins or bubble (dev top-1).")
     ] = "max_logits",
-    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in --out.")] = False,
-    train_limit: Annotated[int | None, typer.Option(help="First N train records.")] = None,
-    dev_limit: Annotated[int | None, typer.Option(help="First N dev records.")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
-    deepspeed: Annotated[str | None, typer.Option(help="DeepSpeed config (JSON path).")] = None,
+    resume: _Resume = False,
+    train_limit: _TrainLimit = None,
+    dev_limit: _DevLimit = None,
+    threads: _Threads = None,
+    deepspeed: _DeepSpeed = None,
     training_arg: Annotated[
         list[str] | None,
         typer.Option(help="Extra TrainingArguments field, KEY=VALUE (repeatable)."),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+    progress: _Progress = True,
 ) -> None:
     """Train a PairRanker on MixInstruct data (Hugging Face Trainer)."""
     from blender_core.training.ranker_trainer import RankerTrainingConfig, train_ranker
 
-    extra = parse_training_args(training_arg)
-    if deepspeed:
-        extra["deepspeed"] = deepspeed
+    extra = _extra_training_args(training_arg, deepspeed)
     try:
         config = RankerTrainingConfig(
             train_file=data,
@@ -177,23 +191,21 @@ def train_fuser_command(
     save_steps: Annotated[
         int | None, typer.Option(help="Checkpoint every N steps (default: each epoch).")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in --out.")] = False,
-    train_limit: Annotated[int | None, typer.Option(help="First N train records.")] = None,
-    dev_limit: Annotated[int | None, typer.Option(help="First N dev records.")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
-    deepspeed: Annotated[str | None, typer.Option(help="DeepSpeed config (JSON path).")] = None,
+    resume: _Resume = False,
+    train_limit: _TrainLimit = None,
+    dev_limit: _DevLimit = None,
+    threads: _Threads = None,
+    deepspeed: _DeepSpeed = None,
     training_arg: Annotated[
         list[str] | None,
         typer.Option(help="Extra Seq2SeqTrainingArguments field, KEY=VALUE (repeatable)."),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+    progress: _Progress = True,
 ) -> None:
     """Fine-tune a GenFuser: prompt over the top-K candidates, target = reference output."""
     from blender_core.training.fuser_trainer import FuserTrainingConfig, train_fuser
 
-    extra = parse_training_args(training_arg)
-    if deepspeed:
-        extra["deepspeed"] = deepspeed
+    extra = _extra_training_args(training_arg, deepspeed)
     try:
         config = FuserTrainingConfig(
             train_file=data,
