@@ -33,6 +33,9 @@ _EXPORTS: dict[str, str] = {
     "ConsensusRanker": "blender_core.rankers.consensus",
     "LLMJudgeRanker": "blender_core.rankers.llm_judge",
     "RandomRanker": "blender_core.rankers.random",
+    "LongestRanker": "blender_core.rankers.baselines",
+    "MLMScoringRanker": "blender_core.rankers.mlm_scoring",
+    "SimCLSRanker": "blender_core.rankers.simcls",
     # fusion
     "Fuser": "blender_core.fusion.base",
     "BaseFuser": "blender_core.fusion.base",
@@ -80,6 +83,8 @@ __all__ = [
     "HuggingFaceGenerator",
     "LLMFuser",
     "LLMJudgeRanker",
+    "LongestRanker",
+    "MLMScoringRanker",
     "MixCandidate",
     "MixRecord",
     "ModelFailure",
@@ -92,6 +97,7 @@ __all__ = [
     "Ranker",
     "Ranking",
     "SelectFuser",
+    "SimCLSRanker",
     "__version__",
     "load_fuser",
     "load_ranker",
@@ -129,7 +135,10 @@ if TYPE_CHECKING:
     from blender_core.loading import load_fuser, load_ranker
     from blender_core.modeling import CheckpointError, PairRankerConfig, PairRankerModel
     from blender_core.pair_ranker import PairRanker
+    from blender_core.rankers.baselines import LongestRanker
     from blender_core.rankers.consensus import ConsensusRanker
     from blender_core.rankers.llm_judge import LLMJudgeRanker
+    from blender_core.rankers.mlm_scoring import MLMScoringRanker
     from blender_core.rankers.random import RandomRanker
+    from blender_core.rankers.simcls import SimCLSRanker
     from blender_core.ranking import BaseRanker, Ranker, Ranking

@@ -123,9 +123,7 @@ def validate_rank_inputs(
         )
     for i, instruction in enumerate(instructions):
         if not isinstance(instruction, str):
-            raise TypeError(
-                f"instruction {i} must be a string, got {type(instruction).__name__}"
-            )
+            raise TypeError(f"instruction {i} must be a string, got {type(instruction).__name__}")
     for i, candidates in enumerate(candidate_lists):
         if isinstance(candidates, str) or not isinstance(candidates, Sequence):
             raise TypeError(
@@ -137,8 +135,7 @@ def validate_rank_inputs(
         for j, candidate in enumerate(candidates):
             if not isinstance(candidate, str):
                 raise TypeError(
-                    f"candidate {j} of input {i} must be a string, "
-                    f"got {type(candidate).__name__}"
+                    f"candidate {j} of input {i} must be a string, got {type(candidate).__name__}"
                 )
 
 
