@@ -16,7 +16,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import threading
@@ -62,37 +61,16 @@ class PeakRSS:
 
 def build_ranker(texts: list[str], workdir: Path, batch_tokens: int) -> Any:
     """A random mid-size PairRanker with a sentencepiece tokenizer trained on ``texts``."""
-    import sentencepiece as spm
     import torch
-    from transformers import DebertaV2Config, DebertaV2Tokenizer
+    from transformers import DebertaV2Config
 
     from blender_core.modeling import PairRankerConfig, PairRankerModel
     from blender_core.pair_ranker import PairRanker
+    from blender_core.testing.pairranker import train_deberta_tokenizer
 
-    model_file = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=model_file,
-        vocab_size=8000,
-        model_type="unigram",
-        pad_id=0,
-        bos_id=1,
-        eos_id=2,
-        unk_id=3,
-        pad_piece="[PAD]",
-        bos_piece="[CLS]",
-        eos_piece="[SEP]",
-        unk_piece="[UNK]",
-        hard_vocab_limit=False,
-        byte_fallback=True,
-        num_threads=2,
-        minloglevel=2,
-    )
     tok_dir = workdir / "tokenizer"
     tok_dir.mkdir()
-    (tok_dir / "spm.model").write_bytes(model_file.getvalue())
-    tokenizer = DebertaV2Tokenizer.from_pretrained(str(tok_dir))
-    tokenizer.add_tokens(["<|source|>", "<|candidate1|>", "<|candidate2|>", "<|candidate|>"])
+    tokenizer = train_deberta_tokenizer(tok_dir, texts, vocab_size=8000)
     backbone = DebertaV2Config(  # type: ignore[call-arg]
         vocab_size=len(tokenizer),
         hidden_size=384,

@@ -16,10 +16,11 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["TINY_CORPUS", "make_tiny_pairranker"]
+__all__ = ["TINY_CORPUS", "make_tiny_pairranker", "train_deberta_tokenizer"]
 
 TINY_CORPUS = """\
 The quick brown fox jumps over the lazy dog. Hello, how are you? I am fine, thanks!
@@ -47,14 +48,23 @@ def _corpus_lines() -> list[str]:
 
 
 def _deberta_tokenizer(workdir: Path) -> Any:
+    return train_deberta_tokenizer(workdir, _corpus_lines(), vocab_size=300)
+
+
+def train_deberta_tokenizer(workdir: Path, texts: Iterable[str], *, vocab_size: int) -> Any:
+    """A DeBERTa-v3-style tokenizer trained on ``texts``, saved in ``workdir``.
+
+    The sentencepiece vocabulary comes first, then ``[MASK]``, then the four ranker tokens, as in
+    the published checkpoints.
+    """
     import sentencepiece as spm
     from transformers import DebertaV2Tokenizer
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus_lines()),
+        sentence_iterator=iter(texts),
         model_writer=model,
-        vocab_size=300,
+        vocab_size=vocab_size,
         model_type="unigram",
         pad_id=0,
         bos_id=1,
