@@ -1,8 +1,11 @@
 """Token-budget batching with length-sorted buckets (pure Python).
 
 Sequences are sorted by length (longest first, so that an out-of-memory error shows at once) and
-cut into batches whose padded size ``len(batch) * longest`` stays within ``batch_tokens``. A
-sequence longer than the budget gets a batch of its own. Because every pair is truncated on its
+cut into contiguous batches whose padded size ``len(batch) * longest`` stays within
+``batch_tokens``. Where to cut is chosen by dynamic programming: it minimises the computed
+(padded) tokens plus a fixed cost per forward pass, so a batch ends where lengths drop sharply
+instead of being filled to the budget with much shorter sequences. A sequence longer than the
+budget gets a batch of its own. Because every pair is truncated on its
 own and padded at the end, the scores do not depend on which batch a pair lands in.
 
 Example:
@@ -18,12 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["DEFAULT_BATCH_TOKENS", "padding_efficiency", "plan_batches"]
+__all__ = ["DEFAULT_BATCH_TOKENS", "PASS_COST_TOKENS", "padding_efficiency", "plan_batches"]
 
 #: Padded tokens per forward pass. At PairRM's longest pair (2048 tokens) this is 4 sequences; the
 #: attention scores of deberta-v3-large then take about 2 GB in fp32, so memory stays bounded on CPU
 #: and on small GPUs while batches of typical answers (200-500 tokens) hold 16-40 pairs.
 DEFAULT_BATCH_TOKENS = 8192
+
+#: The cost of one forward pass beyond its tokens, in tokens, when choosing where to cut batches:
+#: higher values give fewer, fuller batches; zero would give one sequence per batch.
+PASS_COST_TOKENS = 256
 
 
 def plan_batches(
@@ -44,20 +51,28 @@ def plan_batches(
     if max_batch_size is not None and max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    widths = [max(int(lengths[i]), 1) for i in order]
+    n = len(order)
+    # best[j]: least cost of batching the j longest sequences; cut[j]: where its last batch starts.
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for start in range(n):
+        width = widths[start]  # sorted: the first of a batch is its longest
+        limit = max(1, batch_tokens // width)
+        if max_batch_size is not None:
+            limit = min(limit, max_batch_size)
+        for size in range(1, min(limit, n - start) + 1):
+            cost = best[start] + size * width + PASS_COST_TOKENS
+            if cost <= best[start + size]:  # ties: fill the earlier batches
+                best[start + size] = cost
+                cut[start + size] = start
     batches: list[list[int]] = []
-    current: list[int] = []
-    width = 0
-    for index in order:
-        if current:
-            full = (len(current) + 1) * width > batch_tokens
-            if full or (max_batch_size is not None and len(current) >= max_batch_size):
-                batches.append(current)
-                current = []
-        if not current:
-            width = max(int(lengths[index]), 1)  # sorted: the first one is the longest
-        current.append(index)
-    if current:
-        batches.append(current)
+    end = n
+    while end > 0:
+        start = cut[end]
+        batches.append(order[start:end])
+        end = start
+    batches.reverse()
     return batches
 
 
