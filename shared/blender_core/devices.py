@@ -1,13 +1,42 @@
-"""Device and dtype choice shared by every model wrapper."""
+"""Device and dtype choice shared by every model wrapper.
+
+:func:`choose_precision` picks the inference precision from the hardware: on CPU, bfloat16 where
+the processor has native bf16 matrix units (AMX or AVX512-BF16), else float32; on CUDA, bfloat16
+where the GPU supports it, else float16. It says why, so that a ranker's ``repr`` and stats can
+report it.
+
+Example:
+    .. code-block:: python
+
+        import torch
+        from blender_core.devices import choose_precision
+
+        precision = choose_precision(None, torch.device("cpu"))
+        precision.dtype, precision.reason  # (torch.bfloat16, "auto: CPU has amx_bf16 ...")
+"""
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["resolve_device", "resolve_dtype"]
+__all__ = [
+    "BF16_CPU_FLAGS",
+    "CpuBf16Support",
+    "Precision",
+    "choose_precision",
+    "cpu_bf16_support",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+#: ``/proc/cpuinfo`` flags that mean native bf16 matrix arithmetic (oneDNN uses them for matmuls).
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 _DTYPES = {
     "float32": "float32",
@@ -51,3 +80,103 @@ def resolve_dtype(dtype: Any, device: torch.device, *, gpu_default: str = "float
     raise ValueError(
         f"unsupported dtype {dtype!r}: use None, 'auto', 'float32', 'float16' or 'bfloat16'"
     )
+
+
+@dataclass(frozen=True)
+class CpuBf16Support:
+    """Whether this CPU computes bfloat16 matmuls natively, and the evidence.
+
+    Attributes:
+        native: ``True`` when a bf16 flag is present and torch's kernels are not limited to
+            AVX2/baseline code.
+        flags: The bf16 flags found (:data:`BF16_CPU_FLAGS`).
+        capability: ``torch.backends.cpu.get_cpu_capability()`` (``"AVX512"``, ``"AVX2"``...).
+    """
+
+    native: bool
+    flags: tuple[str, ...]
+    capability: str
+
+    def describe(self) -> str:
+        """``"amx_bf16, avx512_bf16; torch AVX512"`` or ``"no bf16 flag; torch AVX2"``."""
+        found = ", ".join(self.flags) if self.flags else "no bf16 flag"
+        return f"{found}; torch {self.capability}"
+
+
+def _torch_cpu_capability() -> str:
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    """The ``flags`` of ``/proc/cpuinfo`` (empty where there is none: macOS, Windows)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_bf16_support() -> CpuBf16Support:
+    """Ask the CPU flags and torch's CPU capability whether bf16 matmuls are native here.
+
+    Both must agree: a bf16 flag (AMX or AVX512-BF16) and a torch build dispatching above AVX2.
+    On AVX2-only CPUs bf16 is emulated and about twice as slow as fp32.
+    """
+    capability = _torch_cpu_capability()
+    flags = tuple(f for f in BF16_CPU_FLAGS if f in _cpu_flags())
+    native = bool(flags) and capability.upper() not in ("DEFAULT", "NO AVX", "AVX", "AVX2")
+    return CpuBf16Support(native=native, flags=flags, capability=capability)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The dtype a model runs in and why it was chosen.
+
+    Attributes:
+        dtype: The torch dtype.
+        reason: A short human explanation (``"forced"``, or what the hardware offered).
+        auto: Whether it was chosen automatically (``dtype=None``/``"auto"``).
+    """
+
+    dtype: torch.dtype
+    reason: str
+    auto: bool
+
+    @property
+    def name(self) -> str:
+        """``"bfloat16"``, ``"float32"``, ..."""
+        return str(self.dtype).removeprefix("torch.")
+
+
+def choose_precision(dtype: Any, device: torch.device) -> Precision:
+    """The inference precision for ``device``: forced by ``dtype``, or chosen by the hardware.
+
+    ``None``/``"auto"``: on CPU bfloat16 where :func:`cpu_bf16_support` says bf16 is native, else
+    float32; on CUDA bfloat16 where ``torch.cuda.is_bf16_supported()``, else float16; on other
+    accelerators (MPS...) float16. Any other value goes through :func:`resolve_dtype`.
+    """
+    import torch
+
+    if dtype is not None and not (isinstance(dtype, str) and dtype.lower() == "auto"):
+        forced = resolve_dtype(dtype, device)
+        name = str(forced).removeprefix("torch.")
+        return Precision(forced, f"forced: dtype={name!r}", auto=False)
+    if device.type == "cpu":
+        support = cpu_bf16_support()
+        if support.native:
+            return Precision(torch.bfloat16, f"auto: CPU has {support.describe()}", auto=True)
+        return Precision(
+            torch.float32, f"auto: CPU without native bf16 ({support.describe()})", auto=True
+        )
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Precision(torch.bfloat16, "auto: CUDA device supports bf16", auto=True)
+        return Precision(torch.float16, "auto: CUDA device without bf16", auto=True)
+    return Precision(torch.float16, f"auto: {device.type} accelerator", auto=True)

@@ -54,12 +54,16 @@ class PairRankerStats:
         sequences: Encoded pairs scored (one "forward pass" of a pair in the paper's terms).
         real_tokens: Non-padding tokens computed.
         computed_tokens: Tokens computed, padding included.
+        precision: The dtype the model runs in (``"bfloat16"``, ``"float32"``...).
+        precision_reason: Why that dtype (forced, or what the hardware offered).
     """
 
     forward_calls: int = 0
     sequences: int = 0
     real_tokens: int = 0
     computed_tokens: int = 0
+    precision: str = ""
+    precision_reason: str = ""
 
     @property
     def padding_efficiency(self) -> float:
@@ -99,7 +103,10 @@ class PairRanker(BaseRanker):
         model: A :class:`~blender_core.modeling.PairRankerModel`.
         tokenizer: Its tokenizer (with the four prefix tokens).
         device: ``None`` = CUDA, else MPS, else CPU.
-        dtype: ``None`` = fp32 on CPU, fp16 on a GPU; ``"bfloat16"`` etc. accepted.
+        dtype: ``None``/``"auto"``: chosen by the hardware (bf16 on CPUs with AMX or
+            AVX512-BF16, else fp32; bf16 on CUDA where supported, else fp16; see
+            :func:`~blender_core.devices.choose_precision`). ``"float32"``, ``"bfloat16"``,
+            ``"float16"`` or a ``torch.dtype`` force one.
         batch_tokens: Padded tokens per forward pass (memory bound and speed knob).
         source_maxlength: Override the checkpoint's source budget (tokens).
         candidate_maxlength: Override the checkpoint's candidate budget (tokens).
@@ -126,13 +133,14 @@ class PairRanker(BaseRanker):
         source_maxlength: int | None = None,
         candidate_maxlength: int | None = None,
     ) -> None:
-        from blender_core.devices import resolve_device, resolve_dtype
+        from blender_core.devices import choose_precision, resolve_device
         from blender_core.encoding import PairEncoder
 
         if not isinstance(batch_tokens, int) or batch_tokens < 1:
             raise ValueError(f"batch_tokens must be a positive int, got {batch_tokens!r}")
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device, gpu_default="float16")
+        self.precision = choose_precision(dtype, self.device)
+        self.dtype = self.precision.dtype
         config = model.config
         if source_maxlength is not None:
             config.source_maxlength = int(source_maxlength)
@@ -143,7 +151,7 @@ class PairRanker(BaseRanker):
         self.tokenizer = tokenizer
         self.encoder: PairEncoder = PairEncoder(tokenizer, config)
         self.batch_tokens = batch_tokens
-        self.stats = PairRankerStats()
+        self.stats = self._fresh_stats()
         self._lock = threading.Lock()
 
     # ---- loading and saving ---------------------------------------------------------------
@@ -189,8 +197,13 @@ class PairRanker(BaseRanker):
         return self.model.config
 
     def reset_stats(self) -> None:
-        """Zero :attr:`stats`."""
-        self.stats = PairRankerStats()
+        """Zero the counters of :attr:`stats`."""
+        self.stats = self._fresh_stats()
+
+    def _fresh_stats(self) -> PairRankerStats:
+        return PairRankerStats(
+            precision=self.precision.name, precision_reason=self.precision.reason
+        )
 
     # ---- the engine: logit(a, b) for many (source, a, b) ---------------------------------
 
@@ -490,6 +503,7 @@ class PairRanker(BaseRanker):
         return (
             f"PairRanker(backbone={config.backbone.model_type!r}, "
             f"hidden={config.hidden_size}, lengths={config.source_maxlength}/"
-            f"{config.candidate_maxlength}, device={str(self.device)!r}, dtype={self.dtype}, "
+            f"{config.candidate_maxlength}, device={str(self.device)!r}, "
+            f"dtype={self.precision.name} ({self.precision.reason}), "
             f"batch_tokens={self.batch_tokens})"
         )

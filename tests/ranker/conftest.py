@@ -27,10 +27,14 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str],
 
 @pytest.fixture(scope="session")
 def ranker(tiny_pairrm_dir: Path) -> Any:
-    """The shared tiny DeBERTa PairRanker (PairRM layout, lengths 1224/412)."""
+    """The shared tiny DeBERTa PairRanker (PairRM layout, lengths 1224/412), fp32.
+
+    fp32 is forced: the spec tests compare logits to 1e-5, and the automatic precision would pick
+    bf16 on CPUs with AMX or AVX512-BF16.
+    """
     from blender_core import PairRanker
 
-    return PairRanker.from_pretrained(tiny_pairrm_dir)
+    return PairRanker.from_pretrained(tiny_pairrm_dir, dtype="float32")
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +42,9 @@ def short_ranker(tiny_pairrm_dir: Path) -> Any:
     """The same weights with short lengths (16/12 tokens), so that truncation is exercised."""
     from blender_core import PairRanker
 
-    return PairRanker.from_pretrained(tiny_pairrm_dir, source_maxlength=16, candidate_maxlength=12)
+    return PairRanker.from_pretrained(
+        tiny_pairrm_dir, dtype="float32", source_maxlength=16, candidate_maxlength=12
+    )
 
 
 @pytest.fixture(scope="package", autouse=True)

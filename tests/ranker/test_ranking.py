@@ -30,7 +30,7 @@ CANDIDATES = [
 
 
 def _with_budget(ranker: PairRanker, batch_tokens: int) -> PairRanker:
-    return PairRanker(ranker.model, ranker.tokenizer, batch_tokens=batch_tokens)
+    return PairRanker(ranker.model, ranker.tokenizer, dtype=ranker.dtype, batch_tokens=batch_tokens)
 
 
 @pytest.mark.parametrize("strategy", ["max_logits", "max_wins", "bubble"])
@@ -239,10 +239,10 @@ def test_huge_candidate_with_default_lengths(ranker) -> None:
 
 def test_bert_backbone_works_the_same_way(tiny_dirs) -> None:
     bert = PairRanker.from_pretrained(
-        tiny_dirs[("pairrm", "bert")], source_maxlength=64, candidate_maxlength=48
+        tiny_dirs[("pairrm", "bert")], dtype="float32", source_maxlength=64, candidate_maxlength=48
     )
     alone = [bert.rank(i, c) for i, c in zip(INSTRUCTIONS, CANDIDATES, strict=True)]
-    together = PairRanker(bert.model, bert.tokenizer, batch_tokens=50).rank_batch(
+    together = PairRanker(bert.model, bert.tokenizer, dtype="float32", batch_tokens=50).rank_batch(
         INSTRUCTIONS, CANDIDATES
     )
     for a, b in zip(alone, together, strict=True):

@@ -42,7 +42,10 @@ def rank_command(
         str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: best).")
     ] = None,
     dtype: Annotated[
-        str | None, typer.Option(help="float32, float16 or bfloat16 (default: fp32 on CPU).")
+        str | None,
+        typer.Option(
+            help="float32, float16 or bfloat16 (default: by the hardware, bf16 where native)."
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the bubble permutation.")] = None,
     limit: Annotated[int | None, typer.Option(help="Rank only the first N records.")] = None,
