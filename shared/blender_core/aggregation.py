@@ -28,6 +28,7 @@ __all__ = [
     "bubble_permutation",
     "max_logits_scores",
     "max_wins_scores",
+    "one_way_pairs",
 ]
 
 #: The aggregation strategies a PairRanker offers.
@@ -80,6 +81,25 @@ def bubble_permutation(n: int, seed: int | None, *, key: Sequence[str] | None = 
     order = list(range(n))
     rng.shuffle(order)
     return order
+
+
+def one_way_pairs(
+    n: int, seed: int | None, *, key: Sequence[str] | None = None
+) -> list[tuple[int, int]]:
+    """Each unordered pair of ``range(n)`` once, as ``(a, b)`` in a seeded random direction.
+
+    Order and directions are a function of ``seed`` and ``key`` (as for
+    :func:`bubble_permutation`); ``seed=None`` uses seed 0, so a ranking never depends on luck.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    digest = hashlib.sha256(b"one-way\x00" + str(0 if seed is None else seed).encode())
+    for text in key or ():
+        digest.update(b"\x00" + text.encode("utf-8", "surrogatepass"))
+    rng = random.Random(int.from_bytes(digest.digest()[:8], "big"))
+    out = [(i, j) if rng.random() < 0.5 else (j, i) for i in range(n) for j in range(i + 1, n)]
+    rng.shuffle(out)
+    return out
 
 
 class BubblePass:

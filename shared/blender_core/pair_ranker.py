@@ -29,6 +29,7 @@ from blender_core.aggregation import (
     bubble_permutation,
     max_logits_scores,
     max_wins_scores,
+    one_way_pairs,
 )
 from blender_core.batching import DEFAULT_BATCH_TOKENS, plan_batches
 from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
@@ -40,9 +41,10 @@ if TYPE_CHECKING:
     from blender_core.encoding import PairEncoder
     from blender_core.modeling import PairRankerConfig, PairRankerModel
 
-__all__ = ["PairRanker", "PairRankerStats", "Strategy"]
+__all__ = ["PairRanker", "PairRankerStats", "Pairs", "Strategy"]
 
 Strategy = Literal["max_logits", "max_wins", "bubble"]
+Pairs = Literal["all", "one-way"]
 
 
 @dataclass
@@ -110,6 +112,9 @@ class PairRanker(BaseRanker):
         batch_tokens: Padded tokens per forward pass (memory bound and speed knob).
         source_maxlength: Override the checkpoint's source budget (tokens).
         candidate_maxlength: Override the checkpoint's candidate budget (tokens).
+        fast_attention: Run DeBERTa-v2/v3 backbones through
+            :mod:`blender_core.deberta_attention` (same weights and logits, one SDPA call per
+            layer); ignored for other backbones.
 
     Example:
         .. code-block:: python
@@ -132,6 +137,7 @@ class PairRanker(BaseRanker):
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         source_maxlength: int | None = None,
         candidate_maxlength: int | None = None,
+        fast_attention: bool = True,
     ) -> None:
         from blender_core.devices import choose_precision, resolve_device
         from blender_core.encoding import PairEncoder
@@ -148,6 +154,10 @@ class PairRanker(BaseRanker):
             config.candidate_maxlength = int(candidate_maxlength)
         config.check_lengths()
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        if fast_attention:
+            from blender_core.deberta_attention import enable_fast_attention
+
+            enable_fast_attention(self.model)
         self.tokenizer = tokenizer
         self.encoder: PairEncoder = PairEncoder(tokenizer, config)
         self.batch_tokens = batch_tokens
@@ -166,6 +176,7 @@ class PairRanker(BaseRanker):
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         source_maxlength: int | None = None,
         candidate_maxlength: int | None = None,
+        fast_attention: bool = True,
         **hub_kwargs: Any,
     ) -> PairRanker:
         """Load ``llm-blender/PairRM``, ``llm-blender/PairRM-hf``, ``llm-blender/pair-ranker``, a
@@ -185,7 +196,14 @@ class PairRanker(BaseRanker):
             candidate_maxlength=candidate_maxlength,
             **hub_kwargs,
         )
-        return cls(model, tokenizer, device=device, dtype=dtype, batch_tokens=batch_tokens)
+        return cls(
+            model,
+            tokenizer,
+            device=device,
+            dtype=dtype,
+            batch_tokens=batch_tokens,
+            fast_attention=fast_attention,
+        )
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
         """Write the hf layout (``config.json``, ``model.safetensors``) and the tokenizer."""
@@ -360,6 +378,7 @@ class PairRanker(BaseRanker):
         input: str = "",
         strategy: Strategy = "max_logits",
         seed: int | None = None,
+        pairs: Pairs = "all",
     ) -> Ranking:
         """Rank ``candidates`` as answers to ``instruction`` (+ ``input``).
 
@@ -368,11 +387,16 @@ class PairRanker(BaseRanker):
         permutation from ``seed``; see :class:`~blender_core.aggregation.BubblePass` for what its
         order and scores mean). ``Ranking.order`` lists indices best first; ``Ranking.ranks`` gives
         each candidate's rank (1 = best) in input order.
+
+        ``pairs="one-way"`` (max_logits / max_wins): each unordered pair is encoded once, in a
+        seeded random direction, and the matrix is filled antisymmetrically
+        (``M[j][i] = -M[i][j]``): half the forward passes of all ordered pairs, at the cost of
+        the position-bias cancellation the two directions give.
         """
         if isinstance(candidates, str):
             raise TypeError("candidates must be a list of strings, not a single string")
         return self.rank_batch(
-            [instruction], [candidates], inputs=[input], strategy=strategy, seed=seed
+            [instruction], [candidates], inputs=[input], strategy=strategy, seed=seed, pairs=pairs
         )[0]
 
     def rank_batch(
@@ -384,6 +408,7 @@ class PairRanker(BaseRanker):
         strategy: Strategy = "max_logits",
         seed: int | None = None,
         show_progress: bool = False,
+        pairs: Pairs = "all",
     ) -> list[Ranking]:
         """Rank each candidate list (any number of candidates each), batching work across inputs.
 
@@ -392,6 +417,8 @@ class PairRanker(BaseRanker):
         """
         validate_rank_inputs(instructions, candidate_lists)
         _check_strategy(strategy)
+        if pairs not in ("all", "one-way"):
+            raise ValueError(f"pairs must be 'all' or 'one-way', got {pairs!r}")
         sources = self._sources(instructions, inputs)
         lists = [list(c) for c in candidate_lists]
         if strategy == "bubble":
@@ -402,17 +429,22 @@ class PairRanker(BaseRanker):
         b: list[str] = []
         where: list[tuple[int, int, int]] = []
         for k, (source, cands) in enumerate(zip(sources, lists, strict=True)):
-            for i in range(len(cands)):
-                for j in range(len(cands)):
-                    if i != j:
-                        src.append(source)
-                        a.append(cands[i])
-                        b.append(cands[j])
-                        where.append((k, i, j))
+            if pairs == "one-way":
+                ordered = one_way_pairs(len(cands), seed, key=[source, *cands])
+            else:
+                n = len(cands)
+                ordered = [(i, j) for i in range(n) for j in range(n) if i != j]
+            for i, j in ordered:
+                src.append(source)
+                a.append(cands[i])
+                b.append(cands[j])
+                where.append((k, i, j))
         logits = self.pair_logits(src, a, b, show_progress=show_progress)
         matrices = [[[0.0] * len(c) for _ in c] for c in lists]
         for (k, i, j), value in zip(where, logits, strict=True):
             matrices[k][i][j] = value
+            if pairs == "one-way":
+                matrices[k][j][i] = -value
         aggregate = max_logits_scores if strategy == "max_logits" else max_wins_scores
         return [Ranking.from_scores(aggregate(m), matrix=m, strategy=strategy) for m in matrices]
 
@@ -424,9 +456,10 @@ class PairRanker(BaseRanker):
         input: str = "",
         strategy: Strategy = "max_logits",
         seed: int | None = None,
+        pairs: Pairs = "all",
     ) -> Ranking:
         """Async :meth:`rank`, run in a worker thread (calls on one ranker are serialised)."""
-        call = functools.partial(self.rank, input=input, strategy=strategy, seed=seed)
+        call = functools.partial(self.rank, input=input, strategy=strategy, seed=seed, pairs=pairs)
         return await asyncio.to_thread(call, instruction, candidates)
 
     async def arank_batch(

@@ -25,6 +25,10 @@ app = typer.Typer(
 def _root() -> None:
     """LLM-Blender: rank and fuse the answers of several LLMs."""
     # A callback keeps typer in multi-command mode even if only one command is registered.
+    # The process is ours: reuse big tensor blocks instead of mmap/munmap per forward.
+    from blender_core.allocator import tune_malloc
+
+    tune_malloc()
 
 
 _COMMAND_MODULES = ("rank", "demo", "evaluate", "train")

@@ -1,0 +1,307 @@
+"""A faster inference path for DeBERTa-v2/v3 encoders: disentangled attention as one SDPA call.
+
+transformers' ``DisentangledSelfAttention`` builds about ten ``(batch, heads, L, L)`` tensors per
+layer (raw scores, the gathered content->position and position->content terms, each divided and
+added in a new tensor, the masked scores, the softmax, ...). At PairRM lengths (pairs of up to
+2048 tokens) those tensors, not the matmuls, take most of the time, and each is a fresh
+multi-hundred-MB allocation.
+
+Here the two relative-position terms are gathered once each into one additive bias (the scale is
+folded into the small operands, the padding mask is added in place) and the attention itself is
+``torch.nn.functional.scaled_dot_product_attention`` with that bias, which never materialises the
+scores or the probabilities. Relative-position indices and the key-padding bias are built once per
+forward instead of once per layer. For long inputs the bias is built a few heads at a time so its
+size stays under :data:`MAX_BIAS_BYTES`.
+
+The replacement is structural and local: :func:`enable_fast_attention` swaps the ``encoder`` of a
+loaded ``DebertaV2Model`` and the ``attention.self`` module of each layer for modules of this file
+that hold the *same* parameter objects under the same names, so the state dict, ``.to()``, saving
+and loading are unchanged. In training mode, with ``output_attentions`` or with ``query_states``
+(DeBERTa's enhanced mask decoder) they run transformers' own code.
+
+Example:
+    .. code-block:: python
+
+        from transformers import DebertaV2Config, DebertaV2Model
+        from blender_core.deberta_attention import enable_fast_attention
+
+        model = DebertaV2Model(DebertaV2Config()).eval()
+        enable_fast_attention(model)  # True: same outputs (1e-5 in fp32), fewer big tensors
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "MAX_BIAS_BYTES",
+    "FastDebertaV2Encoder",
+    "FastDisentangledSelfAttention",
+    "enable_fast_attention",
+]
+
+#: Largest attention bias built at once (bytes); above it, heads are processed in groups.
+MAX_BIAS_BYTES = 256 * 2**20
+
+
+class _KeyBias:
+    """What the fast encoder hands each layer instead of the ``(B, 1, L, L)`` 0/1 mask."""
+
+    __slots__ = ("additive", "c2p_index", "p2c_index")
+
+    def __init__(
+        self, additive: torch.Tensor, c2p_index: torch.Tensor, p2c_index: torch.Tensor
+    ) -> None:
+        self.additive = additive  # (B, 1, 1, L): 0 for real keys, -inf-like for padding
+        self.c2p_index = c2p_index  # (L, L) int64 into the 2 * span relative embeddings
+        self.p2c_index = p2c_index  # (L, L) transposed, for the position->content gather
+
+    def dim(self) -> int:  # transformers' layers only pass the mask on
+        return 4
+
+
+class FastDisentangledSelfAttention(nn.Module):
+    """Drop-in for transformers' ``DisentangledSelfAttention`` sharing its parameters.
+
+    Args:
+        original: The module to stand in for; its projections become this module's.
+    """
+
+    def __init__(self, original: Any) -> None:
+        super().__init__()
+        self.num_attention_heads: int = original.num_attention_heads
+        self.attention_head_size: int = original.attention_head_size
+        self.all_head_size: int = original.all_head_size
+        self.query_proj = original.query_proj
+        self.key_proj = original.key_proj
+        self.value_proj = original.value_proj
+        self.share_att_key: bool = original.share_att_key
+        self.pos_att_type: list[str] = list(original.pos_att_type)
+        self.relative_attention: bool = original.relative_attention
+        if self.relative_attention:
+            self.position_buckets: int = original.position_buckets
+            self.max_relative_positions: int = original.max_relative_positions
+            self.pos_ebd_size: int = original.pos_ebd_size
+            self.pos_dropout = original.pos_dropout
+            if not self.share_att_key:
+                if "c2p" in self.pos_att_type:
+                    self.pos_key_proj = original.pos_key_proj
+                if "p2c" in self.pos_att_type:
+                    self.pos_query_proj = original.pos_query_proj
+        self.dropout = original.dropout
+        # Not registered (a tuple): the fallback shares every parameter with this module.
+        self._fallback = (original,)
+        self.train(original.training)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: Any,
+        output_attentions: bool = False,
+        query_states: torch.Tensor | None = None,
+        relative_pos: torch.Tensor | None = None,
+        rel_embeddings: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Same contract as transformers' module; ``attention_mask`` may be a fast-path bias."""
+        if (
+            self.training
+            or output_attentions
+            or query_states is not None
+            or not isinstance(attention_mask, _KeyBias)
+        ):
+            if isinstance(attention_mask, _KeyBias):
+                raise RuntimeError("the fast DeBERTa encoder handed its bias to the slow path")
+            return self._fallback[0](
+                hidden_states,
+                attention_mask,
+                output_attentions,
+                query_states=query_states,
+                relative_pos=relative_pos,
+                rel_embeddings=rel_embeddings,
+            )
+        return self._fast(hidden_states, attention_mask, rel_embeddings), None
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, L, H*d)`` -> ``(B, H, L, d)`` (a view)."""
+        return x.view(*x.shape[:-1], self.num_attention_heads, -1).transpose(-2, -3)
+
+    def _fast(
+        self, hidden: torch.Tensor, mask: _KeyBias, rel_embeddings: torch.Tensor | None
+    ) -> torch.Tensor:
+        batch, length, _ = hidden.shape
+        heads = self.num_attention_heads
+        factor = 1 + ("c2p" in self.pos_att_type) + ("p2c" in self.pos_att_type)
+        scale = 1.0 / math.sqrt(self.attention_head_size * factor)
+        query = self._heads(self.query_proj(hidden))
+        key = self._heads(self.key_proj(hidden))
+        value = self._heads(self.value_proj(hidden))
+        pos_key = pos_query = None
+        if self.relative_attention and rel_embeddings is not None:
+            rel = rel_embeddings[: 2 * self.pos_ebd_size].to(hidden.dtype)
+            if "c2p" in self.pos_att_type:
+                proj = self.key_proj if self.share_att_key else self.pos_key_proj
+                pos_key = self._heads(proj(rel))  # (H, 2S, d)
+            if "p2c" in self.pos_att_type:
+                proj = self.query_proj if self.share_att_key else self.pos_query_proj
+                pos_query = self._heads(proj(rel)) * scale  # scale folded in (small)
+        # Heads per group so that one (B, h, L, L) bias stays within MAX_BIAS_BYTES.
+        per_head = batch * length * length * hidden.element_size()
+        group = max(1, min(heads, MAX_BIAS_BYTES // max(per_head, 1)))
+        outputs = []
+        for start in range(0, heads, group):
+            part = slice(start, min(heads, start + group))
+            q, k, v = query[:, part], key[:, part], value[:, part]
+            shape = (batch, q.shape[1], length, length)
+            bias: torch.Tensor | None = None
+            if pos_key is not None:
+                c2p = torch.matmul(q * scale, pos_key[part].transpose(-1, -2))  # (B, h, L, 2S)
+                bias = torch.gather(c2p, -1, mask.c2p_index.expand(shape))
+                del c2p
+            if pos_query is not None:
+                p2c = torch.matmul(k, pos_query[part].transpose(-1, -2))  # (B, h, L, 2S)
+                # bias[i, j] += p2c[j, p2c_index[j, i]]: gather along the key axis of p2c^T.
+                p2c_t = torch.gather(p2c.transpose(-1, -2), -2, mask.p2c_index.expand(shape))
+                del p2c
+                bias = p2c_t if bias is None else bias.add_(p2c_t)
+                del p2c_t
+            bias = mask.additive.expand(shape) if bias is None else bias.add_(mask.additive)
+            outputs.append(
+                nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+            )
+            del bias
+        context = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        return context.transpose(1, 2).reshape(batch, length, self.all_head_size)
+
+
+class FastDebertaV2Encoder(nn.Module):
+    """Drop-in for transformers' ``DebertaV2Encoder`` (inference), sharing its modules.
+
+    Builds the relative-position indices and the key-padding bias once per forward and hands them
+    to every layer; the layers themselves (feed-forward, norms) are transformers' own.
+    """
+
+    def __init__(self, original: Any) -> None:
+        super().__init__()
+        self.layer = original.layer
+        self.relative_attention: bool = original.relative_attention
+        if self.relative_attention:
+            self.max_relative_positions: int = original.max_relative_positions
+            self.position_buckets: int = original.position_buckets
+            self.rel_embeddings = original.rel_embeddings
+        self.norm_rel_ebd: list[str] = list(original.norm_rel_ebd)
+        if "layer_norm" in self.norm_rel_ebd:
+            self.LayerNorm = original.LayerNorm
+        self.conv = original.conv
+        self.gradient_checkpointing = False
+        self._fallback = (original,)
+        attention = original.layer[0].attention.self if len(original.layer) else None
+        self._span = int(getattr(attention, "pos_ebd_size", 0) or 0)
+        self.train(original.training)
+
+    def get_rel_embedding(self) -> torch.Tensor | None:
+        """The (normalised) relative-position embeddings, as transformers computes them."""
+        return self._fallback[0].get_rel_embedding()
+
+    def get_attention_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """transformers' 4-D 0/1 mask (for callers of the original API)."""
+        return self._fallback[0].get_attention_mask(attention_mask)
+
+    def get_rel_pos(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """transformers' relative positions (for callers of the original API)."""
+        return self._fallback[0].get_rel_pos(hidden_states, *args, **kwargs)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        output_hidden_states: bool = True,
+        output_attentions: bool = False,
+        query_states: torch.Tensor | None = None,
+        relative_pos: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> Any:
+        """Same contract as transformers' encoder."""
+        if (
+            self.training
+            or output_attentions
+            or query_states is not None
+            or relative_pos is not None
+            or attention_mask.dim() != 2
+            or not self.relative_attention
+            or self._span < 1
+        ):
+            return self._fallback[0](
+                hidden_states,
+                attention_mask,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+                query_states=query_states,
+                relative_pos=relative_pos,
+                return_dict=return_dict,
+            )
+        from transformers.modeling_outputs import BaseModelOutput
+        from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+
+        length = hidden_states.shape[1]
+        relative = build_relative_position(
+            hidden_states,
+            hidden_states,
+            bucket_size=self.position_buckets,
+            max_position=self.max_relative_positions,
+        )[0]
+        span = self._span
+        c2p_index = torch.clamp(relative + span, 0, 2 * span - 1)
+        p2c_index = torch.clamp(-relative + span, 0, 2 * span - 1).transpose(0, 1).contiguous()
+        valid = attention_mask.to(torch.bool)
+        additive = torch.zeros(
+            valid.shape, dtype=hidden_states.dtype, device=hidden_states.device
+        ).masked_fill_(~valid, torch.finfo(hidden_states.dtype).min)
+        key_bias = _KeyBias(additive.view(-1, 1, 1, length), c2p_index, p2c_index)
+
+        rel_embeddings = self.get_rel_embedding()
+        all_hidden: tuple[torch.Tensor, ...] = (hidden_states,)
+        states = hidden_states
+        layers: Any = self.layer
+        for i, layer_module in enumerate(layers):
+            output, _ = layer_module(states, key_bias, rel_embeddings=rel_embeddings)
+            if i == 0 and self.conv is not None:
+                output = self.conv(hidden_states, output, attention_mask)
+            all_hidden = (*all_hidden, output)
+            states = output
+        if not output_hidden_states:
+            all_hidden = (states,)
+        if not return_dict:
+            return (states, all_hidden)
+        return BaseModelOutput(last_hidden_state=states, hidden_states=all_hidden, attentions=None)
+
+
+def enable_fast_attention(model: nn.Module) -> bool:
+    """Swap the encoder and self-attention modules of every ``DebertaV2Model`` inside ``model``.
+
+    Idempotent; parameters are shared, not copied. Returns whether anything was (or already had
+    been) swapped: ``False`` for other backbones (BERT, MiniLM...), which are left alone.
+    """
+    from transformers.models.deberta_v2.modeling_deberta_v2 import (
+        DebertaV2Encoder,
+        DebertaV2Model,
+        DisentangledSelfAttention,
+    )
+
+    found = False
+    module: Any
+    for module in list(model.modules()):
+        if not isinstance(module, DebertaV2Model):
+            continue
+        found = True
+        encoder: Any = module.encoder
+        if isinstance(encoder, DebertaV2Encoder):
+            layer: Any
+            for layer in encoder.layer:
+                if isinstance(layer.attention.self, DisentangledSelfAttention):
+                    layer.attention.self = FastDisentangledSelfAttention(layer.attention.self)
+            setattr(module, "encoder", FastDebertaV2Encoder(encoder))  # noqa: B010
+    return found

@@ -1,0 +1,93 @@
+"""The fast DeBERTa attention path: same logits as transformers' modules, same weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DebertaV2Config, DebertaV2Model
+
+from blender_core import PairRanker
+from blender_core.deberta_attention import (
+    FastDebertaV2Encoder,
+    FastDisentangledSelfAttention,
+    enable_fast_attention,
+)
+
+
+def _backbone(**overrides) -> DebertaV2Model:
+    settings = dict(
+        vocab_size=300,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        relative_attention=True,
+        position_buckets=16,
+        max_relative_positions=-1,
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        pos_att_type=["p2c", "c2p"],
+        position_biased_input=False,
+        type_vocab_size=0,
+    )
+    settings.update(overrides)
+    torch.manual_seed(0)
+    return DebertaV2Model(DebertaV2Config(**settings)).eval()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # the PairRM layout (shared keys, both terms, log buckets)
+        {"share_att_key": False},
+        {"pos_att_type": ["c2p"]},
+        {"pos_att_type": ["p2c"]},
+        {"position_buckets": -1, "max_position_embeddings": 64},
+    ],
+)
+def test_fast_path_equals_transformers(overrides, monkeypatch) -> None:
+    model = _backbone(**overrides)
+    ids = torch.randint(5, 300, (3, 90))
+    mask = torch.ones_like(ids)
+    mask[1, 40:] = 0  # padded rows
+    mask[2, 75:] = 0
+    with torch.inference_mode():
+        expected = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        keys = list(model.state_dict())
+        assert enable_fast_attention(model)
+        assert isinstance(model.encoder, FastDebertaV2Encoder)
+        assert list(model.state_dict()) == keys or sorted(model.state_dict()) == sorted(keys)
+        got = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        # A small bias budget: heads are processed one group at a time, same result.
+        monkeypatch.setattr("blender_core.deberta_attention.MAX_BIAS_BYTES", 1)
+        grouped = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    valid = mask.bool()
+    assert (got - expected)[valid].abs().max() < 1e-5
+    assert (grouped - expected)[valid].abs().max() < 1e-5
+
+
+def test_training_and_attention_outputs_use_transformers_code() -> None:
+    model = _backbone()
+    enable_fast_attention(model)
+    enable_fast_attention(model)  # idempotent
+    attention = model.encoder.layer[0].attention.self
+    assert isinstance(attention, FastDisentangledSelfAttention)
+    ids = torch.randint(5, 300, (2, 20))
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True)
+    assert out.attentions is not None and out.attentions[0].shape == (2, 4, 20, 20)
+    model.train()
+    loss = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state.sum()
+    loss.backward()
+    assert attention.query_proj.weight.grad is not None
+
+
+def test_ranker_uses_it_and_keeps_the_logits(tiny_pairrm_dir) -> None:
+    fast = PairRanker.from_pretrained(tiny_pairrm_dir, dtype="float32")
+    slow = PairRanker.from_pretrained(tiny_pairrm_dir, dtype="float32", fast_attention=False)
+    assert isinstance(fast.model.pretrained_model.encoder, FastDebertaV2Encoder)
+    assert not isinstance(slow.model.pretrained_model.encoder, FastDebertaV2Encoder)
+    cands = ["hi!", "go away " * 30, "hello, how can I help?", ""]
+    a = fast.rank("Say hi", cands)
+    b = slow.rank("Say hi", cands)
+    assert a.order == b.order
+    assert a.scores == pytest.approx(b.scores, abs=1e-5)
