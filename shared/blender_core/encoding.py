@@ -18,6 +18,10 @@ Texts are sanitised first: a literal ``[SEP]`` becomes a space (as in the refere
 special-token string (``[CLS]``, ``<|candidate1|>``, ...) gets a space after its first character so
 that it is read as plain text and never as a control token.
 
+Before tokenising, every text is cut to a character bound derived from the token budget
+(:func:`precut`), so memory and time stay bounded whatever the text's length; the bound is loose
+enough that the ids of every text are the same as without the cut.
+
 Example:
     .. code-block:: python
 
@@ -30,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,6 +42,39 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
+
+_VISIBLE = re.compile(r"\S")
+
+
+def chars_per_token_bound(tokenizer: Any) -> int:
+    """An upper bound on the visible characters one token of ``tokenizer`` stands for.
+
+    The longest vocabulary entry (at least 16), plus slack for normalisation; 128 when the
+    vocabulary cannot be read.
+    """
+    try:
+        vocab = tokenizer.get_vocab()
+        longest = max((len(str(token)) for token in vocab), default=0)
+    except Exception:  # a tokenizer without a readable vocabulary: a generous fixed bound
+        return 128
+    return max(16, longest) + 4
+
+
+def precut(text: str, max_tokens: int, chars_per_token: int) -> str:
+    """``text`` cut after ``(max_tokens + 1) * chars_per_token`` visible (non-space) characters.
+
+    A tokeniser needs at least one token per ``chars_per_token`` visible characters, so the first
+    ``max_tokens`` tokens of the cut text are those of the whole text; counting visible characters
+    only keeps this true for tokenisers that collapse runs of whitespace. Texts under the bound
+    are returned unchanged (the same object).
+    """
+    limit = (max_tokens + 1) * chars_per_token
+    if len(text) <= limit:
+        return text
+    last = None
+    for last in itertools.islice(_VISIBLE.finditer(text), limit - 1, limit):
+        pass
+    return text if last is None else text[: last.end()]
 
 __all__ = [
     "ADDED_TOKENS",
@@ -46,7 +84,9 @@ __all__ = [
     "CONVERSATION_INSTRUCTION",
     "SOURCE_PREFIX",
     "PairEncoder",
+    "chars_per_token_bound",
     "conversation_texts",
+    "precut",
 ]
 
 SOURCE_PREFIX = "<|source|>"
@@ -141,6 +181,7 @@ class PairEncoder:
             if i is not None and i != unk
         )
         self._cache: dict[str, list[int]] = {}
+        self._chars_per_token = chars_per_token_bound(tokenizer)
 
     # ---- texts -> ids ---------------------------------------------------------------------
 
@@ -162,7 +203,11 @@ class PairEncoder:
             # Tokenise "<|source|>" + text: the added token splits the string exactly as the
             # reference's `prefix + text` does, and the text's ids are the same after any prefix.
             encoded = self.tokenizer(
-                [SOURCE_PREFIX + self.sanitize(t) for t in todo],
+                [
+                    SOURCE_PREFIX
+                    + self.sanitize(precut(t, self.max_text_ids, self._chars_per_token))
+                    for t in todo
+                ],
                 add_special_tokens=False,
                 return_attention_mask=False,
                 return_token_type_ids=False,

@@ -442,7 +442,7 @@ def backbone_config(
         data = dict(known)
         return AutoConfig.for_model(data.pop("model_type"), **data)
     try:
-        return AutoConfig.from_pretrained(model_name)
+        return AutoConfig.from_pretrained(model_name, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise CheckpointError(
             f"cannot get the config of the backbone {model_name!r}: it is not a known backbone "
@@ -531,7 +531,9 @@ def load_tokenizer(
         raise CheckpointError(
             f"{path} has no tokenizer files ({', '.join(_TOKENIZER_FILES[:5])}, ...)"
         )
-    tokenizer = AutoTokenizer.from_pretrained(str(path), config=config.backbone)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(path), config=config.backbone, trust_remote_code=False
+    )
     config.set_token_ids(tokenizer)
     return tokenizer
 
@@ -664,6 +666,7 @@ class PairRankerModel(nn.Module):
         """
         from transformers import AutoModel, AutoTokenizer
 
+        from_pretrained_kwargs = {**from_pretrained_kwargs, "trust_remote_code": False}
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **from_pretrained_kwargs)
         missing = [t for t in ADDED_TOKENS if t not in tokenizer.get_vocab()]
         if missing:

@@ -93,11 +93,15 @@ class BARTScoreMetric(ReferenceMetric):
 
             device = resolve_device(self.device)
             dtype = resolve_dtype(self.dtype, device)
-            config = AutoConfig.from_pretrained(self.model_name_or_path)
+            config = AutoConfig.from_pretrained(self.model_name_or_path, trust_remote_code=False)
             self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
             auto: Any = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
-            tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path)
-            model: Any = auto.from_pretrained(self.model_name_or_path, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(
+                self.model_name_or_path, trust_remote_code=False
+            )
+            model: Any = auto.from_pretrained(
+                self.model_name_or_path, dtype=dtype, trust_remote_code=False
+            )
             model.to(device)
             model.eval()
             self._tokenizer = tokenizer

@@ -82,7 +82,7 @@ class BERTScoreMetric(ReferenceMetric):
             return int(known)
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(self.model_type)
+        config = AutoConfig.from_pretrained(self.model_type, trust_remote_code=False)
         layers = getattr(config, "num_hidden_layers", None) or getattr(config, "num_layers", None)
         if not layers:
             raise ValueError(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blender_core.encoding import chars_per_token_bound, precut
 from blender_core.fusion.base import BaseFuser, validate_fuse_inputs
 
 if TYPE_CHECKING:
@@ -74,6 +76,12 @@ class GenFuser(BaseFuser):
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.candidate_maxlength = int(candidate_maxlength)
+        special = {str(t) for t in getattr(tokenizer, "all_special_tokens", ()) or ()}
+        special |= {_SEP, *(f"<extra_id_{i}>" for i in range(100))}
+        self._special_pattern = re.compile(
+            "|".join(re.escape(t) for t in sorted(special, key=len, reverse=True) if t)
+        )
+        self._chars_per_token = chars_per_token_bound(tokenizer)
         self._task_ids: list[int] = self._encode(_SEP + TASK_LINE)
         if len(self._task_ids) >= self.max_length:
             raise ValueError(
@@ -107,8 +115,10 @@ class GenFuser(BaseFuser):
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev, gpu_default="bfloat16")
         source = str(name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            source, dtype=torch_dtype, trust_remote_code=False
+        )
         model.to(dev)
         model.eval()
         return cls(model, tokenizer, max_length=max_length, candidate_maxlength=candidate_maxlength)
@@ -130,7 +140,20 @@ class GenFuser(BaseFuser):
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def sanitize(self, text: str) -> str:
+        """``text`` with special-token strings (``</s>``, ``<extra_id_N>``, ``<pad>``...) defused.
+
+        Each gets a space after its first character, so it reads as plain text, never as a control
+        token (as :meth:`blender_core.encoding.PairEncoder.sanitize` does); clean text is unchanged.
+        """
+        while True:  # splitting one occurrence creates none, but overlapping matches may hide one
+            new = self._special_pattern.sub(lambda m: m.group(0)[0] + " " + m.group(0)[1:], text)
+            if new == text:
+                return text
+            text = new
+
     def _cut_candidate(self, text: str) -> str:
+        text = self.sanitize(precut(text, self.candidate_maxlength, self._chars_per_token))
         ids = self._encode(text)
         if len(ids) <= self.candidate_maxlength:
             return text
@@ -142,7 +165,13 @@ class GenFuser(BaseFuser):
         The prompt-level cut to ``max_length`` tokens happens on token ids in :meth:`encode_prompt`.
         """
         texts = validate_fuse_inputs(instruction, candidates, input, fuser="GenFuser")
-        return format_genfuser_prompt(instruction, [self._cut_candidate(c) for c in texts], input)
+        # The instruction and input are cut to the whole prompt's budget before tokenising (the
+        # token-level cut happens in encode_prompt).
+        head = [
+            self.sanitize(precut(t, self.max_length, self._chars_per_token))
+            for t in (instruction, input)
+        ]
+        return format_genfuser_prompt(head[0], [self._cut_candidate(c) for c in texts], head[1])
 
     def encode_prompt(
         self, instruction: str, candidates: Sequence[str], input: str = ""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import random
 import string
 from collections.abc import Sequence
 from typing import Any
 
+from blender_core.fencing import Fence
 from blender_core.fusion.base import BaseFuser, validate_fuse_inputs
 from blender_core.generators.base import Generator
 
@@ -22,14 +24,17 @@ DEFAULT_FUSION_TEMPLATE = (
     "- Keep what is correct and useful, combine their strengths, and fix their errors and "
     "omissions.\n"
     "- Do not copy any single response, and do not mention the responses, the assistants or "
-    "this task: answer the request directly.\n\n"
+    "this task: answer the request directly.\n"
+    "{notice}\n\n"
     "Request:\n{instruction}{input_section}\n\n"
-    "Responses:\n{candidates}\n\n"
+    "Responses ({num_candidates}):\n{candidates}\n\n"
     "Your response:"
 )
 """The default synthesis prompt. Placeholders: see :class:`LLMFuser`."""
 
-_ALLOWED = frozenset({"instruction", "input", "input_section", "candidates", "num_candidates"})
+_ALLOWED = frozenset(
+    {"instruction", "input", "input_section", "candidates", "num_candidates", "notice"}
+)
 _REQUIRED = frozenset({"instruction", "candidates"})
 
 
@@ -63,7 +68,10 @@ class LLMFuser(BaseFuser):
         generator: The LLM that writes the fused answer.
         prompt_template: A ``str.format`` template. Placeholders: ``{instruction}``,
             ``{candidates}`` (required), ``{input}``, ``{input_section}`` (``"\\n\\nInput:\\n..."``
-            or empty) and ``{num_candidates}``.
+            or empty), ``{num_candidates}`` and ``{notice}`` (the sentence saying that fenced
+            text is data). The instruction, the input and every candidate are filled in between
+            marker lines with a nonce drawn per call (see :mod:`blender_core.fencing`), so a
+            candidate cannot add fake numbered entries or its own "Your response:" line.
         max_candidates: Use at most this many candidates (the best ones); ``None`` uses all.
         **generate_kwargs: Passed to ``generator.generate`` on every call (call-time keyword
             arguments override them).
@@ -106,15 +114,34 @@ class LLMFuser(BaseFuser):
         self.max_candidates = max_candidates
         self.generate_kwargs = generate_kwargs
 
-    def build_prompt(self, instruction: str, candidates: Sequence[str], input: str = "") -> str:
-        """The synthesis prompt the generator receives."""
+    def build_prompt(
+        self,
+        instruction: str,
+        candidates: Sequence[str],
+        input: str = "",
+        *,
+        rng: random.Random | None = None,
+    ) -> str:
+        """The synthesis prompt the generator receives.
+
+        Args:
+            instruction: The request.
+            candidates: The candidates, best first.
+            input: Optional input of the request.
+            rng: Draws the fence nonce (reproducible prompts for tests); ``None`` (default)
+                uses :mod:`secrets`.
+        """
         texts = validate_fuse_inputs(instruction, candidates, input, fuser="LLMFuser")
         used = texts[: self.max_candidates]
-        listing = "\n\n".join(f"[{i}] {c.strip()}" for i, c in enumerate(used, start=1))
+        fence = Fence(rng)
+        listing = "\n\n".join(
+            fence.wrap(f"response {i}", c) for i, c in enumerate(used, start=1)
+        )
         return self.prompt_template.format(
-            instruction=instruction,
-            input=input,
-            input_section=f"\n\nInput:\n{input}" if input.strip() else "",
+            notice=fence.notice(),
+            instruction=fence.wrap("request", instruction),
+            input=fence.wrap("input", input),
+            input_section=f"\n\nInput:\n{fence.wrap('input', input)}" if input.strip() else "",
             candidates=listing,
             num_candidates=len(used),
         )

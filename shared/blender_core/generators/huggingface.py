@@ -153,6 +153,7 @@ class _SharedModel:
         cache_target = self._gguf_cache_target()
         if cache_target is not None and (cache_target / "model.safetensors").is_file():
             source, extra, cache_target = str(cache_target), {}, None
+        extra["trust_remote_code"] = False
         config = AutoConfig.from_pretrained(source, **extra)
         is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
         model_cls = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM

@@ -131,8 +131,8 @@ class ConsensusRanker(BaseRanker):
             path = self.model_name_or_path or str(default_encoder_path())
             device = resolve_device(self.device)
             dtype = resolve_dtype(self.dtype, device)
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModel.from_pretrained(path, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+            model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=False)
             model.to(device)
             model.eval()
             if self.max_length is None:

@@ -114,11 +114,11 @@ class MLMScoringRanker(BaseRanker):
                 path = str(default_encoder_path())
             device = resolve_device(self.device)
             dtype = resolve_dtype(self.dtype, device)
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
             if tokenizer.mask_token_id is None:
                 raise ValueError(f"{path!r} has no mask token: it is not a masked LM tokenizer")
             model, info = AutoModelForMaskedLM.from_pretrained(
-                path, dtype=dtype, output_loading_info=True
+                path, dtype=dtype, output_loading_info=True, trust_remote_code=False
             )
             missing_head = sorted(
                 k for k in info.get("missing_keys", ()) if any(m in k for m in _HEAD_MARKERS)

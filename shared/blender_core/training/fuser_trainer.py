@@ -216,8 +216,8 @@ def train_fuser(config: FuserTrainingConfig) -> TrainResult:
     )
     del ranker  # free the ranker before the fuser trains
 
-    tokenizer = AutoTokenizer.from_pretrained(str(config.base))
-    model = AutoModelForSeq2SeqLM.from_pretrained(str(config.base))
+    tokenizer = AutoTokenizer.from_pretrained(str(config.base), trust_remote_code=False)
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(config.base), trust_remote_code=False)
     prompt_builder = GenFuser(
         model,
         tokenizer,
