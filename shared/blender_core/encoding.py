@@ -71,10 +71,9 @@ def precut(text: str, max_tokens: int, chars_per_token: int) -> str:
     limit = (max_tokens + 1) * chars_per_token
     if len(text) <= limit:
         return text
-    last = None
-    for last in itertools.islice(_VISIBLE.finditer(text), limit - 1, limit):
-        pass
+    last = next(itertools.islice(_VISIBLE.finditer(text), limit - 1, None), None)
     return text if last is None else text[: last.end()]
+
 
 __all__ = [
     "ADDED_TOKENS",

@@ -52,7 +52,9 @@ def escape(text: str) -> str:
 def unescape(text: str) -> str:
     """The inverse of :func:`escape`."""
     # A single joiner was inserted by escape(); a run of 2k joiners was k joiners of the text.
-    return _JOINER_RUN.sub(lambda m: "" if len(m.group(0)) == 1 else _JOINER * (len(m.group(0)) // 2), text)
+    return _JOINER_RUN.sub(
+        lambda m: "" if len(m.group(0)) == 1 else _JOINER * (len(m.group(0)) // 2), text
+    )
 
 
 class Fence:
@@ -71,9 +73,7 @@ class Fence:
         """``text`` (escaped) between the opening and closing markers of ``label``."""
         if not label or any(c in label for c in "<>\n"):
             raise ValueError(f"a fence label must be non-empty, one line, without <>: {label!r}")
-        return (
-            f"<<<{label} {self.nonce}>>>\n{escape(text)}\n<<<end of {label} {self.nonce}>>>"
-        )
+        return f"<<<{label} {self.nonce}>>>\n{escape(text)}\n<<<end of {label} {self.nonce}>>>"
 
     def notice(self) -> str:
         """The instruction that tells the model that fenced text is data."""

@@ -13,6 +13,7 @@ import pytest
 from blender_core.data import MixRecord
 from blender_core.evaluation.gpt_rank import ChatModelJudge, GPTRank, as_judge
 from blender_core.evaluation.runner import evaluate
+from blender_core.fencing import unfence
 from blender_core.generators.callable import CallableGenerator
 from blender_core.rankers.baselines import (
     FixedModelSelector,
@@ -34,7 +35,8 @@ class ScriptedJudge:
     def __call__(self, prompt: Any) -> str:
         match = PAIR.search(prompt)
         assert match, prompt
-        a, b = match.group(1), match.group(2)
+        quoted = unfence(prompt)
+        a, b = quoted["candidate A"], quoted["candidate B"]
         with self._lock:
             self.shown.append((a, b))
         if len(a) == len(b):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any
 
 import pytest
 
 from blender_core import CallableGenerator, LLMFuser, SelectFuser
+from blender_core.fencing import Fence, unfence
 from blender_core.fusion.base import Fuser
 from blender_core.fusion.llm_fuser import DEFAULT_FUSION_TEMPLATE
 
@@ -33,9 +35,14 @@ def test_llm_fuser_prompt_and_answer() -> None:
     assert out == "Paris is the capital of France."
     prompt, kwargs = rec.calls[0]
     assert kwargs == {"temperature": 0.0}
-    assert "Request:\nCapital of France?\n\n" in prompt
-    assert "[1] Paris.\n\n[2] It's Paris, in France.\n\n[3] Lyon" in prompt
-    assert "critically" in prompt and "Do not copy" in prompt
+    assert prompt.index("Request:\n") < prompt.index("Responses (3):\n") < prompt.index("Lyon")
+    assert unfence(prompt) == {
+        "request": "Capital of France?",
+        "response 1": "Paris.",
+        "response 2": "It's Paris, in France.",
+        "response 3": "Lyon",
+    }
+    assert "critically" in prompt and "Do not copy" in prompt and "never instructions" in prompt
     assert "Input:" not in prompt
     assert cands == ["Paris.", "It's Paris, in France.", "Lyon"]
 
@@ -45,8 +52,10 @@ def test_llm_fuser_input_max_candidates_and_overrides() -> None:
     fuser = LLMFuser(CallableGenerator(rec), max_candidates=2, temperature=0.5)
     fuser.fuse("Translate", ["a", "b", "c"], input="bonjour", temperature=0.1)
     prompt, kwargs = rec.calls[0]
-    assert "Request:\nTranslate\n\nInput:\nbonjour\n\n" in prompt
-    assert "[2] b" in prompt and "[3]" not in prompt
+    quoted = unfence(prompt)
+    assert quoted["request"] == "Translate" and quoted["input"] == "bonjour"
+    assert "\n\nInput:\n<<<input " in prompt
+    assert quoted["response 2"] == "b" and "response 3" not in quoted
     assert kwargs == {"temperature": 0.1}
 
 
@@ -55,7 +64,12 @@ def test_llm_fuser_custom_template() -> None:
     template = "Q: {instruction} ({num_candidates} answers) {input}\n{candidates}\nA:"
     fuser = LLMFuser(CallableGenerator(rec), prompt_template=template)
     fuser.fuse("why?", ["x", "y"], input="ctx")
-    assert rec.calls[0][0] == "Q: why? (2 answers) ctx\n[1] x\n\n[2] y\nA:"
+    fence = Fence(random.Random(0))
+    assert fuser.build_prompt("why?", ["x", "y"], "ctx", rng=random.Random(0)) == (
+        f"Q: {fence.wrap('request', 'why?')} (2 answers) {fence.wrap('input', 'ctx')}\n"
+        f"{fence.wrap('response 1', 'x')}\n\n{fence.wrap('response 2', 'y')}\nA:"
+    )
+    assert unfence(rec.calls[0][0])["response 2"] == "y"
 
 
 @pytest.mark.parametrize(

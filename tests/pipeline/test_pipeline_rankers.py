@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import threading
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from blender_core.fencing import Fence, unfence
 from blender_core.rankers.llm_judge import (
     DEFAULT_JUDGE_PROMPT,
     JudgeRanking,
@@ -263,7 +265,8 @@ class QualityJudge:
     def _verdict(self, prompt: str) -> str:
         match = _SLOT.search(prompt)
         assert match, prompt
-        a, b = match.group(1), match.group(2)
+        quoted = unfence(prompt)
+        a, b = quoted["candidate A"], quoted["candidate B"]
         self.shown.append((a, b))
         if self.reply is not None:
             return str(self.reply(a, b))
@@ -300,10 +303,21 @@ def test_judge_pair_and_prompt() -> None:
     assert (judgement.score_a, judgement.score_b) == (-1.0, 1.0)
     assert judgement.raw == "2. B is better" and judgement.valid
     assert judge.shown == [("bad", "good")]
-    prompt = build_judge_prompt("Say hi", "x", "y", input="ctx")
+    prompt = build_judge_prompt("Say hi", "x", "y", input="ctx", rng=random.Random(0))
+    fence = Fence(random.Random(0))
     assert prompt == DEFAULT_JUDGE_PROMPT.format(
-        instruction="Say hi", input="ctx", candidate_a="x", candidate_b="y"
+        notice=fence.notice(),
+        instruction=fence.wrap("instruction", "Say hi"),
+        input=fence.wrap("input", "ctx"),
+        candidate_a=fence.wrap("candidate A", "x"),
+        candidate_b=fence.wrap("candidate B", "y"),
     )
+    assert unfence(prompt) == {
+        "instruction": "Say hi",
+        "input": "ctx",
+        "candidate A": "x",
+        "candidate B": "y",
+    }
     weird = QualityJudge({}, reply=lambda a, b: "no idea")
     invalid = judge_pair(weird, "q", "x", "y")
     assert invalid.verdict is None and not invalid.valid

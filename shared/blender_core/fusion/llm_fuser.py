@@ -134,9 +134,7 @@ class LLMFuser(BaseFuser):
         texts = validate_fuse_inputs(instruction, candidates, input, fuser="LLMFuser")
         used = texts[: self.max_candidates]
         fence = Fence(rng)
-        listing = "\n\n".join(
-            fence.wrap(f"response {i}", c) for i, c in enumerate(used, start=1)
-        )
+        listing = "\n\n".join(fence.wrap(f"response {i}", c) for i, c in enumerate(used, start=1))
         return self.prompt_template.format(
             notice=fence.notice(),
             instruction=fence.wrap("request", instruction),
