@@ -6,7 +6,9 @@ The format is the one of the LLM-Blender paper's MixInstruct set::
      "candidates": [{"model": "...", "decoding_method": "...", "text": "...",
                      "scores": {"metric": 0.7}}, ...]}
 
-Reading validates every record and names the file, line and field of the first problem.
+Reading validates every record and names the file, line and field of the first problem: invalid
+or non-UTF-8 text, JSON nested too deeply, integers too long to convert and wrong field types all
+raise :class:`MixInstructError` with ``file:line:``. Writing is atomic and strict JSON.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from blender_core.io import atomic_open, dumps_json
 
 __all__ = [
     "MixCandidate",
@@ -118,7 +122,7 @@ def parse_record(obj: Any, where: str = "record") -> MixRecord:
         if key not in obj:
             raise MixInstructError(f"{where}: missing field {key!r}")
     record_id = obj.get("id", where)
-    if not isinstance(record_id, (str, int)):
+    if isinstance(record_id, bool) or not isinstance(record_id, (str, int)):
         raise MixInstructError(f"{where}: field 'id' must be a string")
     instruction = _expect_str(obj["instruction"], f"{where}: field 'instruction'")
     input_text = _expect_str(obj.get("input", ""), f"{where}: field 'input'", optional=True)
@@ -162,16 +166,31 @@ def parse_record(obj: Any, where: str = "record") -> MixRecord:
 def iter_mixinstruct(path: str | Path) -> Iterator[MixRecord]:
     """Yield the records of a MixInstruct JSONL file (blank lines are skipped)."""
     path = Path(path)
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            where = f"{path.name}:{line_number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MixInstructError(
+                    f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                ) from None
+            if line_number == 1:
+                line = line.removeprefix("\ufeff")
             if not line.strip():
                 continue
-            where = f"{path.name}:{line_number}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise MixInstructError(f"{where}: invalid JSON ({exc.msg})") from exc
-            yield parse_record(obj, where)
+                raise MixInstructError(f"{where}: invalid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise MixInstructError(f"{where}: JSON nested too deeply") from None
+            except ValueError as exc:  # e.g. an integer over the int-to-str digit limit
+                raise MixInstructError(f"{where}: invalid JSON ({exc})") from None
+            try:
+                yield parse_record(obj, where)
+            except RecursionError:
+                raise MixInstructError(f"{where}: JSON nested too deeply") from None
 
 
 def read_mixinstruct(path: str | Path, *, limit: int | None = None) -> list[MixRecord]:
@@ -188,8 +207,8 @@ def write_mixinstruct(path: str | Path, records: Iterable[MixRecord | Mapping[st
     """Write records (``MixRecord`` or plain dicts, validated) as JSONL."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
+    with atomic_open(path) as handle:  # complete or absent, never half-written
         for k, record in enumerate(records):
             if not isinstance(record, MixRecord):
                 record = parse_record(dict(record), f"record {k}")
-            handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+            handle.write(dumps_json(record.to_dict()) + "\n")

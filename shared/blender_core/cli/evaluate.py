@@ -13,7 +13,6 @@ computed metric scores added to each candidate), ``rank_distribution.png``, ``mo
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import typer
 
 from blender_core.cli import app
+from blender_core.cli._errors import cli_errors
 
 __all__ = ["evaluate_command", "load_judge"]
 
@@ -43,6 +43,7 @@ def load_judge(spec: str, *, device: Any = None, seed: int = 0) -> Any:
 
 
 @app.command("eval")
+@cli_errors
 def evaluate_command(
     data: Path = typer.Argument(  # noqa: B008 - typer's declaration style
         ..., help="MixInstruct JSONL file to evaluate.", exists=True
@@ -105,14 +106,15 @@ def evaluate_command(
     from blender_core.evaluation.plots import plot_all
     from blender_core.evaluation.runner import detect_judge_metric, evaluate
     from blender_core.evaluation.specs import build_methods, build_metrics
+    from blender_core.io import atomic_write_text, check_output_dir, dumps_json
 
     started = time.perf_counter()
+    check_output_dir(out)  # a bad --out fails now, not after all the work
     records = read_mixinstruct(data, limit=limit)
     if not records:
         raise typer.BadParameter(f"{data} has no records", param_hint="DATA")
     train_records = read_mixinstruct(train) if train is not None else None
     metric_name = judge_metric or detect_judge_metric(records)
-    out.mkdir(parents=True, exist_ok=True)
     try:
         methods = build_methods(
             rankers,
@@ -149,7 +151,7 @@ def evaluate_command(
     )
     table = results.table()
     markdown = table.to_markdown()
-    (out / "table.md").write_text(markdown, encoding="utf-8")
+    atomic_write_text(out / "table.md", markdown)
     table.to_csv(out / "table.csv")
     write_mixinstruct(out / "scored.jsonl", results.records)
     written = plot_all(results, out) if plots else []
@@ -174,7 +176,7 @@ def evaluate_command(
         "notes": results.notes,
         "seconds": round(elapsed, 1),
     }
-    (out / "results.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    atomic_write_text(out / "results.json", dumps_json(payload, indent=1, default=str))
     typer.echo(markdown)
     for note in results.notes:
         typer.echo(f"note: {note}", err=True)

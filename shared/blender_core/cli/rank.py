@@ -19,11 +19,13 @@ from typing import Annotated
 import typer
 
 from blender_core.cli import app
+from blender_core.cli._errors import cli_errors
 
 __all__ = ["rank_command"]
 
 
 @app.command("rank")
+@cli_errors
 def rank_command(
     data: Annotated[
         Path, typer.Argument(help="MixInstruct JSONL file (id, instruction, input, candidates).")
@@ -57,6 +59,7 @@ def rank_command(
     from blender_core.aggregation import STRATEGIES
     from blender_core.batching import DEFAULT_BATCH_TOKENS
     from blender_core.data import MixInstructError, read_mixinstruct
+    from blender_core.io import check_output_file
     from blender_core.pair_ranker import PairRanker
 
     if strategy not in STRATEGIES:
@@ -68,6 +71,8 @@ def rank_command(
     except (OSError, MixInstructError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if out is not None:
+        check_output_file(out)  # before the work, not after it
     empty = [r.id for r in records if not r.candidates]
     if empty:
         typer.echo(f"error: records without candidates: {', '.join(empty[:5])}", err=True)

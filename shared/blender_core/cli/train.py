@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from blender_core.cli import app
+from blender_core.cli._errors import cli_errors, error_line
 
 __all__ = ["parse_training_args", "train_fuser_command", "train_ranker_command"]
 
@@ -57,12 +58,12 @@ def _extra_training_args(items: list[str] | None, deepspeed: str | None) -> dict
 
 
 def _fail(exc: BaseException) -> typer.Exit:
-    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(error_line(exc), err=True)
     return typer.Exit(code=2)
 
 
 @app.command("train-ranker")
+@cli_errors
 def train_ranker_command(
     data: Annotated[Path, typer.Argument(help="MixInstruct JSONL with candidate scores.")],
     backbone: Annotated[
@@ -163,6 +164,7 @@ def train_ranker_command(
 
 
 @app.command("train-fuser")
+@cli_errors
 def train_fuser_command(
     data: Annotated[Path, typer.Argument(help="MixInstruct JSONL with reference outputs.")],
     base: Annotated[str, typer.Option(help="Seq2seq model to fine-tune (e.g. a Flan-T5).")],

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from blender_core.evaluation.cache import ScoreCache
+from blender_core.evaluation.cache import ScoreCache, model_key
 from blender_core.evaluation.metrics import ReferenceMetric
 
 __all__ = ["PAPER_BARTSCORE_MODEL", "BARTScoreMetric"]
@@ -72,9 +72,7 @@ class BARTScoreMetric(ReferenceMetric):
         self.is_encoder_decoder: bool | None = None
 
     def config(self) -> Mapping[str, Any]:
-        model = self.model_name_or_path
-        if Path(model).is_dir():
-            model = f"local:{Path(model).resolve().name}"
+        model = model_key(self.model_name_or_path)
         return {"metric": self.name, "model": model, "max_length": self.max_length}
 
     def load(self) -> BARTScoreMetric:

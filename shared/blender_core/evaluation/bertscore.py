@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from blender_core._optional import require
-from blender_core.evaluation.cache import ScoreCache
+from blender_core.evaluation.cache import ScoreCache, model_key
 from blender_core.evaluation.metrics import ReferenceMetric
 
 __all__ = ["PAPER_BERTSCORE_MODEL", "BERTScoreMetric"]
@@ -91,10 +91,8 @@ class BERTScoreMetric(ReferenceMetric):
         return int(layers)
 
     def config(self) -> Mapping[str, Any]:
-        # A local path's location is not part of the key; its directory name is.
-        model = self.model_type
-        if Path(model).is_dir():
-            model = f"local:{Path(model).resolve().name}"
+        # A local path's location is not part of the key; its name and content are.
+        model = model_key(self.model_type)
         return {
             "metric": self.name,
             "model": model,

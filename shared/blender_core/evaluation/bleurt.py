@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from blender_core.evaluation.cache import ScoreCache
+from blender_core.evaluation.cache import ScoreCache, model_key
 from blender_core.evaluation.metrics import ReferenceMetric
 
 __all__ = ["BLEURTMetric", "BLEURTUnavailableError"]
@@ -83,9 +83,7 @@ class BLEURTMetric(ReferenceMetric):
         self._torch_device: Any = None
 
     def config(self) -> Mapping[str, Any]:
-        model = self.checkpoint
-        if Path(model).is_dir():
-            model = f"local:{Path(model).resolve().name}"
+        model = model_key(self.checkpoint)
         return {"metric": self.name, "model": model, "max_length": self.max_length}
 
     def load(self) -> BLEURTMetric:

@@ -3,19 +3,27 @@
 A score is stored under the SHA-256 of (the metric's configuration, the candidate, the
 reference), so the same text pair scored by the same metric configuration is never computed twice,
 whichever record or method it comes from. The cache lives in memory and, optionally, in a JSONL
-file that later runs read back.
+file that later runs read back. A damaged line (for example one cut short by a kill) is skipped
+with a warning, and the next append starts on a fresh line; scores are strict JSON (``NaN`` is
+stored as ``null``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ScoreCache", "content_key"]
+from blender_core.io import dumps_json
+
+__all__ = ["ScoreCache", "content_key", "model_key"]
+
+logger = logging.getLogger(__name__)
 
 
 def content_key(config: Mapping[str, Any], candidate: str, reference: str) -> str:
@@ -28,6 +36,34 @@ def content_key(config: Mapping[str, Any], candidate: str, reference: str) -> st
         digest.update(len(encoded).to_bytes(8, "little"))
         digest.update(encoded)
     return digest.hexdigest()
+
+
+_SAMPLE = 1 << 20
+
+
+def model_key(model: str | Path) -> str:
+    """The cache identity of a model: a hub id as is, a local folder by name and content.
+
+    A local folder is named ``local:NAME:FINGERPRINT`` where the fingerprint hashes every file's
+    relative path and size, small files (up to 2 MiB) whole and the first and last MiB of larger
+    ones (weights): two different folders that share a name never share scores, while a moved
+    or copied folder keeps its cache.
+    """
+    path = Path(model)
+    if not path.is_dir():
+        return str(model)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path).as_posix()}\0{size}\0".encode())
+        with file.open("rb") as handle:
+            if size <= 2 * _SAMPLE:
+                digest.update(handle.read())
+            else:
+                digest.update(handle.read(_SAMPLE))
+                handle.seek(size - _SAMPLE)
+                digest.update(handle.read(_SAMPLE))
+    return f"local:{path.resolve().name}:{digest.hexdigest()[:16]}"
 
 
 class ScoreCache:
@@ -50,18 +86,36 @@ class ScoreCache:
         self.path = Path(path) if path is not None else None
         self._scores: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._needs_newline = False
+        self.skipped = 0
+        """Damaged lines skipped when the file was read."""
         if self.path is not None and self.path.is_file():
-            with self.path.open(encoding="utf-8") as handle:
-                for line_number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        entry = json.loads(line)
-                        self._scores[str(entry["key"])] = float(entry["score"])
-                    except (ValueError, KeyError, TypeError) as exc:
-                        raise ValueError(
-                            f"{self.path}:{line_number}: not a score cache line ({exc})"
-                        ) from exc
+            self._load(self.path)
+
+    def _load(self, path: Path) -> None:
+        last = b"\n"
+        with path.open("rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                last = raw
+                if not raw.strip():
+                    continue
+                try:
+                    entry = json.loads(raw.decode("utf-8"))
+                    score = entry["score"]
+                    if score is not None and (
+                        isinstance(score, bool) or not isinstance(score, int | float)
+                    ):
+                        raise TypeError(f"score is {type(score).__name__}")
+                    self._scores[str(entry["key"])] = math.nan if score is None else float(score)
+                except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                    self.skipped += 1
+                    logger.warning(
+                        "%s:%d: skipped a damaged score cache line (%s); it will be recomputed",
+                        path,
+                        line_number,
+                        exc,
+                    )
+        self._needs_newline = not last.endswith(b"\n")
 
     def __len__(self) -> int:
         return len(self._scores)
@@ -81,6 +135,10 @@ class ScoreCache:
             self._scores.update(new)
             if self.path is not None and new:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Appending keeps earlier lines; a line cut by a kill is skipped on the next read.
                 with self.path.open("a", encoding="utf-8") as handle:
+                    if self._needs_newline:
+                        handle.write("\n")
+                        self._needs_newline = False
                     for key, value in new:
-                        handle.write(json.dumps({"key": key, "score": value}) + "\n")
+                        handle.write(dumps_json({"key": key, "score": value}) + "\n")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blender_core._optional import require
+from blender_core.io import atomic_open
 
 if TYPE_CHECKING:
     from blender_core.evaluation.runner import EvalResults
@@ -171,5 +172,6 @@ def plot_all(results: EvalResults, out_dir: str | Path) -> list[Path]:
 def _save(figure: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    with atomic_open(path, "wb") as handle:  # a kill never leaves half a PNG
+        figure.savefig(handle, format=path.suffix.lstrip(".") or "png")
     return path

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blender_core.io import atomic_write_text
+
 if TYPE_CHECKING:
     from blender_core.evaluation.runner import EvalResults
 
@@ -140,7 +142,7 @@ class EvalTable:
             )
         text = buffer.getvalue()
         if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
+            atomic_write_text(path, text)
         return text
 
     def to_dict(self) -> dict[str, Any]:

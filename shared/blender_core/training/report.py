@@ -10,11 +10,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from blender_core.io import atomic_write_text, dumps_json
 
 __all__ = ["TrainResult", "format_report", "write_report"]
 
@@ -88,8 +89,6 @@ def write_report(output_dir: str | Path, report: dict[str, Any]) -> tuple[Path, 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "report.json", out / "report.md"
-    json_path.write_text(
-        json.dumps(_json_safe(report), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    md_path.write_text(format_report(report), encoding="utf-8")
+    atomic_write_text(json_path, dumps_json(_json_safe(report), indent=2) + "\n")
+    atomic_write_text(md_path, format_report(report))
     return json_path, md_path
