@@ -68,6 +68,7 @@ __all__ = [
     "detect_layout",
     "load_tokenizer",
     "resolve_checkpoint_dir",
+    "validate_config_dict",
 ]
 
 
@@ -269,6 +270,7 @@ class PairRankerConfig:
         *,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         layout: Layout = "pairrm",
+        source: str = "ranker config",
     ) -> PairRankerConfig:
         """Read a ranker config (``llm-blender/PairRM`` / ``pair-ranker`` style).
 
@@ -276,6 +278,7 @@ class PairRankerConfig:
         directory (absolute, or relative to ``checkpoint_dir``) with a ``config.json``, or, last,
         the hub's config only (``AutoConfig.from_pretrained``; never the backbone weights).
         """
+        validate_config_dict(data, source)
         model_name = data.get("model_name")
         if not isinstance(model_name, str) or not model_name:
             raise CheckpointError("the ranker config has no 'model_name' naming its backbone")
@@ -301,10 +304,11 @@ class PairRankerConfig:
         )
 
     @classmethod
-    def from_hf_dict(cls, data: dict[str, Any]) -> PairRankerConfig:
+    def from_hf_dict(cls, data: dict[str, Any], *, source: str = "config.json") -> PairRankerConfig:
         """Read an hf-layout ``config.json`` (``llm-blender/PairRM-hf`` style)."""
         from transformers import AutoConfig
 
+        validate_config_dict(data, source)
         backbone_dict = {k: v for k, v in data.items() if k not in _RANKER_HF_KEYS}
         model_type = backbone_dict.pop("model_type", None)
         if not model_type:
@@ -379,10 +383,94 @@ class PairRankerConfig:
         """Read the config of a local checkpoint directory in any of the three layouts."""
         path = Path(checkpoint_dir)
         layout = detect_layout(path)
-        if layout == "hf":
-            return cls.from_hf_dict(_read_json(path / "config.json"))
         name = "ranker_config.json" if (path / "ranker_config.json").is_file() else "config.json"
-        return cls.from_ranker_dict(_read_json(path / name), checkpoint_dir=path, layout=layout)
+        if layout == "hf":
+            name = "config.json"
+        source = str(path / name)
+        data = _read_json(path / name)
+        try:
+            if layout == "hf":
+                return cls.from_hf_dict(data, source=source)
+            return cls.from_ranker_dict(data, checkpoint_dir=path, layout=layout, source=source)
+        except CheckpointError:
+            raise
+        except (TypeError, ValueError) as exc:  # a value transformers' config refuses
+            raise CheckpointError(f"{source}: {exc}") from exc
+
+
+# Bounds checked before anything is allocated: (minimum, maximum) of each integer setting. They
+# are far above any real encoder and far below what would exhaust memory.
+_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "n_tasks": (1, 1024),
+    "source_maxlength": (3, 1 << 20),
+    "candidate_maxlength": (3, 1 << 20),
+    "source_max_length": (3, 1 << 20),
+    "candidate_max_length": (3, 1 << 20),
+    "source_prefix_id": (0, 1 << 24),
+    "cand1_prefix_id": (0, 1 << 24),
+    "cand2_prefix_id": (0, 1 << 24),
+    "cand_prefix_id": (0, 1 << 24),
+    "hidden_size": (1, 1 << 16),
+    "num_hidden_layers": (1, 512),
+    "num_attention_heads": (1, 1024),
+    "intermediate_size": (1, 1 << 18),
+    "vocab_size": (1, 1 << 24),
+    "max_position_embeddings": (0, 1 << 24),
+    "type_vocab_size": (0, 1024),
+    "position_buckets": (-1, 1 << 20),
+    "max_relative_positions": (-1, 1 << 24),
+}
+_MAX_EMBEDDING_PARAMS = 1 << 33  # vocab_size x hidden_size: 8 G parameters (32 GiB in fp32)
+
+
+def validate_config_dict(data: dict[str, Any], source: str) -> None:
+    """Check the types and sizes of a checkpoint's config before anything is allocated.
+
+    Args:
+        data: The decoded ``config.json`` / ``ranker_config.json``.
+        source: The file name used in errors.
+
+    Raises:
+        CheckpointError: naming ``source`` and the key, for a wrong type (a string, a float or a
+            bool where an integer belongs, a non-number dropout) or an absurd size
+            (``n_tasks=1e8``, ``hidden_size=10**9``...).
+    """
+    for key, (low, high) in _INT_BOUNDS.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CheckpointError(
+                f"{source}: {key} must be an integer, got {type(value).__name__} {value!r:.40}"
+            )
+        if not low <= value <= high:
+            raise CheckpointError(f"{source}: {key}={value} is outside [{low}, {high}]")
+    for key in ("drop_out", "hidden_dropout_prob", "attention_probs_dropout_prob"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CheckpointError(f"{source}: {key} must be a number, got {value!r:.40}")
+        if not 0.0 <= float(value) < 1.0:
+            raise CheckpointError(f"{source}: {key}={value} is outside [0, 1)")
+    for key in ("model_name", "model_type", "_name_or_path"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise CheckpointError(f"{source}: {key} must be a string, got {value!r:.40}")
+    vocab, hidden = data.get("vocab_size"), data.get("hidden_size")
+    if (
+        isinstance(vocab, int)
+        and isinstance(hidden, int)
+        and vocab * hidden > _MAX_EMBEDDING_PARAMS
+    ):
+        raise CheckpointError(
+            f"{source}: vocab_size x hidden_size = {vocab * hidden} parameters is too large"
+        )
+    heads = data.get("num_attention_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and hidden % heads:
+        raise CheckpointError(
+            f"{source}: hidden_size={hidden} is not a multiple of num_attention_heads={heads}"
+        )
 
 
 def _length(data: dict[str, Any], part: str, default: int) -> int:
@@ -432,6 +520,7 @@ def backbone_config(
     for local in candidates:
         if (local / "config.json").is_file():
             data = _read_json(local / "config.json")
+            validate_config_dict(data, str(local / "config.json"))
             model_type = data.pop("model_type", None)
             if not model_type:
                 raise CheckpointError(f"{local / 'config.json'} has no 'model_type'")

@@ -32,7 +32,7 @@ from blender_core.aggregation import (
     one_way_pairs,
 )
 from blender_core.batching import DEFAULT_BATCH_TOKENS, plan_batches
-from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
+from blender_core.ranking import BaseRanker, Ranking, check_pairwise_size, validate_rank_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -423,6 +423,7 @@ class PairRanker(BaseRanker):
         lists = [list(c) for c in candidate_lists]
         if strategy == "bubble":
             return self._rank_bubble(sources, lists, seed=seed, show_progress=show_progress)
+        check_pairwise_size(lists, strategy=strategy)  # N(N-1) pairs: bounded, issue 13
 
         src: list[str] = []
         a: list[str] = []

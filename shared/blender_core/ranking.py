@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["BaseRanker", "Ranker", "Ranking", "validate_rank_inputs"]
+__all__ = [
+    "MAX_PAIRWISE_CANDIDATES",
+    "BaseRanker",
+    "Ranker",
+    "Ranking",
+    "check_pairwise_size",
+    "validate_rank_inputs",
+]
+
+MAX_PAIRWISE_CANDIDATES = 512
+"""Most candidates per input for all-pairs strategies (N(N-1) comparisons: 261,632 at 512)."""
+_WARN_PAIRWISE_CANDIDATES = 64
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,40 @@ def validate_rank_inputs(
                 raise TypeError(
                     f"candidate {j} of input {i} must be a string, got {type(candidate).__name__}"
                 )
+
+
+def check_pairwise_size(
+    candidate_lists: Sequence[Sequence[str]],
+    *,
+    strategy: str,
+    limit: int = MAX_PAIRWISE_CANDIDATES,
+    ordered: bool = True,
+) -> None:
+    """Refuse, or warn about, candidate lists too long for an all-pairs (O(N^2)) strategy.
+
+    Args:
+        candidate_lists: The lists to rank.
+        strategy: Named in the messages.
+        limit: Most candidates per list; more raise ``ValueError``.
+        ordered: Whether both orders of a pair are compared (N(N-1) rather than N(N-1)/2).
+
+    A list longer than 64 candidates logs a warning with the number of comparisons.
+    """
+    longest = max((len(c) for c in candidate_lists), default=0)
+    pairs = longest * (longest - 1) // (1 if ordered else 2)
+    if longest > limit:
+        raise ValueError(
+            f"{longest} candidates need {pairs:,} pair comparisons with strategy {strategy!r}; "
+            f"the limit is {limit} candidates per input: split the list, pre-select candidates "
+            "or use an O(N) strategy (PairRanker's 'bubble')"
+        )
+    if longest > _WARN_PAIRWISE_CANDIDATES:
+        logging.getLogger(__name__).warning(
+            "%d candidates: strategy %r makes %d pair comparisons (quadratic in N)",
+            longest,
+            strategy,
+            pairs,
+        )
 
 
 @runtime_checkable

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from blender_core.fencing import Fence
 from blender_core.generators.base import Generator
 from blender_core.rankers.random import seeded_rng
-from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
+from blender_core.ranking import BaseRanker, Ranking, check_pairwise_size, validate_rank_inputs
 
 __all__ = [
     "DEFAULT_JUDGE_PROMPT",
@@ -308,6 +308,8 @@ class LLMJudgeRanker(BaseRanker):
         max_concurrency: Judge calls in flight at once (threads for :meth:`rank`, tasks for
             :meth:`arank`).
         on_invalid: ``"skip"`` or ``"raise"`` (see above).
+        max_candidates: Most candidates per input: N candidates cost N(N-1)/2 judge calls, so a
+            longer list raises ``ValueError`` before any call (a warning above 64).
         generate_kwargs: Extra keyword arguments for every judge call.
 
     Example:
@@ -330,7 +332,10 @@ class LLMJudgeRanker(BaseRanker):
         max_concurrency: int = 8,
         on_invalid: Literal["skip", "raise"] = "skip",
         generate_kwargs: Mapping[str, Any] | None = None,
+        max_candidates: int = 128,
     ) -> None:
+        if max_candidates < 2:
+            raise ValueError(f"max_candidates must be >= 2, got {max_candidates}")
         if not callable(getattr(judge, "generate", None)) or not callable(
             getattr(judge, "agenerate", None)
         ):
@@ -352,6 +357,13 @@ class LLMJudgeRanker(BaseRanker):
         self.max_concurrency = max_concurrency
         self.on_invalid = on_invalid
         self.generate_kwargs = dict(generate_kwargs or {})
+        self.max_candidates = max_candidates
+
+    def _check(self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]) -> None:
+        validate_rank_inputs(instructions, candidate_lists)
+        check_pairwise_size(
+            candidate_lists, strategy="llm_judge", limit=self.max_candidates, ordered=False
+        )
 
     def _pairs(self, instruction: str, candidates: Sequence[str]) -> list[tuple[int, int]]:
         """The judged pairs as (shown as A, shown as B), positions drawn from the seed."""
@@ -417,7 +429,7 @@ class LLMJudgeRanker(BaseRanker):
         self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
     ) -> list[Ranking]:
         """Judge every pair of every list, ``max_concurrency`` calls at a time (threads)."""
-        validate_rank_inputs(instructions, candidate_lists)
+        self._check(instructions, candidate_lists)
         jobs = [
             (instruction, candidates, self._pairs(instruction, candidates))
             for instruction, candidates in zip(instructions, candidate_lists, strict=True)
@@ -447,7 +459,7 @@ class LLMJudgeRanker(BaseRanker):
         self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
     ) -> list[Ranking]:
         """Async :meth:`rank_batch`, at most ``max_concurrency`` judge calls in flight."""
-        validate_rank_inputs(instructions, candidate_lists)
+        self._check(instructions, candidate_lists)
         semaphore = asyncio.Semaphore(self.max_concurrency)
 
         async def call(prompt: str) -> str:
