@@ -34,7 +34,7 @@ class FakeBase:
     def generate(self, prompt: Any, **kwargs: Any) -> str:
         self.calls.append((self.name, prompt))
         if self.name == "smollm2-fuser":
-            return "FUSED: " + str(prompt).count("[") * "x"
+            return "FUSED: " + str(prompt).count("<<<response ") * "x"
         return f"{self.name} says hello ({self.options.get('system_prompt', '')[:20]})"
 
     async def agenerate(self, prompt: Any, **kwargs: Any) -> str:
