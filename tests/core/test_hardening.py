@@ -202,3 +202,22 @@ def test_pairwise_strategies_limit_n(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING"):
         check_pairwise_size([["a"] * 100], strategy="max_logits")
     assert "9900 pair comparisons" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("command", "model"),
+    [(["train-ranker", "--metric", "judge"], "--backbone"), (["train-fuser"], "--base")],
+)
+def test_train_output_folder_checked_first(command: list[str], model: str, tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text("{broken\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = cli(*command, str(data), model, str(tmp_path / "nowhere"), "--out", str(blocker))
+    assert result.exit_code == 2, result.output
+    assert "exists and is not a folder" in result.output and "Traceback" not in result.output
+    result = cli(
+        *command, str(data), model, str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1

@@ -119,8 +119,10 @@ def train_ranker_command(
     progress: _Progress = True,
 ) -> None:
     """Train a PairRanker on MixInstruct data (Hugging Face Trainer)."""
+    from blender_core.io import check_output_dir
     from blender_core.training.ranker_trainer import RankerTrainingConfig, train_ranker
 
+    check_output_dir(out)  # a bad --out fails now, not after training
     extra = _extra_training_args(training_arg, deepspeed)
     try:
         config = RankerTrainingConfig(
@@ -205,8 +207,10 @@ def train_fuser_command(
     progress: _Progress = True,
 ) -> None:
     """Fine-tune a GenFuser: prompt over the top-K candidates, target = reference output."""
+    from blender_core.io import check_output_dir
     from blender_core.training.fuser_trainer import FuserTrainingConfig, train_fuser
 
+    check_output_dir(out)  # a bad --out fails now, not after training
     extra = _extra_training_args(training_arg, deepspeed)
     try:
         config = FuserTrainingConfig(
