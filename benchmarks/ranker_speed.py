@@ -11,12 +11,17 @@ Usage::
 
     python benchmarks/ranker_speed.py                # 1 record (90 ordered pairs)
     python benchmarks/ranker_speed.py --limit 10 --strategies max_logits bubble
+    python benchmarks/ranker_speed.py --policies RUN_DIR --data ../shared/data/alpaca-v1/dev.jsonl
+
+``--policies`` prints the cost/agreement table of the ranking policies (all pairs in fp32 and in
+the automatic precision, one-way pairs, bubble, top-K selection) for a trained checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -241,6 +246,69 @@ def main(argv: list[str] | None = None) -> None:
                 f"computed tokens x{r['computed'] / naive['computed']:.2f}, "
                 f"forward passes x{r['passes'] / naive['passes']:.2f}"
             )
+
+
+def policy_table(checkpoint: Path, data_files: list[Path], limit: int | None) -> None:
+    """Cost and agreement of each ranking policy against full max_logits in fp32.
+
+    Full max_logits runs once per precision with the pair-logit cache on; the cheaper policies
+    then run through the same public API and are answered from the cache (their logits are
+    entries of the full matrix, batch-independent), so their cost is counted as the pairs they
+    look up (hits + misses), not as time.
+    """
+    from blender_core.data import read_mixinstruct
+    from blender_core.pair_ranker import PairRanker
+
+    exact = PairRanker.from_pretrained(checkpoint, device="cpu", dtype="float32", cache=True)
+    auto = PairRanker.from_pretrained(checkpoint, device="cpu", cache=True)
+    print(f"checkpoint {checkpoint.name}: {exact!r}\nauto precision: {auto.precision.reason}")
+    print(
+        f"\n{'data':<11}{'policy':<28}{'passes/record':>14}{'x full':>7}"
+        f"{'top-1 agree':>12}{'top-3 agree':>12}"
+    )
+    policies: list[tuple[str, Any, dict[str, Any]]] = [
+        ("max_logits (all pairs) fp32", exact, {}),
+        (f"max_logits {auto.precision.name} (auto)", auto, {}),
+        ("one-way pairs", exact, {"pairs": "one-way", "seed": 0}),
+        ("bubble", exact, {"strategy": "bubble", "seed": 0}),
+        ("top_k=1 (knockout)", exact, {"top_k": 1, "seed": 0}),
+        ("top_k=3 (partial tournament)", exact, {"top_k": 3, "seed": 0}),
+    ]
+    for path in data_files:
+        records = read_mixinstruct(path, limit=limit)
+        records = [r for r in records if len(r.texts) >= 2]
+        sources, lists = [r.source for r in records], [r.texts for r in records]
+        reference: list[Any] = []
+        full_passes = sum(len(c) * (len(c) - 1) for c in lists) / len(lists)
+        for name, ranker, kwargs in policies:
+            ranker.reset_stats()
+            if "top_k" in kwargs:
+                rankings = ranker.select_top_k(sources, lists, kwargs["top_k"], seed=0)
+            else:
+                rankings = ranker.rank_batch(sources, lists, **kwargs)
+            passes = (ranker.stats.cache_hits + ranker.stats.cache_misses) / len(lists)
+            if not reference:
+                reference = rankings
+            top1 = sum(r.best == f.best for r, f in zip(rankings, reference, strict=True))
+            top3 = sum(
+                set(r.top_k(min(3, len(r)))) == set(f.top_k(min(3, len(f))))
+                for r, f in zip(rankings, reference, strict=True)
+            )
+            print(
+                f"{path.parent.name:<11}{name:<28}{passes:>14.1f}{passes / full_passes:>7.2f}"
+                f"{top1 / len(lists):>12.3f}{top3 / len(lists):>12.3f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__" and "--policies" in sys.argv:
+    _p = argparse.ArgumentParser()
+    _p.add_argument("--policies", type=Path, required=True, help="trained PairRanker checkpoint")
+    _p.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA])
+    _p.add_argument("--limit", type=int, default=None)
+    _a = _p.parse_args()
+    policy_table(_a.policies, _a.data, _a.limit)
+    sys.exit(0)
 
 
 if __name__ == "__main__":

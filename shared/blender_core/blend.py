@@ -533,7 +533,10 @@ class Blender:
 
         source = self.prompt_for(instruction, input)
         start = time.perf_counter()
-        if self.strategy is None:
+        if _top_k_aware(self.ranker, self.strategy):
+            # Only the best top_k are needed: a PairRanker selects them without a full order.
+            ranking = await self.ranker.arank(source, texts, top_k=self.top_k)  # type: ignore[call-arg]
+        elif self.strategy is None:
             ranking = await self.ranker.arank(source, texts)
         else:
             ranking = await asyncio.to_thread(
@@ -584,6 +587,12 @@ class Blender:
         if len(candidates) > distinct:
             parts.append("answered (identical answers merged): " + ", ".join(candidates))
         return "; ".join(parts)
+
+
+def _top_k_aware(ranker: Any, strategy: str | None) -> bool:
+    from blender_core.pair_ranker import PairRanker
+
+    return isinstance(ranker, PairRanker) and strategy in (None, "max_logits")
 
 
 def _check_text(field_name: str, value: Any) -> None:
