@@ -557,7 +557,7 @@ class PairRanker(BaseRanker):
         lists = [list(c) for c in candidate_lists]
         if strategy == "bubble":
             return self._rank_bubble(sources, lists, seed=seed, show_progress=show_progress)
-        check_pairwise_size(lists, strategy=strategy)  # N(N-1) pairs: bounded, issue 13
+        check_pairwise_size(lists, strategy=strategy, ordered=pairs == "all")  # bounded, issue 13
 
         src: list[str] = []
         a: list[str] = []
