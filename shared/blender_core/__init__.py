@@ -54,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "Blender": "blender_core.blend",
     "BlendResult": "blender_core.blend",
     "BlendError": "blender_core.blend",
+    "BlendStreamEvent": "blender_core.blend",
     "ModelFailure": "blender_core.blend",
     # loading from a spec (a hub id, a path, a name or an object)
     "load_ranker": "blender_core.loading",
@@ -71,6 +72,7 @@ __all__ = [
     "BaseRanker",
     "BlendError",
     "BlendResult",
+    "BlendStreamEvent",
     "Blender",
     "CallableGenerator",
     "CheckpointError",
@@ -120,7 +122,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from blender_core.blend import Blender, BlendError, BlendResult, ModelFailure
+    from blender_core.blend import (
+        Blender,
+        BlendError,
+        BlendResult,
+        BlendStreamEvent,
+        ModelFailure,
+    )
     from blender_core.data import MixCandidate, MixRecord, read_mixinstruct, write_mixinstruct
     from blender_core.encoding import PairEncoder
     from blender_core.fusion.base import BaseFuser, Fuser

@@ -14,6 +14,10 @@ Example:
         )
         result = blender.blend("What is the capital of France?")
         result.text, result.ranking.order, result.failures
+
+        for event in blender.stream("What is the capital of France?"):
+            if event.kind == "delta":
+                print(event.text, end="", flush=True)
 """
 
 from __future__ import annotations
@@ -21,44 +25,59 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import EllipsisType, MappingProxyType
 from typing import Any, Literal, TypeVar
 
 from blender_core.fusion.base import Fuser
 from blender_core.generators.base import Generator
+from blender_core.generators.deadline import DeadlineExceeded, aiterate_with_deadline
 from blender_core.loading import load_fuser, load_ranker
 from blender_core.ranking import Ranker, Ranking
 
-__all__ = ["BlendError", "BlendResult", "Blender", "ModelFailure"]
+__all__ = ["BlendError", "BlendResult", "BlendStreamEvent", "Blender", "ModelFailure"]
 
 T = TypeVar("T")
+
+Stage = Literal["generation", "ranking", "fusion"]
+
+
+class _StageTimeout(Exception):
+    """Internal: a stage ran past the Blender's own deadline."""
 
 
 @dataclass(frozen=True)
 class ModelFailure:
-    """A base model that gave no usable answer.
+    """A base model that gave no usable answer, or a ranking/fusion stage that ran out of time.
 
     Attributes:
-        model: The model's name.
+        model: The model's name (for the ranking and fusion stages: the ranker's or fuser's
+            name, e.g. ``"LLMFuser(gpt-4o)"``).
         kind: ``"timeout"`` (no answer within the Blender's timeout) or ``"error"`` (it raised,
             or returned something that is not a non-empty string).
         message: What happened, e.g. ``"RuntimeError: boom"``.
         exception: The exception raised, when there was one.
+        stage: ``"generation"`` (a base model), ``"ranking"`` or ``"fusion"``.
     """
 
     model: str
     kind: Literal["error", "timeout"]
     message: str
     exception: BaseException | None = field(default=None, compare=False, repr=False)
+    stage: Stage = "generation"
 
     def __str__(self) -> str:
-        return f"{self.model} ({self.kind}: {self.message})"
+        kind = self.kind if self.stage == "generation" else f"{self.stage} {self.kind}"
+        return f"{self.model} ({kind}: {self.message})"
 
     def to_dict(self) -> dict[str, str]:
-        return {"model": self.model, "kind": self.kind, "message": self.message}
+        """``model``, ``kind`` and ``message``, plus ``stage`` for a ranking/fusion failure."""
+        out = {"model": self.model, "kind": self.kind, "message": self.message}
+        if self.stage != "generation":
+            out["stage"] = self.stage
+        return out
 
 
 class BlendError(RuntimeError):
@@ -86,7 +105,9 @@ class BlendResult:
         latencies: Seconds per model, failed models included.
         rank_latency: Seconds spent ranking.
         fuse_latency: Seconds spent fusing.
-        failures: The models that gave no usable answer.
+        failures: The models that gave no usable answer, and a fusion that ran out of time
+            (``stage="fusion"``: :attr:`text` is then the best candidate, or the fused answer
+            as far as it was streamed).
     """
 
     text: str
@@ -130,6 +151,89 @@ class BlendResult:
             "fuse_latency": self.fuse_latency,
             "failures": [failure.to_dict() for failure in self.failures],
         }
+
+
+@dataclass(frozen=True)
+class BlendStreamEvent:
+    """One event of :meth:`Blender.stream` / :meth:`Blender.astream`.
+
+    Attributes:
+        kind: ``"delta"`` (a piece of the fused answer) or ``"result"`` (the last event).
+        text: The piece of the answer (``"delta"`` events).
+        result: The complete :class:`BlendResult` (the ``"result"`` event); its ``text`` is the
+            concatenation of every delta.
+    """
+
+    kind: Literal["delta", "result"]
+    text: str = ""
+    result: BlendResult | None = None
+
+
+@dataclass
+class _Ranked:
+    """Internal: the pipeline's state between ranking and fusion."""
+
+    instruction: str
+    input: str
+    candidates: dict[str, str]
+    texts: list[str]
+    models_by_text: list[list[str]]
+    ranking: Ranking
+    top: tuple[str, ...]
+    failures: list[ModelFailure]
+    latencies: dict[str, float]
+    rank_latency: float
+
+    def result(self, text: str, fuse_latency: float) -> BlendResult:
+        return BlendResult(
+            text=text,
+            instruction=self.instruction,
+            input=self.input,
+            candidates=self.candidates,
+            texts=tuple(self.texts),
+            models_by_text=tuple(tuple(models) for models in self.models_by_text),
+            ranking=self.ranking,
+            top_k=self.top,
+            latencies=self.latencies,
+            rank_latency=self.rank_latency,
+            fuse_latency=fuse_latency,
+            failures=tuple(self.failures),
+        )
+
+
+def _component_name(component: Any) -> str:
+    """A ranker's or fuser's name for failures: its class, and the LLM it wraps if any."""
+    name = type(component).__name__
+    inner = getattr(component, "generator", None) or getattr(component, "judge", None)
+    inner_name = getattr(inner, "name", None)
+    return f"{name}({inner_name})" if isinstance(inner_name, str) else name
+
+
+def _check_timeout(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
+    return float(value)
+
+
+async def _within(coro: Awaitable[T], timeout: float | None) -> T:
+    """Await ``coro``; raise :class:`_StageTimeout` when it outlasts ``timeout``.
+
+    ``asyncio.wait`` (not ``wait_for``) so that a ``TimeoutError`` raised by the work itself is
+    told apart from running out of our own time.
+    """
+    task = asyncio.ensure_future(coro)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)  # let it clean up, but never hang on it
+        raise _StageTimeout
+    return task.result()
 
 
 def _describe(exc: BaseException) -> str:
@@ -177,6 +281,12 @@ class Blender:
         top_k: How many of the best candidates the fuser gets.
         timeout: Seconds each base model may take (``None``: no limit). A sync model running in
             a worker thread cannot be stopped: its late answer is dropped.
+        rank_timeout: Seconds the ranking stage may take (defaults to ``timeout``). Past it,
+            :class:`BlendError` is raised with a ``stage="ranking"`` failure naming the ranker.
+        fuse_timeout: Seconds the fusion stage may take (defaults to ``timeout``; a streamed
+            answer included). Past it, the best-ranked candidate is the answer (or, when
+            streaming, the part already streamed) and a ``stage="fusion"`` timeout is recorded in
+            :attr:`BlendResult.failures`.
         min_candidates: Fewest distinct answers to go on with.
         strategy: Ranking strategy passed to ``ranker.rank(..., strategy=...)`` (PairRanker:
             ``"max_logits"``, ``"max_wins"``, ``"bubble"``); ``None`` uses the ranker's default.
@@ -208,6 +318,8 @@ class Blender:
         timeout: float | None = 60.0,
         min_candidates: int = 1,
         strategy: str | None = None,
+        rank_timeout: float | EllipsisType | None = ...,
+        fuse_timeout: float | EllipsisType | None = ...,
     ) -> None:
         self.generators: Mapping[str, Generator] = MappingProxyType(
             self._named_generators(generators)
@@ -223,10 +335,13 @@ class Blender:
                 f"min_candidates={min_candidates} can never be met with "
                 f"{len(self.generators)} generator(s)"
             )
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
-            raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+        self.timeout = _check_timeout("timeout", timeout)
+        self.rank_timeout = (
+            self.timeout if rank_timeout is ... else _check_timeout("rank_timeout", rank_timeout)
+        )
+        self.fuse_timeout = (
+            self.timeout if fuse_timeout is ... else _check_timeout("fuse_timeout", fuse_timeout)
+        )
         self.ranker: Ranker = load_ranker(ranker)
         self.fuser: Fuser = load_fuser(fuser)
         if strategy is not None and not _accepts_keyword(self.ranker.rank, "strategy"):
@@ -235,7 +350,6 @@ class Blender:
                 "no strategy"
             )
         self.top_k = top_k
-        self.timeout = float(timeout) if timeout is not None else None
         self.min_candidates = min_candidates
         self.strategy = strategy
 
@@ -278,13 +392,14 @@ class Blender:
         return (
             f"Blender(generators={list(self.generators)!r}, ranker={type(self.ranker).__name__}, "
             f"fuser={type(self.fuser).__name__}, top_k={self.top_k}, timeout={self.timeout}, "
+            f"rank_timeout={self.rank_timeout}, fuse_timeout={self.fuse_timeout}, "
             f"min_candidates={self.min_candidates})"
         )
 
     # -- sync entry points --------------------------------------------------------------------
 
-    def _run(self, make: Callable[[], Awaitable[T]], method: str) -> T:
-        """Run a coroutine in a private event loop (the sync API)."""
+    def _private_loop(self, method: str) -> tuple[asyncio.AbstractEventLoop, ThreadPoolExecutor]:
+        """A fresh event loop for the sync API (refused inside a running loop)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -292,7 +407,8 @@ class Blender:
         else:
             raise RuntimeError(
                 f"Blender.{method}() was called from a running event loop; "
-                f"use `await blender.a{method}(...)` there"
+                f"use `{'async for ... in' if method == 'stream' else 'await'} "
+                f"blender.a{method}(...)` there"
             )
         loop = asyncio.new_event_loop()
         # Enough threads for every sync model at once, plus ranking and fusion.
@@ -300,15 +416,30 @@ class Blender:
             max_workers=len(self.generators) + 4, thread_name_prefix="blender"
         )
         loop.set_default_executor(executor)
+        return loop, executor
+
+    @staticmethod
+    def _close_loop(loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
+        try:
+            # As asyncio.run does: cancel what is left (the other blends of a failed batch).
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+            # Do not wait for a timed-out sync model still running in its thread.
+            executor.shutdown(wait=False)
+
+    def _run(self, make: Callable[[], Awaitable[T]], method: str) -> T:
+        """Run a coroutine in a private event loop (the sync API)."""
+        loop, executor = self._private_loop(method)
         try:
             return loop.run_until_complete(make())
         finally:
-            try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
-                # Do not wait for a timed-out sync model still running in its thread.
-                executor.shutdown(wait=False)
+            self._close_loop(loop, executor)
 
     def blend(self, instruction: str, *, input: str = "") -> BlendResult:
         """Blend the answers of every generator to ``instruction`` (see the class docs).
@@ -320,6 +451,50 @@ class Blender:
             BlendError: fewer than ``min_candidates`` distinct answers.
         """
         return self._run(lambda: self.ablend(instruction, input=input), "blend")
+
+    def stream(self, instruction: str, *, input: str = "") -> Iterator[BlendStreamEvent]:
+        """:meth:`blend`, with the fused answer streamed as it is written.
+
+        Runs the base models and the ranking as :meth:`blend` does, then yields the fused answer
+        as ``"delta"`` events (several when the fuser streams, as :class:`~blender_core.LLMFuser`
+        does; one otherwise) and ends with one ``"result"`` event whose ``result.text`` is the
+        concatenation of the deltas. The stage deadlines apply. Closing the iterator early stops
+        the pipeline.
+
+        Raises:
+            BlendError: fewer than ``min_candidates`` distinct answers, or a ranking timeout
+                (raised by the iteration, before any delta).
+
+        Example:
+            .. code-block:: python
+
+                for event in blender.stream("Explain MBR decoding in two sentences."):
+                    if event.kind == "delta":
+                        print(event.text, end="", flush=True)
+                    else:
+                        print("\n", event.result.failures)
+        """
+        loop, executor = self._private_loop("stream")
+        return self._iterate(loop, executor, self.astream(instruction, input=input))
+
+    def _iterate(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        executor: ThreadPoolExecutor,
+        events: AsyncIterator[BlendStreamEvent],
+    ) -> Iterator[BlendStreamEvent]:
+        try:
+            while True:
+                try:
+                    event = loop.run_until_complete(anext(events))
+                except StopAsyncIteration:
+                    return
+                yield event
+        finally:
+            try:
+                loop.run_until_complete(events.aclose())  # type: ignore[attr-defined]
+            finally:
+                self._close_loop(loop, executor)
 
     def blend_batch(
         self,
@@ -402,6 +577,35 @@ class Blender:
 
     async def ablend(self, instruction: str, *, input: str = "") -> BlendResult:
         """Async :meth:`blend`: base models run concurrently on this event loop."""
+        answers, failures, latencies = await self._generate_all(instruction, input)
+        return await self._rank_and_fuse(instruction, input, answers, failures, latencies)
+
+    async def astream(
+        self, instruction: str, *, input: str = ""
+    ) -> AsyncIterator[BlendStreamEvent]:
+        """Async :meth:`stream`: ``"delta"`` events of the fused answer, then one ``"result"``.
+
+        Example:
+            .. code-block:: python
+
+                async for event in blender.astream("Explain MBR decoding in two sentences."):
+                    if event.kind == "delta":
+                        print(event.text, end="", flush=True)
+        """
+        answers, failures, latencies = await self._generate_all(instruction, input)
+        ranked = await self._rank(instruction, input, answers, failures, latencies)
+        start = time.perf_counter()
+        parts: list[str] = []
+        async for delta in self._fuse_stream(ranked):
+            parts.append(delta)
+            yield BlendStreamEvent("delta", text=delta)
+        result = ranked.result("".join(parts), time.perf_counter() - start)
+        yield BlendStreamEvent("result", result=result)
+
+    async def _generate_all(
+        self, instruction: str, input: str
+    ) -> tuple[dict[str, Any], list[ModelFailure], dict[str, float]]:
+        """Every generator's answer at once: answers, failures and latencies by model."""
         _check_text("instruction", instruction)
         _check_text("input", input)
         if not self.generators:
@@ -422,7 +626,7 @@ class Blender:
                 failures.append(outcome)
             else:
                 answers[name] = outcome
-        return await self._rank_and_fuse(instruction, input, answers, failures, latencies)
+        return answers, failures, latencies
 
     async def ablend_batch(
         self,
@@ -504,6 +708,65 @@ class Blender:
         failures: list[ModelFailure],
         latencies: dict[str, float],
     ) -> BlendResult:
+        ranked = await self._rank(instruction, input, answers, failures, latencies)
+        start = time.perf_counter()
+        try:
+            text = await _within(
+                self.fuser.afuse(instruction, list(ranked.top), input=input), self.fuse_timeout
+            )
+        except (_StageTimeout, TimeoutError) as exc:
+            text = ranked.top[0]
+            ranked.failures.append(self._fusion_timeout(exc, streamed=0))
+        else:
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"{type(self.fuser).__name__} returned {type(text).__name__}, not str"
+                )
+        return ranked.result(text, time.perf_counter() - start)
+
+    async def _fuse_stream(self, ranked: _Ranked) -> AsyncIterator[str]:
+        """The fused answer as deltas, within ``fuse_timeout`` (see :meth:`stream`)."""
+        astream = getattr(self.fuser, "astream", None)
+        if callable(astream):
+            deltas = astream(ranked.instruction, list(ranked.top), input=ranked.input)
+        else:
+            deltas = _one_fused(self.fuser, ranked)
+        streamed = 0
+        try:
+            async for delta in aiterate_with_deadline(deltas, self.fuse_timeout):
+                if not isinstance(delta, str):
+                    raise TypeError(
+                        f"{type(self.fuser).__name__} streamed {type(delta).__name__}, not str"
+                    )
+                if delta:
+                    streamed += len(delta)
+                    yield delta
+        except TimeoutError as exc:
+            ranked.failures.append(self._fusion_timeout(exc, streamed=streamed))
+            if not streamed:
+                yield ranked.top[0]
+
+    def _fusion_timeout(self, exc: BaseException, *, streamed: int) -> ModelFailure:
+        if isinstance(exc, _StageTimeout | DeadlineExceeded):
+            message = f"no fused answer within {self.fuse_timeout:g} s"
+        else:
+            message = _describe(exc)
+        if streamed:
+            message += f"; the answer stops after the {streamed} characters streamed"
+        else:
+            message += "; the best-ranked candidate is the answer"
+        error = exc if not isinstance(exc, _StageTimeout) else TimeoutError(message)
+        return ModelFailure(_component_name(self.fuser), "timeout", message, error, "fusion")
+
+    async def _rank(
+        self,
+        instruction: str,
+        input: str,
+        answers: Mapping[str, Any],
+        failures: list[ModelFailure],
+        latencies: dict[str, float],
+    ) -> _Ranked:
+        """Merge identical answers, check ``min_candidates`` and rank, within ``rank_timeout``."""
         candidates: dict[str, str] = {}
         texts: list[str] = []
         models_by_text: list[list[str]] = []
@@ -533,18 +796,34 @@ class Blender:
 
         source = self.prompt_for(instruction, input)
         start = time.perf_counter()
+        ranking_call: Awaitable[Ranking]
         if _top_k_aware(self.ranker, self.strategy):
             # Only the best top_k are needed: a PairRanker selects them without a full order.
-            ranking = await self.ranker.arank(source, texts, top_k=self.top_k)  # type: ignore[call-arg]
+            ranking_call = self.ranker.arank(source, texts, top_k=self.top_k)  # type: ignore[call-arg]
         elif self.strategy is None:
-            ranking = await self.ranker.arank(source, texts)
+            ranking_call = self.ranker.arank(source, texts)
         else:
-            ranking = await asyncio.to_thread(
+            ranking_call = asyncio.to_thread(
                 self.ranker.rank,
                 source,
                 texts,
                 strategy=self.strategy,  # type: ignore[call-arg]
             )
+        try:
+            ranking = await _within(ranking_call, self.rank_timeout)
+        except (_StageTimeout, TimeoutError) as exc:
+            if isinstance(exc, _StageTimeout):
+                message = f"no ranking within {self.rank_timeout:g} s"
+                exc = TimeoutError(message)
+            else:
+                message = _describe(exc)
+            failure = ModelFailure(_component_name(self.ranker), "timeout", message, exc, "ranking")
+            failures.append(failure)
+            raise BlendError(
+                f"the ranking stage failed: {failure}"
+                + (f"; {len(failures) - 1} model(s) failed before" if len(failures) > 1 else ""),
+                failures,
+            ) from None
         rank_latency = time.perf_counter() - start
         if len(ranking) != len(texts):
             raise RuntimeError(
@@ -553,25 +832,17 @@ class Blender:
             )
 
         top = tuple(texts[i] for i in ranking.top_k(min(self.top_k, len(texts))))
-        start = time.perf_counter()
-        text = await self.fuser.afuse(instruction, list(top), input=input)
-        fuse_latency = time.perf_counter() - start
-        if not isinstance(text, str):
-            raise TypeError(f"{type(self.fuser).__name__} returned {type(text).__name__}, not str")
-
-        return BlendResult(
-            text=text,
+        return _Ranked(
             instruction=instruction,
             input=input,
             candidates=candidates,
-            texts=tuple(texts),
-            models_by_text=tuple(tuple(models) for models in models_by_text),
+            texts=texts,
+            models_by_text=models_by_text,
             ranking=ranking,
-            top_k=top,
+            top=top,
+            failures=failures,
             latencies=latencies,
             rank_latency=rank_latency,
-            fuse_latency=fuse_latency,
-            failures=tuple(failures),
         )
 
     def _shortfall_message(
@@ -593,6 +864,10 @@ def _top_k_aware(ranker: Any, strategy: str | None) -> bool:
     from blender_core.pair_ranker import PairRanker
 
     return isinstance(ranker, PairRanker) and strategy in (None, "max_logits")
+
+
+async def _one_fused(fuser: Fuser, ranked: _Ranked) -> AsyncIterator[str]:
+    yield await fuser.afuse(ranked.instruction, list(ranked.top), input=ranked.input)
 
 
 def _check_text(field_name: str, value: Any) -> None:

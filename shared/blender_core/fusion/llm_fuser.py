@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import string
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from blender_core.fencing import Fence
 from blender_core.fusion.base import BaseFuser, validate_fuse_inputs
-from blender_core.generators.base import Generator
+from blender_core.generators.base import Generator, _StripDeltas
+from blender_core.generators.deadline import (
+    DeadlineExceeded,
+    aiterate_with_deadline,
+    call_with_timeout,
+    iterate_with_deadline,
+)
+from blender_core.generators.errors import GeneratorTimeoutError
 
 __all__ = ["DEFAULT_FUSION_TEMPLATE", "LLMFuser"]
 
@@ -73,10 +81,16 @@ class LLMFuser(BaseFuser):
             marker lines with a nonce drawn per call (see :mod:`blender_core.fencing`), so a
             candidate cannot add fake numbered entries or its own "Your response:" line.
         max_candidates: Use at most this many candidates (the best ones); ``None`` uses all.
+        timeout: Seconds the generator may take for one fused answer (a whole stream included);
+            past it :class:`~blender_core.generators.errors.GeneratorTimeoutError` is raised.
+            ``None`` (default) leaves the bound to the generator (and to ``Blender``'s
+            ``fuse_timeout``).
         **generate_kwargs: Passed to ``generator.generate`` on every call (call-time keyword
             arguments override them).
 
     If the generator returns only whitespace, the best candidate is returned (with a warning).
+    :meth:`stream` / :meth:`astream` stream the generator's answer as text deltas (surrounding
+    whitespace trimmed as :meth:`fuse` does, so their concatenation equals the fused answer).
 
     Example:
         .. code-block:: python
@@ -94,6 +108,7 @@ class LLMFuser(BaseFuser):
         *,
         prompt_template: str | None = None,
         max_candidates: int | None = None,
+        timeout: float | None = None,
         **generate_kwargs: Any,
     ) -> None:
         if not (callable(getattr(generator, "generate", None)) and hasattr(generator, "agenerate")):
@@ -107,7 +122,12 @@ class LLMFuser(BaseFuser):
             raise ValueError(
                 f"max_candidates must be a positive int or None, got {max_candidates!r}"
             )
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
         self.generator = generator
+        self.timeout = timeout
         self.prompt_template = _validate_template(
             DEFAULT_FUSION_TEMPLATE if prompt_template is None else prompt_template
         )
@@ -158,19 +178,107 @@ class LLMFuser(BaseFuser):
             return candidates[0]
         return text
 
+    def _timeout_error(self) -> GeneratorTimeoutError:
+        return GeneratorTimeoutError(
+            f"fusion generator {self.generator.name!r} gave no fused answer within "
+            f"{self.timeout:g} s"
+        )
+
     def fuse(
         self, instruction: str, candidates: Sequence[str], *, input: str = "", **kwargs: Any
     ) -> str:
         prompt = self.build_prompt(instruction, candidates, input)
-        text = self.generator.generate(prompt, **{**self.generate_kwargs, **kwargs})
+        options = {**self.generate_kwargs, **kwargs}
+        try:
+            text = call_with_timeout(self.generator.generate, self.timeout, prompt, **options)
+        except DeadlineExceeded:
+            raise self._timeout_error() from None
         return self._finish(text, candidates)
 
     async def afuse(
         self, instruction: str, candidates: Sequence[str], *, input: str = "", **kwargs: Any
     ) -> str:
         prompt = self.build_prompt(instruction, candidates, input)
-        text = await self.generator.agenerate(prompt, **{**self.generate_kwargs, **kwargs})
+        options = {**self.generate_kwargs, **kwargs}
+        try:
+            async with asyncio.timeout(self.timeout) as scope:
+                text = await self.generator.agenerate(prompt, **options)
+        except TimeoutError:
+            if scope.expired():
+                raise self._timeout_error() from None
+            raise
         return self._finish(text, candidates)
+
+    def stream(
+        self, instruction: str, candidates: Sequence[str], input: str = "", **kwargs: Any
+    ) -> Iterator[str]:
+        """The fused answer as text deltas, streamed from the generator's ``stream``.
+
+        A generator without ``stream`` gives its whole answer as one delta. The deltas'
+        concatenation equals what :meth:`fuse` returns for the same generator output.
+
+        Example:
+            .. code-block:: python
+
+                for delta in fuser.stream("Capital of France?", ["Paris.", "Lyon."]):
+                    print(delta, end="", flush=True)
+        """
+        prompt = self.build_prompt(instruction, candidates, input)
+        options = {**self.generate_kwargs, **kwargs}
+        stream = getattr(self.generator, "stream", None)
+        source = (
+            stream(prompt, **options)
+            if callable(stream)
+            else _one_sync(self.generator, prompt, options)
+        )
+        trim = _StripDeltas(f"generator {self.generator.name!r}")
+        try:
+            for delta in iterate_with_deadline(source, self.timeout):
+                text = trim.feed(delta)
+                if text:
+                    yield text
+        except DeadlineExceeded:
+            raise self._timeout_error() from None
+        if not trim.started:
+            yield self._finish("", candidates)
+
+    async def astream(
+        self, instruction: str, candidates: Sequence[str], input: str = "", **kwargs: Any
+    ) -> AsyncIterator[str]:
+        """Async :meth:`stream` (the generator's ``astream``, else one ``agenerate`` delta).
+
+        Example:
+            .. code-block:: python
+
+                async for delta in fuser.astream("Capital of France?", ["Paris.", "Lyon."]):
+                    print(delta, end="", flush=True)
+        """
+        prompt = self.build_prompt(instruction, candidates, input)
+        options = {**self.generate_kwargs, **kwargs}
+        astream = getattr(self.generator, "astream", None)
+        source = (
+            astream(prompt, **options)
+            if callable(astream)
+            else _one(self.generator, prompt, options)
+        )
+        trim = _StripDeltas(f"generator {self.generator.name!r}")
+        try:
+            async for delta in aiterate_with_deadline(source, self.timeout):
+                text = trim.feed(delta)
+                if text:
+                    yield text
+        except DeadlineExceeded:
+            raise self._timeout_error() from None
+        if not trim.started:
+            yield self._finish("", candidates)
 
     def __repr__(self) -> str:
         return f"LLMFuser(generator={self.generator.name!r}, max_candidates={self.max_candidates})"
+
+
+def _one_sync(generator: Generator, prompt: str, options: dict[str, Any]) -> Iterator[str]:
+    yield generator.generate(prompt, **options)
+
+
+async def _one(generator: Generator, prompt: str, options: dict[str, Any]) -> AsyncIterator[str]:
+    yield await generator.agenerate(prompt, **options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import importlib.util
@@ -11,10 +12,11 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from blender_core.generators.base import BaseGenerator
+from blender_core.generators.base import BaseGenerator, _StripDeltas
 from blender_core.types import Prompt, chat_messages
 
 __all__ = ["HuggingFaceGenerator", "default_gguf_cache_dir", "smollm2_path"]
@@ -349,14 +351,10 @@ class HuggingFaceGenerator(BaseGenerator):
         options.update(overrides)
         return options, seed
 
-    def generate(self, prompt: Prompt, **kwargs: Any) -> str:
-        """Answer ``prompt`` (a string or a chat); returns only the newly generated text.
-
-        Keyword arguments override ``max_new_tokens``, ``temperature``, ``top_p``, ``do_sample``
-        and ``seed`` for this call; others go to ``model.generate``.
-        """
-        import torch
-
+    def _prepare(
+        self, prompt: Prompt, kwargs: dict[str, Any]
+    ) -> tuple[Any, Any, dict[str, Any], dict[str, Any], int | None]:
+        """Model, tokenizer, encoded prompt, ``model.generate`` options and seed of one call."""
         model, tokenizer = self._shared.get()
         text = self.render_prompt(prompt)
         options, seed = self._generate_kwargs(dict(kwargs))
@@ -369,14 +367,108 @@ class HuggingFaceGenerator(BaseGenerator):
         }
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
             options.setdefault("pad_token_id", tokenizer.eos_token_id)
+        return model, tokenizer, encoded, options, seed
+
+    def _run_generate(
+        self, model: Any, encoded: dict[str, Any], options: dict[str, Any], seed: int | None
+    ) -> Any:
+        """``model.generate`` under the model's lock, seeded without touching the global RNG."""
+        import torch
+
+        device = encoded["input_ids"].device
         with self._shared.generate_lock, torch.inference_mode():
             devices = [device] if device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices, enabled=seed is not None):
                 if seed is not None:
                     torch.manual_seed(seed)
-                output = model.generate(**encoded, **options)
+                return model.generate(**encoded, **options)
+
+    def generate(self, prompt: Prompt, **kwargs: Any) -> str:
+        """Answer ``prompt`` (a string or a chat); returns only the newly generated text.
+
+        Keyword arguments override ``max_new_tokens``, ``temperature``, ``top_p``, ``do_sample``
+        and ``seed`` for this call; others go to ``model.generate``.
+        """
+        model, tokenizer, encoded, options, seed = self._prepare(prompt, dict(kwargs))
+        seq2seq = self._shared.is_seq2seq
+        output = self._run_generate(model, encoded, options, seed)
         new_tokens = output[0] if seq2seq else output[0, encoded["input_ids"].shape[1] :]
         return str(tokenizer.decode(new_tokens, skip_special_tokens=True)).strip()
+
+    def _start_stream(
+        self, prompt: Prompt, kwargs: dict[str, Any]
+    ) -> tuple[Iterator[str], Callable[[], None]]:
+        """Start generating in a thread: the streamed deltas, and a function that stops it."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        model, tokenizer, encoded, options, seed = self._prepare(prompt, kwargs)
+        stop = threading.Event()
+
+        class _Stopped(StoppingCriteria):  # ends generation once the consumer has gone
+            def __call__(self, input_ids: Any, scores: Any, **_: Any) -> Any:
+                return torch.full(
+                    (input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device
+                )
+
+        # skip_prompt: the first chunk is the prompt (causal) or the decoder start (seq2seq).
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        criteria = StoppingCriteriaList(list(options.pop("stopping_criteria", None) or []))
+        criteria.append(_Stopped())
+        options.update(streamer=streamer, stopping_criteria=criteria)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._run_generate(model, encoded, options, seed)
+            except BaseException as exc:
+                failure.append(exc)
+                streamer.end()  # wake the consumer; it re-raises the error
+
+        threading.Thread(target=run, name=f"stream-{self.name}", daemon=True).start()
+
+        def deltas() -> Iterator[str]:
+            strip = _StripDeltas(f"generator {self.name!r}")
+            for piece in streamer:
+                text = strip.feed(piece)
+                if text:
+                    yield text
+            if failure:
+                raise failure[0]
+
+        return deltas(), stop.set
+
+    def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[str]:
+        """Answer ``prompt`` token by token (transformers' ``TextIteratorStreamer``).
+
+        The deltas concatenate to what :meth:`generate` returns for the same call and seed.
+        Generation runs in a thread under the model's lock; closing the iterator stops it at the
+        next token.
+
+        Example:
+            .. code-block:: python
+
+                for delta in smol.stream("Name three primes.", max_new_tokens=32):
+                    print(delta, end="", flush=True)
+        """
+        deltas, stop = self._start_stream(prompt, dict(kwargs))
+        try:
+            yield from deltas
+        finally:
+            stop()
+
+    async def astream(self, prompt: Prompt, **kwargs: Any) -> AsyncIterator[str]:
+        """Async :meth:`stream`: the streamer is read in a worker thread, off the event loop."""
+        deltas, stop = self._start_stream(prompt, dict(kwargs))
+        done: Any = object()
+        try:
+            while True:
+                delta = await asyncio.to_thread(next, deltas, done)
+                if delta is done:
+                    return
+                yield delta
+        finally:
+            stop()
 
     def __repr__(self) -> str:
         gguf = f", gguf_file={self._shared.gguf_file!r}" if self._shared.gguf_file else ""
