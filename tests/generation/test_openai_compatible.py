@@ -69,6 +69,20 @@ class FakeServer:
                 if scenario == "slow":
                     time.sleep(1.5)
                     return self._send(200, ok)
+                if scenario == "trickle":  # 200, then one byte every 0.5 s for ~30 s
+                    data = ok.encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    try:
+                        for i in range(60):
+                            self.wfile.write(data[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(0.5)
+                    except OSError:
+                        pass  # the client gave up, as it should
+                    return None
                 if scenario == "badjson":
                     return self._send(200, "this is not json")
                 if scenario == "nochoices":
@@ -175,6 +189,23 @@ async def test_timeout(server: FakeServer) -> None:
     assert time.perf_counter() - start < 1.4
     with pytest.raises(TimeoutError):
         await gen.agenerate("x")
+
+
+async def test_timeout_bounds_the_whole_request_against_a_trickling_server(
+    server: FakeServer,
+) -> None:
+    gen = OpenAICompatibleGenerator("tiny", base_url=server.url("trickle"), timeout=2)
+    start = time.perf_counter()
+    with pytest.raises(GeneratorTimeoutError, match=r"timeout of 2 s"):
+        await asyncio.to_thread(gen.generate, "x")
+    sync_elapsed = time.perf_counter() - start
+    start = time.perf_counter()
+    with pytest.raises(GeneratorTimeoutError, match=r"timeout of 2 s"):
+        await gen.agenerate("x")
+    async_elapsed = time.perf_counter() - start
+    # Per-read timeouts never fire here (a byte every 0.5 s); only a total deadline does.
+    assert sync_elapsed < 4.0 and async_elapsed < 4.0, (sync_elapsed, async_elapsed)
+    print(f"trickle: sync {sync_elapsed:.2f} s, async {async_elapsed:.2f} s (timeout=2)")
 
 
 @pytest.mark.parametrize(

@@ -217,3 +217,27 @@ def test_stage_timeouts_default_to_timeout_and_are_checked() -> None:
             Blender(members(), ranker=LengthRanker(), rank_timeout=bad)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="fuse_timeout"):
             Blender(members(), ranker=LengthRanker(), fuse_timeout=bad)  # type: ignore[arg-type]
+
+
+async def test_llm_judge_calls_are_bounded() -> None:
+    from blender_core import CallableGenerator, LLMJudgeRanker
+    from blender_core.generators.errors import GeneratorTimeoutError
+
+    def slow(prompt: Any, **kwargs: Any) -> str:
+        time.sleep(5)
+        return "A is better"
+
+    judge = LLMJudgeRanker(CallableGenerator(slow, name="slow-judge"), timeout=0.3)
+    start = time.perf_counter()
+    with pytest.raises(GeneratorTimeoutError, match=r"'slow-judge'.*within 0\.3 s"):
+        await asyncio.to_thread(judge.rank, "q", ["a", "b"])
+    with pytest.raises(GeneratorTimeoutError, match=r"within 0\.3 s"):
+        await judge.arank("q", ["a", "b"])
+    assert time.perf_counter() - start < 3.0
+    # Through a Blender: a ranking-stage failure naming the judge.
+    blender = Blender(members(), ranker=judge)
+    with pytest.raises(BlendError, match="ranking timeout") as info:
+        await blender.ablend("q")
+    assert info.value.failures[-1].model == "LLMJudgeRanker(slow-judge)"
+    with pytest.raises(ValueError, match="timeout"):
+        LLMJudgeRanker(CallableGenerator(slow), timeout=0)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from blender_core.generators.base import BaseGenerator
+from blender_core.generators.callable import _run_coroutine
 from blender_core.generators.errors import GeneratorError, GeneratorTimeoutError
 from blender_core.types import Prompt, chat_messages
 
@@ -46,7 +46,9 @@ class OpenAICompatibleGenerator(BaseGenerator):
         system_prompt: Sent as a system message before the prompt (unless the chat has one).
         temperature: Sampling temperature (server default when ``None``).
         max_tokens: Maximum answer length (server default when ``None``).
-        timeout: Seconds per request (``None``: no timeout).
+        timeout: Total seconds for one call, from connecting to the last byte of the answer,
+            retries and their waits included (``None``: no limit). A server that sends its answer
+            one byte at a time still fails at this deadline.
         max_retries: Retries on 5xx responses and connection errors (not on timeouts or 4xx).
         extra_body: Extra JSON fields merged into every request body (e.g. ``{"seed": 0}``).
 
@@ -181,27 +183,25 @@ class OpenAICompatibleGenerator(BaseGenerator):
         )
 
     def generate(self, prompt: Prompt, **kwargs: Any) -> str:
+        # httpx's sync timeouts bound each read, not the request: the async path under one
+        # asyncio deadline (in a private event loop) is what bounds the whole call.
         body = self.build_body(prompt, **kwargs)
-        delay = _RETRY_BACKOFF
-        with httpx.Client(timeout=self.timeout) as client:
-            for attempt in range(self.max_retries + 1):
-                try:
-                    try:
-                        response = client.post(self.url, json=body, headers=self._headers())
-                    except httpx.TimeoutException as exc:
-                        raise self._timeout_error(exc) from exc
-                    except httpx.TransportError as exc:
-                        raise self._connect_error(exc) from exc
-                    return self._parse(response)
-                except _RetryableError as retry:
-                    if attempt == self.max_retries:
-                        raise retry.error from retry.__cause__
-                    time.sleep(delay)
-                    delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+        return str(_run_coroutine(self._bounded(body)))
 
     async def agenerate(self, prompt: Prompt, **kwargs: Any) -> str:
-        body = self.build_body(prompt, **kwargs)
+        return await self._bounded(self.build_body(prompt, **kwargs))
+
+    async def _bounded(self, body: dict[str, Any]) -> str:
+        """:meth:`_post` under the total deadline ``timeout``."""
+        try:
+            async with asyncio.timeout(self.timeout) as scope:
+                return await self._post(body)
+        except TimeoutError as exc:
+            if scope.expired():
+                raise self._timeout_error(exc) from None
+            raise
+
+    async def _post(self, body: dict[str, Any]) -> str:
         delay = _RETRY_BACKOFF
         async with httpx.AsyncClient(timeout=self.timeout) as client:
             for attempt in range(self.max_retries + 1):

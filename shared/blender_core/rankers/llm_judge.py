@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 from blender_core.fencing import Fence
 from blender_core.generators.base import Generator
+from blender_core.generators.deadline import DeadlineExceeded, call_with_timeout
+from blender_core.generators.errors import GeneratorTimeoutError
 from blender_core.rankers.random import seeded_rng
 from blender_core.ranking import BaseRanker, Ranking, check_pairwise_size, validate_rank_inputs
 
@@ -311,6 +313,9 @@ class LLMJudgeRanker(BaseRanker):
         max_candidates: Most candidates per input: N candidates cost N(N-1)/2 judge calls, so a
             longer list raises ``ValueError`` before any call (a warning above 64).
         generate_kwargs: Extra keyword arguments for every judge call.
+        timeout: Seconds each judge call may take (``None``: no limit); past it
+            :class:`~blender_core.generators.errors.GeneratorTimeoutError` is raised naming the
+            judge (a stuck sync call is abandoned in its thread).
 
     Example:
         .. code-block:: python
@@ -330,6 +335,7 @@ class LLMJudgeRanker(BaseRanker):
         seed: int | None = None,
         prompt_template: str | None = None,
         max_concurrency: int = 8,
+        timeout: float | None = 60.0,
         on_invalid: Literal["skip", "raise"] = "skip",
         generate_kwargs: Mapping[str, Any] | None = None,
         max_candidates: int = 128,
@@ -343,6 +349,11 @@ class LLMJudgeRanker(BaseRanker):
                 f"judge must be a Generator (with generate and agenerate), "
                 f"got {type(judge).__name__}"
             )
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+        self.timeout = timeout
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if on_invalid not in ("skip", "raise"):
@@ -374,8 +385,18 @@ class LLMJudgeRanker(BaseRanker):
                 pairs.append((j, i) if rng.random() < 0.5 else (i, j))
         return pairs
 
+    def _timeout_error(self) -> GeneratorTimeoutError:
+        return GeneratorTimeoutError(
+            f"judge {getattr(self.judge, 'name', '?')!r} gave no verdict within {self.timeout:g} s"
+        )
+
     def _generate(self, prompt: str) -> str:
-        return self.judge.generate(prompt, **self.generate_kwargs)
+        try:
+            return call_with_timeout(
+                self.judge.generate, self.timeout, prompt, **self.generate_kwargs
+            )
+        except DeadlineExceeded:
+            raise self._timeout_error() from None
 
     def _prompt(self, instruction: str, candidates: Sequence[str], pair: tuple[int, int]) -> str:
         return build_judge_prompt(
@@ -464,7 +485,13 @@ class LLMJudgeRanker(BaseRanker):
 
         async def call(prompt: str) -> str:
             async with semaphore:
-                return await self.judge.agenerate(prompt, **self.generate_kwargs)
+                try:
+                    async with asyncio.timeout(self.timeout) as scope:
+                        return await self.judge.agenerate(prompt, **self.generate_kwargs)
+                except TimeoutError:
+                    if scope.expired():
+                        raise self._timeout_error() from None
+                    raise
 
         jobs = [
             (instruction, candidates, self._pairs(instruction, candidates))
