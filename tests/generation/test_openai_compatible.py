@@ -83,6 +83,18 @@ class FakeServer:
                     except OSError:
                         pass  # the client gave up, as it should
                     return None
+                if scenario in ("endless", "huge"):  # a body without end, or a huge declared one
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    if scenario == "huge":
+                        self.send_header("Content-Length", str(10**12))
+                    self.end_headers()
+                    try:
+                        for _ in range(100_000):  # ~6 GB if nobody stops reading
+                            self.wfile.write(b" " * 65536)
+                    except OSError:
+                        pass
+                    return None
                 if scenario == "badjson":
                     return self._send(200, "this is not json")
                 if scenario == "nochoices":
@@ -206,6 +218,23 @@ async def test_timeout_bounds_the_whole_request_against_a_trickling_server(
     # Per-read timeouts never fire here (a byte every 0.5 s); only a total deadline does.
     assert sync_elapsed < 4.0 and async_elapsed < 4.0, (sync_elapsed, async_elapsed)
     print(f"trickle: sync {sync_elapsed:.2f} s, async {async_elapsed:.2f} s (timeout=2)")
+
+
+@pytest.mark.parametrize("scenario", ["endless", "huge"])
+async def test_response_bodies_are_capped(server: FakeServer, scenario: str) -> None:
+    gen = OpenAICompatibleGenerator(
+        "tiny", base_url=server.url(scenario), max_response_bytes=2**20, timeout=20
+    )
+    start = time.perf_counter()
+    with pytest.raises(GeneratorError, match=r"exceeds max_response_bytes=1048576"):
+        await asyncio.to_thread(gen.generate, "x")
+    with pytest.raises(GeneratorError, match=r"exceeds max_response_bytes=1048576"):
+        await gen.agenerate("x")
+    elapsed = time.perf_counter() - start
+    assert elapsed < 10, elapsed  # stopped at the cap, long before the timeout
+    print(f"{scenario}: both calls failed at the cap in {elapsed:.2f} s")
+    with pytest.raises(ValueError, match="max_response_bytes"):
+        OpenAICompatibleGenerator("tiny", max_response_bytes=0)
 
 
 @pytest.mark.parametrize(

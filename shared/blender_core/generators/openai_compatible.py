@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -51,6 +52,9 @@ class OpenAICompatibleGenerator(BaseGenerator):
             one byte at a time still fails at this deadline.
         max_retries: Retries on 5xx responses and connection errors (not on timeouts or 4xx).
         extra_body: Extra JSON fields merged into every request body (e.g. ``{"seed": 0}``).
+        max_response_bytes: Most bytes of a response body read (decoded; 8 MiB by default): a
+            longer body, or a ``Content-Length`` above it, raises :class:`GeneratorError` naming
+            the cap, so memory stays bounded whatever the server sends.
 
     Raises (from :meth:`generate` / :meth:`agenerate`):
         GeneratorError: HTTP error status (``.status_code`` and a body excerpt), connection
@@ -78,6 +82,7 @@ class OpenAICompatibleGenerator(BaseGenerator):
         max_tokens: int | None = None,
         timeout: float | None = 60.0,
         max_retries: int = 0,
+        max_response_bytes: int = 8 * 2**20,
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(model, str) or not model:
@@ -100,6 +105,11 @@ class OpenAICompatibleGenerator(BaseGenerator):
         self.max_tokens = max_tokens
         self.timeout = timeout
         self.max_retries = max_retries
+        if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int):
+            raise ValueError(f"max_response_bytes must be an int, got {max_response_bytes!r}")
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
+        self.max_response_bytes = max_response_bytes
         self.extra_body = dict(extra_body or {})
 
     @property
@@ -129,23 +139,22 @@ class OpenAICompatibleGenerator(BaseGenerator):
         body.update(kwargs)
         return body
 
-    def _parse(self, response: httpx.Response) -> str:
-        if response.status_code >= 400:
+    def _parse(self, status_code: int, raw: bytes) -> str:
+        text = raw.decode("utf-8", errors="replace")
+        if status_code >= 400:
             error = GeneratorError(
-                f"{self.name}: HTTP {response.status_code} from {self.url}: "
-                f"{_excerpt(response.text)}",
-                status_code=response.status_code,
-                body=_excerpt(response.text),
+                f"{self.name}: HTTP {status_code} from {self.url}: {_excerpt(text)}",
+                status_code=status_code,
+                body=_excerpt(text),
             )
-            raise _RetryableError(error) if response.status_code >= 500 else error
+            raise _RetryableError(error) if status_code >= 500 else error
         try:
-            data = response.json()
+            data = json.loads(raw)
         except ValueError as exc:
             raise GeneratorError(
-                f"{self.name}: malformed response from {self.url}: not JSON: "
-                f"{_excerpt(response.text)!r}",
-                status_code=response.status_code,
-                body=_excerpt(response.text),
+                f"{self.name}: malformed response from {self.url}: not JSON: {_excerpt(text)!r}",
+                status_code=status_code,
+                body=_excerpt(text),
             ) from exc
         problem = None
         content: Any = None
@@ -164,12 +173,32 @@ class OpenAICompatibleGenerator(BaseGenerator):
                     problem = "choices[0].message.content is missing or not a string"
         if problem is not None:
             raise GeneratorError(
-                f"{self.name}: malformed response from {self.url}: {problem}: "
-                f"{_excerpt(response.text)}",
-                status_code=response.status_code,
-                body=_excerpt(response.text),
+                f"{self.name}: malformed response from {self.url}: {problem}: {_excerpt(text)}",
+                status_code=status_code,
+                body=_excerpt(text),
             )
         return str(content)
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        """The body, read in chunks and never past ``max_response_bytes``."""
+        cap = self.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise self._too_big(f"Content-Length {declared}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise self._too_big(f"more than {cap} bytes read")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_big(self, what: str) -> GeneratorError:
+        return GeneratorError(
+            f"{self.name}: the response from {self.url} exceeds max_response_bytes="
+            f"{self.max_response_bytes} ({what}); raise max_response_bytes if it is legitimate"
+        )
 
     def _timeout_error(self, exc: Exception) -> GeneratorTimeoutError:
         return GeneratorTimeoutError(
@@ -207,12 +236,15 @@ class OpenAICompatibleGenerator(BaseGenerator):
             for attempt in range(self.max_retries + 1):
                 try:
                     try:
-                        response = await client.post(self.url, json=body, headers=self._headers())
+                        async with client.stream(
+                            "POST", self.url, json=body, headers=self._headers()
+                        ) as response:
+                            status_code, raw = response.status_code, await self._read(response)
                     except httpx.TimeoutException as exc:
                         raise self._timeout_error(exc) from exc
                     except httpx.TransportError as exc:
                         raise self._connect_error(exc) from exc
-                    return self._parse(response)
+                    return self._parse(status_code, raw)
                 except _RetryableError as retry:
                     if attempt == self.max_retries:
                         raise retry.error from retry.__cause__
