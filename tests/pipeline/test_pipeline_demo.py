@@ -47,10 +47,13 @@ def test_build_demo_blender_with_a_fake_base() -> None:
         models=4, ranker="random", fuser="llm", max_new_tokens=16, top_k=2, seed=5, base=base
     )
     assert isinstance(blender, Blender)
-    assert list(blender.generators) == ["smollm2-1", "smollm2-2", "smollm2-3", "smollm2-4"]
-    options = [g.options for g in blender.generators.values()]  # type: ignore[attr-defined]
+    roles = demo_module.ROLES
+    assert list(blender.generators) == [f"smollm2-{r.name}" for r in roles[:4]]
+    options = [g.inner.options for g in blender.generators.values()]  # type: ignore[attr-defined]
     assert [o["seed"] for o in options] == [5, 6, 7, 8]
     assert len({o["system_prompt"] for o in options}) == 4
+    assert [o["temperature"] for o in options] == [r.temperature for r in roles[:4]]
+    assert options[0]["temperature"] == 0  # one greedy member, the others sample differently
     assert all(o["max_new_tokens"] == 16 for o in options)
     assert isinstance(blender.ranker, RandomRanker)
     assert blender.top_k == 2 and blender.timeout is None
@@ -59,13 +62,79 @@ def test_build_demo_blender_with_a_fake_base() -> None:
     assert len(result.top_k) == 2
     assert result.text.startswith("FUSED: ")
     fuser_prompts = [p for name, p in base.calls if name == "smollm2-fuser"]
-    assert len(fuser_prompts) == 1 and "Say hello" in fuser_prompts[0]
-    assert "Draft answers:" in fuser_prompts[0]  # the demo template
-    report = demo_module.format_result(result, wall_time=1.25)
+    assert len(fuser_prompts) == 1
+    system, user = fuser_prompts[0]
+    assert user == {"role": "user", "content": "Say hello"}
+    assert "draft answers" in system["content"] and "[1]" not in system["content"]
+    assert all(text.strip() in system["content"] for text in result.top_k)
+    timings = demo_module.stage_timings(result, load=0.5, total=1.25)
+    assert list(timings) == ["load", "members", "rank", "fuse", "total"]
+    report = demo_module.format_result(result, timings=timings, fuser="DemoFuser")
     for name in blender.generators:
         assert f"[{name}]" in report
-    assert "Ranking (random, best first)" in report
-    assert "Fused answer (from the top 2)" in report and "Total wall time 1.2 s" in report
+    assert "Ranking (random; higher score is better)" in report
+    assert "rank 1, score" in report and "rank 4, score" in report
+    assert "Top-ranked candidate" in report and "Fused answer (DemoFuser over the top 2)" in report
+    assert "fuses unreliably" in report
+    assert "load 0.5 s" in report and "total 1.2 s" in report
+
+
+def test_finish_at_sentence_cuts_a_capped_answer() -> None:
+    finish = demo_module.finish_at_sentence
+    assert finish("It is Paris. The city is on the Seine, and it") == "It is Paris."
+    assert finish("Done.") == "Done." and finish("  no end at all ") == "no end at all"
+    assert finish('He said "yes." Then we went') == 'He said "yes."'
+    # list numbers and decimals do not end a sentence
+    assert finish("Steps:\n1. Read daily.\n2. Speak with people.\n3. Wri") == (
+        "Steps:\n1. Read daily.\n2. Speak with people."
+    )
+    assert finish("Pi is 3.14159 and more") == "Pi is 3.14159 and more"
+    # a cut that would drop most of the text keeps it whole
+    assert finish("Yes. " + "x" * 80) == "Yes. " + "x" * 80
+
+
+def test_demo_fuser_strips_copied_labels_and_cuts_at_a_sentence() -> None:
+    from blender_core.generators.callable import CallableGenerator
+
+    seen: list[Any] = []
+
+    def write(prompt: Any, **kwargs: Any) -> str:
+        seen.append((prompt, kwargs))
+        return "[1] Paris is the capital. It lies on the Seine and has"
+
+    fuser = demo_module.DemoFuser(
+        CallableGenerator(write, name="w"), max_candidates=2, max_new_tokens=9
+    )
+    text = fuser.fuse("Capital of France?", ["Paris.", "It is Paris.", "Lyon."])
+    assert text == "Paris is the capital."
+    prompt, kwargs = seen[0]
+    assert kwargs == {"max_new_tokens": 9}
+    assert "Paris.\n\nIt is Paris." in prompt[0]["content"] and "Lyon" not in prompt[0]["content"]
+    with pytest.raises(ValueError, match="DemoFuser"):
+        fuser.fuse("q", [])
+
+
+def test_status_is_quiet_off_a_terminal_and_ticks_on_one() -> None:
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    quiet = io.StringIO()
+    status = demo_module.Status(quiet)
+    with status.stage("loading"):
+        status.update("still loading")
+    status.close()
+    assert quiet.getvalue() == ""
+    tty = Tty()
+    status = demo_module.Status(tty)
+    with status.stage("generating", done="generated"):
+        status.update("generating: 1/3 members answered")
+        time.sleep(0.6)
+    status.close()
+    out = tty.getvalue()
+    assert "generating: 1/3 members answered ... " in out and "generated (" in out
 
 
 def test_build_demo_blender_select_and_openai_pairing() -> None:
@@ -80,12 +149,13 @@ def test_build_demo_blender_select_and_openai_pairing() -> None:
         openai_models=["llama", "qwen", "llama"],
     )
     assert list(blender.generators) == ["llama", "qwen", "llama-2"]
-    assert all(isinstance(g, OpenAICompatibleGenerator) for g in blender.generators.values())
-    assert blender.fuser.generator is blender.generators["llama"]  # type: ignore[attr-defined]
+    members = [g.inner for g in blender.generators.values()]  # type: ignore[attr-defined]
+    assert all(isinstance(g, OpenAICompatibleGenerator) for g in members)
+    assert blender.fuser.inner.generator is members[0]  # type: ignore[attr-defined]
     select = demo_module.build_demo_blender(
         models=2, ranker="random", fuser="select", base=FakeBase()
     )
-    assert isinstance(select.fuser, SelectFuser)
+    assert isinstance(select.fuser.inner, SelectFuser)  # type: ignore[attr-defined]
     with pytest.raises(typer.BadParameter, match="no base models"):
         demo_module.build_demo_blender(models=0, ranker="random")
     with pytest.raises(typer.BadParameter, match="--openai-model"):
@@ -126,15 +196,16 @@ def test_demo_command_prints_candidates_ranking_and_fused_answer(
         ["demo", "Say hello", "--models", "3", "--max-new-tokens", "8", "--top-k", "2"],
     )
     assert result.exit_code == 0, result.output
-    for name in ("smollm2-1", "smollm2-2", "smollm2-3"):
+    for name in ("smollm2-expert", "smollm2-coach", "smollm2-teacher"):
         assert f"[{name}]" in result.output
-    assert "FUSED: " in result.output and "Total wall time" in result.output
+    assert "FUSED: " in result.output and "Time: load " in result.output
     assert seen["models"] == 3 and seen["max_new_tokens"] == 8 and seen["top_k"] == 2
     as_json = runner.invoke(_demo_app(), ["demo", "Say hello", "--json"])
     assert as_json.exit_code == 0, as_json.output
     payload = json.loads(as_json.stdout)
     assert payload["text"].startswith("FUSED: ") and payload["wall_time"] > 0
     assert len(payload["candidates"]) == 3
+    assert set(payload["timings"]) == {"load", "members", "rank", "fuse", "total"}
 
 
 def test_demo_command_reports_a_failed_blend(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,7 +221,7 @@ def test_demo_command_reports_a_failed_blend(monkeypatch: pytest.MonkeyPatch) ->
     )
     result = CliRunner().invoke(_demo_app(), ["demo", "Say hello", "--models", "2"])
     assert result.exit_code == 1
-    assert "smollm2-1 (error: RuntimeError: model exploded)" in result.output
+    assert "smollm2-expert (error: RuntimeError: model exploded)" in result.output
 
 
 @pytest.mark.slow

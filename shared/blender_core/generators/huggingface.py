@@ -12,11 +12,14 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from blender_core.generators.base import BaseGenerator, _StripDeltas
+from blender_core.generators.timing import add_queue_time
+from blender_core.threads import torch_section
 from blender_core.types import Prompt, chat_messages
 
 __all__ = ["HuggingFaceGenerator", "default_gguf_cache_dir", "smollm2_path"]
@@ -178,7 +181,9 @@ class HuggingFaceGenerator(BaseGenerator):
 
     The model loads lazily on first use, once, thread-safely; :meth:`with_options` makes copies
     (other name, system prompt, seed, sampling) that share the loaded model, so one small model can
-    play several base models. Generation runs one call at a time per loaded model.
+    play several base models. Generation runs one call at a time per loaded model (the wait is
+    reported as queueing, apart from generation time: :mod:`blender_core.generators.timing`), with
+    its share of the CPU cores (:mod:`blender_core.threads`).
 
     Args:
         model_name_or_path: A hub id or a local directory.
@@ -376,7 +381,9 @@ class HuggingFaceGenerator(BaseGenerator):
         import torch
 
         device = encoded["input_ids"].device
-        with self._shared.generate_lock, torch.inference_mode():
+        waiting = time.perf_counter()
+        with self._shared.generate_lock, torch_section(), torch.inference_mode():
+            add_queue_time(time.perf_counter() - waiting)  # reported apart from generation
             devices = [device] if device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices, enabled=seed is not None):
                 if seed is not None:

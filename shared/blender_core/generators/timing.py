@@ -1,0 +1,56 @@
+"""Queueing time of a generator call, kept apart from its generation time.
+
+Local generators that share one loaded model (:meth:`HuggingFaceGenerator.with_options` copies)
+generate one at a time: a call may first wait for the model. The caller that times a call
+(:class:`~blender_core.blend.Blender`) opens :func:`measure_queueing` around it; a generator that
+waits for a shared resource reports the wait with :func:`add_queue_time`. The wait travels in a
+context variable, so it reaches worker threads started with ``asyncio.to_thread``.
+
+Example:
+    .. code-block:: python
+
+        with measure_queueing() as timing:
+            answer = generator.generate(prompt)
+        timing.queued  # seconds spent waiting for the shared model
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = ["CallTiming", "add_queue_time", "measure_queueing"]
+
+
+@dataclass
+class CallTiming:
+    """Seconds one call spent queueing (waiting for a shared model) rather than generating."""
+
+    queued: float = 0.0
+
+
+_current: contextvars.ContextVar[CallTiming | None] = contextvars.ContextVar(
+    "blender_call_timing", default=None
+)
+
+
+@contextlib.contextmanager
+def measure_queueing() -> Iterator[CallTiming]:
+    """Collect the queueing time of the calls started inside the block (tasks and threads
+    created inside it keep reporting to it after it closes)."""
+    timing = CallTiming()
+    token = _current.set(timing)
+    try:
+        yield timing
+    finally:
+        _current.reset(token)
+
+
+def add_queue_time(seconds: float) -> None:
+    """Report ``seconds`` of waiting to the enclosing :func:`measure_queueing`, if any (a wait
+    under a millisecond is taking a free lock, not queueing)."""
+    timing = _current.get()
+    if timing is not None and seconds >= 1e-3:
+        timing.queued += seconds
