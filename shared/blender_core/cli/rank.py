@@ -78,6 +78,9 @@ def rank_command(
         typer.echo(f"error: records without candidates: {', '.join(empty[:5])}", err=True)
         raise typer.Exit(2)
 
+    from blender_core.threads import apply_thread_budget
+
+    apply_thread_budget()  # LLM_BLENDER_KIT_TORCH_THREADS overrides it
     ranker = PairRanker.from_pretrained(
         model, device=device, dtype=dtype, batch_tokens=batch_tokens or DEFAULT_BATCH_TOKENS
     )
