@@ -34,7 +34,7 @@ class FakeBase:
     def generate(self, prompt: Any, **kwargs: Any) -> str:
         self.calls.append((self.name, prompt))
         if self.name == "smollm2-fuser":
-            return "FUSED: " + str(prompt).count("<<<response ") * "x"
+            return "FUSED: one answer."
         return f"{self.name} says hello ({self.options.get('system_prompt', '')[:20]})"
 
     async def agenerate(self, prompt: Any, **kwargs: Any) -> str:
@@ -77,6 +77,7 @@ def test_build_demo_blender_with_a_fake_base() -> None:
     assert "Top-ranked candidate" in report and "Fused answer (DemoFuser over the top 2)" in report
     assert "fuses unreliably" in report
     assert "load 0.5 s" in report and "total 1.2 s" in report
+    assert demo_module.queued_by_member(blender) == {}
 
 
 def test_finish_at_sentence_cuts_a_capped_answer() -> None:

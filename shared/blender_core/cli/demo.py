@@ -31,6 +31,7 @@ import typer
 from blender_core.cli import app
 from blender_core.fusion.base import BaseFuser, validate_fuse_inputs
 from blender_core.generators.base import BaseGenerator
+from blender_core.generators.timing import measure_queueing
 
 if TYPE_CHECKING:
     from blender_core.blend import Blender, BlendResult
@@ -217,20 +218,26 @@ class _Member(BaseGenerator):
         self.on_done = on_done
         self.finish = finish
         self.generate_kwargs = generate_kwargs
+        self.queued = 0.0  # the last call's wait for the shared model
 
     def _finish(self, text: Any) -> Any:
         return finish_at_sentence(text) if self.finish and isinstance(text, str) else text
 
     def generate(self, prompt: Prompt, **kwargs: Any) -> str:
         try:
-            return self._finish(self.inner.generate(prompt, **{**self.generate_kwargs, **kwargs}))
+            with measure_queueing() as timing:
+                text = self.inner.generate(prompt, **{**self.generate_kwargs, **kwargs})
+            self.queued = timing.queued
+            return self._finish(text)
         finally:
             if self.on_done is not None:
                 self.on_done(self.name)
 
     async def agenerate(self, prompt: Prompt, **kwargs: Any) -> str:
         try:
-            text = await self.inner.agenerate(prompt, **{**self.generate_kwargs, **kwargs})
+            with measure_queueing() as timing:  # worker threads report into it
+                text = await self.inner.agenerate(prompt, **{**self.generate_kwargs, **kwargs})
+            self.queued = timing.queued
             return self._finish(text)
         finally:
             if self.on_done is not None:
@@ -485,13 +492,19 @@ def _fuser_name(fuser: Any) -> str:
     return type(inner).__name__
 
 
+def queued_by_member(blender: Blender) -> dict[str, float]:
+    """Seconds each member of the last blend waited for the shared model (waits >= 50 ms)."""
+    return {
+        name: getattr(member, "queued", 0.0)
+        for name, member in blender.generators.items()
+        if getattr(member, "queued", 0.0) >= 0.05
+    }
+
+
 def stage_timings(result: BlendResult, *, load: float, total: float) -> dict[str, float]:
     """Seconds per stage: load, members (the slowest member, its wait included), rank, fuse,
     total (the whole command)."""
-    members = max(
-        (result.latencies.get(n, 0.0) + result.queued.get(n, 0.0) for n in result.latencies),
-        default=0.0,
-    )
+    members = max(result.latencies.values(), default=0.0)
     return {
         "load": load,
         "members": members,
@@ -511,6 +524,7 @@ def format_result(
     timings: dict[str, float] | None = None,
     roles: dict[str, str] | None = None,
     fuser: str = "",
+    queued: dict[str, float] | None = None,
 ) -> str:
     """The human-readable report the demo prints.
 
@@ -519,7 +533,10 @@ def format_result(
         timings: :func:`stage_timings`, printed last.
         roles: Member name -> a short description (role and sampling).
         fuser: Name of the fuser (``DemoFuser``, ``SelectFuser``, ``GenFuser``, ...).
+        queued: Member name -> seconds it waited for a shared model (:func:`queued_by_member`);
+            shown apart, and taken out of the generation time.
     """
+    queued = queued or {}
     rule = "-" * 78
     roles = roles or {}
     rank_of = {index: position for position, index in enumerate(result.ranking.order, start=1)}
@@ -528,9 +545,10 @@ def format_result(
     for index in result.ranking.order:
         names = result.models_by_text[index]
         for name in names:
-            took = f"generated in {result.latencies.get(name, 0.0):.1f} s"
-            if result.queued.get(name, 0.0) >= 0.05:
-                took += f", waited {result.queued[name]:.1f} s for the shared model"
+            wait = queued.get(name, 0.0)
+            took = f"generated in {result.latencies.get(name, 0.0) - wait:.1f} s"
+            if wait >= 0.05:
+                took += f", waited {wait:.1f} s for the shared model"
             role = f" - {roles[name]}" if name in roles else ""
             lines.append(f"\n[{name}]{role}")
             lines.append(
@@ -569,7 +587,7 @@ def format_result(
         lines.append(
             "Time: "
             + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in timings.items())
-            + " (members share one model and take turns)" * bool(result.queued)
+            + " (members share one model and take turns)" * bool(queued)
         )
     return "\n".join(lines)
 
@@ -703,6 +721,7 @@ def demo(
         payload = result.to_dict()
         payload["wall_time"] = timings["total"]
         payload["timings"] = timings
+        payload["queued"] = queued_by_member(blender)
         json.dump(payload, sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
         return
@@ -711,5 +730,11 @@ def demo(
         role = next((r for r in ROLES if name.startswith(f"smollm2-{r.name}")), None)
         roles[name] = f"{role.name}, {role.sampling}" if role else "OpenAI-compatible server"
     typer.echo(
-        format_result(result, timings=timings, roles=roles, fuser=_fuser_name(blender.fuser))
+        format_result(
+            result,
+            timings=timings,
+            roles=roles,
+            fuser=_fuser_name(blender.fuser),
+            queued=queued_by_member(blender),
+        )
     )
