@@ -1,42 +1,93 @@
-"""``blender rank``: rank the candidates of a MixInstruct JSONL file with a PairRanker.
+"""``blender rank``: rank the candidates of MixInstruct records with a PairRanker.
 
 Example:
     .. code-block:: console
 
         $ blender rank data.jsonl --model llm-blender/PairRM --out ranked.jsonl
+        $ blender rank 'shards/*.parquet' --engine ray --address auto --concurrency 8 \\
+              --num-gpus 1 --out ranked.parquet --pairs-out prefs.jsonl --pair-policy best-worst
 
-Each output line: ``{"id", "order", "ranks", "scores", "best", "best_model", "strategy"}`` where
-``order`` lists candidate indices best first and ``ranks`` gives each candidate's rank (1 = best).
+Each output row: ``{"id", "order", "ranks", "scores", "best", "best_model", "strategy"}`` where
+``order`` lists candidate indices best first and ``ranks`` gives each candidate's rank (1 = best);
+``--pairs-out`` adds DPO preference pairs (``prompt``, ``chosen``, ``rejected``, scores). Outputs
+are JSONL or Parquet by suffix and appear complete or not at all; a rerun with the same ``--out``
+skips the records already done (by id). ``--engine local`` (default) runs in this process;
+``--engine ray`` runs a pool of PairRanker actors on Ray Data (the ``ray`` extra).
 """
 
 from __future__ import annotations
 
-import json
-import sys
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from blender_core.cli import app
 from blender_core.cli._errors import cli_errors
 
+if TYPE_CHECKING:
+    from blender_core.data import MixRecord
+    from blender_core.preferences import PairPolicy
+    from blender_core.rank_output import RankOutput
+
 __all__ = ["rank_command"]
+
+_LOCAL_CHUNK = 32
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The user-facing error inside Ray's wrappers (task errors, user-code exceptions)."""
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None or not type(seen).__module__.startswith("ray"):
+            break
+        seen = getattr(seen, "cause", None) or seen.__cause__ or seen.__context__
+    return seen if seen is not None else exc
 
 
 @app.command("rank")
 @cli_errors
 def rank_command(
     data: Annotated[
-        Path, typer.Argument(help="MixInstruct JSONL file (id, instruction, input, candidates).")
+        str,
+        typer.Argument(help="MixInstruct JSONL or Parquet: a file, a folder or a glob (quote it)."),
     ],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output JSONL file (default: stdout).")
+        Path | None,
+        typer.Option("--out", "-o", help="Output *.jsonl or *.parquet (default: JSONL on stdout)."),
     ] = None,
     model: Annotated[
         str, typer.Option("--model", "-m", help="Hub id or local PairRanker checkpoint.")
     ] = "llm-blender/PairRM",
     strategy: Annotated[str, typer.Option(help="max_logits, max_wins or bubble.")] = "max_logits",
+    engine: Annotated[
+        str, typer.Option(help="local (this process) or ray (a pool of actors on Ray Data).")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster: auto, ray://host:10001 (default: a local Ray instance)."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Ray actors, each with one PairRanker.")] = 1,
+    num_gpus: Annotated[float, typer.Option(help="GPUs per Ray actor (0: CPU).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Records per Ray actor call.")] = 16,
+    pairs_out: Annotated[
+        Path | None,
+        typer.Option(help="Also write DPO preference pairs here (*.jsonl or *.parquet)."),
+    ] = None,
+    pair_policy: Annotated[
+        str, typer.Option(help="best-worst, all or margin=X (score gap at least X).")
+    ] = "best-worst",
+    resume: Annotated[
+        bool,
+        typer.Option("--resume/--no-resume", help="Skip the records already in --out (by id)."),
+    ] = True,
     batch_tokens: Annotated[
         int | None, typer.Option(help="Padded tokens per forward pass (default 8192).")
     ] = None,
@@ -55,58 +106,253 @@ def rank_command(
         bool, typer.Option("--progress/--no-progress", help="Progress bar.")
     ] = True,
 ) -> None:
-    """Rank each record's candidates; write one JSON line per record."""
+    """Rank each record's candidates; write one row per record (and preference pairs)."""
     from blender_core.aggregation import STRATEGIES
-    from blender_core.batching import DEFAULT_BATCH_TOKENS
-    from blender_core.data import MixInstructError, read_mixinstruct
-    from blender_core.io import check_output_file
-    from blender_core.pair_ranker import PairRanker
+    from blender_core.data import MixInstructError
+    from blender_core.distributed import resolve_input_files
+    from blender_core.io import OutputPathError
+    from blender_core.preferences import parse_pair_policy
+    from blender_core.rank_output import RankOutput
 
     if strategy not in STRATEGIES:
         raise typer.BadParameter(f"use one of {', '.join(STRATEGIES)}", param_hint="--strategy")
-    if limit is not None and limit < 1:
-        raise typer.BadParameter("must be >= 1", param_hint="--limit")
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter("use local or ray", param_hint="--engine")
+    for name, value in (("--limit", limit), ("--concurrency", concurrency)):
+        if value is not None and value < 1:
+            raise typer.BadParameter("must be >= 1", param_hint=name)
+    if batch_size < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--batch-size")
+    if num_gpus < 0:
+        raise typer.BadParameter("must be >= 0", param_hint="--num-gpus")
     try:
-        records = read_mixinstruct(data, limit=limit)
-    except (OSError, MixInstructError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    if out is not None:
-        check_output_file(out)  # before the work, not after it
+        policy = parse_pair_policy(pair_policy)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--pair-policy") from exc
+    try:
+        files, fmt = resolve_input_files(data)
+        sink = RankOutput(out, pairs_out=pairs_out, strategy=strategy, resume=resume)
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+
+    try:
+        with sink:
+            if engine == "local":
+                _run_local(
+                    sink,
+                    files,
+                    fmt,
+                    model,
+                    strategy,
+                    policy,
+                    seed,
+                    limit,
+                    progress,
+                    {
+                        "device": device,
+                        "dtype": dtype,
+                        "batch_tokens": batch_tokens,
+                    },
+                )
+            else:
+                _run_ray(
+                    sink,
+                    files,
+                    model,
+                    strategy,
+                    policy,
+                    seed,
+                    limit,
+                    progress,
+                    {
+                        "address": address,
+                        "concurrency": concurrency,
+                        "num_gpus": num_gpus,
+                        "batch_size": batch_size,
+                        "device": device,
+                        "dtype": dtype,
+                        "batch_tokens": batch_tokens,
+                    },
+                )
+        records, pairs = sink.finish()
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        cause = _root_cause(exc)
+        if isinstance(cause, OSError | OutputPathError | MixInstructError | ValueError):
+            # Ray appends retry advice to a task's error: keep the error's own first line.
+            message = str(cause) if cause is exc else str(cause).splitlines()[0]
+            raise _fail(message) from exc
+        raise
+    if out is not None or pairs_out is not None:
+        skipped = f", {sink.resumed} already done" if sink.resumed else ""
+        where = f" -> {out}" if out is not None else ""
+        pair_note = f", {pairs} pairs -> {pairs_out}" if pairs_out is not None else ""
+        typer.echo(
+            f"ranked {sink.added} records{skipped} ({records} in all){where}{pair_note}", err=True
+        )
+
+
+def _local_records(files: list[str], fmt: str) -> Iterator[MixRecord]:
+    from blender_core.data import iter_mixinstruct, parse_record
+
+    for name in files:
+        if fmt == "jsonl":
+            yield from iter_mixinstruct(name)
+            continue
+        import pyarrow.parquet as pq
+
+        number = 0
+        for batch in pq.ParquetFile(name).iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                number += 1
+                obj = {k: v for k, v in row.items() if v is not None}
+                if isinstance(obj.get("candidates"), list):
+                    obj["candidates"] = [
+                        {k: v for k, v in c.items() if v is not None} if isinstance(c, dict) else c
+                        for c in obj["candidates"]
+                    ]
+                yield parse_record(obj, f"{name}: row {number}")
+
+
+def _run_local(
+    sink: RankOutput,
+    files: list[str],
+    fmt: str,
+    model: str,
+    strategy: str,
+    policy: PairPolicy,
+    seed: int | None,
+    limit: int | None,
+    progress: bool,
+    ranker_options: dict[str, Any],
+) -> None:
+    from blender_core.batching import DEFAULT_BATCH_TOKENS
+    from blender_core.pair_ranker import PairRanker
+    from blender_core.preferences import preference_pairs, prompt_text
+    from blender_core.rank_output import ranking_row
+
+    # Every record is read and checked before any work, so bad input fails fast.
+    records: list[MixRecord] = []
+    for record in _local_records(files, fmt):
+        if limit is not None and len(records) >= limit:
+            break
+        records.append(record)
     empty = [r.id for r in records if not r.candidates]
     if empty:
-        typer.echo(f"error: records without candidates: {', '.join(empty[:5])}", err=True)
-        raise typer.Exit(2)
-
+        raise ValueError(f"records without candidates: {', '.join(empty[:5])}")
+    todo = [r for r in records if r.id not in sink.done_ids]
+    if not todo:
+        return
     from blender_core.threads import apply_thread_budget
 
     apply_thread_budget()  # LLM_BLENDER_KIT_TORCH_THREADS overrides it
     ranker = PairRanker.from_pretrained(
-        model, device=device, dtype=dtype, batch_tokens=batch_tokens or DEFAULT_BATCH_TOKENS
+        model,
+        device=ranker_options["device"],
+        dtype=ranker_options["dtype"],
+        batch_tokens=ranker_options["batch_tokens"] or DEFAULT_BATCH_TOKENS,
     )
-    rankings = ranker.rank_batch(
-        [r.instruction for r in records],
-        [r.texts for r in records],
-        inputs=[r.input for r in records],
-        strategy=strategy,  # type: ignore[arg-type]
-        seed=seed,
-        show_progress=progress,
-    )
-    stream = out.open("w", encoding="utf-8") if out is not None else sys.stdout
+    bar = _progress_bar(progress, total=len(todo))
     try:
-        for record, ranking in zip(records, rankings, strict=True):
-            line = {
-                "id": record.id,
-                "order": list(ranking.order),
-                "ranks": list(ranking.ranks),
-                "scores": list(ranking.scores),
-                "best": ranking.best,
-                "best_model": record.models[ranking.best],
-                "strategy": strategy,
-            }
-            stream.write(json.dumps(line, ensure_ascii=False) + "\n")
+        for start in range(0, len(todo), _LOCAL_CHUNK):
+            chunk = todo[start : start + _LOCAL_CHUNK]
+            rankings = ranker.rank_batch(
+                [r.instruction for r in chunk],
+                [r.texts for r in chunk],
+                inputs=[r.input for r in chunk],
+                strategy=strategy,  # type: ignore[arg-type]
+                seed=seed,
+            )
+            for record, ranking in zip(chunk, rankings, strict=True):
+                pairs = None
+                if sink.pairs_out is not None:
+                    pairs = preference_pairs(
+                        prompt_text(record.instruction, record.input),
+                        record.texts,
+                        ranking,
+                        policy=policy,
+                        models=record.models,
+                        record_id=record.id,
+                    )
+                sink.add(ranking_row(record.id, ranking, record.models, strategy), pairs)
+            sink.commit()
+            if bar is not None:
+                bar.update(len(chunk))
     finally:
-        if out is not None:
-            stream.close()
-    if out is not None:
-        typer.echo(f"ranked {len(records)} records -> {out}", err=True)
+        if bar is not None:
+            bar.close()
+
+
+def _progress_bar(enabled: bool, total: int | None = None) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="rank", unit="record")
+
+
+def _run_ray(
+    sink: RankOutput,
+    files: list[str],
+    model: str,
+    strategy: str,
+    policy: PairPolicy,
+    seed: int | None,
+    limit: int | None,
+    progress: bool,
+    options: dict[str, Any],
+) -> None:
+    from blender_core._optional import require
+    from blender_core.distributed import RANKING_COLUMNS, pairs_of_row, rank_dataset, read_records
+
+    ray = require("ray", "ray")
+    started = False
+    if not ray.is_initialized():
+        if options["address"] is None:
+            # A private local instance, never someone else's cluster found on this machine.
+            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
+        else:
+            ray.init(address=options["address"])
+        started = True
+    try:
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # rows come out in input order
+        context.enable_progress_bars = False  # our own bar counts finished records
+        context.raise_original_map_exception = True  # a bad record's own error, not a wrapper
+        ds = read_records(files, limit=limit)
+        done = frozenset(sink.done_ids)
+        if done:
+            ds = ds.filter(lambda row: row["id"] not in done)
+        ranked = rank_dataset(
+            ds,
+            model,
+            strategy=strategy,
+            seed=seed,
+            batch_size=options["batch_size"],
+            concurrency=options["concurrency"],
+            num_gpus=options["num_gpus"],
+            device=options["device"],
+            dtype=options["dtype"],
+            batch_tokens=options["batch_tokens"],
+        )
+        if sink.pairs_out is None:
+            ranked = ranked.select_columns(["id", *RANKING_COLUMNS])
+        bar = _progress_bar(progress)
+        try:
+            for batch in ranked.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for row in batch.to_pylist():
+                    ranking = {name: row[name] for name in ("id", *RANKING_COLUMNS)}
+                    ranking["strategy"] = strategy
+                    pairs = pairs_of_row(row, policy) if sink.pairs_out is not None else None
+                    sink.add(ranking, pairs)
+                sink.commit()
+                if bar is not None:
+                    bar.update(batch.num_rows)
+        finally:
+            if bar is not None:
+                bar.close()
+    finally:
+        if started:
+            with contextlib.suppress(Exception):
+                ray.shutdown()

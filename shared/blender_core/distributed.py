@@ -1,0 +1,440 @@
+"""Rank whole data sets on Ray Data: a pool of actors, each holding one PairRanker.
+
+Needs the ``ray`` extra (``pip install 'llm-blender-kit[ray]'``); Ray is imported on first use.
+:func:`rank_dataset` maps batches of records through a pool of stateful actors
+(:class:`ray.data.ActorPoolStrategy`); each actor loads the checkpoint once and ranks every batch
+it is given. Ray Data restarts an actor that dies and reruns the batch it held, so every record
+comes out exactly once. :func:`read_records` reads MixInstruct JSONL or Parquet (a file, a folder
+or a glob) with Ray Data's readers and checks every record, naming the file and line of a bad one.
+
+Example:
+    .. code-block:: python
+
+        import ray
+        from blender_core.distributed import preference_dataset, rank_dataset, read_records
+
+        ray.init()
+        ranked = rank_dataset(read_records("data/*.jsonl"), "llm-blender/PairRM", concurrency=4,
+                              num_gpus=1)
+        ranked.select_columns(["id", "order", "best_model"]).write_parquet("ranked/")
+        preference_dataset(ranked, policy="best-worst").write_json("prefs/")
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from blender_core._optional import require
+from blender_core.aggregation import STRATEGIES
+from blender_core.data import MixInstructError, parse_record
+from blender_core.preferences import PairPolicy, parse_pair_policy, preference_pairs, prompt_text
+from blender_core.ranking import Ranking
+
+if TYPE_CHECKING:
+    import pyarrow
+    import ray.data
+
+__all__ = [
+    "RANKING_COLUMNS",
+    "preference_dataset",
+    "rank_dataset",
+    "read_records",
+    "resolve_input_files",
+]
+
+#: Columns :func:`rank_dataset` adds to each record.
+RANKING_COLUMNS = ("order", "ranks", "scores", "best", "best_model")
+
+_JSONL_SUFFIXES = (".jsonl", ".json")
+_PARQUET_SUFFIXES = (".parquet",)
+_ROWS_PER_BLOCK = 256
+_READ_CHUNK = 1 << 20
+# Reading and checking records is light next to ranking them: the read tasks reserve no CPU,
+# so that a pool with one actor per core does not starve them (and hang).
+_READ_CPUS = 0
+
+
+def _ray() -> Any:
+    return require("ray", "ray")
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+
+def resolve_input_files(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> tuple[list[str], str]:
+    """Expand files, folders and globs into a sorted file list and its format.
+
+    Folders contribute their ``*.jsonl``/``*.json``/``*.parquet`` files (recursively); URIs
+    (``s3://...``) are passed through as they are.
+
+    Returns:
+        ``(files, fmt)`` with ``fmt`` ``"jsonl"`` or ``"parquet"``.
+
+    Raises:
+        FileNotFoundError: A path or glob matches nothing.
+        ValueError: The files mix formats, or a suffix is neither JSONL nor Parquet.
+    """
+    items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    files: list[str] = []
+    for item in items:
+        text = os.fspath(item)
+        if "://" in text:
+            files.append(text)
+        elif glob.has_magic(text):
+            matched = sorted(glob.glob(text, recursive=True))
+            if not matched:
+                raise FileNotFoundError(f"{text}: no file matches")
+            files.extend(m for m in matched if Path(m).is_file())
+        elif Path(text).is_dir():
+            found = sorted(
+                str(p)
+                for p in Path(text).rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in _JSONL_SUFFIXES + _PARQUET_SUFFIXES
+                and not p.name.startswith(".")
+            )
+            if not found:
+                raise FileNotFoundError(f"{text}: no *.jsonl or *.parquet file in this folder")
+            files.extend(found)
+        elif Path(text).is_file():
+            files.append(text)
+        else:
+            raise FileNotFoundError(f"{text}: no such file or folder")
+    formats = set()
+    for name in files:
+        suffix = Path(name.split("?")[0]).suffix.lower()
+        if suffix in _JSONL_SUFFIXES:
+            formats.add("jsonl")
+        elif suffix in _PARQUET_SUFFIXES:
+            formats.add("parquet")
+        else:
+            raise ValueError(f"{name}: unknown input format: use *.jsonl or *.parquet files")
+    if len(formats) > 1:
+        raise ValueError("the inputs mix JSONL and Parquet files: rank them separately")
+    return files, formats.pop()
+
+
+def _normalize(obj: Any, where: str) -> dict[str, Any]:
+    """One checked record as the reader's row: id, instruction, input, candidates (model, text)."""
+    record = parse_record(obj, where)
+    if not record.candidates:
+        raise MixInstructError(f"{where}: no candidates to rank")
+    return {
+        "id": record.id,
+        "instruction": record.instruction,
+        "input": record.input,
+        "candidates": [{"model": c.model, "text": c.text} for c in record.candidates],
+    }
+
+
+def _table(rows: list[dict[str, Any]]) -> pyarrow.Table:
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=_record_schema())
+
+
+def _record_schema() -> pyarrow.Schema:
+    import pyarrow as pa
+
+    candidate = pa.struct([("model", pa.string()), ("text", pa.string())])
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("instruction", pa.string()),
+            ("input", pa.string()),
+            ("candidates", pa.list_(candidate)),
+        ]
+    )
+
+
+def _jsonl_datasource(files: list[str]) -> Any:
+    from ray.data.datasource import FileBasedDatasource
+
+    class MixInstructJsonlDatasource(FileBasedDatasource):
+        """MixInstruct JSONL, streamed line by line; errors name the file and line."""
+
+        _FILE_EXTENSIONS = ["jsonl", "json"]  # noqa: RUF012
+
+        def _read_stream(self, f: pyarrow.NativeFile, path: str) -> Iterator[pyarrow.Table]:
+            rows: list[dict[str, Any]] = []
+            number = 0
+            rest = b""
+            while True:
+                chunk = f.read(_READ_CHUNK)
+                data = rest + chunk
+                lines = data.split(b"\n")
+                rest = lines.pop() if chunk else b""
+                for raw in lines:
+                    number += 1
+                    if not raw.strip():
+                        continue
+                    where = f"{path}:{number}"
+                    try:
+                        obj = json.loads(raw)
+                    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+                        raise MixInstructError(f"{where}: invalid JSON ({reason})") from exc
+                    rows.append(_normalize(obj, where))
+                    if len(rows) >= _ROWS_PER_BLOCK:
+                        yield _table(rows)
+                        rows = []
+                if not chunk:
+                    break
+            if rows:
+                yield _table(rows)
+
+    return MixInstructJsonlDatasource(files)
+
+
+def _check_parquet_batch(batch: pyarrow.Table) -> pyarrow.Table:
+    """Check the rows of a Parquet batch as MixInstruct records (a null is a missing field)."""
+    rows = []
+    for row in batch.to_pylist():
+        path = row.pop("path", "parquet")
+        obj = {k: v for k, v in row.items() if v is not None}
+        if isinstance(obj.get("candidates"), list):
+            obj["candidates"] = [
+                {k: v for k, v in c.items() if v is not None} if isinstance(c, dict) else c
+                for c in obj["candidates"]
+            ]
+        rows.append(_normalize(obj, f"{path}: record {obj.get('id', '?')!r}"))
+    return _table(rows)
+
+
+def read_records(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    limit: int | None = None,
+) -> ray.data.Dataset:
+    """Read MixInstruct records (JSONL or Parquet; files, folders or globs) as a Ray Dataset.
+
+    Rows have ``id``, ``instruction``, ``input`` and ``candidates`` (a list of ``{model, text}``).
+    Every record is checked as :func:`blender_core.data.parse_record` does; a bad one fails the
+    run with a :class:`~blender_core.data.MixInstructError` naming its file and line (JSONL) or
+    file and record id (Parquet).
+
+    Args:
+        paths: A path, folder, glob or URI, or a list of them.
+        limit: Keep only the first ``limit`` records.
+    """
+    ray = _ray()
+    files, fmt = resolve_input_files(paths)
+    if fmt == "jsonl":
+        ds = ray.data.read_datasource(_jsonl_datasource(files), num_cpus=_READ_CPUS)
+    else:
+        ds = ray.data.read_parquet(files, include_paths=True, num_cpus=_READ_CPUS).map_batches(
+            _check_parquet_batch, batch_format="pyarrow", num_cpus=_READ_CPUS
+        )
+    return ds.limit(limit) if limit is not None else ds
+
+
+# ---- ranking ------------------------------------------------------------------------------
+
+
+def _texts_of(row: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Candidate texts and model names of a row (candidates as dicts with ``text`` or strings)."""
+    raw = row.get("candidates")
+    if hasattr(raw, "tolist"):  # numpy arrays from Ray's row views
+        raw = raw.tolist()
+    where = f"record {row.get('id', '?')!r}"
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{where}: 'candidates' must be a non-empty list")
+    texts, models = [], []
+    for k, cand in enumerate(raw):
+        if isinstance(cand, str):
+            texts.append(cand)
+            models.append(f"candidate_{k}")
+        elif isinstance(cand, dict) and isinstance(cand.get("text"), str):
+            texts.append(cand["text"])
+            models.append(str(cand.get("model") or f"candidate_{k}"))
+        else:
+            raise ValueError(f"{where}: candidates[{k}] must be a string or have a 'text' string")
+    return texts, models
+
+
+class _RankActor:
+    """A Ray Data actor: loads one PairRanker and ranks the batches it is given."""
+
+    def __init__(
+        self,
+        model: str,
+        strategy: str,
+        rank_kwargs: dict[str, Any],
+        ranker_kwargs: dict[str, Any],
+        num_threads: int | None,
+    ) -> None:
+        import torch
+
+        from blender_core.pair_ranker import PairRanker
+
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        self.ranker = PairRanker.from_pretrained(model, **ranker_kwargs)
+        if num_threads is None and self.ranker.device.type == "cpu":
+            # Actors share the node's cores: one intra-op thread each avoids oversubscription.
+            torch.set_num_threads(1)
+        self.strategy = strategy
+        self.rank_kwargs = rank_kwargs
+
+    def __call__(self, batch: pyarrow.Table) -> pyarrow.Table:
+        import pyarrow as pa
+
+        rows = batch.to_pylist()
+        for row in rows:
+            if not isinstance(row.get("instruction"), str):
+                raise ValueError(f"record {row.get('id', '?')!r}: 'instruction' must be a string")
+        texts, models = zip(*(_texts_of(row) for row in rows), strict=True) if rows else ((), ())
+        rankings = self.ranker.rank_batch(
+            [row["instruction"] for row in rows],
+            list(texts),
+            inputs=[row.get("input") or "" for row in rows],
+            strategy=self.strategy,  # type: ignore[arg-type]
+            **self.rank_kwargs,
+        )
+        columns = {
+            "order": pa.array([list(r.order) for r in rankings], pa.list_(pa.int64())),
+            "ranks": pa.array([list(r.ranks) for r in rankings], pa.list_(pa.int64())),
+            "scores": pa.array([list(r.scores) for r in rankings], pa.list_(pa.float64())),
+            "best": pa.array([r.best for r in rankings], pa.int64()),
+            "best_model": pa.array(
+                [names[r.best] for names, r in zip(models, rankings, strict=True)], pa.string()
+            ),
+        }
+        for name, column in columns.items():
+            if name in batch.column_names:
+                batch = batch.drop_columns([name])
+            batch = batch.append_column(name, column)
+        return batch
+
+
+def rank_dataset(
+    ds: ray.data.Dataset,
+    model: str | os.PathLike[str],
+    *,
+    strategy: str = "max_logits",
+    pairs: str | None = None,
+    seed: int | None = None,
+    batch_size: int = 16,
+    concurrency: int = 1,
+    num_gpus: float = 0,
+    num_cpus: float | None = None,
+    num_threads: int | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_tokens: int | None = None,
+) -> ray.data.Dataset:
+    """Rank every record of ``ds`` with a pool of PairRanker actors.
+
+    Each row needs ``instruction`` (a string), ``candidates`` (a list of strings, or of dicts
+    with ``text`` and optionally ``model``), optionally ``input``, and an ``id`` that the output
+    keeps. The result has every input column plus :data:`RANKING_COLUMNS` (``order``, best
+    first; ``ranks``, 1 = best; ``scores``; ``best``; ``best_model``), one row per input row.
+    Nothing runs until the dataset is consumed (``iter_batches``, ``write_parquet``...).
+
+    Args:
+        ds: The records.
+        model: Hub id or local checkpoint path, readable from every node.
+        strategy: ``"max_logits"``, ``"max_wins"`` or ``"bubble"``.
+        pairs: Passed to :meth:`PairRanker.rank_batch` as ``pairs=`` when given (the version in
+            use must accept it).
+        seed: Seed of the bubble permutation.
+        batch_size: Records per actor call.
+        concurrency: Number of actors (each loads the model once).
+        num_gpus: GPUs per actor (``0``: CPU).
+        num_cpus: CPUs reserved per actor (default 1).
+        num_threads: Torch intra-op threads per actor (default: 1 on CPU, torch's default on a
+            GPU).
+        device: Passed to :meth:`PairRanker.from_pretrained` (default: CUDA when the actor has a
+            GPU, else CPU).
+        dtype: Passed to :meth:`PairRanker.from_pretrained`.
+        batch_tokens: Padded tokens per forward pass.
+
+    Example:
+        .. code-block:: python
+
+            ranked = rank_dataset(ray.data.read_json("data.jsonl"), "llm-blender/PairRM",
+                                  concurrency=2)
+            for row in ranked.iter_rows():
+                print(row["id"], row["best_model"])
+    """
+    ray = _ray()
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if num_gpus < 0:
+        raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
+    rank_kwargs: dict[str, Any] = {"seed": seed}
+    if pairs is not None:
+        import inspect
+
+        from blender_core.pair_ranker import PairRanker
+
+        if "pairs" not in inspect.signature(PairRanker.rank_batch).parameters:
+            raise ValueError("this PairRanker does not take pairs=: leave pairs unset")
+        rank_kwargs["pairs"] = pairs
+    ranker_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+    if batch_tokens is not None:
+        ranker_kwargs["batch_tokens"] = batch_tokens
+    return ds.map_batches(
+        _RankActor,
+        fn_constructor_kwargs={
+            "model": os.fspath(model),
+            "strategy": strategy,
+            "rank_kwargs": rank_kwargs,
+            "ranker_kwargs": ranker_kwargs,
+            "num_threads": num_threads,
+        },
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_gpus=num_gpus or None,
+        num_cpus=1 if num_cpus is None else num_cpus,
+    )
+
+
+# ---- preference pairs ---------------------------------------------------------------------
+
+
+def ranking_of(row: dict[str, Any]) -> Ranking:
+    """The :class:`~blender_core.ranking.Ranking` stored in a row of :func:`rank_dataset`."""
+    return Ranking(
+        order=tuple(int(i) for i in row["order"]),
+        ranks=tuple(int(r) for r in row["ranks"]),
+        scores=tuple(float(s) for s in row["scores"]),
+    )
+
+
+def pairs_of_row(row: dict[str, Any], policy: str | PairPolicy) -> list[dict[str, Any]]:
+    """The preference pairs of one ranked row (see :mod:`blender_core.preferences`)."""
+    texts, models = _texts_of(row)
+    return preference_pairs(
+        prompt_text(row["instruction"], row.get("input") or ""),
+        texts,
+        ranking_of(row),
+        policy=policy,
+        models=models,
+        record_id=None if row.get("id") is None else str(row["id"]),
+    )
+
+
+def preference_dataset(
+    ranked: ray.data.Dataset, *, policy: str | PairPolicy = "best-worst"
+) -> ray.data.Dataset:
+    """Preference pairs (``prompt``, ``chosen``, ``rejected``, scores...) of a ranked dataset.
+
+    Args:
+        ranked: The output of :func:`rank_dataset`.
+        policy: ``"best-worst"``, ``"all"`` or ``"margin=X"``.
+    """
+    rule = parse_pair_policy(policy)
+    return ranked.flat_map(lambda row: pairs_of_row(row, rule))

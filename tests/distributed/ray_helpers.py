@@ -1,0 +1,49 @@
+"""Helpers of the distributed-ranking tests: records, Ray settings, local reference rankings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: Keyword arguments of every Ray start in these tests.
+RAY_LOCAL = {"include_dashboard": False, "log_to_driver": False}
+
+
+def make_records(n: int, candidates: int = 3, words: int = 4) -> list[dict[str, Any]]:
+    """``n`` MixInstruct records with ``candidates`` answers of different lengths each."""
+    return [
+        {
+            "id": f"r{i}",
+            "instruction": f"Question {i}: what is {i} + {i}?",
+            "input": "" if i % 3 else f"context {i}",
+            "output": "",
+            "candidates": [
+                {"model": f"m{j}", "text": " ".join([f"answer{i}-{j}"] * (words * (j + 1)))}
+                for j in range(candidates)
+            ],
+        }
+        for i in range(n)
+    ]
+
+
+def configure_ray_data() -> None:
+    """Quiet, ordered Ray Data execution for the tests."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.execution_options.preserve_order = True
+
+
+def local_rankings(checkpoint: Path, records: list[dict[str, Any]], strategy: str) -> dict:
+    """id -> Ranking from the single-process PairRanker on the same records."""
+    from blender_core import PairRanker
+
+    ranker = PairRanker.from_pretrained(checkpoint)
+    rankings = ranker.rank_batch(
+        [r["instruction"] for r in records],
+        [[c["text"] for c in r["candidates"]] for r in records],
+        inputs=[r["input"] for r in records],
+        strategy=strategy,  # type: ignore[arg-type]
+    )
+    return {r["id"]: ranking for r, ranking in zip(records, rankings, strict=True)}

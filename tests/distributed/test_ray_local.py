@@ -1,0 +1,218 @@
+"""``rank_dataset`` and ``blender rank --engine ray`` on a local Ray instance (2 CPUs, real Ray)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray_helpers import RAY_LOCAL, configure_ray_data, local_rankings, make_records
+from typer.testing import CliRunner
+
+from blender_core.data import write_mixinstruct
+
+ray = pytest.importorskip("ray")
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_local() -> Iterator[None]:
+    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", **RAY_LOCAL)
+    configure_ray_data()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cli_app() -> Any:
+    import typer
+
+    from blender_core.cli.rank import rank_command
+
+    group = typer.Typer()
+    group.command("rank")(rank_command)
+    group.callback()(lambda: None)
+    return group
+
+
+def _rank(cli_app: Any, *args: str) -> Any:
+    return CliRunner().invoke(cli_app, ["rank", *args, "--no-progress"])
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_rank_dataset_matches_the_local_ranker(tiny_pairrm_dir: Path, tmp_path: Path) -> None:
+    from blender_core.distributed import preference_dataset, rank_dataset, read_records
+
+    records = make_records(10)
+    write_mixinstruct(tmp_path / "a.jsonl", records[:6])
+    write_mixinstruct(tmp_path / "b.jsonl", records[6:])
+    ranked = rank_dataset(
+        read_records(str(tmp_path / "*.jsonl")),
+        tiny_pairrm_dir,
+        strategy="max_wins",
+        batch_size=3,
+        concurrency=2,
+    ).materialize()
+    rows = ranked.take_all()
+    assert sorted(row["id"] for row in rows) == sorted(r["id"] for r in records)
+    expected = local_rankings(tiny_pairrm_dir, records, "max_wins")
+    for row in rows:
+        ranking = expected[row["id"]]
+        assert list(row["order"]) == list(ranking.order)
+        assert list(row["ranks"]) == list(ranking.ranks)
+        assert list(row["scores"]) == pytest.approx(list(ranking.scores), abs=1e-6)
+        assert row["best_model"] == f"m{ranking.best}"
+    pairs = preference_dataset(ranked, policy="best-worst").take_all()
+    untied = [i for i, r in expected.items() if r.scores[r.order[0]] > r.scores[r.order[-1]]]
+    assert sorted(p["id"] for p in pairs) == sorted(untied)  # one pair each, none for a tie
+    assert {"prompt", "chosen", "rejected", "score_chosen", "score_rejected"} <= set(pairs[0])
+    assert all(p["score_chosen"] > p["score_rejected"] for p in pairs)
+
+
+def test_cli_ray_equals_local_jsonl_and_parquet(cli_app, tiny_pairrm_dir, tmp_path) -> None:
+    records = make_records(7)
+    data = tmp_path / "data.jsonl"
+    write_mixinstruct(data, records)
+    common = ["--model", str(tiny_pairrm_dir), "--pair-policy", "all"]
+    local = _rank(
+        cli_app,
+        str(data),
+        *common,
+        "--out",
+        str(tmp_path / "local.jsonl"),
+        "--pairs-out",
+        str(tmp_path / "local_pairs.jsonl"),
+    )
+    assert local.exit_code == 0, local.output
+    on_ray = _rank(
+        cli_app,
+        str(data),
+        *common,
+        "--engine",
+        "ray",
+        "--concurrency",
+        "2",
+        "--batch-size",
+        "2",
+        "--out",
+        str(tmp_path / "ray.parquet"),
+        "--pairs-out",
+        str(tmp_path / "ray_pairs.parquet"),
+    )
+    assert on_ray.exit_code == 0, on_ray.output
+    local_rows = _jsonl(tmp_path / "local.jsonl")
+    ray_rows = pq.read_table(tmp_path / "ray.parquet").to_pylist()
+    assert [r["id"] for r in ray_rows] == [r["id"] for r in local_rows]  # input order kept
+    for mine, theirs in zip(ray_rows, local_rows, strict=True):
+        assert set(mine) == set(theirs)
+        assert mine["order"] == theirs["order"] and mine["best_model"] == theirs["best_model"]
+        assert mine["scores"] == pytest.approx(theirs["scores"], abs=1e-6)
+    local_pairs = _jsonl(tmp_path / "local_pairs.jsonl")
+    ray_pairs = pq.read_table(tmp_path / "ray_pairs.parquet").to_pylist()
+    assert len(local_pairs) == 7 * 3  # "all": 3 pairs of 3 candidates each
+    key = ("id", "chosen", "rejected")
+    assert [tuple(p[k] for k in key) for p in ray_pairs] == [
+        tuple(p[k] for k in key) for p in local_pairs
+    ]
+
+    # Parquet in, JSONL out, from a folder.
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    pq.write_table(pq.read_table(tmp_path / "ray.parquet").slice(0, 0), folder / ".hidden.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist(records), folder / "part-0.parquet")
+    from_parquet = _rank(
+        cli_app,
+        str(folder),
+        "--model",
+        str(tiny_pairrm_dir),
+        "--engine",
+        "ray",
+        "--out",
+        str(tmp_path / "from_parquet.jsonl"),
+    )
+    assert from_parquet.exit_code == 0, from_parquet.output
+    rows = _jsonl(tmp_path / "from_parquet.jsonl")
+    assert [(r["id"], r["order"]) for r in rows] == [(r["id"], r["order"]) for r in local_rows]
+
+
+def test_cli_ray_malformed_records_fail_cleanly(cli_app, tiny_pairrm_dir, tmp_path) -> None:
+    good = json.dumps(make_records(1)[0])
+    data = tmp_path / "bad.jsonl"
+    data.write_text(
+        good
+        + "\n"
+        + good.replace('"r0"', '"r1"')
+        + '\n{"id": "x", "instruction": 3, "candidates": []}\n'
+    )
+    out, pairs = tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
+    result = _rank(
+        cli_app,
+        str(data),
+        "--model",
+        str(tiny_pairrm_dir),
+        "--engine",
+        "ray",
+        "--out",
+        str(out),
+        "--pairs-out",
+        str(pairs),
+    )
+    assert result.exit_code == 2
+    assert "bad.jsonl:3: field 'instruction' must be a string" in result.output
+    assert not out.exists() and not pairs.exists()
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(good + "\n{not json\n")
+    result = _rank(
+        cli_app, str(broken), "--model", str(tiny_pairrm_dir), "--engine", "ray", "--out", str(out)
+    )
+    assert result.exit_code == 2 and "broken.jsonl:2: invalid JSON" in result.output
+    assert not out.exists()
+
+    import pyarrow as pa
+
+    rows = make_records(2)
+    rows[1]["candidates"] = []
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "bad.parquet")
+    result = _rank(
+        cli_app,
+        str(tmp_path / "bad.parquet"),
+        "--model",
+        str(tiny_pairrm_dir),
+        "--engine",
+        "ray",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 2 and "bad.parquet: record 'r1'" in result.output, result.output
+    assert not out.exists()
+
+
+def test_cli_ray_resume_skips_done_records(cli_app, tiny_pairrm_dir, tmp_path) -> None:
+    records = make_records(6)
+    data = tmp_path / "data.jsonl"
+    write_mixinstruct(data, records[:4])
+    out = tmp_path / "ranked.jsonl"
+    args = ["--model", str(tiny_pairrm_dir), "--engine", "ray", "--out", str(out)]
+    first = _rank(cli_app, str(data), *args)
+    assert first.exit_code == 0, first.output
+    before = _jsonl(out)
+    # A killed run leaves its checkpoint: one finished record and a torn line.
+    checkpoint = tmp_path / ".ranked.jsonl.partial.jsonl"
+    write_mixinstruct(data, records)
+    row = dict(before[0], id="r4")
+    checkpoint.write_text(json.dumps({"row": row}) + "\n" + '{"row": {"id": "r5", "or')
+    second = _rank(cli_app, str(data), *args)
+    assert second.exit_code == 0, second.output
+    assert "ranked 1 records, 5 already done (6 in all)" in second.output
+    after = _jsonl(out)
+    assert [r["id"] for r in after] == ["r0", "r1", "r2", "r3", "r4", "r5"]
+    assert after[:4] == before and after[4] == row  # carried over, not recomputed
+    assert not checkpoint.exists()
