@@ -240,7 +240,7 @@ def read_records(
 
 def _texts_of(row: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Candidate texts and model names of a row (candidates as dicts with ``text`` or strings)."""
-    raw = row.get("candidates")
+    raw: Any = row.get("candidates")
     if hasattr(raw, "tolist"):  # numpy arrays from Ray's row views
         raw = raw.tolist()
     where = f"record {row.get('id', '?')!r}"

@@ -91,7 +91,7 @@ def _prompt(value: Any, what: str) -> str:
         raise TypeError(f"{what} must be a string or a list of chat messages") from exc
 
 
-class PairRankerJudge(_Base):  # type: ignore[misc,valid-type]
+class PairRankerJudge(_Base):
     """A pairwise judge backed by a :class:`~blender_core.pair_ranker.PairRanker`.
 
     Args:

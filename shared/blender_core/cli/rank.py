@@ -340,6 +340,7 @@ def _run_ray(
             ranked = ranked.select_columns(["id", *RANKING_COLUMNS])
         bar = _progress_bar(progress)
         try:
+            batch: Any
             for batch in ranked.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for row in batch.to_pylist():
                     ranking = {name: row[name] for name in ("id", *RANKING_COLUMNS)}

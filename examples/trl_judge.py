@@ -1,0 +1,48 @@
+"""PairRankerJudge, TRL-style: judge completion pairs and score completions as a reward function.
+
+Runs offline on a tiny *untrained* PairRanker built on the spot, so its verdicts are arbitrary;
+pass ``llm-blender/PairRM`` instead for real judgments. With TRL installed, hand the judge (TRL
+< 1.0) or ``judge.reward_function()`` (TRL 1.x ``reward_funcs=``) to an online trainer.
+
+    python examples/trl_judge.py
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+from blender_core.judges import PairRankerJudge, trl_pairwise_judge_base
+from blender_core.testing import make_tiny_pairranker
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = make_tiny_pairranker(tmp, layout="pairrm")
+        judge = PairRankerJudge(checkpoint, device="cpu", seed=0)
+    print("NOTE: the tiny ranker is untrained: its preferences are random, not meaningful.")
+    base = trl_pairwise_judge_base()
+    print(f"TRL BasePairwiseJudge: {base.__module__ if base else 'not in this TRL (or no TRL)'}")
+    prompts = ["What is the capital of France?", "Write a haiku about rain."]
+    pairs = [
+        ["Paris is the capital of France.", "I think it might be Lyon."],
+        ["Soft rain on the roof / ...", "Rain is water falling from clouds."],
+    ]
+    print("preferred index:", judge.judge(prompts, pairs))
+    print(
+        "P(first better):", [round(p, 3) for p in judge.judge(prompts, pairs, return_scores=True)]
+    )
+    reward = judge.reward_function()
+    print(
+        "rewards:",
+        [
+            round(r, 4)
+            for r in reward(
+                prompts=prompts * 2,
+                completions=[pairs[0][0], pairs[1][0], pairs[0][1], pairs[1][1]],
+            )
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
