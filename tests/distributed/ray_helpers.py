@@ -39,7 +39,7 @@ def local_rankings(checkpoint: Path, records: list[dict[str, Any]], strategy: st
     """id -> Ranking from the single-process PairRanker on the same records."""
     from blender_core import PairRanker
 
-    ranker = PairRanker.from_pretrained(checkpoint)
+    ranker = PairRanker.from_pretrained(checkpoint, dtype="float32")
     rankings = ranker.rank_batch(
         [r["instruction"] for r in records],
         [[c["text"] for c in r["candidates"]] for r in records],

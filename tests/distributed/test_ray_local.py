@@ -55,6 +55,7 @@ def test_rank_dataset_matches_the_local_ranker(tiny_pairrm_dir: Path, tmp_path: 
         read_records(str(tmp_path / "*.jsonl")),
         tiny_pairrm_dir,
         strategy="max_wins",
+        dtype="float32",  # bf16 (the default on some CPUs) rounds by batch make-up
         batch_size=3,
         concurrency=2,
     ).materialize()
@@ -78,7 +79,7 @@ def test_cli_ray_equals_local_jsonl_and_parquet(cli_app, tiny_pairrm_dir, tmp_pa
     records = make_records(7)
     data = tmp_path / "data.jsonl"
     write_mixinstruct(data, records)
-    common = ["--model", str(tiny_pairrm_dir), "--pair-policy", "all"]
+    common = ["--model", str(tiny_pairrm_dir), "--pair-policy", "all", "--dtype", "float32"]
     local = _rank(
         cli_app,
         str(data),
@@ -134,6 +135,8 @@ def test_cli_ray_equals_local_jsonl_and_parquet(cli_app, tiny_pairrm_dir, tmp_pa
         str(tiny_pairrm_dir),
         "--engine",
         "ray",
+        "--dtype",
+        "float32",
         "--out",
         str(tmp_path / "from_parquet.jsonl"),
     )
