@@ -157,8 +157,16 @@ def test_pair_ranker_api_ranks_or_refuses_clearly(
         assert len(ranking.scores) == len(candidates)
 
 
+# Lone surrogates cannot be tokenised at all (the tokenizer refuses them); this property is about
+# the pre-cut, so it draws encodable text only.
+encodable = st.text(
+    alphabet=st.sampled_from(list("ab [SEP]<|>/\n")) | st.characters(exclude_categories=("Cs",)),
+    max_size=30,
+)
+
+
 @settings(max_examples=20, deadline=None)
-@given(texts, st.integers(min_value=0, max_value=4000))
+@given(encodable, st.integers(min_value=0, max_value=4000))
 def test_pair_ranker_precut_changes_nothing(short_ranker: Any, text: str, pad: int) -> None:
     encoder = short_ranker.encoder
     long = text + " " * pad + "tail " * pad
