@@ -52,6 +52,9 @@ def test_eval_writes_table_and_plots(cli: typer.Typer, records_file: Path, tmp_p
     assert (out / "table.csv").read_text().startswith("method,pref (%),Beats c (%)")
     payload = json.loads((out / "results.json").read_text())
     assert payload["records"] == 2 and payload["beats_models"] == ["c"]
+    assert payload["table"]["baseline"].startswith("best single")
+    assert payload["table"]["comparisons"]["longest"]["n"] == 2
+    assert "beats it?" in markdown and "(baseline)" in markdown
     assert len(read_mixinstruct(out / "scored.jsonl")) == 2
     for name in ("rank_distribution.png", "model_share.png", "metrics.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"

@@ -99,6 +99,13 @@ def evaluate_command(
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, mps (default: auto)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the PNG plots."),
+    bootstrap: int = typer.Option(
+        10_000,
+        "--bootstrap",
+        help="Paired bootstrap resamples of each row's judge score minus the best single "
+        "model's (the table's CI and 'beats it?' columns; seeded by --seed).",
+        min=1,
+    ),
 ) -> None:
     """Evaluate rankers and fusers on MixInstruct data: table (Markdown, CSV) and plots."""
     from blender_core.data import read_mixinstruct, write_mixinstruct
@@ -147,6 +154,8 @@ def evaluate_command(
         beats_models=beats or None,
         beats_reference=train_records,
         gpt_rank=gpt_rank,
+        bootstrap_resamples=bootstrap,
+        seed=seed,
         show_progress=True,
     )
     table = results.table()

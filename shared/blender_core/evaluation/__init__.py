@@ -35,6 +35,8 @@ _EXPORTS = {
     "MethodResult": "blender_core.evaluation.runner",
     "evaluate": "blender_core.evaluation.runner",
     "EvalTable": "blender_core.evaluation.table",
+    "PairedDifference": "blender_core.evaluation.stats",
+    "paired_bootstrap": "blender_core.evaluation.stats",
     "plot_all": "blender_core.evaluation.plots",
     "build_methods": "blender_core.evaluation.specs",
     "build_metrics": "blender_core.evaluation.specs",
@@ -52,11 +54,13 @@ __all__ = [
     "GPTRank",
     "GPTRankResult",
     "MethodResult",
+    "PairedDifference",
     "ReferenceMetric",
     "ScoreCache",
     "build_methods",
     "build_metrics",
     "evaluate",
+    "paired_bootstrap",
     "plot_all",
 ]
 
@@ -80,4 +84,5 @@ if TYPE_CHECKING:
     from blender_core.evaluation.plots import plot_all
     from blender_core.evaluation.runner import BlendMethod, EvalResults, MethodResult, evaluate
     from blender_core.evaluation.specs import build_methods, build_metrics
+    from blender_core.evaluation.stats import PairedDifference, paired_bootstrap
     from blender_core.evaluation.table import EvalTable

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from blender_core.data import MixRecord
 from blender_core.evaluation.gpt_rank import GPTRank, GPTRankResult
 from blender_core.evaluation.metrics import ReferenceMetric
+from blender_core.evaluation.stats import PairedDifference, paired_bootstrap
 from blender_core.rankers.baselines import Pick, Selector, model_means, record_prompt
 from blender_core.ranking import Ranker, Ranking
 
@@ -109,6 +110,8 @@ class MethodResult:
         values: Column -> value (``None`` = not applicable), filled by :func:`evaluate`.
         rank_distribution: Share of records whose pick has oracle rank r (index r - 1).
         model_share: Model -> share of records where that model's answer is the pick.
+        judge_values: Per record, the judge score of the pick (its expectation for a
+            distribution); ``None`` for generated methods or without a judge score.
     """
 
     name: str
@@ -118,6 +121,7 @@ class MethodResult:
     values: dict[str, float | None] = field(default_factory=dict)
     rank_distribution: list[float] | None = None
     model_share: dict[str, float] | None = None
+    judge_values: list[float] | None = None
 
 
 @dataclass
@@ -133,6 +137,10 @@ class EvalResults:
         top_ks: The k of the "top-k share" columns.
         models: The candidate models, in record order.
         gpt_rank: The GPT-Rank result, when a judge was given.
+        notes: Remarks for the report (e.g. unparseable judge answers).
+        baseline: The method the others are compared with (the best single model by default).
+        comparisons: Method -> paired bootstrap of its judge score minus the baseline's (see
+            :mod:`blender_core.evaluation.stats`); empty without a judge score or baseline.
     """
 
     records: list[MixRecord]
@@ -144,6 +152,8 @@ class EvalResults:
     models: list[str]
     gpt_rank: GPTRankResult | None = None
     notes: list[str] = field(default_factory=list)
+    baseline: str | None = None
+    comparisons: dict[str, PairedDifference] = field(default_factory=dict)
 
     def method(self, name: str) -> MethodResult:
         for result in self.methods:
@@ -199,6 +209,10 @@ def evaluate(
     beats_reference: Sequence[MixRecord] | None = None,
     top_ks: Sequence[int] = (1, 3),
     gpt_rank: GPTRank | None = None,
+    baseline: str | None = "auto",
+    bootstrap_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
     show_progress: bool = False,
 ) -> EvalResults:
     """Evaluate methods on MixInstruct records.
@@ -222,6 +236,13 @@ def evaluate(
             within the best k; ties share the better rank).
         gpt_rank: A :class:`~blender_core.evaluation.gpt_rank.GPTRank` to add GPT-Rank and
             judge-based "beats" columns.
+        baseline: The method every other method's judge score is compared with (paired
+            bootstrap over the records: the mean difference, its confidence interval, and
+            whether the interval excludes 0); ``"auto"``: the ``best single ...`` row if there
+            is one; ``None``: no comparison.
+        bootstrap_resamples: Resamples of the paired bootstrap.
+        confidence: Coverage of its interval.
+        seed: Seed of the bootstrap (the same inputs give the same intervals).
         show_progress: Progress bars.
     """
     from tqdm.auto import tqdm
@@ -231,6 +252,8 @@ def evaluate(
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")
+    if baseline not in (None, "auto") and baseline not in names:
+        raise ValueError(f"baseline {baseline!r} is not one of the methods {names}")
     if any(k < 1 for k in top_ks):
         raise ValueError(f"top_ks must be >= 1, got {list(top_ks)}")
     records = list(records)
@@ -324,9 +347,8 @@ def evaluate(
             continue
         picks = result.picks
         if judge_values is not None and oracle_ranks is not None:
-            result.values["judge"] = (
-                sum(_expect(p, v) for p, v in zip(picks, judge_values, strict=True)) / n
-            )
+            result.judge_values = [_expect(p, v) for p, v in zip(picks, judge_values, strict=True)]
+            result.values["judge"] = sum(result.judge_values) / n
             for model in beats_models:
                 share = 0.0
                 for record, pick, values in zip(records, picks, judge_values, strict=True):
@@ -379,6 +401,25 @@ def evaluate(
                 f"GPT-Rank: {gpt_result.invalid} of {gpt_result.calls} judge answers were "
                 "unparseable (scored 0 for both; 0.5 in 'beats')."
             )
+    # 6. Paired bootstrap of every method's judge score against the baseline.
+    if baseline == "auto":
+        baseline = next((m.name for m in ordered if m.name.startswith("best single")), None)
+    comparisons: dict[str, PairedDifference] = {}
+    if baseline is not None and judge_metric is not None:
+        base_values = results[baseline].judge_values
+        if base_values is None:
+            raise ValueError(f"baseline {baseline!r} has no judge scores (a generated method)")
+        for result in ordered:
+            if result.name != baseline and result.judge_values is not None:
+                comparisons[result.name] = paired_bootstrap(
+                    result.judge_values,
+                    base_values,
+                    resamples=bootstrap_resamples,
+                    confidence=confidence,
+                    seed=seed,
+                )
+    elif baseline is not None:
+        baseline = None
     return EvalResults(
         records=records,
         methods=ordered,
@@ -389,4 +430,6 @@ def evaluate(
         models=models,
         gpt_rank=gpt_result,
         notes=notes,
+        baseline=baseline,
+        comparisons=comparisons,
     )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blender_core.evaluation.stats import PairedDifference
 from blender_core.io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -40,6 +41,11 @@ class Column:
 class EvalTable:
     """Rows of values (``None`` = N/A) under :class:`Column` s; Markdown and CSV output.
 
+    With a ``baseline`` (the best single model in ``blender eval``), every other row also
+    carries the paired bootstrap of its judge score minus the baseline's (``comparisons``):
+    printed as the difference in points with its confidence interval, and whether the row beats
+    the baseline (the interval is above 0).
+
     Example:
         .. code-block:: python
 
@@ -50,6 +56,8 @@ class EvalTable:
 
     columns: tuple[Column, ...]
     rows: tuple[tuple[str, tuple[float | None, ...]], ...]
+    baseline: str | None = None
+    comparisons: Mapping[str, PairedDifference] = field(default_factory=dict)
 
     @classmethod
     def from_results(cls, results: EvalResults) -> EvalTable:
@@ -73,7 +81,30 @@ class EvalTable:
             for k in results.top_ks:
                 columns.append(Column(f"top{k}", f"Top-{k} share (%)", 100.0, 1))
         rows = tuple((m.name, tuple(m.values.get(c.key) for c in columns)) for m in results.methods)
-        return cls(tuple(columns), rows)
+        return cls(
+            tuple(columns),
+            rows,
+            baseline=results.baseline if results.comparisons else None,
+            comparisons=dict(results.comparisons),
+        )
+
+    def _comparison_titles(self) -> list[str]:
+        if self.baseline is None:
+            return []
+        first = next(iter(self.comparisons.values()), None)
+        level = f"{first.confidence:.0%}" if first is not None else "95%"
+        return [f"Δ vs {self.baseline} (pts, {level} CI)", "beats it?"]
+
+    def _comparison_cells(self, row: str) -> list[str]:
+        if self.baseline is None:
+            return []
+        if row == self.baseline:
+            return ["(baseline)", ""]
+        diff = self.comparisons.get(row)
+        if diff is None:
+            return ["N/A", ""]
+        verdict = {"better": "yes", "worse": "no (worse)", "n.s.": "no (n.s.)"}[diff.verdict]
+        return [diff.format(), verdict]
 
     def value(self, row: str, column: str) -> float | None:
         """The stored (unscaled) value of a row and a column key or title."""
@@ -104,10 +135,11 @@ class EvalTable:
 
     def to_markdown(self, *, bold_best: bool = True) -> str:
         """A GitHub Markdown table; the best non-oracle value of each column in bold."""
-        header = ["method", *(c.title for c in self.columns)]
+        extra = self._comparison_titles()
+        header = ["method", *(c.title for c in self.columns), *extra]
         lines = [
             "| " + " | ".join(header) + " |",
-            "|---|" + "|".join("---:" for _ in self.columns) + "|",
+            "|---|" + "|".join("---:" for _ in [*self.columns, *extra]) + "|",
         ]
         best = self._best() if bold_best else [None] * len(self.columns)
         for name, values in self.rows:
@@ -122,6 +154,7 @@ class EvalTable:
                 ):
                     text = f"**{text}**"
                 cells.append(text)
+            cells.extend(self._comparison_cells(name))
             lines.append("| " + " | ".join([name, *cells]) + " |")
         return "\n".join(lines) + "\n"
 
@@ -129,8 +162,22 @@ class EvalTable:
         """CSV text (unscaled-then-scaled values as printed, empty for N/A); written if ``path``."""
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["method", *(c.title for c in self.columns)])
+        extra = []
+        if self.baseline is not None:
+            extra = [
+                f"delta vs {self.baseline} (pts)",
+                "ci low (pts)",
+                "ci high (pts)",
+                "verdict",
+            ]
+        writer.writerow(["method", *(c.title for c in self.columns), *extra])
         for name, values in self.rows:
+            diff = self.comparisons.get(name)
+            cis = (
+                [f"{v * 100:.2f}" for v in (diff.mean, diff.low, diff.high)] + [diff.verdict]
+                if diff is not None
+                else ["", "", "", "baseline" if name == self.baseline else ""]
+            )
             writer.writerow(
                 [
                     name,
@@ -138,6 +185,7 @@ class EvalTable:
                         "" if v is None else _fmt(v, c)
                         for v, c in zip(values, self.columns, strict=True)
                     ),
+                    *(cis if extra else []),
                 ]
             )
         text = buffer.getvalue()
@@ -146,11 +194,19 @@ class EvalTable:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe: columns and the unscaled values per row."""
+        """JSON-safe: columns, the unscaled values per row, and the baseline comparisons."""
         return {
             "columns": [c.__dict__ for c in self.columns],
             "rows": [{"method": name, "values": list(values)} for name, values in self.rows],
+            "baseline": self.baseline,
+            "comparisons": {name: d.to_dict() for name, d in self.comparisons.items()},
         }
+
+    def comparison(self, row: str) -> PairedDifference:
+        """The paired bootstrap of ``row``'s judge score minus the baseline's."""
+        if row not in self.comparisons:
+            raise KeyError(f"no comparison for {row!r} (baseline: {self.baseline!r})")
+        return self.comparisons[row]
 
     @property
     def row_names(self) -> Sequence[str]:
