@@ -36,6 +36,7 @@ from blender_core.generators.base import Generator
 from blender_core.generators.deadline import DeadlineExceeded, aiterate_with_deadline
 from blender_core.loading import load_fuser, load_ranker
 from blender_core.ranking import Ranker, Ranking
+from blender_core.secrets import redact
 
 __all__ = ["BlendError", "BlendResult", "BlendStreamEvent", "Blender", "ModelFailure"]
 
@@ -57,7 +58,8 @@ class ModelFailure:
             name, e.g. ``"LLMFuser(gpt-4o)"``).
         kind: ``"timeout"`` (no answer within the Blender's timeout) or ``"error"`` (it raised,
             or returned something that is not a non-empty string).
-        message: What happened, e.g. ``"RuntimeError: boom"``.
+        message: What happened, e.g. ``"RuntimeError: boom"`` (credentials redacted with
+            :func:`~blender_core.secrets.redact`, whoever builds the failure).
         exception: The exception raised, when there was one.
         stage: ``"generation"`` (a base model), ``"ranking"`` or ``"fusion"``.
     """
@@ -67,6 +69,9 @@ class ModelFailure:
     message: str
     exception: BaseException | None = field(default=None, compare=False, repr=False)
     stage: Stage = "generation"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", redact(self.message))
 
     def __str__(self) -> str:
         kind = self.kind if self.stage == "generation" else f"{self.stage} {self.kind}"

@@ -281,6 +281,10 @@ def test_environment_defaults(server: FakeServer, monkeypatch: pytest.MonkeyPatc
     gen = OpenAICompatibleGenerator("tiny")
     assert gen.base_url == server.url("ok")
     assert gen.generate("env") == "echo: env"
+    # The environment's key goes only to the OpenAI API, or where asked for by name.
+    assert "Authorization" not in server.requests[-1]["headers"]
+    gen = OpenAICompatibleGenerator("tiny", api_key_env="OPENAI_API_KEY")
+    assert gen.generate("env") == "echo: env"
     assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-env"
     monkeypatch.setenv("OPENAI_BASE_URL", "http://example.invalid/v1")
     assert OpenAICompatibleGenerator("tiny").base_url == "http://example.invalid/v1"

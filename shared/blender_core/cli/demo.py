@@ -394,7 +394,8 @@ def build_demo_blender(
             a GenFuser checkpoint or a Fuser.
         openai_base_urls: ``--openai-base-url`` values.
         openai_models: ``--openai-model`` values.
-        openai_api_key: Bearer token for the servers (default: ``OPENAI_API_KEY``).
+        openai_api_key: Bearer token for the servers (without it, ``OPENAI_API_KEY`` goes only
+            to the OpenAI API).
         max_new_tokens: Answer length of every member.
         fuse_tokens: Answer length of the local fuser (default ``max_new_tokens * 3 // 2``).
         top_k: Candidates handed to the fuser.
@@ -655,9 +656,8 @@ def demo(
     openai_api_key: str | None = typer.Option(
         None,
         "--openai-api-key",
-        envvar="OPENAI_API_KEY",
-        show_envvar=True,
-        help="Bearer token for the servers.",
+        help="Bearer token for the servers (without it, OPENAI_API_KEY goes only to the OpenAI "
+        "API).",
     ),
     max_new_tokens: int = typer.Option(112, "--max-new-tokens", help="Tokens per member answer."),
     fuse_tokens: int | None = typer.Option(
