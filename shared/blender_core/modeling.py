@@ -583,7 +583,19 @@ def resolve_checkpoint_dir(name_or_path: str | os.PathLike[str], **hub_kwargs: A
         raise CheckpointError(f"{name!r} is neither a local directory nor a hub id (owner/name)")
     from huggingface_hub import list_repo_files, snapshot_download
 
+    from blender_core.hub import HubUnavailableError, local_snapshot
+
     weights = ["model.safetensors", "pytorch_model.bin"]
+    patterns = ["config.json", "ranker_config.json", *weights, *_TOKENIZER_FILES]
+    try:  # offline: the local cache or one clear error now, not half a minute of retries
+        cached = local_snapshot(
+            name, allow_patterns=patterns, revision=hub_kwargs.get("revision"),
+            what="PairRanker checkpoint",
+        )  # fmt: skip
+    except HubUnavailableError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if cached is not None:
+        return cached
     try:
         # Fetch one weights file only (a repo may carry both, 1.7 GB each).
         files = set(

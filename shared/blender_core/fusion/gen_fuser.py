@@ -111,10 +111,14 @@ class GenFuser(BaseFuser):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         from blender_core.devices import resolve_device, resolve_dtype
+        from blender_core.hub import local_snapshot
 
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev, gpu_default="bfloat16")
         source = str(name_or_path)
+        cached = local_snapshot(source, what="GenFuser checkpoint")  # offline: cache or error
+        if cached is not None:
+            source = str(cached)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
         model = AutoModelForSeq2SeqLM.from_pretrained(
             source, dtype=torch_dtype, trust_remote_code=False

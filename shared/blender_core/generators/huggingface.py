@@ -150,10 +150,14 @@ class _SharedModel:
         )
 
         from blender_core.devices import resolve_device, resolve_dtype
+        from blender_core.hub import local_snapshot
 
         device = resolve_device(self.device_spec)
         dtype = resolve_dtype(self.dtype_spec, device, gpu_default="bfloat16")
         source = self.source
+        cached = local_snapshot(source, what="model")  # offline: the cache, or one clear error
+        if cached is not None:
+            source = str(cached)
         extra: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
         cache_target = self._gguf_cache_target()
         if cache_target is not None and (cache_target / "model.safetensors").is_file():
