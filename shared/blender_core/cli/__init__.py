@@ -31,7 +31,7 @@ def _root() -> None:
     tune_malloc()
 
 
-_COMMAND_MODULES = ("rank", "demo", "evaluate", "train")
+_COMMAND_MODULES = ("rank", "demo", "evaluate", "train", "serve")
 
 
 def _register_commands() -> None:

@@ -1,0 +1,614 @@
+"""The FastAPI app of ``blender serve`` and the uvicorn runner.
+
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``,
+``POST /v1/rerank``, ``GET /health``, ``GET /ready``, ``GET /metrics``. Every ``/v1`` request
+and ``/metrics`` need the bearer key when one is set; ``/health`` and ``/ready`` never do.
+
+Under load: at most ``server.max_concurrency`` requests are served at once and the next one is
+answered 429 with ``Retry-After`` (no unbounded queue); each request has a total deadline
+(``server.request_timeout``: 504 before a stream starts, an error event after); a client that
+disconnects cancels its member calls; SIGTERM/SIGINT stop accepting and let in-flight requests
+finish (``server.graceful_shutdown_timeout``).
+
+Example:
+    .. code-block:: python
+
+        from blender_core.serve import create_app, load_config
+
+        app = create_app(load_config("blend.toml"))  # any ASGI server can run it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from blender_core.serve.config import ServeConfig
+from blender_core.serve.errors import ApiError
+from blender_core.serve.gateway import Gateway
+from blender_core.serve.metrics import CONTENT_TYPE
+from blender_core.serve.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    RerankRequest,
+    check_texts,
+    parse_body,
+)
+from blender_core.serve.security import bearer_matches
+
+__all__ = ["create_app", "run"]
+
+log = logging.getLogger("blender_core.serve")
+
+T = TypeVar("T")
+
+
+class _ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
+
+
+async def _read_body(request: Request, cap: int) -> bytes:
+    """The body, never more than ``cap`` bytes read (413 past it)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise ApiError(
+            413,
+            f"the body is {declared} bytes, more than max_body_bytes={cap}",
+            code="body_too_large",
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise ApiError(
+                413, f"the body is more than max_body_bytes={cap} bytes", code="body_too_large"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (the body must have been read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _sse(data: Any) -> bytes:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+class _App:
+    """Request handling around a :class:`Gateway`: auth, limits, deadlines, disconnects."""
+
+    def __init__(self, gateway: Gateway, api_key: str | None) -> None:
+        self.gateway = gateway
+        self.settings = gateway.settings
+        self.metrics = gateway.metrics
+        self.api_key = api_key
+        self.in_flight = 0
+
+    # -- admission ------------------------------------------------------------------------------
+
+    def check_key(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        if not bearer_matches(request.headers.get("authorization"), self.api_key):
+            self.metrics.rejected.labels("auth").inc()
+            raise ApiError(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    def check_ready(self) -> None:
+        if not self.gateway.ready.is_set():
+            self.metrics.rejected.labels("loading").inc()
+            detail = self.gateway.load_error
+            message = f"models failed to load: {detail}" if detail else "models are loading"
+            raise ApiError(
+                503,
+                message,
+                code="not_ready",
+                headers={"Retry-After": str(self.settings.retry_after)},
+            )
+
+    async def serve(
+        self,
+        request: Request,
+        endpoint: str,
+        handler: Callable[[float], Awaitable[tuple[Response, str]]],
+    ) -> Response:
+        """Admit the request (key, readiness, concurrency), run ``handler`` and count it."""
+        start = time.perf_counter()
+        model = "-"
+        status = 500
+        try:
+            self.check_key(request)
+            self.check_ready()
+            if self.in_flight >= self.settings.max_concurrency:
+                self.metrics.rejected.labels("busy").inc()
+                raise ApiError(
+                    429,
+                    f"the server is busy ({self.settings.max_concurrency} requests in flight); "
+                    "retry later",
+                    code="too_many_requests",
+                    headers={"Retry-After": str(self.settings.retry_after)},
+                )
+            self.in_flight += 1
+            self.metrics.in_flight.inc()
+            try:
+                deadline = time.monotonic() + self.settings.request_timeout
+                response, model = await handler(deadline)
+            finally:
+                self.in_flight -= 1
+                self.metrics.in_flight.dec()
+            status = response.status_code
+            if isinstance(response, StreamingResponse):
+                response = self._counted_stream(response)
+            return response
+        except ApiError as exc:
+            status = exc.status
+            if status == 413:
+                self.metrics.rejected.labels("too_large").inc()
+            return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        except _ClientGone:
+            status = 499
+            self.metrics.cancelled.labels(endpoint).inc()
+            return Response(status_code=499)
+        finally:
+            self.metrics.requests.labels(endpoint, model, str(status)).inc()
+            self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - start)
+
+    def _counted_stream(self, response: StreamingResponse) -> StreamingResponse:
+        """Keep a stream counted as in flight until it ends."""
+        body = response.body_iterator
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+
+        async def counted() -> AsyncIterator[Any]:
+            try:
+                async for chunk in body:
+                    yield chunk
+            finally:
+                self.in_flight -= 1
+                self.metrics.in_flight.dec()
+
+        response.body_iterator = counted()
+        return response
+
+    async def within(self, request: Request, work: Awaitable[T], deadline: float) -> T:
+        """``work``'s result; cancelled when the client goes (:class:`_ClientGone`) or at the
+        deadline (504)."""
+        task = asyncio.ensure_future(work)
+        watch = asyncio.ensure_future(_disconnected(request))
+        try:
+            done, _ = await asyncio.wait(
+                {task, watch},
+                timeout=max(0.0, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            watch.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+        if watch in done:
+            raise _ClientGone
+        raise ApiError(
+            504,
+            f"no answer within request_timeout={self.settings.request_timeout:g} s",
+            code="timeout",
+        )
+
+    # -- chat and completions -------------------------------------------------------------------
+
+    def _options(self, body: Any, kind: str) -> dict[str, Any]:
+        """What a request passes on to its members (a blend: only the length)."""
+        max_tokens = getattr(body, "max_completion_tokens", None) or body.max_tokens
+        if max_tokens is not None and max_tokens > self.settings.max_tokens:
+            raise ApiError(
+                422,
+                f"max_tokens: {max_tokens} is more than this server allows "
+                f"({self.settings.max_tokens})",
+                param="max_tokens",
+            )
+        options: dict[str, Any] = {}
+        if max_tokens is not None:
+            options["max_new_tokens"] = max_tokens
+        if kind == "member":
+            for name in ("temperature", "top_p", "seed"):
+                value = getattr(body, name)
+                if value is not None:
+                    options[name] = value
+        return options
+
+    def _check_common(self, body: Any) -> None:
+        if body.n not in (None, 1):
+            raise ApiError(422, "n: only n=1 is supported", param="n")
+        if getattr(body, "tools", None) or getattr(body, "functions", None):
+            raise ApiError(
+                422, "tools: tool calls are not supported by blender serve", param="tools"
+            )
+
+    async def chat(self, request: Request, deadline: float) -> tuple[Response, str]:
+        raw = await _read_body(request, self.settings.max_body_bytes)
+        body: ChatCompletionRequest = parse_body(raw, ChatCompletionRequest)
+        kind = self.gateway.check_model(body.model, endpoint="chat")
+        self._check_common(body)
+        messages = body.chat()
+        check_texts(
+            [(f"messages[{i}].content", m["content"]) for i, m in enumerate(messages)],
+            self.settings,
+            max_items=self.settings.max_messages,
+            what="messages",
+        )
+        if not any(m["role"] == "user" for m in messages):
+            raise ApiError(422, "messages: needs at least one user message", param="messages")
+        options = self._options(body, kind)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        if body.stream:
+            response = await self._stream(
+                request, "chat", body.model, kind, messages, options, deadline, include_usage
+            )
+            return response, body.model
+        if kind == "ensemble":
+            answer = await self.within(
+                request, self.gateway.blend(body.model, messages, options), deadline
+            )
+        else:
+            answer = await self.within(
+                request, self.gateway.passthrough(body.model, messages, options), deadline
+            )
+        payload: dict[str, Any] = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer.text},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": answer.usage,
+        }
+        if answer.blend is not None:
+            payload["blend"] = answer.blend
+        return JSONResponse(payload), body.model
+
+    async def completions(self, request: Request, deadline: float) -> tuple[Response, str]:
+        raw = await _read_body(request, self.settings.max_body_bytes)
+        body: CompletionRequest = parse_body(raw, CompletionRequest)
+        kind = self.gateway.check_model(body.model, endpoint="completions")
+        self._check_common(body)
+        prompt = body.prompt_text()
+        check_texts([("prompt", prompt)], self.settings, max_items=1, what="prompt")
+        if not prompt.strip():
+            raise ApiError(422, "prompt: must not be empty", param="prompt")
+        messages = [{"role": "user", "content": prompt}]
+        options = self._options(body, kind)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        if body.stream:
+            response = await self._stream(
+                request,
+                "completions",
+                body.model,
+                kind,
+                messages,
+                options,
+                deadline,
+                include_usage,
+            )
+            return response, body.model
+        if kind == "ensemble":
+            work = self.gateway.blend(body.model, messages, options)
+        else:
+            work = self.gateway.passthrough(body.model, messages, options)
+        answer = await self.within(request, work, deadline)
+        text = prompt + answer.text if body.echo else answer.text
+        payload: dict[str, Any] = {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
+            "usage": answer.usage,
+        }
+        if answer.blend is not None:
+            payload["blend"] = answer.blend
+        return JSONResponse(payload), body.model
+
+    async def _stream(
+        self,
+        request: Request,
+        endpoint: str,
+        model: str,
+        kind: str,
+        messages: list[dict[str, str]],
+        options: dict[str, Any],
+        deadline: float,
+        include_usage: bool,
+    ) -> StreamingResponse:
+        """An SSE response in OpenAI's chunk format; members (and ranking) run before it starts."""
+        gateway = self.gateway
+        completion_id = f"{'chatcmpl' if endpoint == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if kind == "ensemble":
+            meter, first, events = await self.within(
+                request, gateway.blend_stream(model, messages, options), deadline
+            )
+        else:
+            meter, first_text, deltas = await self.within(
+                request, gateway.passthrough_stream(model, messages, options), deadline
+            )
+
+        def chunk(delta: dict[str, Any] | None, finish: str | None, **extra: Any) -> bytes:
+            if endpoint == "chat":
+                choice: dict[str, Any] = {
+                    "index": 0,
+                    "delta": delta or {},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+                kind_name = "chat.completion.chunk"
+            else:
+                choice = {
+                    "index": 0,
+                    "text": (delta or {}).get("content", ""),
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+                kind_name = "text_completion"
+            return _sse(
+                {
+                    "id": completion_id,
+                    "object": kind_name,
+                    "created": created,
+                    "model": model,
+                    "choices": [choice],
+                    **extra,
+                }
+            )
+
+        async def pieces() -> AsyncIterator[tuple[str, Any]]:
+            if kind == "ensemble":
+                event = first
+                while True:
+                    if event.kind == "delta":
+                        yield "delta", event.text
+                    else:
+                        yield "result", event.result
+                        return
+                    event = await anext(events)
+            else:
+                if first_text:
+                    yield "delta", first_text
+                async for text in deltas:
+                    yield "delta", text
+                yield "result", None
+
+        async def body() -> AsyncIterator[bytes]:
+            finished = False
+            source = pieces()
+            try:
+                if endpoint == "chat":
+                    yield chunk({"role": "assistant", "content": ""}, None)
+                while True:
+                    remaining = deadline - time.monotonic()
+                    try:
+                        async with asyncio.timeout(max(0.0, remaining)):
+                            kind_, value = await anext(source)
+                    except TimeoutError:
+                        message = (
+                            f"no complete answer within request_timeout="
+                            f"{self.settings.request_timeout:g} s"
+                        )
+                        yield _sse(
+                            {
+                                "error": {
+                                    "message": message,
+                                    "type": "timeout_error",
+                                    "code": "timeout",
+                                }
+                            }
+                        )
+                        break
+                    except ApiError as exc:
+                        yield _sse(exc.body())
+                        break
+                    except Exception as exc:
+                        message = gateway.scrub(f"{type(exc).__name__}: {exc}")
+                        log.error("stream failed: %s", message)
+                        yield _sse({"error": {"message": message, "type": "server_error"}})
+                        break
+                    if kind_ == "delta":
+                        yield chunk({"content": value}, None)
+                        continue
+                    extra: dict[str, Any] = {}
+                    if value is not None:
+                        extra["blend"] = gateway.finish_stream(model, value, meter)
+                    yield chunk({}, "stop", **extra)
+                    if include_usage:
+                        yield _sse(
+                            {
+                                "id": completion_id,
+                                "object": "chat.completion.chunk"
+                                if endpoint == "chat"
+                                else "text_completion",
+                                "created": created,
+                                "model": model,
+                                "choices": [],
+                                "usage": meter.total().to_dict(),
+                            }
+                        )
+                    break
+                yield b"data: [DONE]\n\n"
+                finished = True
+            finally:
+                await source.aclose()  # type: ignore[attr-defined]
+                if kind == "ensemble":
+                    await events.aclose()  # type: ignore[attr-defined]
+                else:
+                    await deltas.aclose()  # type: ignore[attr-defined]
+                if not finished:
+                    self.metrics.cancelled.labels(endpoint).inc()
+
+        return StreamingResponse(
+            body(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    # -- rerank ---------------------------------------------------------------------------------
+
+    async def rerank(self, request: Request, deadline: float) -> tuple[Response, str]:
+        raw = await _read_body(request, self.settings.max_body_bytes)
+        body: RerankRequest = parse_body(raw, RerankRequest)
+        name, ranker = self.gateway.reranker_for(body.model)
+        documents = body.texts()
+        check_texts(
+            [("query", body.query)] + [(f"documents[{i}]", d) for i, d in enumerate(documents)],
+            self.settings,
+            max_items=self.settings.max_documents + 1,
+            what="documents",
+        )
+        if not body.query.strip():
+            raise ApiError(422, "query: must not be empty", param="query")
+        results = await self.within(
+            request, self.gateway.rerank(ranker, body.query, documents, body.top_n), deadline
+        )
+        out = []
+        for index, score in results:
+            item: dict[str, Any] = {"index": index, "relevance_score": score}
+            if body.return_documents:
+                item["document"] = {"text": documents[index]}
+            out.append(item)
+        payload = {"id": f"rerank-{uuid.uuid4().hex}", "model": name, "results": out}
+        return JSONResponse(payload), name
+
+
+def create_app(
+    config: ServeConfig,
+    *,
+    api_key: str | None = None,
+    gateway: Gateway | None = None,
+) -> FastAPI:
+    """The gateway as a FastAPI app; models load in a thread when the app starts.
+
+    Args:
+        config: The checked ``blend.toml``.
+        api_key: Bearer key clients must send (``None``: none).
+        gateway: A prepared :class:`Gateway` (default: one built from ``config``).
+    """
+    gateway = gateway or Gateway(config, extra_secrets=(api_key,) if api_key else ())
+    state = _App(gateway, api_key)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loader = asyncio.ensure_future(asyncio.to_thread(gateway.load))
+        loader.add_done_callback(lambda t: t.cancelled() or t.exception())
+        yield
+
+    app = FastAPI(
+        title="blender serve",
+        description="LLM-Blender as an OpenAI-compatible gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.gateway = gateway
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        message = gateway.scrub(f"{type(exc).__name__}: {exc}")
+        log.error("internal error on %s: %s", request.url.path, message)
+        return JSONResponse(
+            {"error": {"message": f"internal error: {message}", "type": "server_error"}},
+            status_code=500,
+        )
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await state.serve(request, "chat", lambda d: state.chat(request, d))
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await state.serve(request, "completions", lambda d: state.completions(request, d))
+
+    @app.post("/v1/rerank")
+    async def rerank(request: Request) -> Response:
+        return await state.serve(request, "rerank", lambda d: state.rerank(request, d))
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        state.check_key(request)
+        return JSONResponse({"object": "list", "data": gateway.model_list()})
+
+    @app.get("/health")
+    async def health() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        if gateway.ready.is_set():
+            return JSONResponse({"status": "ready"})
+        if gateway.load_error:
+            return JSONResponse({"status": "failed", "error": gateway.load_error}, status_code=503)
+        return JSONResponse({"status": "loading"}, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        state.check_key(request)
+        return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+def run(
+    config: ServeConfig,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    api_key: str | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve ``config`` with uvicorn until SIGINT/SIGTERM, then finish in-flight requests."""
+    import uvicorn
+
+    app = create_app(config, api_key=api_key)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host or config.server.host,
+            port=config.server.port if port is None else port,
+            log_level=log_level,
+            timeout_graceful_shutdown=int(config.server.graceful_shutdown_timeout),
+            server_header=False,
+            lifespan="on",
+        )
+    )
+    server.run()

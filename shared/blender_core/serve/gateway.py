@@ -1,0 +1,460 @@
+"""What the gateway does for a request, apart from HTTP: blend, pass through, rerank.
+
+:class:`Gateway` owns the members, the shared rankers and fusers and the metrics. For each chat
+request it builds a light per-request :class:`~blender_core.blend.Blender` whose members are the
+configured ones bound to the request's chat (:class:`~blender_core.serve.members.RequestMember`)
+while the ranker and fuser objects are shared by every request (loaded once; a PairRanker shared
+by concurrent requests batches their pairs when it supports shared batching).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from blender_core.blend import Blender, BlendError, BlendResult, BlendStreamEvent, ModelFailure
+from blender_core.fusion.base import Fuser
+from blender_core.generators.base import BaseGenerator, Generator
+from blender_core.ranking import Ranker
+from blender_core.serve.config import (
+    EnsembleConfig,
+    JudgeRankerSpec,
+    LLMFuserSpec,
+    PairRMRankerSpec,
+    ServeConfig,
+)
+from blender_core.serve.errors import ApiError
+from blender_core.serve.members import (
+    USAGE_METER,
+    UsageMeter,
+    build_fuser,
+    build_members,
+    build_ranker,
+    build_reranker,
+    load_member,
+    request_prompt,
+    secret_values,
+)
+from blender_core.serve.metrics import Metrics
+from blender_core.serve.security import Scrubber
+from blender_core.types import Prompt
+
+__all__ = ["Answer", "Gateway", "blend_metadata"]
+
+log = logging.getLogger("blender_core.serve")
+
+
+@dataclass
+class Answer:
+    """A finished answer: its text, the usage summed over every member call, the blend."""
+
+    text: str
+    usage: dict[str, int]
+    blend: dict[str, Any] | None
+
+
+class _Metered(BaseGenerator):
+    """A member whose calls count their tokens in one request's meter.
+
+    When ``messages`` is given, the member answers that chat whatever prompt it is handed (the
+    per-request Blender hands it the flattened instruction).
+    """
+
+    def __init__(
+        self,
+        inner: Generator,
+        meter: UsageMeter,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(inner.name)
+        self.inner = inner
+        self.meter = meter
+        self.messages = messages
+        self.options = dict(options or {})
+
+    def _prompt(self, prompt: Prompt) -> Prompt:
+        return self.messages if self.messages is not None else prompt
+
+    def generate(self, prompt: Prompt, **kwargs: Any) -> str:
+        token = USAGE_METER.set(self.meter)
+        try:
+            return self.inner.generate(self._prompt(prompt), **{**self.options, **kwargs})
+        finally:
+            USAGE_METER.reset(token)
+
+    async def agenerate(self, prompt: Prompt, **kwargs: Any) -> str:
+        token = USAGE_METER.set(self.meter)
+        try:
+            return await self.inner.agenerate(self._prompt(prompt), **{**self.options, **kwargs})
+        finally:
+            USAGE_METER.reset(token)
+
+    async def astream(self, prompt: Prompt, **kwargs: Any) -> AsyncIterator[str]:
+        astream = getattr(self.inner, "astream", None)
+        if not callable(astream):
+            yield await self.agenerate(prompt, **kwargs)
+            return
+        deltas = astream(self._prompt(prompt), **{**self.options, **kwargs})
+        try:
+            while True:
+                token = USAGE_METER.set(self.meter)
+                try:
+                    delta = await anext(deltas)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    USAGE_METER.reset(token)
+                yield delta
+        finally:
+            await deltas.aclose()
+
+
+def blend_metadata(
+    ensemble: str, result: BlendResult, meter: UsageMeter, scrub: Scrubber
+) -> dict[str, Any]:
+    """The ``blend`` object of a response (one place, from :meth:`BlendResult.to_dict`).
+
+    Candidates by member, the distinct texts and who gave them, the ranking, the top-K handed to
+    the fuser, failures (secrets scrubbed), latencies and each member's token usage. The
+    instruction and the answer are left out (they are the request and the response).
+    """
+    data = result.to_dict()
+    for key in ("text", "instruction", "input"):
+        data.pop(key, None)
+    data["failures"] = [
+        {**failure, "message": scrub(failure["message"])} for failure in data["failures"]
+    ]
+    return {
+        "ensemble": ensemble,
+        **data,
+        "usage_by_member": {name: u.to_dict() for name, u in meter.by_member.items()},
+    }
+
+
+def _failure_list(failures: tuple[ModelFailure, ...], scrub: Scrubber) -> list[dict[str, str]]:
+    return [{**f.to_dict(), "message": scrub(f.message)} for f in failures]
+
+
+class Gateway:
+    """The members, shared rankers/fusers and metrics of one ``blend.toml``.
+
+    Args:
+        config: The checked configuration.
+        extra_secrets: More strings to scrub from outgoing text (the server's own key).
+
+    :meth:`load` loads every model (blocking; the app runs it in a thread at start-up and
+    ``/ready`` answers 200 once it is done).
+    """
+
+    def __init__(self, config: ServeConfig, *, extra_secrets: tuple[str, ...] = ()) -> None:
+        self.config = config
+        self.settings = config.server
+        self.metrics = Metrics()
+        self.members: dict[str, Generator] = build_members(config)
+        self.scrub = Scrubber([*secret_values(config), *extra_secrets])
+        self.rankers: dict[str, Ranker] = {}
+        self.fusers: dict[str, Fuser] = {}
+        self.rerankers: dict[str, Ranker] = {}
+        self.ready = threading.Event()
+        self.load_error: str | None = None
+
+    # -- loading --------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load members, rankers, fusers, rerankers; then :attr:`ready` (or :attr:`load_error`)."""
+        try:
+            for member in self.members.values():
+                load_member(member)
+            shared: dict[str, Any] = {}
+            for name, ensemble in self.config.ensembles.items():
+                if not isinstance(ensemble.ranker, JudgeRankerSpec):  # per request (metered)
+                    key = ensemble.ranker.model_dump_json()
+                    if key not in shared:
+                        shared[key] = build_ranker(ensemble.ranker, self.members)
+                    self.rankers[name] = shared[key]
+                if not isinstance(ensemble.fuser, LLMFuserSpec):
+                    key = ensemble.fuser.model_dump_json()
+                    if key not in shared:
+                        shared[key] = build_fuser(ensemble.fuser, self.members, top_k=1)
+                    self.fusers[name] = shared[key]
+            for name, spec in self.config.rerankers.items():
+                spec_key = spec.model_dump_json() if isinstance(spec, PairRMRankerSpec) else None
+                if spec_key is not None and spec_key in shared:
+                    self.rerankers[name] = shared[spec_key]
+                else:
+                    self.rerankers[name] = build_reranker(spec)
+                    if spec_key is not None:
+                        shared[spec_key] = self.rerankers[name]
+            watched = {**{f"ensemble:{n}": r for n, r in self.rankers.items()}}
+            watched.update({f"rerank:{n}": r for n, r in self.rerankers.items()})
+            self.metrics.watch_rankers(watched)
+        except Exception as exc:
+            self.load_error = self.scrub(f"{type(exc).__name__}: {exc}")
+            log.error("loading the models failed: %s", self.load_error)
+            raise
+        self.ready.set()
+
+    def model_list(self) -> list[dict[str, Any]]:
+        """``/v1/models`` entries: ensembles (blending) first, then members, then rerankers."""
+        created = int(time.time())
+        entries = []
+        for name, ensemble in self.config.ensembles.items():
+            entries.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "llm-blender-kit",
+                    "kind": "ensemble",
+                    "members": list(ensemble.members),
+                    "description": ensemble.description,
+                }
+            )
+        for name, spec in self.config.members.items():
+            entries.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "llm-blender-kit",
+                    "kind": "member",
+                    "type": spec.type,
+                }
+            )
+        for name in self.config.rerankers:
+            entries.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "llm-blender-kit",
+                    "kind": "reranker",
+                }
+            )
+        return entries
+
+    def check_model(self, model: str, *, endpoint: str) -> str:
+        """``"ensemble"`` or ``"member"``; 404 naming the available models otherwise."""
+        if model in self.config.ensembles:
+            return "ensemble"
+        if model in self.config.members:
+            return "member"
+        names = ", ".join(self.config.model_names()) or "none"
+        raise ApiError(
+            404,
+            f"model {model!r} is neither an ensemble nor a member of this server (models: {names})",
+            param="model",
+            code="model_not_found",
+        )
+
+    # -- blending -------------------------------------------------------------------------------
+
+    def _blender(
+        self,
+        name: str,
+        messages: list[dict[str, str]],
+        options: Mapping[str, Any],
+        meter: UsageMeter,
+    ) -> Blender:
+        ensemble: EnsembleConfig = self.config.ensembles[name]
+        members = {
+            m: _Metered(self.members[m], meter, messages=messages, options=options)
+            for m in ensemble.members
+        }
+        ranker = self.rankers.get(name)
+        if ranker is None:  # an LLM judge: its calls are metered per request
+            assert isinstance(ensemble.ranker, JudgeRankerSpec)
+            judge = _Metered(self.members[ensemble.ranker.member], meter)
+            ranker = build_ranker(ensemble.ranker, {ensemble.ranker.member: judge})
+        fuser = self.fusers.get(name)
+        if fuser is None:
+            assert isinstance(ensemble.fuser, LLMFuserSpec)
+            writer = _Metered(self.members[ensemble.fuser.member], meter)
+            fuser = build_fuser(
+                ensemble.fuser, {ensemble.fuser.member: writer}, top_k=ensemble.top_k
+            )
+        return Blender(
+            members,
+            ranker=ranker,
+            fuser=fuser,
+            top_k=ensemble.top_k,
+            timeout=ensemble.timeout,
+            rank_timeout=ensemble.rank_timeout if ensemble.rank_timeout is not None else ...,
+            fuse_timeout=ensemble.fuse_timeout if ensemble.fuse_timeout is not None else ...,
+            min_candidates=ensemble.min_candidates,
+            strategy=ensemble.strategy,
+        )
+
+    def _blend_failed(self, name: str, exc: BlendError) -> ApiError:
+        self._count_failures(exc.failures)
+        failures = _failure_list(exc.failures, self.scrub)
+        return ApiError(
+            502,
+            self.scrub(f"ensemble {name!r}: {exc}"),
+            code="members_failed",
+            extra={"failures": failures},
+        )
+
+    def _count_failures(self, failures: tuple[ModelFailure, ...]) -> None:
+        for failure in failures:
+            self.metrics.member_failures.labels(failure.model, failure.kind).inc()
+
+    def _record(self, result: BlendResult, meter: UsageMeter) -> None:
+        m = self.metrics
+        for member, seconds in result.latencies.items():
+            m.member_calls.labels(member).inc()
+            m.stage_seconds.labels("generation").observe(seconds)
+        m.stage_seconds.labels("ranking").observe(result.rank_latency)
+        m.stage_seconds.labels("fusion").observe(result.fuse_latency)
+        self._count_failures(result.failures)
+        total = meter.total()
+        m.tokens.labels("prompt").inc(total.prompt_tokens)
+        m.tokens.labels("completion").inc(total.completion_tokens)
+
+    async def blend(
+        self, name: str, messages: list[dict[str, str]], options: Mapping[str, Any]
+    ) -> Answer:
+        """Blend ensemble ``name``'s answers to a chat; 502 when too few members answer."""
+        meter = UsageMeter()
+        blender = self._blender(name, messages, options, meter)
+        instruction, context = request_prompt(messages)
+        try:
+            result = await blender.ablend(instruction, input=context)
+        except BlendError as exc:
+            raise self._blend_failed(name, exc) from None
+        self._record(result, meter)
+        return Answer(
+            result.text, meter.total().to_dict(), blend_metadata(name, result, meter, self.scrub)
+        )
+
+    async def blend_stream(
+        self, name: str, messages: list[dict[str, str]], options: Mapping[str, Any]
+    ) -> tuple[UsageMeter, BlendStreamEvent, AsyncIterator[BlendStreamEvent]]:
+        """Start a streamed blend: the meter, the first event and the rest.
+
+        Members and ranking run before this returns, so a blend that fails is a 502 before
+        any byte of the stream is sent.
+        """
+        meter = UsageMeter()
+        blender = self._blender(name, messages, options, meter)
+        instruction, context = request_prompt(messages)
+        events = blender.astream(instruction, input=context)
+        try:
+            first = await anext(events)
+        except BlendError as exc:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise self._blend_failed(name, exc) from None
+        except BaseException:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
+        return meter, first, events
+
+    def finish_stream(self, name: str, result: BlendResult, meter: UsageMeter) -> dict[str, Any]:
+        """Record a streamed blend's metrics; its ``blend`` object."""
+        self._record(result, meter)
+        return blend_metadata(name, result, meter, self.scrub)
+
+    # -- pass-through ---------------------------------------------------------------------------
+
+    def _member_failed(self, name: str, exc: BaseException) -> ApiError:
+        kind = "timeout" if isinstance(exc, TimeoutError) else "error"
+        self.metrics.member_failures.labels(name, kind).inc()
+        text = str(exc)
+        message = self.scrub(f"member {name!r} failed ({kind}): {type(exc).__name__}: {text}")
+        failure = {
+            "model": name,
+            "kind": kind,
+            "message": self.scrub(f"{type(exc).__name__}: {text}"),
+        }
+        return ApiError(502, message, code="member_failed", extra={"failures": [failure]})
+
+    def _member_timeout(self, name: str) -> float | None:
+        spec = self.config.members[name]
+        return getattr(spec, "timeout", None)
+
+    async def passthrough(
+        self, name: str, messages: list[dict[str, str]], options: Mapping[str, Any]
+    ) -> Answer:
+        """One member's answer to a chat; 502 naming it when it fails."""
+        meter = UsageMeter()
+        member = _Metered(self.members[name], meter, messages=messages, options=options)
+        start = time.perf_counter()
+        self.metrics.member_calls.labels(name).inc()
+        try:
+            text = await member.agenerate(messages)
+        except (Exception, TimeoutError) as exc:
+            raise self._member_failed(name, exc) from None
+        finally:
+            self.metrics.stage_seconds.labels("generation").observe(time.perf_counter() - start)
+        if not isinstance(text, str):
+            raise self._member_failed(name, TypeError(f"returned {type(text).__name__}, not str"))
+        return Answer(text, meter.total().to_dict(), None)
+
+    async def passthrough_stream(
+        self, name: str, messages: list[dict[str, str]], options: Mapping[str, Any]
+    ) -> tuple[UsageMeter, str, AsyncIterator[str]]:
+        """Start streaming one member's answer: the meter, the first delta and the rest."""
+        meter = UsageMeter()
+        member = _Metered(self.members[name], meter, messages=messages, options=options)
+        self.metrics.member_calls.labels(name).inc()
+        deltas = member.astream(messages)
+        try:
+            first = await anext(deltas, "")
+        except (Exception, TimeoutError) as exc:
+            await deltas.aclose()  # type: ignore[attr-defined]
+            raise self._member_failed(name, exc) from None
+        return meter, first, deltas
+
+    # -- rerank ---------------------------------------------------------------------------------
+
+    def reranker_for(self, model: str | None) -> tuple[str, Ranker]:
+        """The reranker a ``/v1/rerank`` request names (or the only one)."""
+        if model is None or model == "":
+            if len(self.rerankers) == 1:
+                return next(iter(self.rerankers.items()))
+            names = ", ".join(self.config.rerankers) or "none configured"
+            raise ApiError(
+                422,
+                f"model: name one of the rerankers ({names})",
+                param="model",
+                code="model_required",
+            )
+        if model not in self.config.rerankers:
+            names = ", ".join(self.config.rerankers) or "none configured"
+            raise ApiError(
+                404,
+                f"reranker {model!r} is not configured (rerankers: {names})",
+                param="model",
+                code="model_not_found",
+            )
+        return model, self.rerankers[model]
+
+    async def rerank(
+        self, ranker: Ranker, query: str, documents: list[str], top_n: int | None
+    ) -> list[tuple[int, float]]:
+        """``(index, relevance score)`` of the ``top_n`` most relevant documents, best first.
+
+        A PairRanker asked for fewer than all documents selects them by knockout
+        (``top_k``) instead of scoring every pair.
+        """
+        from blender_core.pair_ranker import PairRanker
+
+        start = time.perf_counter()
+        try:
+            if isinstance(ranker, PairRanker) and top_n is not None and top_n < len(documents):
+                ranking = await asyncio.to_thread(ranker.rank, query, documents, top_k=top_n)
+            else:
+                ranking = await ranker.arank(query, documents)
+        except ValueError as exc:  # e.g. too many documents for pairwise ranking
+            raise ApiError(422, self.scrub(str(exc)), param="documents") from None
+        finally:
+            self.metrics.stage_seconds.labels("ranking").observe(time.perf_counter() - start)
+        order = ranking.order if top_n is None else ranking.order[:top_n]
+        return [(i, float(ranking.scores[i])) for i in order]

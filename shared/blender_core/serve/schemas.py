@@ -1,0 +1,196 @@
+"""Request bodies of the gateway (pydantic), checked against the server's limits.
+
+Unknown fields are accepted and ignored (clients send many optional OpenAI fields); known fields
+are type-checked, and a wrong type is a 422 naming the field (``messages[0].content``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from blender_core.serve.config import ServerSettings
+from blender_core.serve.errors import ApiError
+
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatMessageIn",
+    "CompletionRequest",
+    "RerankRequest",
+    "parse_body",
+]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TextPart(_Open):
+    """One ``{"type": "text", "text": ...}`` content part."""
+
+    type: Literal["text"]
+    text: str
+
+
+class StreamOptions(_Open):
+    include_usage: bool = False
+
+
+class ChatMessageIn(_Open):
+    """One chat message: ``role`` and ``content`` (a string or text parts)."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class _Sampling(_Open):
+    model: str = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    n: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    user: str | None = None
+
+
+class ChatCompletionRequest(_Sampling):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+
+    def chat(self) -> list[dict[str, str]]:
+        """The messages as ``{"role", "content"}`` dicts (``developer`` read as ``system``)."""
+        return [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in self.messages
+        ]
+
+
+class CompletionRequest(_Sampling):
+    """``POST /v1/completions`` (one prompt per request)."""
+
+    prompt: str | list[str]
+    echo: bool = False
+
+    def prompt_text(self) -> str:
+        if isinstance(self.prompt, str):
+            return self.prompt
+        if len(self.prompt) != 1:
+            raise ApiError(
+                422,
+                f"prompt: one prompt per request (got a list of {len(self.prompt)}); send "
+                "several requests instead",
+                param="prompt",
+            )
+        return self.prompt[0]
+
+
+class DocumentIn(_Open):
+    text: str
+
+
+class RerankRequest(_Open):
+    """``POST /v1/rerank``: the request shape that Cohere, Jina, TEI and vLLM share."""
+
+    model: str | None = None
+    query: str
+    documents: list[str | DocumentIn] = Field(min_length=1)
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool = False
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("str", "list[TextPart]", "DocumentIn", "list[str]", "function-after") or (
+            "[" in item or item.startswith("tagged-union")
+        ):
+            continue
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts)
+
+
+def parse_body(raw: bytes, model: type[Any]) -> Any:
+    """Parse a JSON body into ``model``; a 400 (not JSON) or 422 (wrong fields) otherwise."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(
+            400, f"the body must be a JSON object, got {type(data).__name__}", code="invalid_json"
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        seen: dict[str, str] = {}
+        for error in errors:
+            key = _location(error["loc"])
+            seen.setdefault(key, error["msg"])
+        lines = [f"{key}: {msg}" if key else msg for key, msg in seen.items()]
+        first = next(iter(seen), None)
+        raise ApiError(
+            422, "; ".join(lines[:5]), param=first or None, code="invalid_value"
+        ) from None
+
+
+def check_texts(
+    texts: list[tuple[str, str]], settings: ServerSettings, *, max_items: int, what: str
+) -> None:
+    """413 when a text, or all of them, exceed the server's limits; 422 for too many items.
+
+    Args:
+        texts: ``(field, text)`` pairs.
+        settings: The limits.
+        max_items: Most items allowed.
+        what: Their name in the message (``messages``, ``documents``).
+    """
+    if len(texts) > max_items:
+        raise ApiError(
+            422,
+            f"{what}: at most {max_items} per request, got {len(texts)}",
+            param=what,
+            code="too_many_items",
+        )
+    total = 0
+    for key, text in texts:
+        if len(text) > settings.max_text_chars:
+            raise ApiError(
+                413,
+                f"{key}: {len(text)} characters, more than max_text_chars="
+                f"{settings.max_text_chars}",
+                param=key,
+                code="text_too_long",
+            )
+        total += len(text)
+    if total > settings.max_total_chars:
+        raise ApiError(
+            413,
+            f"{what}: {total} characters in all, more than max_total_chars="
+            f"{settings.max_total_chars}",
+            param=what,
+            code="text_too_long",
+        )
