@@ -177,8 +177,8 @@ class StaticGenerator(BaseGenerator):
 class MeteredOpenAIGenerator(OpenAICompatibleGenerator):
     """:class:`OpenAICompatibleGenerator` that reports the upstream's ``usage`` to the meter."""
 
-    def _parse(self, status_code: int, raw: bytes) -> str:
-        text = super()._parse(status_code, raw)
+    def _parse(self, status_code: int, raw: bytes, *args: Any, **kwargs: Any) -> str:
+        text = super()._parse(status_code, raw, *args, **kwargs)
         meter = current_meter()
         if meter is not None:
             try:
@@ -262,7 +262,7 @@ def build_members(config: ServeConfig) -> dict[str, Generator]:
             members[name] = MeteredOpenAIGenerator(
                 spec.model,
                 base_url=spec.base_url,
-                api_key=_env_key(name, name, spec.api_key_env) or "",
+                api_key=_env_key(name, name, spec.api_key_env),
                 name=name,
                 system_prompt=spec.system_prompt,
                 temperature=spec.temperature,
