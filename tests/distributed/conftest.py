@@ -1,7 +1,14 @@
 """Shared records and Ray start-up settings of the distributed-ranking tests.
 
-Ray binds only to 127.0.0.1 here (``_node_ip_address``), with no dashboard and no usage stats;
-each test module starts Ray once (a module-scoped fixture) and shuts it down at the end.
+Ray runs on loopback only, with no dashboard and no usage stats; each test module starts Ray
+once (a module-scoped fixture) and stops it at the end.
+
+Loopback: on Linux Ray takes a node's address from the interface that routes outwards, and it
+rewrites ``127.0.0.1`` given to ``ray.init`` (``address=`` or ``_node_ip_address=``) into that
+address. A cluster whose head and worker were started on 127.0.0.1 is then looked for on the
+other interface, and the driver hangs. ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (read when Ray is
+imported) makes Ray's node address lookup answer loopback, as it does on a laptop; it must be set
+before the first ``import ray`` of the test process.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import pytest
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="package", autouse=True)
