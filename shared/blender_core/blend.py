@@ -295,6 +295,10 @@ class Blender:
         min_candidates: Fewest distinct answers to go on with.
         strategy: Ranking strategy passed to ``ranker.rank(..., strategy=...)`` (PairRanker:
             ``"max_logits"``, ``"max_wins"``, ``"bubble"``); ``None`` uses the ranker's default.
+        priors: Member priors (a :class:`~blender_core.priors.MemberPriors` or a file from
+            ``blender calibrate``): the ranker is wrapped in a
+            :class:`~blender_core.priors.PriorRanker`. A ranker that declares
+            ``accepts_members`` (such as a PriorRanker) is told which member(s) gave each answer.
 
     Example:
         .. code-block:: python
@@ -325,6 +329,7 @@ class Blender:
         strategy: str | None = None,
         rank_timeout: float | EllipsisType | None = ...,
         fuse_timeout: float | EllipsisType | None = ...,
+        priors: Any = None,
     ) -> None:
         self.generators: Mapping[str, Generator] = MappingProxyType(
             self._named_generators(generators)
@@ -348,6 +353,10 @@ class Blender:
             self.timeout if fuse_timeout is ... else _check_timeout("fuse_timeout", fuse_timeout)
         )
         self.ranker: Ranker = load_ranker(ranker)
+        if priors is not None:
+            from blender_core.priors import PriorRanker
+
+            self.ranker = PriorRanker(self.ranker, priors)
         self.fuser: Fuser = load_fuser(fuser)
         if strategy is not None and not _accepts_keyword(self.ranker.rank, "strategy"):
             raise ValueError(
@@ -802,7 +811,11 @@ class Blender:
         source = self.prompt_for(instruction, input)
         start = time.perf_counter()
         ranking_call: Awaitable[Ranking]
-        if _top_k_aware(self.ranker, self.strategy):
+        if getattr(self.ranker, "accepts_members", False):  # e.g. a PriorRanker
+            ranking_call = self.ranker.arank(  # type: ignore[call-arg]
+                source, texts, members=models_by_text, strategy=self.strategy
+            )
+        elif _top_k_aware(self.ranker, self.strategy):
             # Only the best top_k are needed: a PairRanker selects them without a full order.
             ranking_call = self.ranker.arank(source, texts, top_k=self.top_k)  # type: ignore[call-arg]
         elif self.strategy is None:

@@ -1,4 +1,4 @@
-"""The ``blender`` command line: ``rank``, ``demo``, ``eval``, ``train-ranker``, ``train-fuser``.
+"""The ``blender`` command line: rank, demo, eval, train-ranker, train-fuser, calibrate.
 
 Each sub-command lives in its own module and registers itself on :data:`app`; heavy imports
 happen inside the commands.
@@ -31,7 +31,7 @@ def _root() -> None:
     tune_malloc()
 
 
-_COMMAND_MODULES = ("rank", "demo", "evaluate", "train", "serve")
+_COMMAND_MODULES = ("rank", "demo", "evaluate", "train", "serve", "calibrate")
 
 
 def _register_commands() -> None:

@@ -54,7 +54,8 @@ def evaluate_command(
         "-r",
         help="Comma-separated methods (rows): oracle[:METRIC], random, random-draw[:SEED], "
         "longest, best-single, models, single, model:NAME, consensus[:PATH], mlm[:PATH], "
-        "simcls[:PATH], pairrm:PATH, blender[:RANKER].",
+        "simcls[:PATH], pairrm:PATH, blender[:RANKER], priors[:FILE] (member priors alone; "
+        "fitted on --train without a file), ranker+priors:FILE (a `blender calibrate` file).",
     ),
     metrics: str = typer.Option(
         "judge,bertscore",

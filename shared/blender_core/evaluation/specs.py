@@ -18,6 +18,11 @@ Method specs (comma-separated on the command line):
 ``pairrm:PATH``              :class:`~blender_core.pair_ranker.PairRanker` from any checkpoint
 ``blender[:RANKER]``         rank (default ``consensus``; any ``load_ranker`` spec) + fuse
                              (``fuser=``, any ``load_fuser`` spec) the top ``top_k``
+``priors[:FILE]``            "priors only": the member priors of a ``blender calibrate`` file, or
+                             without a file fitted here on ``--train`` (no ranker)
+``ranker+priors:FILE``       "ranker + priors": the ranker the file was calibrated with (its
+                             ``fitted_on.ranker`` spec) plus its priors; reuses the rankings of
+                             an earlier row of the same ranker (``pairrm:PATH``) when there is one
 ==========================  ===================================================================
 
 Metric specs: ``bertscore[:MODEL]``, ``bartscore[:MODEL]``, ``bleurt:CHECKPOINT``, and
@@ -89,6 +94,7 @@ def build_methods(
         where = "train" if train_records else "eval data"
         return FixedModelSelector(best, name=f"best single: {best} (on {where})")
 
+    rankers_by_spec: dict[str, RankerSelector] = {}
     for spec in split_specs(specs):
         name, arg = _arg(spec)
         if name == "oracle":
@@ -144,9 +150,43 @@ def build_methods(
             from blender_core.loading import load_ranker
 
             label = Path(arg).name or arg
-            methods.append(
-                RankerSelector(load_ranker(arg, device=device), name=f"pairrm ({label})")
-            )
+            selector = RankerSelector(load_ranker(arg, device=device), name=f"pairrm ({label})")
+            rankers_by_spec[arg] = selector
+            methods.append(selector)
+        elif name == "priors":
+            from blender_core.priors import MemberPriors, PriorSelector, fit_priors
+
+            if arg:
+                methods.append(PriorSelector(MemberPriors.load(arg)))
+            else:
+                if not train_records:
+                    raise ValueError(
+                        "priors (without a file) are fitted on --train records: pass --train, or "
+                        "priors:FILE from `blender calibrate`"
+                    )
+                fitted = fit_priors(train_records, metric=judge_metric, data_name="--train")
+                methods.append(PriorSelector(fitted, name="priors only (fitted on train)"))
+        elif name == "ranker+priors":
+            if not arg:
+                raise ValueError("ranker+priors: needs a priors file from `blender calibrate`")
+            from blender_core.loading import load_ranker
+            from blender_core.priors import MemberPriors, PriorSelector, WithStrategy
+
+            priors = MemberPriors.load(arg)
+            ranker_spec = priors.fitted_on.get("ranker")
+            if priors.scale is None or not isinstance(ranker_spec, str):
+                raise ValueError(
+                    f"{arg} was calibrated without a ranker spec: run `blender calibrate DATA "
+                    "--ranker SPEC` (or use priors:FILE for the priors alone)"
+                )
+            strategy = priors.fitted_on.get("strategy")
+            base = rankers_by_spec.get(ranker_spec) if strategy in (None, "max_logits") else None
+            if base is None:
+                loaded: Any = load_ranker(ranker_spec, device=device)
+                if strategy is not None:
+                    loaded = WithStrategy(loaded, strategy)
+                base = RankerSelector(loaded, name=f"ranker of {Path(arg).name}")
+            methods.append(PriorSelector(priors, base, name="ranker + priors"))
         elif name == "blender":
             from blender_core.loading import load_fuser, load_ranker
 
@@ -164,7 +204,7 @@ def build_methods(
             raise ValueError(
                 f"unknown method spec {spec!r}: use oracle[:METRIC], random, random-draw[:SEED], "
                 "longest, best-single, models, single, model:NAME, consensus[:PATH], mlm[:PATH], "
-                "simcls[:PATH], pairrm:PATH, blender[:RANKER]"
+                "simcls[:PATH], pairrm:PATH, blender[:RANKER], priors[:FILE], ranker+priors:FILE"
             )
     names = [m.name for m in methods]
     dupes = sorted({n for n in names if names.count(n) > 1})

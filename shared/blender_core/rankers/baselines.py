@@ -92,9 +92,14 @@ class RankerSelector:
         self.name = name or type(ranker).__name__
         self.batch_size = batch_size
         self.rankings: list[Ranking] = []
+        self.ranked_for: Sequence[MixRecord] | None = None
 
     def select(self, records: Sequence[MixRecord], *, show_progress: bool = False) -> list[Pick]:
-        """Rank every record's candidates; the rankings stay in :attr:`rankings`."""
+        """Rank every record's candidates; the rankings stay in :attr:`rankings`.
+
+        :attr:`ranked_for` keeps the records they are for (rows that reuse the rankings, such
+        as "ranker + priors", check it by identity).
+        """
         from tqdm.auto import tqdm
 
         rankings: list[Ranking] = []
@@ -112,6 +117,7 @@ class RankerSelector:
                 rankings.extend(got)
                 bar.update(len(chunk))
         self.rankings = rankings
+        self.ranked_for = records
         return [{ranking.best: 1.0} for ranking in rankings]
 
 
