@@ -1,4 +1,4 @@
-"""The ``blender`` command line: rank, demo, eval, train-ranker, train-fuser, calibrate.
+"""The ``blender`` command line: rank, demo, eval, train-ranker, train-fuser, serve, calibrate.
 
 Each sub-command lives in its own module and registers itself on :data:`app`; heavy imports
 happen inside the commands.
