@@ -106,6 +106,7 @@ class MLMScoringRanker(BaseRanker):
             from transformers import AutoModelForMaskedLM, AutoTokenizer
 
             from blender_core.devices import resolve_device, resolve_dtype
+            from blender_core.quiet import quiet_transformers
 
             path = self.model_name_or_path
             if path is None:
@@ -117,9 +118,10 @@ class MLMScoringRanker(BaseRanker):
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
             if tokenizer.mask_token_id is None:
                 raise ValueError(f"{path!r} has no mask token: it is not a masked LM tokenizer")
-            model, info = AutoModelForMaskedLM.from_pretrained(
-                path, dtype=dtype, output_loading_info=True, trust_remote_code=False
-            )
+            with quiet_transformers():  # its missing-head report: we explain it below
+                model, info = AutoModelForMaskedLM.from_pretrained(
+                    path, dtype=dtype, output_loading_info=True, trust_remote_code=False
+                )
             missing_head = sorted(
                 k for k in info.get("missing_keys", ()) if any(m in k for m in _HEAD_MARKERS)
             )

@@ -1,0 +1,70 @@
+"""quiet_transformers: transformers' load noise off within a block, settings restored after."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from blender_core.quiet import quiet_transformers
+
+
+def test_verbosity_and_bars_are_restored_after_nested_sections() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_info()
+    hf_logging.enable_progress_bar()
+    try:
+        with quiet_transformers():
+            assert hf_logging.get_verbosity() == hf_logging.ERROR
+            assert not hf_logging.is_progress_bar_enabled()
+            with quiet_transformers():
+                assert hf_logging.get_verbosity() == hf_logging.ERROR
+            assert hf_logging.get_verbosity() == hf_logging.ERROR  # the outer one still runs
+        assert hf_logging.get_verbosity() == hf_logging.INFO
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.set_verbosity_warning()
+
+
+def test_restored_when_the_block_raises() -> None:
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    with pytest.raises(RuntimeError), quiet_transformers():
+        raise RuntimeError("load failed")
+    assert hf_logging.get_verbosity() == before
+
+
+def test_sections_in_threads_restore_once_all_have_ended() -> None:
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    inside = threading.Barrier(3)
+    leave = threading.Event()
+
+    def section() -> None:
+        with quiet_transformers():
+            inside.wait()
+            leave.wait(5)
+
+    threads = [threading.Thread(target=section) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    inside.wait()
+    assert hf_logging.get_verbosity() == hf_logging.ERROR
+    leave.set()
+    for thread in threads:
+        thread.join()
+    assert hf_logging.get_verbosity() == before
+
+
+def test_mlm_ranker_load_prints_only_our_explanation(capfd: pytest.CaptureFixture[str]) -> None:
+    from blender_core.rankers.mlm_scoring import MLMScoringRanker
+
+    ranker = MLMScoringRanker(device="cpu").load()  # MiniLM: an encoder without an MLM head
+    err = capfd.readouterr().err
+    assert ranker.head_used == "tied"
+    assert "LOAD REPORT" not in err
+    assert "seem corrupted" not in err
+    assert "MISSING" not in err
