@@ -7,6 +7,9 @@
   untied (pair, task) entries; tied entries carry no signal.
 - ``bce``: binary cross-entropy of ``left`` against ``1[Q_A > Q_B]`` plus that of ``right``
   against ``1[Q_A < Q_B]``.
+- ``margin``: instructgpt with each untied entry weighted by its score gap ``|Q_A - Q_B|``
+  (a weighted mean): with continuous judge scores (alpaca-v2's probabilities) a pair the judge
+  separates by 0.9 counts nine times as much as one it separates by 0.1.
 
 Example:
     .. code-block:: python
@@ -26,9 +29,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LOSS_NAMES", "bce_loss", "instructgpt_loss", "normalize_loss_name", "pair_loss"]
+__all__ = [
+    "LOSS_NAMES",
+    "bce_loss",
+    "instructgpt_loss",
+    "margin_loss",
+    "normalize_loss_name",
+    "pair_loss",
+]
 
-LOSS_NAMES: tuple[str, ...] = ("instructgpt", "bce")
+LOSS_NAMES: tuple[str, ...] = ("instructgpt", "bce", "margin")
 
 
 def normalize_loss_name(name: str) -> str:
@@ -67,6 +77,26 @@ def instructgpt_loss(
     return -F.logsigmoid(diff[mask] * sign[mask]).mean()
 
 
+def margin_loss(
+    left: torch.Tensor, right: torch.Tensor, scores_a: torch.Tensor, scores_b: torch.Tensor
+) -> torch.Tensor:
+    """``sum(w * -log sigmoid((left - right) * sign)) / sum(w)`` with ``w = |Q_A - Q_B|``.
+
+    Tied entries have weight 0; when every entry is tied the loss is a zero that still depends
+    on the inputs (as :func:`instructgpt_loss`).
+    """
+    import torch.nn.functional as F
+
+    _check_shapes(left, right, scores_a, scores_b)
+    diff = (left - right).float()
+    gap = (scores_a - scores_b).to(diff.device).float()
+    weight = gap.abs()
+    total = weight.sum()
+    if not bool(total > 0):
+        return diff.sum() * 0.0
+    return (-F.logsigmoid(diff * gap.sign()) * weight).sum() / total
+
+
 def bce_loss(
     left: torch.Tensor, right: torch.Tensor, scores_a: torch.Tensor, scores_b: torch.Tensor
 ) -> torch.Tensor:
@@ -91,8 +121,10 @@ def pair_loss(
     scores_a: torch.Tensor,
     scores_b: torch.Tensor,
 ) -> torch.Tensor:
-    """The loss called ``name`` (``"instructgpt"`` or ``"bce"``, any case)."""
+    """The loss called ``name`` (``"instructgpt"``, ``"bce"`` or ``"margin"``, any case)."""
     key = normalize_loss_name(name)
     if key == "instructgpt":
         return instructgpt_loss(left, right, scores_a, scores_b)
+    if key == "margin":
+        return margin_loss(left, right, scores_a, scores_b)
     return bce_loss(left, right, scores_a, scores_b)

@@ -2,7 +2,9 @@
 
 The LLM-Blender recipe: drop duplicate candidates, then take a few pairs per instruction
 (``random``: ``num_pairs`` random pairs out of the C(n, 2); ``top-bottom``: the i-th best
-against the i-th worst; ``all``: every pair), and swap each pair's order with probability 0.5 so
+against the i-th worst; ``all``: every pair; ``informative``: ``num_pairs`` pairs drawn with
+probability growing with the score gap and doubled for pairs with one of the two best
+candidates, the decisions that choose the top-1), and swap each pair's order with probability 0.5 so
 that the model cannot learn a position bias.
 
 Example:
@@ -35,8 +37,11 @@ __all__ = [
     "unique_candidate_indices",
 ]
 
-PairMode = Literal["random", "top-bottom", "all"]
-PAIR_MODES: tuple[str, ...] = ("random", "top-bottom", "all")
+PairMode = Literal["random", "top-bottom", "all", "informative"]
+PAIR_MODES: tuple[str, ...] = ("random", "top-bottom", "all", "informative")
+
+TOP_BONUS = 2.0
+"""``informative`` sampling: weight factor of a pair that includes one of the two best."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,10 @@ def sample_pairs(
     Args:
         scores: One score per candidate (higher is better).
         mode: ``"random"`` (``num_pairs`` random pairs out of all eligible ones), ``"top-bottom"``
-            (the i-th best against the i-th worst, i < ``num_pairs``, each candidate used once)
-            or ``"all"`` (every eligible pair).
+            (the i-th best against the i-th worst, i < ``num_pairs``, each candidate used once),
+            ``"all"`` (every eligible pair) or ``"informative"`` (``num_pairs`` eligible pairs
+            drawn without replacement, each with weight ``gap x (2 if it has one of the two
+            best candidates else 1)``: large gaps and near-the-top decisions first).
         num_pairs: Pairs per instruction for ``random`` and ``top-bottom``.
         rng: The random generator (seeded by the caller) for sampling and swapping.
         candidates: The candidate indices to use (e.g. after dropping duplicates); default all.
@@ -135,6 +142,16 @@ def sample_pairs(
         ]
         if mode == "random" and len(all_pairs) > num_pairs:
             pairs = rng.sample(all_pairs, num_pairs)
+        elif mode == "informative" and len(all_pairs) > num_pairs:
+            top = set(ranked[:2])
+            keyed = []
+            for a, b in all_pairs:
+                weight = abs(scores[a] - scores[b]) * (TOP_BONUS if a in top or b in top else 1.0)
+                # Efraimidis-Spirakis: the num_pairs largest u^(1/w) are a weighted sample.
+                u = rng.random()
+                keyed.append((u ** (1.0 / weight) if weight > 0 else 0.0, a, b))
+            keyed.sort(key=lambda t: -t[0])
+            pairs = [(a, b) for _, a, b in keyed[:num_pairs]]
         else:
             pairs = all_pairs
     if swap:
