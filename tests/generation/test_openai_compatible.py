@@ -181,7 +181,7 @@ def test_chat_prompt_and_call_overrides(server: FakeServer) -> None:
 
 
 async def test_server_error(server: FakeServer) -> None:
-    gen = OpenAICompatibleGenerator("tiny", base_url=server.url("error"))
+    gen = OpenAICompatibleGenerator("tiny", base_url=server.url("error"), max_retries=0)
     with pytest.raises(GeneratorError, match=r"HTTP 500.*model exploded") as info:
         gen.generate("x")
     assert info.value.status_code == 500
@@ -260,7 +260,7 @@ def test_retries_on_5xx(server: FakeServer) -> None:
     assert server.flaky_failures == 2
     server.flaky_failures = 0
     with pytest.raises(GeneratorError, match="HTTP 503"):
-        OpenAICompatibleGenerator("tiny", base_url=server.url("flaky")).generate("x")
+        OpenAICompatibleGenerator("tiny", base_url=server.url("flaky"), max_retries=0).generate("x")
 
 
 async def test_connection_refused() -> None:

@@ -52,6 +52,7 @@ class MisbehavingServer:
       then ``ok`` (``ratelimitdate``: the same with an HTTP-date);
     * ``busy``: 503 ``Retry-After: <retry_after>`` for the first ``fail_times`` calls, then ok;
     * ``drop``: reads the request, starts a 200 answer, then closes the connection mid-body;
+    * ``ssedrop``: a streamed answer that stops after two events (no ``[DONE]``);
     * ``hangup``: reads the request and closes the connection without answering;
     * ``redirect``: 307 to ``redirect_to`` (another server);
     * ``ssetrickle``: a streamed answer whose events come every 0.2 s, for ever (bounded);
@@ -165,6 +166,13 @@ class MisbehavingServer:
                             time.sleep(0.2)
                     except OSError:
                         pass
+                    return None
+                if scenario == "ssedrop":  # two events, then the connection closes: no [DONE]
+                    self._start("text/event-stream")
+                    self.wfile.write(sse_events(["one ", "two "]).split(b"data: {")[0])
+                    for piece in ("one ", "two "):
+                        event = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+                        self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
                     return None
                 if scenario == "drop":
                     data = chat_json(answer).encode()

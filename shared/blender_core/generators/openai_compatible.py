@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
+import contextlib
 import copy
+import datetime
+import email.utils
 import json
+import math
 import os
+import random
+import time
 import warnings
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
@@ -33,7 +40,102 @@ _DEFAULT_KEY_HOST = "api.openai.com"
 _DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 _BODY_EXCERPT = 500
 _REDACT_MARGIN = 256
-_RETRY_BACKOFF = 0.5  # seconds, doubled after each retry
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_MAX_RETRY_WAIT = 60.0
+"""Longest wait before a retry (a longer ``Retry-After`` gives up at once)."""
+
+T = TypeVar("T")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - time.time()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+class _SSELines:
+    """Splits a byte stream into text lines (``\\n``, ``\\r\\n`` or ``\\r``), at most ``cap``
+    bytes in all (``OverflowError`` past it), so one endless line cannot fill memory."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.size = 0
+        self.parts: list[bytes] = []  # the line begun and not yet ended
+        self.held_cr = False
+
+    def feed(self, chunk: bytes) -> list[str]:
+        self.size += len(chunk)
+        if self.size > self.cap:
+            raise OverflowError
+        if self.held_cr:  # a "\\r" that ended the last chunk: "\\r\\n" or a lone "\\r"
+            chunk = b"\r" + chunk
+            self.held_cr = False
+        if chunk.endswith(b"\r"):
+            chunk, self.held_cr = chunk[:-1], True
+        chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n" not in chunk:
+            self.parts.append(chunk)
+            return []
+        pieces = chunk.split(b"\n")
+        pieces[0] = b"".join([*self.parts, pieces[0]])
+        self.parts = [pieces.pop()]
+        return [piece.decode("utf-8", errors="replace") for piece in pieces]
+
+    def flush(self) -> list[str]:
+        """At the end of the stream: the last line, if ended only by ``\\r`` or not at all."""
+        rest = b"".join(self.parts)
+        held, self.parts, self.held_cr = self.held_cr, [], False
+        return [rest.decode("utf-8", errors="replace")] if rest or held else []
+
+
+def _iterate_sync(source: AsyncIterator[str]) -> Iterator[str]:
+    """The items of an async iterator, from sync code, on a private event loop (in a worker
+    thread when this thread already runs a loop); closing this iterator closes ``source``."""
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pool = None
+    else:
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="blender-stream")
+
+    def step(awaitable: Awaitable[T]) -> T:
+        async def run() -> T:
+            return await awaitable
+
+        if pool is None:
+            return loop.run_until_complete(run())
+        return pool.submit(loop.run_until_complete, run()).result()
+
+    try:
+        while True:
+            try:
+                item = step(anext(source))
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        try:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                step(aclose())
+            step(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+            if pool is not None:
+                pool.shutdown(wait=False)
 
 
 def _excerpt(text: str, secrets: list[str]) -> str:
@@ -97,7 +199,15 @@ class OpenAICompatibleGenerator(BaseGenerator):
         timeout: Total seconds for one call, from connecting to the last byte of the answer,
             retries and their waits included (``None``: no limit). A server that sends its answer
             one byte at a time still fails at this deadline.
-        max_retries: Retries on 5xx responses and connection errors (not on timeouts or 4xx).
+        max_retries: Retries (2 by default) of a request that certainly was not carried out:
+            an answer 408, 429, 500, 502, 503 or 504, or a connection that could not be opened.
+            The wait is ``Retry-After`` when the answer has one (seconds or an HTTP-date), else
+            exponential backoff with jitter (``backoff * 2**n`` times 0.5 to 1); a wait that
+            would pass the deadline ``timeout`` (or exceed 60 s) is not taken: the error is
+            raised at once. A request is never re-sent once it went out without a complete
+            answer (a connection dropped mid-answer, a server that hung up): that fails with a
+            :class:`GeneratorError` saying it was not re-sent. Timeouts are not retried.
+        backoff: First backoff wait in seconds (doubled at each retry).
         extra_body: Extra JSON fields merged into every request body (e.g. ``{"seed": 0}``).
         max_response_bytes: Most bytes of a response body read (decoded; 8 MiB by default): a
             longer body, or a ``Content-Length`` above it, raises :class:`GeneratorError` naming
@@ -143,7 +253,8 @@ class OpenAICompatibleGenerator(BaseGenerator):
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout: float | None = 60.0,
-        max_retries: int = 0,
+        max_retries: int = 2,
+        backoff: float = 0.5,
         max_response_bytes: int = 8 * 2**20,
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
@@ -187,6 +298,10 @@ class OpenAICompatibleGenerator(BaseGenerator):
         self.max_tokens = max_tokens
         self.timeout = timeout
         self.max_retries = max_retries
+        if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 0:
+            raise ValueError(f"backoff must be a number >= 0, got {backoff!r}")
+        self.backoff = float(backoff)
+        self._random = random.Random()
         if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int):
             raise ValueError(f"max_response_bytes must be an int, got {max_response_bytes!r}")
         if max_response_bytes < 1:
@@ -317,7 +432,7 @@ class OpenAICompatibleGenerator(BaseGenerator):
                 status_code=status_code,
                 body=excerpt,
             )
-            raise _RetryableError(error) if status_code >= 500 else error
+            raise _RetryableError(error) if status_code in _RETRY_STATUSES else error
         try:
             data = json.loads(raw)
         except ValueError as exc:
@@ -370,16 +485,18 @@ class OpenAICompatibleGenerator(BaseGenerator):
             f"{self.max_response_bytes} ({what}); raise max_response_bytes if it is legitimate"
         )
 
-    def _timeout_error(self, exc: Exception) -> GeneratorTimeoutError:
+    def _timeout_error(self, what: str) -> GeneratorTimeoutError:
         return GeneratorTimeoutError(
             f"{self.name}: no answer from {self.url} within the timeout of {self.timeout} s "
-            f"({type(exc).__name__})"
+            f"({what})"
         )
 
-    def _connect_error(self, exc: Exception) -> _RetryableError:
-        return _RetryableError(
-            GeneratorError(
-                self._redact(f"{self.name}: cannot reach {self.url}: {type(exc).__name__}: {exc}")
+    def _dropped(self, exc: Exception, after: str) -> GeneratorError:
+        return GeneratorError(
+            self._redact(
+                f"{self.name}: the connection to {self.url} broke {after} "
+                f"({type(exc).__name__}: {exc}); not re-sent: the server may have accepted "
+                "the request, and a completion is not idempotent"
             )
         )
 
@@ -394,36 +511,225 @@ class OpenAICompatibleGenerator(BaseGenerator):
 
     async def _bounded(self, body: dict[str, Any]) -> str:
         """:meth:`_post` under the total deadline ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
         try:
-            async with asyncio.timeout(self.timeout) as scope:
-                return await self._post(body)
-        except TimeoutError as exc:
+            async with asyncio.timeout_at(deadline) as scope:
+                return await self._post(body, deadline)
+        except TimeoutError:
             if scope.expired():
-                raise self._timeout_error(exc) from None
+                raise self._timeout_error("total deadline") from None
             raise
 
-    async def _post(self, body: dict[str, Any]) -> str:
-        delay = _RETRY_BACKOFF
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
-            for attempt in range(self.max_retries + 1):
+    def _client(self) -> httpx.AsyncClient:
+        # Per-operation httpx timeouts at the total: the asyncio deadline is the real bound.
+        return httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+
+    async def _post(self, body: dict[str, Any], deadline: float | None) -> str:
+        async with self._client() as client, contextlib.AsyncExitStack() as stack:
+            response = await self._open(stack, client, body, deadline)
+            error: GeneratorError | None = None
+            try:
+                raw = await self._read(response)
+            except httpx.TimeoutException:
+                error = self._timeout_error("reading the answer")
+            except httpx.TransportError as exc:
+                error = self._dropped(exc, "while the answer was being received")
+            if error is not None:
+                raise error  # raised outside the handler: no httpx request (and key) in its context
+            return self._parse(response.status_code, raw)
+
+    async def _open(
+        self,
+        stack: contextlib.AsyncExitStack,
+        client: httpx.AsyncClient,
+        body: dict[str, Any],
+        deadline: float | None,
+    ) -> httpx.Response:
+        """Send ``body`` and return a 2xx response whose body is still unread (its closing is
+        on ``stack``); retry what may be retried (see the class docstring)."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(self.max_retries + 1):
+            error: GeneratorError | None = None
+            retry = False
+            wait: float | None = None
+            request = client.stream("POST", self.url, json=body, headers=self._headers())
+            try:
+                response = await request.__aenter__()
+            except httpx.TimeoutException:
+                error = self._timeout_error("waiting for the answer")
+            except httpx.ConnectError as exc:  # the request never left: safe to send again
+                error = GeneratorError(
+                    self._redact(
+                        f"{self.name}: cannot reach {self.url}: {type(exc).__name__}: {exc}"
+                    )
+                )
+                retry = True
+            except httpx.TransportError as exc:
+                error = self._dropped(exc, "after the request was sent, before an answer")
+            else:
+                if response.status_code < 300:
+                    stack.push_async_exit(request)
+                    return response
                 try:
-                    try:
-                        async with client.stream(
-                            "POST", self.url, json=body, headers=self._headers()
-                        ) as response:
-                            status_code, raw = response.status_code, await self._read(response)
-                            location = response.headers.get("Location")
-                    except httpx.TimeoutException as exc:
-                        raise self._timeout_error(exc) from exc
-                    except httpx.TransportError as exc:
-                        raise self._connect_error(exc) from exc
-                    return self._parse(status_code, raw, location)
-                except _RetryableError as retry:
-                    if attempt == self.max_retries:
-                        raise retry.error from retry.__cause__
-                    await asyncio.sleep(delay)
-                    delay *= 2
+                    raw = await self._read(response)
+                    self._parse(response.status_code, raw, response.headers.get("Location"))
+                except _RetryableError as failure:
+                    error, retry = failure.error, True
+                    wait = _retry_after(response.headers.get("Retry-After"))
+                except GeneratorError as failure:
+                    error = failure
+                except httpx.TimeoutException:
+                    error = self._timeout_error("reading an error answer")
+                except httpx.TransportError as exc:
+                    error = self._dropped(exc, "while an error answer was being received")
+                finally:
+                    await request.__aexit__(None, None, None)
+            if error is None:  # pragma: no cover - _parse raises for every status >= 300
+                error = GeneratorError(f"{self.name}: unexpected answer from {self.url}")
+            if not retry or attempt == self.max_retries:
+                raise error
+            delay = self._backoff(attempt) if wait is None else wait
+            left = None if deadline is None else deadline - loop.time()
+            if delay > _MAX_RETRY_WAIT or (left is not None and delay >= left):
+                budget = "" if left is None else f", {max(left, 0.0):.1f} s left of the timeout"
+                raise GeneratorError(
+                    f"{error} (not retried: the wait of {delay:.1f} s it needs is past the "
+                    f"deadline{budget}; at most {_MAX_RETRY_WAIT:g} s)",
+                    status_code=error.status_code,
+                    body=error.body,
+                )
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: ``backoff * 2**attempt``, times 0.5 to 1."""
+        base = min(self.backoff * 2.0**attempt, _MAX_RETRY_WAIT)
+        return base * (0.5 + 0.5 * self._random.random())
+
+    def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[str]:
+        """Answer ``prompt`` as it is generated (``"stream": true``, server-sent events).
+
+        The total deadline ``timeout`` covers the whole stream, the time the caller spends
+        between pieces included; ``max_response_bytes`` caps the streamed bytes. Closing the
+        iterator early closes the connection. Retries happen only before the first piece.
+
+        Raises:
+            GeneratorError: as :meth:`generate`, and for a malformed event, an ``error`` event
+                or a stream that ends before ``[DONE]`` (or a ``finish_reason``).
+            GeneratorTimeoutError: the stream outlasted ``timeout``.
+        """
+        return _iterate_sync(self.astream(prompt, **kwargs))
+
+    async def astream(self, prompt: Prompt, **kwargs: Any) -> AsyncIterator[str]:
+        """Async :meth:`stream`: the answer's text deltas as the server sends them."""
+        body = self.build_body(prompt, **kwargs)
+        body["stream"] = True
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        events = self._events(body, deadline)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline) as scope:
+                        delta = await anext(events)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    if scope.expired():
+                        raise self._timeout_error("total deadline, while streaming") from None
+                    raise
+                yield delta
+        finally:
+            await events.aclose()
+
+    async def _events(
+        self, body: dict[str, Any], deadline: float | None
+    ) -> AsyncGenerator[str, None]:
+        """The content deltas of a streamed answer (no deadline of its own: see astream)."""
+        async with self._client() as client, contextlib.AsyncExitStack() as stack:
+            response = await self._open(stack, client, body, deadline)
+            content_type = response.headers.get("Content-Type", "")
+            if "text/event-stream" not in content_type:  # a server that ignored "stream"
+                text = await self._guarded(self._read(response), 0)
+                yield self._parse(response.status_code, text)
+                return
+            sent = 0
+            lines = _SSELines(self.max_response_bytes)
+            reader = response.aiter_bytes()
+            data: list[str] = []
+            finished = False
+            while True:
+                chunk = await self._guarded(anext(reader, None), sent)
+                try:
+                    new_lines = [*lines.flush(), ""] if chunk is None else lines.feed(chunk)
+                except OverflowError:
+                    raise self._too_big(
+                        f"more than {self.max_response_bytes} bytes streamed"
+                    ) from None
+                for line in new_lines:
+                    if line:
+                        if line.startswith("data:"):
+                            value = line[5:]
+                            data.append(value[1:] if value.startswith(" ") else value)
+                        continue  # comments (":..."), event:, id:, retry: lines
+                    if not data:
+                        continue
+                    payload, data = "\n".join(data), []
+                    if payload.strip() == "[DONE]":
+                        return
+                    delta, done = self._event(payload)
+                    finished = finished or done
+                    if delta:
+                        sent += len(delta)
+                        yield delta
+                if chunk is None:
+                    break
+            if not finished:
+                raise GeneratorError(
+                    f"{self.name}: the stream from {self.url} ended before [DONE] "
+                    f"(after {sent} characters); the answer may be cut"
+                )
+
+    async def _guarded(self, step: Awaitable[T], sent: int) -> T:
+        """``await step``, with httpx's errors mapped to :class:`GeneratorError` (never re-sent)."""
+        error: GeneratorError | None = None
+        try:
+            return await step
+        except httpx.TimeoutException:
+            error = self._timeout_error("reading the stream")
+        except httpx.TransportError as exc:
+            error = self._dropped(exc, f"mid-stream, after {sent} characters")
+        raise error
+
+    def _event(self, payload: str) -> tuple[str, bool]:
+        """The content delta of one ``data:`` event and whether it carries a finish_reason."""
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and "error" in event:
+            raise GeneratorError(
+                f"{self.name}: error event in the stream from {self.url}: "
+                f"{_excerpt(json.dumps(event['error']), self._secrets())}"
+            )
+        choices = event.get("choices") if isinstance(event, dict) else None
+        if not isinstance(choices, list):
+            raise GeneratorError(
+                f"{self.name}: malformed stream event from {self.url}: "
+                f"{_excerpt(payload, self._secrets())!r}"
+            )
+        if not choices:  # e.g. a final usage-only event
+            return "", False
+        first = choices[0] if isinstance(choices[0], dict) else {}
+        delta = first.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if content is not None and not isinstance(content, str):
+            raise GeneratorError(
+                f"{self.name}: malformed stream event from {self.url}: delta.content is not a "
+                f"string: {_excerpt(payload, self._secrets())!r}"
+            )
+        return content or "", first.get("finish_reason") is not None
 
     def __repr__(self) -> str:
         return (
