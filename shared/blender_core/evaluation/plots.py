@@ -17,7 +17,13 @@ from blender_core.io import atomic_open
 if TYPE_CHECKING:
     from blender_core.evaluation.runner import EvalResults
 
-__all__ = ["plot_all", "plot_metrics", "plot_model_share", "plot_rank_distribution"]
+__all__ = [
+    "metrics_figure",
+    "plot_all",
+    "plot_metrics",
+    "plot_model_share",
+    "plot_rank_distribution",
+]
 
 
 def _figure(width: float, height: float) -> Any:
@@ -109,6 +115,17 @@ def plot_model_share(results: EvalResults, path: str | Path) -> Path | None:
 
 def plot_metrics(results: EvalResults, path: str | Path) -> Path | None:
     """One horizontal bar chart per metric column (judge score, BERTScore, ...), by method."""
+    figure = metrics_figure(results)
+    return None if figure is None else _save(figure, path)
+
+
+def metrics_figure(results: EvalResults) -> Any:
+    """The figure of :func:`plot_metrics` (``None`` when no metric has a value).
+
+    Every value label lies inside its panel: after layout, a label that would cross the panel's
+    edge moves inside the end of its bar (white on the bar), or, where the bar is too short to
+    hold it, the axis grows to make room.
+    """
     table = results.table()
     columns = [
         c
@@ -120,6 +137,7 @@ def plot_metrics(results: EvalResults, path: str | Path) -> Path | None:
         return None
     names = [name for name, _ in table.rows]
     figure = _figure(4.2 * len(columns), 1.2 + 0.32 * len(names))
+    panels: list[tuple[Any, list[tuple[Any, float, bool]]]] = []
     for k, column in enumerate(columns):
         axes = figure.add_subplot(1, len(columns), k + 1)
         index = table.columns.index(column)
@@ -139,22 +157,51 @@ def plot_metrics(results: EvalResults, path: str | Path) -> Path | None:
             # Close values (BERTScore 62-72, BARTScore -3.1 to -2.8): zoom in to show the
             # differences; the axis then does not start at 0, as its tick labels show.
             axes.set_xlim(low - 0.25 * span, high + 0.3 * span)
+        labels = []
         for pos, value, s in zip(positions, values, shown, strict=True):
             label = "N/A" if value is None else f"{s:.{column.digits}f}"
-            axes.text(
+            text = axes.text(
                 s if value is not None else 0,
                 pos,
-                f" {label}",
+                f" {label} ",
                 va="center",
                 ha="left" if s >= 0 else "right",
                 fontsize=7,
             )
+            labels.append((text, s, value is not None))
+        panels.append((axes, labels))
         better = "higher" if column.higher_is_better else "lower"
         axes.set_title(f"{column.title}\n({better} is better)", fontsize=9)
         axes.tick_params(axis="x", labelsize=7)
         axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
-    return _save(figure, path)
+    for axes, labels in panels:
+        _fit_labels(figure, axes, labels)
+    return figure
+
+
+def _fit_labels(figure: Any, axes: Any, labels: list[tuple[Any, float, bool]]) -> None:
+    """Keep each bar's value label inside the panel (see :func:`metrics_figure`)."""
+    renderer = figure.canvas.get_renderer()
+    to_data = axes.transData.inverted()
+    left, right = axes.get_xlim()
+    grow_left, grow_right = left, right
+    for text, end, has_bar in labels:
+        box = text.get_window_extent(renderer).transformed(to_data)
+        width = box.x1 - box.x0
+        outward_right = text.get_ha() == "left"
+        if box.x0 >= left and box.x1 <= right:
+            continue
+        base = max(left, 0.0) if outward_right else min(right, 0.0)
+        if has_bar and abs(end - base) >= width:  # room inside the bar, by its end
+            text.set_ha("right" if outward_right else "left")
+            text.set_color("white")
+        elif outward_right:
+            grow_right = max(grow_right, box.x1 + 0.02 * (right - left))
+        else:
+            grow_left = min(grow_left, box.x0 - 0.02 * (right - left))
+    if (grow_left, grow_right) != (left, right):
+        axes.set_xlim(grow_left, grow_right)
 
 
 def plot_all(results: EvalResults, out_dir: str | Path) -> list[Path]:
