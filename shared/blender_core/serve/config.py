@@ -125,12 +125,14 @@ class StaticMember(_Strict):
         text: The answer; ``{prompt}`` is replaced by the last user message.
         delay: Seconds to wait before answering (simulates a slow model).
         stream_words: Stream the answer word by word (``True``) or in one piece.
+        word_delay: Seconds between streamed words (simulates token-by-token generation).
     """
 
     type: Literal["static"]
     text: str = Field(min_length=1)
     delay: float = Field(default=0.0, ge=0)
     stream_words: bool = True
+    word_delay: float = Field(default=0.0, ge=0)
 
 
 class OpenAIMember(_Strict):
@@ -420,6 +422,10 @@ def _references(config: ServeConfig) -> list[tuple[str, str]]:
                     f"{ensemble.min_candidates} can never be met with "
                     f"{len(ensemble.members)} member(s)",
                 )
+            )
+        if ensemble.strategy is not None and ensemble.ranker.type != "pairrm":
+            problems.append(
+                (f"{key}.strategy", f"a strategy needs a pairrm ranker, not {ensemble.ranker.type}")
             )
         for part in ("ranker", "fuser"):
             spec = getattr(ensemble, part)

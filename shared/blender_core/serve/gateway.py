@@ -15,17 +15,18 @@ import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from blender_core.blend import Blender, BlendError, BlendResult, BlendStreamEvent, ModelFailure
 from blender_core.fusion.base import Fuser
 from blender_core.generators.base import BaseGenerator, Generator
 from blender_core.ranking import Ranker
+from blender_core.serve.batching import SharedBatchRanker
 from blender_core.serve.config import (
     EnsembleConfig,
     JudgeRankerSpec,
     LLMFuserSpec,
-    PairRMRankerSpec,
+    RandomRankerSpec,
     ServeConfig,
 )
 from blender_core.serve.errors import ApiError
@@ -172,29 +173,46 @@ class Gateway:
         try:
             for member in self.members.values():
                 load_member(member)
-            shared: dict[str, Any] = {}
+            shared: dict[str, Any] = {}  # spec -> loaded model, shared by every user of it
+            batchers: dict[tuple[str, str | None], SharedBatchRanker] = {}
+
+            def loaded_ranker(spec: Any, *, rerank: bool = False) -> Ranker:
+                key = spec.model_dump_json()
+                if key not in shared:
+                    shared[key] = (
+                        build_reranker(spec) if rerank else build_ranker(spec, self.members)
+                    )
+                return cast(Ranker, shared[key])
+
+            def batched(spec: Any, ranker: Ranker, strategy: str | None) -> Ranker:
+                if isinstance(spec, RandomRankerSpec):
+                    return ranker  # nothing to batch
+                key = (spec.model_dump_json(), strategy)
+                if key not in batchers:
+                    batchers[key] = SharedBatchRanker(
+                        ranker,
+                        strategy=strategy,
+                        on_batch=self.metrics.rank_batch_requests.observe,
+                    )
+                return batchers[key]
+
+            watched: dict[str, Any] = {}
             for name, ensemble in self.config.ensembles.items():
-                if not isinstance(ensemble.ranker, JudgeRankerSpec):  # per request (metered)
-                    key = ensemble.ranker.model_dump_json()
-                    if key not in shared:
-                        shared[key] = build_ranker(ensemble.ranker, self.members)
-                    self.rankers[name] = shared[key]
+                spec = ensemble.ranker
+                if not isinstance(spec, JudgeRankerSpec):  # a judge is built per request
+                    ranker = loaded_ranker(spec)
+                    self.rankers[name] = batched(spec, ranker, ensemble.strategy)
+                    watched.setdefault(str(id(ranker)), (f"ensemble:{name}", ranker))
                 if not isinstance(ensemble.fuser, LLMFuserSpec):
                     key = ensemble.fuser.model_dump_json()
                     if key not in shared:
                         shared[key] = build_fuser(ensemble.fuser, self.members, top_k=1)
                     self.fusers[name] = shared[key]
-            for name, spec in self.config.rerankers.items():
-                spec_key = spec.model_dump_json() if isinstance(spec, PairRMRankerSpec) else None
-                if spec_key is not None and spec_key in shared:
-                    self.rerankers[name] = shared[spec_key]
-                else:
-                    self.rerankers[name] = build_reranker(spec)
-                    if spec_key is not None:
-                        shared[spec_key] = self.rerankers[name]
-            watched = {**{f"ensemble:{n}": r for n, r in self.rankers.items()}}
-            watched.update({f"rerank:{n}": r for n, r in self.rerankers.items()})
-            self.metrics.watch_rankers(watched)
+            for name, rspec in self.config.rerankers.items():
+                ranker = loaded_ranker(rspec, rerank=True)
+                self.rerankers[name] = batched(rspec, ranker, None)
+                watched.setdefault(str(id(ranker)), (f"rerank:{name}", ranker))
+            self.metrics.watch_rankers(dict(watched.values()))
         except Exception as exc:
             self.load_error = self.scrub(f"{type(exc).__name__}: {exc}")
             log.error("loading the models failed: %s", self.load_error)
@@ -289,7 +307,7 @@ class Gateway:
             rank_timeout=ensemble.rank_timeout if ensemble.rank_timeout is not None else ...,
             fuse_timeout=ensemble.fuse_timeout if ensemble.fuse_timeout is not None else ...,
             min_candidates=ensemble.min_candidates,
-            strategy=ensemble.strategy,
+            strategy=None if isinstance(ranker, SharedBatchRanker) else ensemble.strategy,
         )
 
     def _blend_failed(self, name: str, exc: BlendError) -> ApiError:
@@ -447,9 +465,10 @@ class Gateway:
         from blender_core.pair_ranker import PairRanker
 
         start = time.perf_counter()
+        inner = ranker.ranker if isinstance(ranker, SharedBatchRanker) else ranker
         try:
-            if isinstance(ranker, PairRanker) and top_n is not None and top_n < len(documents):
-                ranking = await asyncio.to_thread(ranker.rank, query, documents, top_k=top_n)
+            if isinstance(inner, PairRanker) and top_n is not None and top_n < len(documents):
+                ranking = await asyncio.to_thread(inner.rank, query, documents, top_k=top_n)
             else:
                 ranking = await ranker.arank(query, documents)
         except ValueError as exc:  # e.g. too many documents for pairwise ranking

@@ -136,10 +136,17 @@ class StaticGenerator(BaseGenerator):
         text: The answer template.
         delay: Seconds before answering (``asyncio.sleep`` on the async path).
         stream_words: :meth:`astream` yields word by word instead of once.
+        word_delay: Seconds :meth:`astream` waits between words.
     """
 
     def __init__(
-        self, name: str, text: str, *, delay: float = 0.0, stream_words: bool = True
+        self,
+        name: str,
+        text: str,
+        *,
+        delay: float = 0.0,
+        stream_words: bool = True,
+        word_delay: float = 0.0,
     ) -> None:
         super().__init__(name)
         if not text:
@@ -147,6 +154,7 @@ class StaticGenerator(BaseGenerator):
         self.text = text
         self.delay = delay
         self.stream_words = stream_words
+        self.word_delay = word_delay
 
     def _answer(self, prompt: Prompt) -> str:
         return self.text.replace("{prompt}", prompt_to_text(prompt))
@@ -170,8 +178,9 @@ class StaticGenerator(BaseGenerator):
             return
         words = answer.split(" ")
         for i, word in enumerate(words):
+            if i:
+                await asyncio.sleep(self.word_delay)
             yield word if i == 0 else " " + word
-            await asyncio.sleep(0)
 
 
 class MeteredOpenAIGenerator(OpenAICompatibleGenerator):
@@ -256,7 +265,11 @@ def build_members(config: ServeConfig) -> dict[str, Generator]:
     for name, spec in config.members.items():
         if isinstance(spec, StaticMember):
             members[name] = StaticGenerator(
-                name, spec.text, delay=spec.delay, stream_words=spec.stream_words
+                name,
+                spec.text,
+                delay=spec.delay,
+                stream_words=spec.stream_words,
+                word_delay=spec.word_delay,
             )
         elif isinstance(spec, OpenAIMember):
             members[name] = MeteredOpenAIGenerator(
