@@ -102,7 +102,7 @@ def evaluate_saved(args: argparse.Namespace) -> None:
     from blender_core import PairRanker
     from blender_core.data import read_mixinstruct
     from blender_core.training.metrics import selection_baselines
-    from blender_core.training.ranker_trainer import evaluate_rankings
+    from blender_core.training.ranker_eval import evaluate_rankings
     from blender_core.training.report import write_report
 
     torch.set_num_threads(args.threads)

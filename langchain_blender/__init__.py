@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 from langchain_blender._adapters import RunnableGenerator
-from langchain_blender._ensemble import MEMBER_TAG
+from langchain_blender._callbacks import MEMBER_TAG
 from langchain_blender.chat_models import ChatBlender
 from langchain_blender.llms import Blender, BlenderLLM
 from langchain_blender.middleware import BestOfModelsMiddleware, RankedToolFilterMiddleware

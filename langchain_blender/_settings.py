@@ -9,7 +9,7 @@ from langchain_core.language_models import BaseLanguageModel
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
-from langchain_blender._ensemble import Engine
+from langchain_blender._engine import Engine
 
 __all__ = [
     "DEFAULT_RANKER",

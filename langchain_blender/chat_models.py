@@ -27,12 +27,11 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, field_validator
 
 from langchain_blender._adapters import instruction_from_messages
-from langchain_blender._ensemble import (
-    Blended,
+from langchain_blender._callbacks import achild_callbacks, child_callbacks
+from langchain_blender._engine import Blended
+from langchain_blender._members import (
     MemberOutcome,
-    achild_callbacks,
     ainvoke_members,
-    child_callbacks,
     invoke_members,
     member_usage,
     name_members,

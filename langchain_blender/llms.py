@@ -18,11 +18,10 @@ from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 from pydantic import ConfigDict, Field, field_validator
 
-from langchain_blender._ensemble import (
+from langchain_blender._callbacks import achild_callbacks, child_callbacks
+from langchain_blender._members import (
     MemberOutcome,
-    achild_callbacks,
     ainvoke_members,
-    child_callbacks,
     invoke_members,
     member_usage,
     name_members,

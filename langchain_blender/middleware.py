@@ -32,7 +32,8 @@ from blender_core.blend import ModelFailure
 from blender_core.loading import load_ranker
 from blender_core.ranking import Ranker, Ranking
 from langchain_blender._adapters import instruction_from_messages, runnable_name
-from langchain_blender._ensemble import Engine, MemberOutcome, name_members
+from langchain_blender._engine import Engine
+from langchain_blender._members import MemberOutcome, name_members
 from langchain_blender._settings import DEFAULT_RANKER
 
 __all__ = ["BestOfModelsMiddleware", "RankedToolFilterMiddleware"]

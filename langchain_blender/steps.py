@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from blender_core.blend import BlendResult
 from blender_core.ranking import Ranking
 from langchain_blender._adapters import message_text, use_call_config
-from langchain_blender._ensemble import FUSER_TAG, child_config, run_sync
+from langchain_blender._callbacks import FUSER_TAG, child_config, run_sync
 from langchain_blender._settings import BlendSettings
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The PairRanker network, its configuration, and checkpoint loading/saving (published layouts).
+"""The PairRanker network and its configuration; loading and saving use the published layouts.
 
 A PairRanker is an encoder (DeBERTa-v3 in every published checkpoint, any ``AutoModel`` encoder
 here) plus a small head. One ordered pair ``(A, B)`` is encoded as::
@@ -18,7 +18,9 @@ Three published checkpoint layouts load strictly (no missing or unexpected weigh
 3. ``"legacy"`` (``llm-blender/pair-ranker``): like 1, weights in ``pytorch_model.bin`` and the
    lengths spelled ``source_max_length`` / ``candidate_max_length``.
 
-:meth:`PairRankerModel.save_pretrained` writes layout 2 with the tokenizer beside it.
+:meth:`PairRankerModel.save_pretrained` writes layout 2 with the tokenizer beside it. The file
+side (layout detection, hub snapshots, tokenizer and weight files) is
+:mod:`blender_core.checkpoints`; its names stay importable from here.
 
 Example:
     .. code-block:: python
@@ -34,15 +36,26 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from blender_core.checkpoints import (
+    BACKBONE_PREFIX,
+    CheckpointError,
+    Layout,
+    detect_layout,
+    load_state_dict,
+    load_tokenizer,
+    normalise_keys,
+    read_json_object,
+    resolve_checkpoint_dir,
+    write_ranker_files,
+)
 from blender_core.encoding import (
     ADDED_TOKENS,
     CAND1_PREFIX,
@@ -71,12 +84,6 @@ __all__ = [
     "validate_config_dict",
 ]
 
-
-Layout = Literal["pairrm", "hf", "legacy"]
-
-_IGNORED_KEYS = frozenset({"pretrained_model.embeddings.position_ids"})
-_BACKBONE_PREFIX = "pretrained_model."
-_HEAD_PREFIX = "head_layer."
 
 _DEBERTA_V3 = {
     "model_type": "deberta-v2",
@@ -144,22 +151,6 @@ _RANKER_HF_KEYS = (
     "candidate_max_length",
     "architectures",
 )
-
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "spm.model",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "sentencepiece.bpe.model",
-)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded: missing files, unknown layout, or mismatched weights."""
 
 
 @dataclass
@@ -387,7 +378,7 @@ class PairRankerConfig:
         if layout == "hf":
             name = "config.json"
         source = str(path / name)
-        data = _read_json(path / name)
+        data = read_json_object(path / name)
         try:
             if layout == "hf":
                 return cls.from_hf_dict(data, source=source)
@@ -496,18 +487,6 @@ def _architecture_name(backbone: PretrainedConfig) -> str:
     return f"{base}PairRM"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path} not found") from exc
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return data
-
-
 def backbone_config(
     model_name: str, *, checkpoint_dir: str | os.PathLike[str] | None = None
 ) -> PretrainedConfig:
@@ -519,7 +498,7 @@ def backbone_config(
         candidates.insert(0, Path(checkpoint_dir) / model_name)
     for local in candidates:
         if (local / "config.json").is_file():
-            data = _read_json(local / "config.json")
+            data = read_json_object(local / "config.json")
             validate_config_dict(data, str(local / "config.json"))
             model_type = data.pop("model_type", None)
             if not model_type:
@@ -538,131 +517,6 @@ def backbone_config(
             f"({', '.join(KNOWN_BACKBONES)}), not a local directory with a config.json, "
             f"and the hub lookup failed: {exc}"
         ) from exc
-
-
-def detect_layout(path: Path) -> Layout:
-    """Which published layout a local checkpoint directory uses."""
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        if (path / "ranker_config.json").is_file():
-            config_path = path / "ranker_config.json"
-        else:
-            raise CheckpointError(f"{path} has no config.json: not a PairRanker checkpoint")
-    data = _read_json(config_path)
-    archs = data.get("architectures") or []
-    is_ranker = "ranker_type" in data or ("model_name" in data and "hidden_size" not in data)
-    if not is_ranker and (
-        any(str(a).endswith("PairRM") for a in archs)
-        or ("n_tasks" in data and "hidden_size" in data)
-    ):
-        return "hf"
-    if not is_ranker:
-        raise CheckpointError(
-            f"{config_path} is neither a ranker config (ranker_type/model_name) nor a PairRM "
-            "transformers config (architectures [...PairRM], n_tasks, hidden_size)"
-        )
-    if (path / "model.safetensors").is_file():
-        return "pairrm"
-    if (path / "pytorch_model.bin").is_file():
-        return "legacy"
-    raise CheckpointError(f"{path} has no model.safetensors or pytorch_model.bin")
-
-
-def resolve_checkpoint_dir(name_or_path: str | os.PathLike[str], **hub_kwargs: Any) -> Path:
-    """A local directory for ``name_or_path``: the directory itself, or a hub snapshot of it.
-
-    Only the ranker's own files are fetched (configs, weights, tokenizer), never a backbone.
-    """
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise CheckpointError(f"{path} is a file, not a checkpoint directory")
-    name = str(name_or_path)
-    if name.count("/") != 1 or name.startswith((".", "/")):
-        raise CheckpointError(f"{name!r} is neither a local directory nor a hub id (owner/name)")
-    from huggingface_hub import list_repo_files, snapshot_download
-
-    from blender_core.hub import HubUnavailableError, local_snapshot
-
-    weights = ["model.safetensors", "pytorch_model.bin"]
-    patterns = ["config.json", "ranker_config.json", *weights, *_TOKENIZER_FILES]
-    try:  # offline: the local cache or one clear error now, not half a minute of retries
-        cached = local_snapshot(
-            name, allow_patterns=patterns, revision=hub_kwargs.get("revision"),
-            what="PairRanker checkpoint",
-        )  # fmt: skip
-    except HubUnavailableError as exc:
-        raise CheckpointError(str(exc)) from exc
-    if cached is not None:
-        return cached
-    try:
-        # Fetch one weights file only (a repo may carry both, 1.7 GB each).
-        files = set(
-            list_repo_files(
-                name, revision=hub_kwargs.get("revision"), token=hub_kwargs.get("token")
-            )
-        )
-        weights = ["model.safetensors"] if "model.safetensors" in files else ["pytorch_model.bin"]
-    except Exception:  # offline or no listing: the snapshot call below decides
-        pass
-    try:
-        local = snapshot_download(
-            name,
-            allow_patterns=["config.json", "ranker_config.json", *weights, *_TOKENIZER_FILES],
-            **hub_kwargs,
-        )
-    except Exception as exc:
-        raise CheckpointError(f"cannot fetch {name!r} from the hub: {exc}") from exc
-    return Path(local)
-
-
-def load_tokenizer(
-    checkpoint_dir: str | os.PathLike[str], config: PairRankerConfig
-) -> PreTrainedTokenizerBase:
-    """The tokenizer saved beside the checkpoint (never the backbone's), prefix ids checked.
-
-    The backbone config is passed so that a ranker ``config.json`` whose ``model_type`` says
-    ``"deberta"`` cannot pick the wrong tokenizer class.
-    """
-    from transformers import AutoTokenizer
-
-    path = Path(checkpoint_dir)
-    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
-        raise CheckpointError(
-            f"{path} has no tokenizer files ({', '.join(_TOKENIZER_FILES[:5])}, ...)"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(path), config=config.backbone, trust_remote_code=False
-    )
-    config.set_token_ids(tokenizer)
-    return tokenizer
-
-
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if (path / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        return load_file(str(path / "model.safetensors"))
-    if (path / "pytorch_model.bin").is_file():
-        state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{path / 'pytorch_model.bin'} does not hold a state dict")
-        return state
-    raise CheckpointError(f"{path} has no model.safetensors or pytorch_model.bin")
-
-
-def _normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Add the ``pretrained_model.`` prefix where the hf layout omits it; drop ignorable keys."""
-    has_prefix = any(k.startswith(_BACKBONE_PREFIX) for k in state)
-    out = {}
-    for key, value in state.items():
-        if not has_prefix and not key.startswith(_HEAD_PREFIX):
-            key = _BACKBONE_PREFIX + key
-        if key in _IGNORED_KEYS:
-            continue
-        out[key] = value
-    return out
 
 
 def _gather_first(
@@ -818,8 +672,8 @@ class PairRankerModel(nn.Module):
         if min(config.source_maxlength, config.candidate_maxlength) < 3:
             raise ValueError("source_maxlength and candidate_maxlength must be >= 3")
         tokenizer = load_tokenizer(path, config)
-        state = _normalise_keys(_load_state_dict(path))
-        emb_key = _BACKBONE_PREFIX + "embeddings.word_embeddings.weight"
+        state = normalise_keys(load_state_dict(path))
+        emb_key = BACKBONE_PREFIX + "embeddings.word_embeddings.weight"
         if emb_key in state:
             # Published configs name the backbone's original vocabulary (128100): the checkpoint's
             # embedding matrix (128005 rows, resized by the reference) is the truth.
@@ -862,15 +716,7 @@ class PairRankerModel(nn.Module):
 
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
-        config = self.config
-        config.backbone.vocab_size = int(
-            self.pretrained_model.get_input_embeddings().weight.shape[0]
-        )
-        (out / "config.json").write_text(
-            json.dumps(config.to_hf_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(out))
+        write_ranker_files(self, tokenizer, out)
         return out

@@ -120,7 +120,7 @@ def train_ranker_command(
 ) -> None:
     """Train a PairRanker on MixInstruct data (Hugging Face Trainer)."""
     from blender_core.io import check_output_dir
-    from blender_core.training.ranker_trainer import RankerTrainingConfig, train_ranker
+    from blender_core.training import RankerTrainingConfig, train_ranker
 
     check_output_dir(out)  # a bad --out fails now, not after training
     extra = _extra_training_args(training_arg, deepspeed)

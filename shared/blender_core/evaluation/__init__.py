@@ -31,8 +31,8 @@ _EXPORTS = {
     "GPTRankResult": "blender_core.evaluation.gpt_rank",
     "ChatModelJudge": "blender_core.evaluation.gpt_rank",
     "BlendMethod": "blender_core.evaluation.runner",
-    "EvalResults": "blender_core.evaluation.runner",
-    "MethodResult": "blender_core.evaluation.runner",
+    "EvalResults": "blender_core.evaluation.results",
+    "MethodResult": "blender_core.evaluation.results",
     "evaluate": "blender_core.evaluation.runner",
     "EvalTable": "blender_core.evaluation.table",
     "PairedDifference": "blender_core.evaluation.stats",
@@ -82,7 +82,8 @@ if TYPE_CHECKING:
     from blender_core.evaluation.gpt_rank import ChatModelJudge, GPTRank, GPTRankResult
     from blender_core.evaluation.metrics import ReferenceMetric
     from blender_core.evaluation.plots import plot_all
-    from blender_core.evaluation.runner import BlendMethod, EvalResults, MethodResult, evaluate
+    from blender_core.evaluation.results import EvalResults, MethodResult
+    from blender_core.evaluation.runner import BlendMethod, evaluate
     from blender_core.evaluation.specs import build_methods, build_metrics
     from blender_core.evaluation.stats import PairedDifference, paired_bootstrap
     from blender_core.evaluation.table import EvalTable

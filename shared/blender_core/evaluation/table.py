@@ -7,15 +7,52 @@ import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from blender_core.evaluation.stats import PairedDifference
 from blender_core.io import atomic_write_text
 
-if TYPE_CHECKING:
-    from blender_core.evaluation.runner import EvalResults
+__all__ = ["Column", "EvalTable", "ResultsView"]
 
-__all__ = ["Column", "EvalTable"]
+
+class _MethodRow(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def values(self) -> Mapping[str, float | None]: ...
+
+
+class ResultsView(Protocol):
+    """What :meth:`EvalTable.from_results` reads of an evaluation's results.
+
+    :class:`~blender_core.evaluation.results.EvalResults` is one; the protocol keeps this module
+    free of the runner and the results (no import cycle).
+    """
+
+    @property
+    def judge_metric(self) -> str | None: ...
+
+    @property
+    def metrics(self) -> Mapping[str, Any]: ...
+
+    @property
+    def gpt_rank(self) -> object | None: ...
+
+    @property
+    def beats_models(self) -> Sequence[str]: ...
+
+    @property
+    def top_ks(self) -> Sequence[int]: ...
+
+    @property
+    def methods(self) -> Sequence[_MethodRow]: ...
+
+    @property
+    def baseline(self) -> str | None: ...
+
+    @property
+    def comparisons(self) -> Mapping[str, PairedDifference]: ...
 
 
 @dataclass(frozen=True)
@@ -60,7 +97,8 @@ class EvalTable:
     comparisons: Mapping[str, PairedDifference] = field(default_factory=dict)
 
     @classmethod
-    def from_results(cls, results: EvalResults) -> EvalTable:
+    def from_results(cls, results: ResultsView) -> EvalTable:
+        """Lay out an evaluation's results: one row per method, columns by what was computed."""
         columns: list[Column] = []
         if results.judge_metric:
             columns.append(Column("judge", f"{results.judge_metric} (%)", 100.0, 1))

@@ -35,9 +35,9 @@ _EXPORTS = {
     "pairwise_accuracy": "blender_core.training.metrics",
     "selection_baselines": "blender_core.training.metrics",
     "top1_mean": "blender_core.training.metrics",
-    "RankerTrainingConfig": "blender_core.training.ranker_trainer",
+    "RankerTrainingConfig": "blender_core.training.ranker_config",
     "PairRankerTrainer": "blender_core.training.ranker_trainer",
-    "train_ranker": "blender_core.training.ranker_trainer",
+    "train_ranker": "blender_core.training.ranker_run",
     "FuserTrainingConfig": "blender_core.training.fuser_trainer",
     "train_fuser": "blender_core.training.fuser_trainer",
     "TrainResult": "blender_core.training.report",
@@ -78,9 +78,7 @@ if TYPE_CHECKING:
     from blender_core.training.losses import bce_loss, instructgpt_loss, pair_loss
     from blender_core.training.metrics import pairwise_accuracy, selection_baselines, top1_mean
     from blender_core.training.pairs import CandidatePair, build_pairs, sample_pairs
-    from blender_core.training.ranker_trainer import (
-        PairRankerTrainer,
-        RankerTrainingConfig,
-        train_ranker,
-    )
+    from blender_core.training.ranker_config import RankerTrainingConfig
+    from blender_core.training.ranker_run import train_ranker
+    from blender_core.training.ranker_trainer import PairRankerTrainer
     from blender_core.training.report import TrainResult

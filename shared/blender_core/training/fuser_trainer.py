@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from blender_core.data import MixRecord
 from blender_core.training.pairs import unique_candidate_indices
-from blender_core.training.ranker_trainer import (
-    _common_training_kwargs,
-    _config_settings,
-    _resolve_resume,
-    _start_run,
-)
 from blender_core.training.report import TrainResult, write_report
+from blender_core.training.runs import (
+    common_training_kwargs,
+    config_settings,
+    resolve_resume,
+    start_run,
+)
 
 if TYPE_CHECKING:
     from blender_core.fusion.gen_fuser import GenFuser
@@ -200,7 +200,7 @@ def train_fuser(config: FuserTrainingConfig) -> TrainResult:
 
     from blender_core.fusion.gen_fuser import GenFuser
 
-    started, out, train_records, dev_records = _start_run(config)
+    started, out, train_records, dev_records = start_run(config)
     ranker = None
     if config.ranker is not None:
         from blender_core.loading import load_ranker
@@ -235,7 +235,7 @@ def train_fuser(config: FuserTrainingConfig) -> TrainResult:
     if dev_set is not None and len(dev_set) == 0:
         dev_set = None
 
-    kwargs = _common_training_kwargs(config, str(out))
+    kwargs = common_training_kwargs(config, str(out))
     kwargs.update(
         {
             "per_device_eval_batch_size": config.batch_size,
@@ -253,13 +253,13 @@ def train_fuser(config: FuserTrainingConfig) -> TrainResult:
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         processing_class=tokenizer,
     )
-    resume_from = _resolve_resume(config.resume, out)
+    resume_from = resolve_resume(config.resume, out)
     train_output = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(out))
     final = trainer.evaluate() if dev_set is not None else {}
     seconds = time.time() - started
 
-    settings = _config_settings(config)
+    settings = config_settings(config)
     settings["ranker"] = str(config.ranker) if config.ranker is not None else ""
     report: dict[str, Any] = {
         "title": "GenFuser training report",

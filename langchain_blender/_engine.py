@@ -1,0 +1,300 @@
+"""The ranking and fusing side of a LangChain ensemble: :class:`Engine` over the core pipeline.
+
+The members' outcomes become candidates, and the core pipeline ranks and fuses them. Tool-call
+answers are ranked over a text rendering of the calls and the best is selected, never fused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import AIMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from blender_core.blend import Blender as CoreBlender
+from blender_core.blend import BlendError, BlendResult, ModelFailure
+from blender_core.loading import load_fuser, load_ranker
+from blender_core.ranking import Ranker, Ranking
+from langchain_blender._adapters import (
+    RunnableGenerator,
+    has_tool_calls,
+    message_text,
+    render_tool_calls,
+    use_call_config,
+)
+from langchain_blender._callbacks import (
+    FUSER_TAG,
+    ChildCallbacks,
+    UsageCollector,
+    child_config,
+    run_sync,
+    with_handler,
+)
+from langchain_blender._members import MemberOutcome
+
+__all__ = ["Blended", "Engine"]
+
+
+@dataclass
+class Blended:
+    """The ensemble's answer: the message to return and what the caller should report."""
+
+    message: AIMessage
+    metadata: dict[str, Any]
+    usage: UsageMetadata | None = None
+    result: BlendResult | None = field(default=None, repr=False)
+
+
+def _failure_dicts(failures: Sequence[ModelFailure]) -> list[dict[str, str]]:
+    return [{"model": f.model, "kind": f.kind, "message": f.message} for f in failures]
+
+
+def _ranking_dict(
+    ranking: Ranking, texts: Sequence[str], models: Sequence[Sequence[str]]
+) -> dict[str, Any]:
+    out = ranking.to_dict()
+    out["texts"] = list(texts)
+    out["models"] = [list(m) for m in models]
+    return out
+
+
+class Engine:
+    """Ranker, fuser and core pipeline of one ensemble, loaded once on first use (thread-safe).
+
+    Args:
+        member_names: The members' names (the core pipeline's generator names).
+        ranker: A Ranker or a spec for ``load_ranker``.
+        fuser: A Fuser, a core Generator, a LangChain runnable (an LLM fuser over it), or a spec
+            for ``load_fuser``.
+        top_k, timeout, min_candidates, strategy: As for the core ``Blender``.
+    """
+
+    def __init__(
+        self,
+        member_names: Sequence[str],
+        *,
+        ranker: Any,
+        fuser: Any,
+        top_k: int,
+        timeout: float | None,
+        min_candidates: int,
+        strategy: str | None,
+    ) -> None:
+        self.member_names = list(member_names)
+        self._ranker_spec = ranker
+        self._fuser_spec = fuser
+        self.top_k = top_k
+        self.timeout = timeout
+        self.min_candidates = min_candidates
+        self.strategy = strategy
+        self._lock = threading.Lock()
+        self._core: CoreBlender | None = None
+
+    @property
+    def core(self) -> CoreBlender:
+        """The core pipeline (loads the ranker and the fuser on first access)."""
+        if self._core is None:
+            with self._lock:
+                if self._core is None:
+                    self._core = self._build()
+        return self._core
+
+    @property
+    def ranker(self) -> Ranker:
+        return self.core.ranker
+
+    def _build(self) -> CoreBlender:
+        fuser = self._fuser_spec
+        if isinstance(fuser, Runnable):
+            fuser = RunnableGenerator(fuser, name="fuser")
+        # Members are called here (for tracing), so the core pipeline only ranks and fuses.
+        return CoreBlender(
+            ranker=load_ranker(self._ranker_spec),
+            fuser=load_fuser(fuser),
+            top_k=self.top_k,
+            timeout=self.timeout,
+            min_candidates=self.min_candidates,
+            strategy=self.strategy,
+        )
+
+    # -- tool calls: rank, select the best --------------------------------------------------
+
+    def _tool_inputs(
+        self, outcomes: Sequence[MemberOutcome]
+    ) -> tuple[list[MemberOutcome], list[str]] | None:
+        calls = [o for o in outcomes if o.failure is None and has_tool_calls(o.output)]
+        if not calls:
+            return None
+        return calls, [render_tool_calls(o.output) for o in calls]
+
+    def _rank_sync(self, instruction: str, texts: list[str]) -> Ranking:
+        if len(texts) == 1:
+            return Ranking.from_scores([0.0])
+        if self.strategy is not None:
+            return self.ranker.rank(instruction, texts, strategy=self.strategy)  # type: ignore[call-arg]
+        return self.ranker.rank(instruction, texts)
+
+    async def _rank_async(self, instruction: str, texts: list[str]) -> Ranking:
+        if len(texts) == 1:
+            return Ranking.from_scores([0.0])
+        if self.strategy is not None:
+            return await asyncio.to_thread(self._rank_sync, instruction, texts)
+        return await self.ranker.arank(instruction, texts)
+
+    def _tool_result(
+        self,
+        outcomes: Sequence[MemberOutcome],
+        calls: Sequence[MemberOutcome],
+        texts: Sequence[str],
+        ranking: Ranking,
+        rank_latency: float,
+    ) -> Blended:
+        best = calls[ranking.best]
+        chosen = best.output
+        assert isinstance(chosen, AIMessage)
+        message = AIMessage(
+            content=chosen.content,
+            tool_calls=chosen.tool_calls,
+            invalid_tool_calls=chosen.invalid_tool_calls,
+            additional_kwargs=dict(chosen.additional_kwargs),
+        )
+        failures = [o.failure for o in outcomes if o.failure is not None]
+        metadata = {
+            "blend_mode": "tool_calls",
+            "candidates": self._candidate_texts(outcomes),
+            "ranking": _ranking_dict(ranking, texts, [[o.name] for o in calls]),
+            "top_k": [texts[ranking.best]],
+            "best_models": [best.name],
+            "failures": _failure_dicts(failures),
+            "latencies": {o.name: o.latency for o in outcomes},
+            "rank_latency": rank_latency,
+            "fuse_latency": 0.0,
+        }
+        return Blended(message=message, metadata=metadata)
+
+    @staticmethod
+    def _candidate_texts(outcomes: Sequence[MemberOutcome]) -> dict[str, str]:
+        out = {}
+        for o in outcomes:
+            if o.failure is None:
+                out[o.name] = (
+                    render_tool_calls(o.output)
+                    if has_tool_calls(o.output)
+                    else message_text(o.output)
+                )
+        return out
+
+    def _check_enough(self, outcomes: Sequence[MemberOutcome]) -> None:
+        answered = [o for o in outcomes if o.failure is None]
+        if len(answered) < self.min_candidates:
+            failures = [o.failure for o in outcomes if o.failure is not None]
+            raise BlendError(
+                f"only {len(answered)} of {len(outcomes)} model(s) answered, "
+                f"min_candidates={self.min_candidates}; {len(failures)} failed: "
+                + "; ".join(str(f) for f in failures),
+                failures,
+            )
+
+    # -- text answers: the core pipeline ----------------------------------------------------
+
+    @staticmethod
+    def _text_inputs(
+        outcomes: Sequence[MemberOutcome],
+    ) -> tuple[dict[str, str], list[ModelFailure], dict[str, float]]:
+        candidates: dict[str, str] = {}
+        failures: list[ModelFailure] = []
+        latencies: dict[str, float] = {}
+        for o in outcomes:
+            latencies[o.name] = o.latency
+            if o.failure is not None:
+                failures.append(o.failure)
+            else:
+                candidates[o.name] = message_text(o.output)
+        return candidates, failures, latencies
+
+    @staticmethod
+    def _text_result(result: BlendResult, usage: UsageMetadata | None) -> Blended:
+        metadata = {
+            "blend_mode": "text",
+            "candidates": dict(result.candidates),
+            "ranking": _ranking_dict(result.ranking, result.texts, result.models_by_text),
+            "top_k": list(result.top_k),
+            "best_models": list(result.best_models),
+            "failures": _failure_dicts(result.failures),
+            "latencies": dict(result.latencies),
+            "rank_latency": result.rank_latency,
+            "fuse_latency": result.fuse_latency,
+        }
+        return Blended(
+            message=AIMessage(content=result.text), metadata=metadata, usage=usage, result=result
+        )
+
+    def _fuse_config(self, callbacks: ChildCallbacks) -> tuple[RunnableConfig, UsageCollector]:
+        collector = UsageCollector()
+        return child_config(with_handler(callbacks, collector), "fuser", FUSER_TAG), collector
+
+    def blend(
+        self,
+        instruction: str,
+        outcomes: Sequence[MemberOutcome],
+        *,
+        callbacks: ChildCallbacks = None,
+        input: str = "",
+    ) -> Blended:
+        """Rank and fuse (or, for tool calls, select) the members' answers."""
+        self._check_enough(outcomes)
+        tools = self._tool_inputs(outcomes)
+        if tools is not None:
+            calls, texts = tools
+            start = time.perf_counter()
+            ranking = run_sync(lambda: self._rank_sync(instruction, texts))
+            return self._tool_result(outcomes, calls, texts, ranking, time.perf_counter() - start)
+        candidates, failures, latencies = self._text_inputs(outcomes)
+        config, collector = self._fuse_config(callbacks)
+
+        def blend_candidates() -> BlendResult:
+            with use_call_config(config):
+                return self.core.blend_candidates(
+                    instruction, candidates, input=input, failures=failures, latencies=latencies
+                )
+
+        result = run_sync(blend_candidates)
+        return self._text_result(result, collector.usage)
+
+    async def ablend(
+        self,
+        instruction: str,
+        outcomes: Sequence[MemberOutcome],
+        *,
+        callbacks: ChildCallbacks = None,
+        input: str = "",
+    ) -> Blended:
+        """Async :meth:`blend`."""
+        self._check_enough(outcomes)
+        tools = self._tool_inputs(outcomes)
+        if tools is not None:
+            calls, texts = tools
+            start = time.perf_counter()
+            ranking = await self._rank_async(instruction, texts)
+            return self._tool_result(outcomes, calls, texts, ranking, time.perf_counter() - start)
+        candidates, failures, latencies = self._text_inputs(outcomes)
+        config, collector = self._fuse_config(callbacks)
+        core = await _in_thread_if_unloaded(self)
+        with use_call_config(config):
+            result = await core.ablend_candidates(
+                instruction, candidates, input=input, failures=failures, latencies=latencies
+            )
+        return self._text_result(result, collector.usage)
+
+
+async def _in_thread_if_unloaded(engine: Engine) -> CoreBlender:
+    """The engine's core pipeline; a first load (model weights) runs off the event loop."""
+    if engine._core is not None:
+        return engine._core
+    return await asyncio.to_thread(lambda: engine.core)
