@@ -41,8 +41,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RANKING_COLUMNS",
+    "pairs_of_row",
+    "parquet_row",
     "preference_dataset",
     "rank_dataset",
+    "ranking_of",
     "read_records",
     "resolve_input_files",
 ]
@@ -193,19 +196,43 @@ def _jsonl_datasource(files: list[str]) -> Any:
     return MixInstructJsonlDatasource(files)
 
 
-def _check_parquet_batch(batch: pyarrow.Table) -> pyarrow.Table:
-    """Check the rows of a Parquet batch as MixInstruct records (a null is a missing field)."""
-    rows = []
-    for row in batch.to_pylist():
-        path = row.pop("path", "parquet")
-        obj = {k: v for k, v in row.items() if v is not None}
-        if isinstance(obj.get("candidates"), list):
-            obj["candidates"] = [
-                {k: v for k, v in c.items() if v is not None} if isinstance(c, dict) else c
-                for c in obj["candidates"]
-            ]
-        rows.append(_normalize(obj, f"{path}: record {obj.get('id', '?')!r}"))
-    return _table(rows)
+def parquet_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A Parquet row as a MixInstruct record object: a null is a missing field."""
+    obj = {k: v for k, v in row.items() if v is not None}
+    if isinstance(obj.get("candidates"), list):
+        obj["candidates"] = [
+            {k: v for k, v in c.items() if v is not None} if isinstance(c, dict) else c
+            for c in obj["candidates"]
+        ]
+    return obj
+
+
+def _parquet_datasource(files: list[str]) -> Any:
+    from ray.data.datasource import FileBasedDatasource
+
+    class MixInstructParquetDatasource(FileBasedDatasource):
+        """MixInstruct Parquet, streamed by record batches; errors name the file and row."""
+
+        _FILE_EXTENSIONS = ["parquet"]  # noqa: RUF012
+
+        def _open_input_source(
+            self, filesystem: Any, path: str, **open_args: Any
+        ) -> pyarrow.NativeFile:
+            return filesystem.open_input_file(path)  # Parquet needs random access
+
+        def _read_stream(self, f: pyarrow.NativeFile, path: str) -> Iterator[pyarrow.Table]:
+            import pyarrow.parquet as pq
+
+            number = 0
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=_ROWS_PER_BLOCK):
+                rows = []
+                for row in batch.to_pylist():
+                    number += 1
+                    rows.append(_normalize(parquet_row(row), f"{path}: row {number}"))
+                if rows:
+                    yield _table(rows)
+
+    return MixInstructParquetDatasource(files)
 
 
 def read_records(
@@ -218,7 +245,7 @@ def read_records(
     Rows have ``id``, ``instruction``, ``input`` and ``candidates`` (a list of ``{model, text}``).
     Every record is checked as :func:`blender_core.data.parse_record` does; a bad one fails the
     run with a :class:`~blender_core.data.MixInstructError` naming its file and line (JSONL) or
-    file and record id (Parquet).
+    file and row (Parquet, counted from 1).
 
     Args:
         paths: A path, folder, glob or URI, or a list of them.
@@ -226,12 +253,8 @@ def read_records(
     """
     ray = _ray()
     files, fmt = resolve_input_files(paths)
-    if fmt == "jsonl":
-        ds = ray.data.read_datasource(_jsonl_datasource(files), num_cpus=_READ_CPUS)
-    else:
-        ds = ray.data.read_parquet(files, include_paths=True, num_cpus=_READ_CPUS).map_batches(
-            _check_parquet_batch, batch_format="pyarrow", num_cpus=_READ_CPUS
-        )
+    source = _jsonl_datasource(files) if fmt == "jsonl" else _parquet_datasource(files)
+    ds = ray.data.read_datasource(source, num_cpus=_READ_CPUS)
     return ds.limit(limit) if limit is not None else ds
 
 
@@ -291,13 +314,22 @@ class _RankActor:
             if not isinstance(row.get("instruction"), str):
                 raise ValueError(f"record {row.get('id', '?')!r}: 'instruction' must be a string")
         texts, models = zip(*(_texts_of(row) for row in rows), strict=True) if rows else ((), ())
-        rankings = self.ranker.rank_batch(
-            [row["instruction"] for row in rows],
-            list(texts),
-            inputs=[row.get("input") or "" for row in rows],
-            strategy=self.strategy,  # type: ignore[arg-type]
-            **self.rank_kwargs,
-        )
+        instructions = [row["instruction"] for row in rows]
+        inputs = [row.get("input") or "" for row in rows]
+        kwargs = dict(self.rank_kwargs)
+        top_k = kwargs.pop("top_k", None)
+        if top_k is not None:
+            rankings = self.ranker.select_top_k(
+                instructions, list(texts), top_k, inputs=inputs, strategy="max_logits", **kwargs
+            )
+        else:
+            rankings = self.ranker.rank_batch(
+                instructions,
+                list(texts),
+                inputs=inputs,
+                strategy=self.strategy,  # type: ignore[arg-type]
+                **kwargs,
+            )
         columns = {
             "order": pa.array([list(r.order) for r in rankings], pa.list_(pa.int64())),
             "ranks": pa.array([list(r.ranks) for r in rankings], pa.list_(pa.int64())),
@@ -319,7 +351,8 @@ def rank_dataset(
     model: str | os.PathLike[str],
     *,
     strategy: str = "max_logits",
-    pairs: str | None = None,
+    pairs: str = "all",
+    top_k: int | None = None,
     seed: int | None = None,
     batch_size: int = 16,
     concurrency: int = 1,
@@ -329,6 +362,7 @@ def rank_dataset(
     device: str | None = None,
     dtype: str | None = None,
     batch_tokens: int | None = None,
+    max_restarts: int = -1,
 ) -> ray.data.Dataset:
     """Rank every record of ``ds`` with a pool of PairRanker actors.
 
@@ -338,13 +372,20 @@ def rank_dataset(
     first; ``ranks``, 1 = best; ``scores``; ``best``; ``best_model``), one row per input row.
     Nothing runs until the dataset is consumed (``iter_batches``, ``write_parquet``...).
 
+    An actor that dies (its process killed, its node lost) is restarted and the batches it held
+    are run again, so every record still comes out exactly once.
+
     Args:
         ds: The records.
         model: Hub id or local checkpoint path, readable from every node.
         strategy: ``"max_logits"``, ``"max_wins"`` or ``"bubble"``.
-        pairs: Passed to :meth:`PairRanker.rank_batch` as ``pairs=`` when given (the version in
-            use must accept it).
-        seed: Seed of the bubble permutation.
+        pairs: ``"all"`` (every ordered pair, N(N-1) forward passes per record) or
+            ``"one-way"`` (each unordered pair once, N(N-1)/2), as in
+            :meth:`PairRanker.rank_batch`.
+        top_k: Select the best ``top_k`` by a knockout instead of a full order
+            (:meth:`PairRanker.select_top_k`; ``max_logits`` only; ``scores`` are then
+            positions, not logits).
+        seed: Seed of the bubble permutation, the one-way directions and the knockout draw.
         batch_size: Records per actor call.
         concurrency: Number of actors (each loads the model once).
         num_gpus: GPUs per actor (``0``: CPU).
@@ -355,6 +396,8 @@ def rank_dataset(
             GPU, else CPU).
         dtype: Passed to :meth:`PairRanker.from_pretrained`.
         batch_tokens: Padded tokens per forward pass.
+        max_restarts: Restarts allowed per actor (``-1``: no limit); a restarted actor's
+            unfinished batches are retried without limit. ``0`` fails the run on an actor's death.
 
     Example:
         .. code-block:: python
@@ -373,18 +416,29 @@ def rank_dataset(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if num_gpus < 0:
         raise ValueError(f"num_gpus must be >= 0, got {num_gpus!r}")
+    if pairs not in ("all", "one-way"):
+        raise ValueError(f"pairs must be 'all' or 'one-way', got {pairs!r}")
+    if not isinstance(max_restarts, int) or max_restarts < -1:
+        raise ValueError(f"max_restarts must be an int >= -1, got {max_restarts!r}")
     rank_kwargs: dict[str, Any] = {"seed": seed}
-    if pairs is not None:
-        import inspect
-
-        from blender_core.pair_ranker import PairRanker
-
-        if "pairs" not in inspect.signature(PairRanker.rank_batch).parameters:
-            raise ValueError("this PairRanker does not take pairs=: leave pairs unset")
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+        if strategy != "max_logits":
+            raise ValueError(f"top_k works with strategy='max_logits', not {strategy!r}")
+        if pairs != "all":
+            raise ValueError("top_k plays each match both ways: leave pairs='all'")
+        rank_kwargs["top_k"] = top_k
+    else:
         rank_kwargs["pairs"] = pairs
     ranker_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
     if batch_tokens is not None:
         ranker_kwargs["batch_tokens"] = batch_tokens
+    # Ray actor options: restarts, and (when restarts are allowed) retries of the batches a dead
+    # actor held. These are Ray Data's defaults too; set here so that the guarantee is ours.
+    remote_args: dict[str, Any] = {"max_restarts": max_restarts}
+    if max_restarts != 0:
+        remote_args["max_task_retries"] = -1
     return ds.map_batches(
         _RankActor,
         fn_constructor_kwargs={
@@ -399,6 +453,7 @@ def rank_dataset(
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_gpus=num_gpus or None,
         num_cpus=1 if num_cpus is None else num_cpus,
+        **remote_args,
     )
 
 

@@ -128,49 +128,56 @@ def test_cli_ray_equals_local_jsonl_and_parquet(cli_app, tiny_pairrm_dir, tmp_pa
     import pyarrow as pa
 
     pq.write_table(pa.Table.from_pylist(records), folder / "part-0.parquet")
+    # ... with each pair encoded once (--pairs one-way), against the local engine doing the same.
+    one_way = ["--model", str(tiny_pairrm_dir), "--dtype", "float32", "--pairs", "one-way"]
+    local_one_way = _rank(
+        cli_app, str(data), *one_way, "--seed", "3", "--out", str(tmp_path / "local_1w.jsonl")
+    )
+    assert local_one_way.exit_code == 0, local_one_way.output
     from_parquet = _rank(
         cli_app,
         str(folder),
-        "--model",
-        str(tiny_pairrm_dir),
+        *one_way,
+        "--seed",
+        "3",
         "--engine",
         "ray",
-        "--dtype",
-        "float32",
         "--out",
         str(tmp_path / "from_parquet.jsonl"),
     )
     assert from_parquet.exit_code == 0, from_parquet.output
     rows = _jsonl(tmp_path / "from_parquet.jsonl")
-    assert [(r["id"], r["order"]) for r in rows] == [(r["id"], r["order"]) for r in local_rows]
+    expected = _jsonl(tmp_path / "local_1w.jsonl")
+    assert [(r["id"], r["order"], r["strategy"]) for r in rows] == [
+        (r["id"], r["order"], "max_logits/one-way") for r in expected
+    ]
+    for mine, theirs in zip(rows, expected, strict=True):
+        assert mine["scores"] == pytest.approx(theirs["scores"], abs=1e-6)
 
 
 def test_cli_ray_malformed_records_fail_cleanly(cli_app, tiny_pairrm_dir, tmp_path) -> None:
-    good = json.dumps(make_records(1)[0])
-    data = tmp_path / "bad.jsonl"
-    data.write_text(
-        good
-        + "\n"
-        + good.replace('"r0"', '"r1"')
-        + '\n{"id": "x", "instruction": 3, "candidates": []}\n'
-    )
+    records = make_records(10)
+    good = json.dumps(records[0])
+    shards = tmp_path / "shards"
+    write_mixinstruct(shards / "a.jsonl", records[:7])
+    bad = shards / "b.jsonl"
+    lines = [json.dumps(r) for r in records[7:]]
+    bad.write_text("\n".join([*lines[:2], '{"id": "x", "instruction": 3, "candidates": []}']))
     out, pairs = tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
-    result = _rank(
-        cli_app,
-        str(data),
-        "--model",
-        str(tiny_pairrm_dir),
-        "--engine",
-        "ray",
-        "--out",
-        str(out),
-        "--pairs-out",
-        str(pairs),
-    )
+    args = ["--model", str(tiny_pairrm_dir), "--engine", "ray", "--batch-size", "2"]
+    args += ["--out", str(out), "--pairs-out", str(pairs)]
+    result = _rank(cli_app, str(shards), *args)
     assert result.exit_code == 2
-    assert "bad.jsonl:3: field 'instruction' must be a string" in result.output
+    assert "b.jsonl:3: field 'instruction' must be a string" in result.output
+    # Records of a.jsonl may have been ranked already: they wait in the checkpoint, not in --out.
     assert not out.exists() and not pairs.exists()
+    bad.write_text("\n".join(lines) + "\n")
+    fixed = _rank(cli_app, str(shards), *args)
+    assert fixed.exit_code == 0, fixed.output
+    assert sorted(r["id"] for r in _jsonl(out)) == sorted(r["id"] for r in records)  # once each
+    assert not list(tmp_path.glob(".*partial*"))
 
+    out = tmp_path / "out2.jsonl"
     broken = tmp_path / "broken.jsonl"
     broken.write_text(good + "\n{not json\n")
     result = _rank(
@@ -194,7 +201,7 @@ def test_cli_ray_malformed_records_fail_cleanly(cli_app, tiny_pairrm_dir, tmp_pa
         "--out",
         str(out),
     )
-    assert result.exit_code == 2 and "bad.parquet: record 'r1'" in result.output, result.output
+    assert result.exit_code == 2 and "bad.parquet: row 2: no candidates" in result.output
     assert not out.exists()
 
 
@@ -219,3 +226,27 @@ def test_cli_ray_resume_skips_done_records(cli_app, tiny_pairrm_dir, tmp_path) -
     assert [r["id"] for r in after] == ["r0", "r1", "r2", "r3", "r4", "r5"]
     assert after[:4] == before and after[4] == row  # carried over, not recomputed
     assert not checkpoint.exists()
+
+
+def test_rank_dataset_top_k_matches_the_local_selection(tiny_pairrm_dir: Path) -> None:
+    from blender_core import PairRanker
+    from blender_core.distributed import rank_dataset
+
+    records = make_records(6, candidates=5)
+    ranked = rank_dataset(
+        ray.data.from_items(records), tiny_pairrm_dir, top_k=1, seed=7, dtype="float32"
+    ).take_all()
+    ranker = PairRanker.from_pretrained(tiny_pairrm_dir, dtype="float32")
+    expected = ranker.select_top_k(
+        [r["instruction"] for r in records],
+        [[c["text"] for c in r["candidates"]] for r in records],
+        1,
+        inputs=[r["input"] for r in records],
+        seed=7,
+    )
+    assert [list(row["order"]) for row in ranked] == [list(e.order) for e in expected]
+    assert [row["best_model"] for row in ranked] == [f"m{e.best}" for e in expected]
+    with pytest.raises(ValueError, match="max_logits"):
+        rank_dataset(ray.data.from_items(records), tiny_pairrm_dir, top_k=1, strategy="max_wins")
+    with pytest.raises(ValueError, match="pairs"):
+        rank_dataset(ray.data.from_items(records), tiny_pairrm_dir, pairs="both")

@@ -67,6 +67,19 @@ def rank_command(
         str, typer.Option("--model", "-m", help="Hub id or local PairRanker checkpoint.")
     ] = "llm-blender/PairRM",
     strategy: Annotated[str, typer.Option(help="max_logits, max_wins or bubble.")] = "max_logits",
+    pairs: Annotated[
+        str,
+        typer.Option(
+            "--pairs",
+            help="all (every ordered pair, N(N-1) passes) or one-way (each pair once, half).",
+        ),
+    ] = "all",
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            help="Only select the best K by a knockout (max_logits; ~2(N-1) passes for K=1)."
+        ),
+    ] = None,
     engine: Annotated[
         str, typer.Option(help="local (this process) or ray (a pool of actors on Ray Data).")
     ] = "local",
@@ -116,6 +129,17 @@ def rank_command(
 
     if strategy not in STRATEGIES:
         raise typer.BadParameter(f"use one of {', '.join(STRATEGIES)}", param_hint="--strategy")
+    if pairs not in ("all", "one-way"):
+        raise typer.BadParameter("use all or one-way", param_hint="--pairs")
+    if top_k is not None:
+        if top_k < 1:
+            raise typer.BadParameter("must be >= 1", param_hint="--top-k")
+        if strategy != "max_logits":
+            raise typer.BadParameter("works with --strategy max_logits", param_hint="--top-k")
+        if pairs != "all":
+            raise typer.BadParameter(
+                "plays each match both ways: leave --pairs all", param_hint="--top-k"
+            )
     if engine not in ("local", "ray"):
         raise typer.BadParameter("use local or ray", param_hint="--engine")
     for name, value in (("--limit", limit), ("--concurrency", concurrency)):
@@ -131,7 +155,8 @@ def rank_command(
         raise typer.BadParameter(str(exc), param_hint="--pair-policy") from exc
     try:
         files, fmt = resolve_input_files(data)
-        sink = RankOutput(out, pairs_out=pairs_out, strategy=strategy, resume=resume)
+        label = _run_label(strategy, pairs, top_k)
+        sink = RankOutput(out, pairs_out=pairs_out, strategy=label, resume=resume)
     except (OSError, ValueError) as exc:
         raise _fail(str(exc)) from exc
 
@@ -152,6 +177,8 @@ def rank_command(
                         "device": device,
                         "dtype": dtype,
                         "batch_tokens": batch_tokens,
+                        "pairs": pairs,
+                        "top_k": top_k,
                     },
                 )
             else:
@@ -172,9 +199,11 @@ def rank_command(
                         "device": device,
                         "dtype": dtype,
                         "batch_tokens": batch_tokens,
+                        "pairs": pairs,
+                        "top_k": top_k,
                     },
                 )
-        records, pairs = sink.finish()
+        records, pair_count = sink.finish()
     except typer.Exit:
         raise
     except Exception as exc:
@@ -187,10 +216,23 @@ def rank_command(
     if out is not None or pairs_out is not None:
         skipped = f", {sink.resumed} already done" if sink.resumed else ""
         where = f" -> {out}" if out is not None else ""
-        pair_note = f", {pairs} pairs -> {pairs_out}" if pairs_out is not None else ""
+        pair_note = f", {pair_count} pairs -> {pairs_out}" if pairs_out is not None else ""
         typer.echo(
             f"ranked {sink.added} records{skipped} ({records} in all){where}{pair_note}", err=True
         )
+
+
+def _run_label(strategy: str, pairs: str, top_k: int | None) -> str:
+    """The ``strategy`` field of the output rows: the strategy, and how pairs were chosen.
+
+    A resumed run must rank the way the finished rows were ranked (the output checks it), so a
+    one-way or top-K run is labelled apart: ``max_logits/one-way``, ``top_k``.
+    """
+    if top_k is not None:
+        return "top_k"
+    if pairs == "one-way" and strategy != "bubble":
+        return f"{strategy}/one-way"
+    return strategy
 
 
 def _local_records(files: list[str], fmt: str) -> Iterator[MixRecord]:
@@ -202,17 +244,13 @@ def _local_records(files: list[str], fmt: str) -> Iterator[MixRecord]:
             continue
         import pyarrow.parquet as pq
 
+        from blender_core.distributed import parquet_row
+
         number = 0
         for batch in pq.ParquetFile(name).iter_batches(batch_size=1024):
             for row in batch.to_pylist():
                 number += 1
-                obj = {k: v for k, v in row.items() if v is not None}
-                if isinstance(obj.get("candidates"), list):
-                    obj["candidates"] = [
-                        {k: v for k, v in c.items() if v is not None} if isinstance(c, dict) else c
-                        for c in obj["candidates"]
-                    ]
-                yield parse_record(obj, f"{name}: row {number}")
+                yield parse_record(parquet_row(row), f"{name}: row {number}")
 
 
 def _run_local(
@@ -253,17 +291,29 @@ def _run_local(
         dtype=ranker_options["dtype"],
         batch_tokens=ranker_options["batch_tokens"] or DEFAULT_BATCH_TOKENS,
     )
+    top_k = ranker_options["top_k"]
+    label = _run_label(strategy, ranker_options["pairs"], top_k)
     bar = _progress_bar(progress, total=len(todo))
     try:
         for start in range(0, len(todo), _LOCAL_CHUNK):
             chunk = todo[start : start + _LOCAL_CHUNK]
-            rankings = ranker.rank_batch(
-                [r.instruction for r in chunk],
-                [r.texts for r in chunk],
-                inputs=[r.input for r in chunk],
-                strategy=strategy,  # type: ignore[arg-type]
-                seed=seed,
-            )
+            if top_k is not None:
+                rankings = ranker.select_top_k(
+                    [r.instruction for r in chunk],
+                    [r.texts for r in chunk],
+                    top_k,
+                    inputs=[r.input for r in chunk],
+                    seed=seed,
+                )
+            else:
+                rankings = ranker.rank_batch(
+                    [r.instruction for r in chunk],
+                    [r.texts for r in chunk],
+                    inputs=[r.input for r in chunk],
+                    strategy=strategy,  # type: ignore[arg-type]
+                    seed=seed,
+                    pairs=ranker_options["pairs"],
+                )
             for record, ranking in zip(chunk, rankings, strict=True):
                 pairs = None
                 if sink.pairs_out is not None:
@@ -275,7 +325,7 @@ def _run_local(
                         models=record.models,
                         record_id=record.id,
                     )
-                sink.add(ranking_row(record.id, ranking, record.models, strategy), pairs)
+                sink.add(ranking_row(record.id, ranking, record.models, label), pairs)
             sink.commit()
             if bar is not None:
                 bar.update(len(chunk))
@@ -332,10 +382,13 @@ def _run_ray(
             batch_size=options["batch_size"],
             concurrency=options["concurrency"],
             num_gpus=options["num_gpus"],
+            pairs=options["pairs"],
+            top_k=options["top_k"],
             device=options["device"],
             dtype=options["dtype"],
             batch_tokens=options["batch_tokens"],
         )
+        label = _run_label(strategy, options["pairs"], options["top_k"])
         if sink.pairs_out is None:
             ranked = ranked.select_columns(["id", *RANKING_COLUMNS])
         bar = _progress_bar(progress)
@@ -344,7 +397,7 @@ def _run_ray(
             for batch in ranked.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for row in batch.to_pylist():
                     ranking = {name: row[name] for name in ("id", *RANKING_COLUMNS)}
-                    ranking["strategy"] = strategy
+                    ranking["strategy"] = label
                     pairs = pairs_of_row(row, policy) if sink.pairs_out is not None else None
                     sink.add(ranking, pairs)
                 sink.commit()
