@@ -56,6 +56,7 @@ def evaluate_command(
         "longest, best-single, models, single, model:NAME, consensus[:PATH], mlm[:PATH], "
         "simcls[:PATH], pairrm:PATH, blender[:RANKER], priors[:FILE] (member priors alone; "
         "fitted on --train without a file), ranker+priors:FILE (a `blender calibrate` file).",
+        show_default="oracle, random, longest, single, consensus, mlm, simcls",  # wraps at 80
     ),
     metrics: str = typer.Option(
         "judge,bertscore",

@@ -82,13 +82,15 @@ def train_ranker_command(
     include_ties: Annotated[bool, typer.Option(help="Train on tied pairs too.")] = False,
     source_maxlength: Annotated[int, typer.Option(help="Source tokens.")] = 128,
     candidate_maxlength: Annotated[int, typer.Option(help="Tokens per candidate.")] = 128,
-    epochs: Annotated[float, typer.Option()] = 1.0,
+    epochs: Annotated[float, typer.Option(help="Passes over the training pairs.")] = 1.0,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-5,
     batch_size: Annotated[int, typer.Option(help="Pairs per device batch.")] = 8,
     grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
-    warmup_ratio: Annotated[float, typer.Option()] = 0.05,
-    weight_decay: Annotated[float, typer.Option()] = 0.1,
-    seed: Annotated[int, typer.Option()] = 42,
+    warmup_ratio: Annotated[
+        float, typer.Option(help="Share of the steps with a rising learning rate.")
+    ] = 0.05,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of pair sampling, init and data order.")] = 42,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast (GPU, or CPUs with bf16).")] = False,
     max_steps: Annotated[int, typer.Option(help="Stop after N steps (-1: epochs).")] = -1,
     max_minutes: Annotated[
@@ -183,13 +185,15 @@ def train_fuser_command(
     max_length: Annotated[int, typer.Option(help="Prompt tokens.")] = 1024,
     candidate_maxlength: Annotated[int, typer.Option(help="Tokens per candidate.")] = 128,
     max_target_length: Annotated[int, typer.Option(help="Target tokens.")] = 128,
-    epochs: Annotated[float, typer.Option()] = 1.0,
+    epochs: Annotated[float, typer.Option(help="Passes over the training pairs.")] = 1.0,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
-    batch_size: Annotated[int, typer.Option()] = 4,
-    grad_accum: Annotated[int, typer.Option()] = 1,
-    warmup_ratio: Annotated[float, typer.Option()] = 0.0,
-    weight_decay: Annotated[float, typer.Option()] = 0.0,
-    seed: Annotated[int, typer.Option()] = 42,
+    batch_size: Annotated[int, typer.Option(help="Prompts per device batch.")] = 4,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+    warmup_ratio: Annotated[
+        float, typer.Option(help="Share of the steps with a rising learning rate.")
+    ] = 0.0,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and data order.")] = 42,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast.")] = False,
     max_steps: Annotated[int, typer.Option(help="Stop after N steps (-1: epochs).")] = -1,
     save_steps: Annotated[
