@@ -17,7 +17,7 @@ from typing import Any
 
 from blender_core.io import atomic_write_text, dumps_json
 
-__all__ = ["TrainResult", "format_report", "write_report"]
+__all__ = ["PERCENT_KEYS", "TrainResult", "format_report", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -43,32 +43,59 @@ class TrainResult:
         return self.output_dir
 
 
-def _fmt(value: Any) -> str:
+PERCENT_KEYS = frozenset(
+    {"ranker_top1", "best_single", "longest", "random", "oracle", "pairwise_accuracy"}
+)
+"""Score fields that ``report.md`` shows as percentages (as ``blender eval`` does), with the
+``top1_*`` ones; ``report.json`` keeps the fractions."""
+
+
+def _is_percent(key: str) -> bool:
+    return key in PERCENT_KEYS or key.startswith("top1_")
+
+
+def _title(key: str) -> str:
+    return f"{key} (%)" if _is_percent(key) else key
+
+
+def _fmt(value: Any, key: str = "") -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"
+        if _is_percent(key):
+            return f"{100 * value:.1f}"
         return f"{value:.4g}"
     return str(value)
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A short Markdown rendering of a report dict (sections of scalars and small tables)."""
+    """A short Markdown rendering of a report dict (sections of scalars and small tables).
+
+    Scores (:data:`PERCENT_KEYS`, ``top1_*``) are shown in percent with one decimal, the unit of
+    ``blender eval``'s table, and their names say ``(%)``.
+    """
     lines = [f"# {report.get('title', 'Training report')}", ""]
     for key, value in report.items():
         if key == "title":
             continue
         if isinstance(value, dict):
             lines += [f"## {key}", "", "| key | value |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(v)} |" for k, v in value.items() if not isinstance(v, dict)]
+            lines += [
+                f"| {_title(k)} | {_fmt(v, k)} |"
+                for k, v in value.items()
+                if not isinstance(v, dict)
+            ]
             lines.append("")
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             cols = list(value[0])
-            lines += [f"## {key}", "", "| " + " | ".join(cols) + " |"]
+            lines += [f"## {key}", "", "| " + " | ".join(map(_title, cols)) + " |"]
             lines.append("|" + "---|" * len(cols))
-            lines += ["| " + " | ".join(_fmt(row.get(c, "")) for c in cols) + " |" for row in value]
+            lines += [
+                "| " + " | ".join(_fmt(row.get(c, ""), c) for c in cols) + " |" for row in value
+            ]
             lines.append("")
         else:
-            lines.append(f"- **{key}**: {_fmt(value)}")
+            lines.append(f"- **{_title(key)}**: {_fmt(value, key)}")
     return "\n".join(lines).rstrip() + "\n"
 
 
