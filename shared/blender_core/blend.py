@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from types import EllipsisType, MappingProxyType
 from typing import Any, Literal, TypeVar
 
@@ -35,54 +36,16 @@ from blender_core.fusion.base import Fuser
 from blender_core.generators.base import Generator
 from blender_core.generators.deadline import DeadlineExceeded, aiterate_with_deadline
 from blender_core.loading import load_fuser, load_ranker
+from blender_core.members import ModelFailure, arun_members, describe_error
 from blender_core.ranking import Ranker, Ranking
-from blender_core.secrets import redact
 
 __all__ = ["BlendError", "BlendResult", "BlendStreamEvent", "Blender", "ModelFailure"]
 
 T = TypeVar("T")
 
-Stage = Literal["generation", "ranking", "fusion"]
-
 
 class _StageTimeout(Exception):
     """Internal: a stage ran past the Blender's own deadline."""
-
-
-@dataclass(frozen=True)
-class ModelFailure:
-    """A base model that gave no usable answer, or a ranking/fusion stage that ran out of time.
-
-    Attributes:
-        model: The model's name (for the ranking and fusion stages: the ranker's or fuser's
-            name, e.g. ``"LLMFuser(gpt-4o)"``).
-        kind: ``"timeout"`` (no answer within the Blender's timeout) or ``"error"`` (it raised,
-            or returned something that is not a non-empty string).
-        message: What happened, e.g. ``"RuntimeError: boom"`` (credentials redacted with
-            :func:`~blender_core.secrets.redact`, whoever builds the failure).
-        exception: The exception raised, when there was one.
-        stage: ``"generation"`` (a base model), ``"ranking"`` or ``"fusion"``.
-    """
-
-    model: str
-    kind: Literal["error", "timeout"]
-    message: str
-    exception: BaseException | None = field(default=None, compare=False, repr=False)
-    stage: Stage = "generation"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "message", redact(self.message))
-
-    def __str__(self) -> str:
-        kind = self.kind if self.stage == "generation" else f"{self.stage} {self.kind}"
-        return f"{self.model} ({kind}: {self.message})"
-
-    def to_dict(self) -> dict[str, str]:
-        """``model``, ``kind`` and ``message``, plus ``stage`` for a ranking/fusion failure."""
-        out = {"model": self.model, "kind": self.kind, "message": self.message}
-        if self.stage != "generation":
-            out["stage"] = self.stage
-        return out
 
 
 class BlendError(RuntimeError):
@@ -107,12 +70,15 @@ class BlendResult:
         models_by_text: For each of :attr:`texts`, the models that gave it.
         ranking: The ranking over :attr:`texts`.
         top_k: The texts handed to the fuser, best first.
-        latencies: Seconds per model, failed models included.
+        latencies: Seconds each model spent generating, failed models included (a wait for a
+            shared local model is not in it: see :attr:`queueing`).
         rank_latency: Seconds spent ranking.
         fuse_latency: Seconds spent fusing.
         failures: The models that gave no usable answer, and a fusion that ran out of time
             (``stage="fusion"``: :attr:`text` is then the best candidate, or the fused answer
             as far as it was streamed).
+        queueing: Seconds a model waited for a shared resource (a local model that generates
+            one call at a time) before generating; models that did not wait are left out.
     """
 
     text: str
@@ -127,6 +93,7 @@ class BlendResult:
     rank_latency: float
     fuse_latency: float
     failures: tuple[ModelFailure, ...] = ()
+    queueing: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def best(self) -> str:
@@ -139,7 +106,17 @@ class BlendResult:
         return self.models_by_text[self.ranking.best]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable view (exceptions are reduced to their messages)."""
+        """The blend metadata schema: a JSON-serialisable view (exceptions reduced to messages).
+
+        The same keys wherever a blend is reported (the LangChain ensembles'
+        ``response_metadata``, the LlamaIndex responses' ``additional_kwargs`` and
+        ``metadata["blend"]``, the gateway's ``blend`` object): ``text``, ``instruction``,
+        ``input``, ``candidates`` (model -> answer), ``texts`` (the distinct texts ranked),
+        ``models_by_text``, ``ranking`` (:meth:`~blender_core.ranking.Ranking.to_dict`, over
+        ``texts``), ``best``, ``best_models``, ``top_k``, ``latencies`` (generation seconds),
+        ``queueing`` (seconds waited for a shared model), ``rank_latency``, ``fuse_latency``
+        and ``failures`` (:meth:`ModelFailure.to_dict` each). See ``docs/architecture.md``.
+        """
         return {
             "text": self.text,
             "instruction": self.instruction,
@@ -152,6 +129,7 @@ class BlendResult:
             "best_models": list(self.best_models),
             "top_k": list(self.top_k),
             "latencies": dict(self.latencies),
+            "queueing": dict(self.queueing),
             "rank_latency": self.rank_latency,
             "fuse_latency": self.fuse_latency,
             "failures": [failure.to_dict() for failure in self.failures],
@@ -188,6 +166,7 @@ class _Ranked:
     failures: list[ModelFailure]
     latencies: dict[str, float]
     rank_latency: float
+    queueing: dict[str, float] = field(default_factory=dict)
 
     def result(self, text: str, fuse_latency: float) -> BlendResult:
         return BlendResult(
@@ -203,6 +182,7 @@ class _Ranked:
             rank_latency=self.rank_latency,
             fuse_latency=fuse_latency,
             failures=tuple(self.failures),
+            queueing=self.queueing,
         )
 
 
@@ -239,11 +219,6 @@ async def _within(coro: Awaitable[T], timeout: float | None) -> T:
         await asyncio.wait({task}, timeout=1.0)  # let it clean up, but never hang on it
         raise _StageTimeout
     return task.result()
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _accepts_keyword(func: Callable[..., Any], name: str) -> bool:
@@ -543,16 +518,23 @@ class Blender:
         input: str = "",
         failures: Sequence[ModelFailure] = (),
         latencies: Mapping[str, float] | None = None,
+        queueing: Mapping[str, float] | None = None,
     ) -> BlendResult:
         """Rank and fuse precomputed answers (a list, or a mapping model name -> answer).
 
         A list's answers are named ``candidate_0``, ``candidate_1``, ... Empty answers become
-        failures, as in :meth:`blend`; ``failures`` and ``latencies`` from the caller's own calls
-        are carried into the result.
+        failures, as in :meth:`blend`; ``failures``, ``latencies`` and ``queueing`` from the
+        caller's own calls (:func:`~blender_core.members.run_members` outcomes) are carried into
+        the result.
         """
         return self._run(
             lambda: self.ablend_candidates(
-                instruction, candidates, input=input, failures=failures, latencies=latencies
+                instruction,
+                candidates,
+                input=input,
+                failures=failures,
+                latencies=latencies,
+                queueing=queueing,
             ),
             "blend_candidates",
         )
@@ -564,35 +546,12 @@ class Blender:
         """The prompt every generator gets: the instruction, plus ``"\\n\\n" + input``."""
         return f"{instruction}\n\n{input}" if input else instruction
 
-    async def _call(self, name: str, generator: Generator, prompt: str) -> tuple[str, Any, float]:
-        """One model's answer, or its ModelFailure, and its latency."""
-        start = time.perf_counter()
-        task = asyncio.ensure_future(generator.agenerate(prompt))
-        # asyncio.wait (not wait_for) so that a TimeoutError raised by the model itself is an
-        # "error", and only running out of our own time is a "timeout".
-        try:
-            done, _ = await asyncio.wait({task}, timeout=self.timeout)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        latency = time.perf_counter() - start
-        if not done:
-            task.cancel()
-            await asyncio.wait({task}, timeout=1.0)  # let it clean up, but never hang on it
-            message = f"no answer within {self.timeout:g} s"
-            return name, ModelFailure(name, "timeout", message, TimeoutError(message)), latency
-        if task.cancelled():
-            failure = ModelFailure(name, "error", "CancelledError: the call was cancelled")
-            return name, failure, latency
-        exc = task.exception()
-        if exc is not None:
-            return name, ModelFailure(name, "error", _describe(exc), exc), latency
-        return name, task.result(), latency
-
     async def ablend(self, instruction: str, *, input: str = "") -> BlendResult:
         """Async :meth:`blend`: base models run concurrently on this event loop."""
-        answers, failures, latencies = await self._generate_all(instruction, input)
-        return await self._rank_and_fuse(instruction, input, answers, failures, latencies)
+        answers, failures, latencies, queueing = await self._generate_all(instruction, input)
+        return await self._rank_and_fuse(
+            instruction, input, answers, failures, latencies, queueing=queueing
+        )
 
     async def astream(
         self, instruction: str, *, input: str = ""
@@ -606,8 +565,10 @@ class Blender:
                     if event.kind == "delta":
                         print(event.text, end="", flush=True)
         """
-        answers, failures, latencies = await self._generate_all(instruction, input)
-        ranked = await self._rank(instruction, input, answers, failures, latencies)
+        answers, failures, latencies, queueing = await self._generate_all(instruction, input)
+        ranked = await self._rank(
+            instruction, input, answers, failures, latencies, queueing=queueing
+        )
         start = time.perf_counter()
         parts: list[str] = []
         async for delta in self._fuse_stream(ranked):
@@ -618,8 +579,9 @@ class Blender:
 
     async def _generate_all(
         self, instruction: str, input: str
-    ) -> tuple[dict[str, Any], list[ModelFailure], dict[str, float]]:
-        """Every generator's answer at once: answers, failures and latencies by model."""
+    ) -> tuple[dict[str, Any], list[ModelFailure], dict[str, float], dict[str, float]]:
+        """Every generator's answer at once: answers, failures, latencies and queueing by model
+        (:func:`~blender_core.members.arun_members`)."""
         _check_text("instruction", instruction)
         _check_text("input", input)
         if not self.generators:
@@ -628,19 +590,26 @@ class Blender:
                 "blend_candidates()"
             )
         prompt = self.prompt_for(instruction, input)
-        outcomes = await asyncio.gather(
-            *(self._call(name, generator, prompt) for name, generator in self.generators.items())
+        outcomes = await arun_members(
+            {
+                name: partial(generator.agenerate, prompt)
+                for name, generator in self.generators.items()
+            },
+            timeout=self.timeout,
         )
         answers: dict[str, Any] = {}
         failures: list[ModelFailure] = []
         latencies: dict[str, float] = {}
-        for name, outcome, latency in outcomes:
-            latencies[name] = latency
-            if isinstance(outcome, ModelFailure):
-                failures.append(outcome)
+        queueing: dict[str, float] = {}
+        for outcome in outcomes:
+            latencies[outcome.name] = outcome.latency
+            if outcome.queued:
+                queueing[outcome.name] = outcome.queued
+            if outcome.failure is not None:
+                failures.append(outcome.failure)
             else:
-                answers[name] = outcome
-        return answers, failures, latencies
+                answers[outcome.name] = outcome.output
+        return answers, failures, latencies, queueing
 
     async def ablend_batch(
         self,
@@ -690,6 +659,7 @@ class Blender:
         input: str = "",
         failures: Sequence[ModelFailure] = (),
         latencies: Mapping[str, float] | None = None,
+        queueing: Mapping[str, float] | None = None,
     ) -> BlendResult:
         """Async :meth:`blend_candidates`."""
         _check_text("instruction", instruction)
@@ -709,7 +679,12 @@ class Blender:
             if failure.model in answers:
                 raise ValueError(f"model {failure.model!r} is both a candidate and a failure")
         return await self._rank_and_fuse(
-            instruction, input, answers, list(failures), dict(latencies or {})
+            instruction,
+            input,
+            answers,
+            list(failures),
+            dict(latencies or {}),
+            queueing=queueing,
         )
 
     # -- the shared second half ---------------------------------------------------------------
@@ -721,8 +696,12 @@ class Blender:
         answers: Mapping[str, Any],
         failures: list[ModelFailure],
         latencies: dict[str, float],
+        *,
+        queueing: Mapping[str, float] | None = None,
     ) -> BlendResult:
-        ranked = await self._rank(instruction, input, answers, failures, latencies)
+        ranked = await self._rank(
+            instruction, input, answers, failures, latencies, queueing=queueing
+        )
         start = time.perf_counter()
         try:
             text = await _within(
@@ -764,7 +743,7 @@ class Blender:
         if isinstance(exc, _StageTimeout | DeadlineExceeded):
             message = f"no fused answer within {self.fuse_timeout:g} s"
         else:
-            message = _describe(exc)
+            message = describe_error(exc)
         if streamed:
             message += f"; the answer stops after the {streamed} characters streamed"
         else:
@@ -779,6 +758,8 @@ class Blender:
         answers: Mapping[str, Any],
         failures: list[ModelFailure],
         latencies: dict[str, float],
+        *,
+        queueing: Mapping[str, float] | None = None,
     ) -> _Ranked:
         """Merge identical answers, check ``min_candidates`` and rank, within ``rank_timeout``."""
         candidates: dict[str, str] = {}
@@ -834,7 +815,7 @@ class Blender:
                 message = f"no ranking within {self.rank_timeout:g} s"
                 exc = TimeoutError(message)
             else:
-                message = _describe(exc)
+                message = describe_error(exc)
             failure = ModelFailure(_component_name(self.ranker), "timeout", message, exc, "ranking")
             failures.append(failure)
             raise BlendError(
@@ -861,6 +842,7 @@ class Blender:
             failures=failures,
             latencies=latencies,
             rank_latency=rank_latency,
+            queueing={k: v for k, v in (queueing or {}).items() if v},
         )
 
     def _shortfall_message(

@@ -1,0 +1,263 @@
+"""Call every member of an ensemble at once: sync and async, each under a deadline, failures
+as data, and each member's generation time measured apart from its queueing.
+
+The one runner behind :class:`~blender_core.blend.Blender`, the LangChain ensembles and agent
+middleware, and the LlamaIndex ensembles. A member is a zero-argument call (the adapter binds
+its model, prompt, config and retries into it); the runner only calls, times and classifies:
+
+* an answer (``check`` may refuse it: a ``TypeError``/``ValueError`` it raises is an error),
+* ``"error"``: the call raised (a ``TimeoutError`` raised by the member itself included: only
+  running out of the runner's own time is a timeout), or was cancelled by someone else,
+* ``"timeout"``: no answer within ``timeout`` seconds. An async call is cancelled and given one
+  second to clean up; a sync call's thread cannot be stopped, its late answer is dropped.
+
+Latencies are generation time: a member that waits for a shared resource (a local model that
+generates one call at a time) reports the wait with
+:func:`~blender_core.generators.timing.add_queue_time`, and that wait is :attr:`Outcome.queued`,
+not part of :attr:`Outcome.latency`.
+
+Example:
+    .. code-block:: python
+
+        from blender_core.members import arun_members, run_members
+
+        outcomes = run_members({"a": lambda: "hi", "b": lambda: 1 / 0}, timeout=5)
+        [o.ok for o in outcomes]  # [True, False]
+        outcomes[1].failure.message  # "ZeroDivisionError: division by zero"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from blender_core.generators.timing import measure_queueing
+from blender_core.secrets import redact
+
+__all__ = [
+    "ModelFailure",
+    "Outcome",
+    "Stage",
+    "arun_members",
+    "describe_error",
+    "run_members",
+    "timeout_failure",
+]
+
+T = TypeVar("T")
+
+Stage = Literal["generation", "ranking", "fusion"]
+
+_CLEANUP_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ModelFailure:
+    """A base model that gave no usable answer, or a ranking/fusion stage that ran out of time.
+
+    Attributes:
+        model: The model's name (for the ranking and fusion stages: the ranker's or fuser's
+            name, e.g. ``"LLMFuser(gpt-4o)"``).
+        kind: ``"timeout"`` (no answer within the Blender's timeout) or ``"error"`` (it raised,
+            or returned something that is not a non-empty string).
+        message: What happened, e.g. ``"RuntimeError: boom"`` (credentials redacted with
+            :func:`~blender_core.secrets.redact`, whoever builds the failure).
+        exception: The exception raised, when there was one.
+        stage: ``"generation"`` (a base model), ``"ranking"`` or ``"fusion"``.
+    """
+
+    model: str
+    kind: Literal["error", "timeout"]
+    message: str
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+    stage: Stage = "generation"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", redact(self.message))
+
+    def __str__(self) -> str:
+        kind = self.kind if self.stage == "generation" else f"{self.stage} {self.kind}"
+        return f"{self.model} ({kind}: {self.message})"
+
+    def to_dict(self) -> dict[str, str]:
+        """``model``, ``kind`` and ``message``, plus ``stage`` for a ranking/fusion failure."""
+        out = {"model": self.model, "kind": self.kind, "message": self.message}
+        if self.stage != "generation":
+            out["stage"] = self.stage
+        return out
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"TypeName: message"`` (or the type name alone): how every failure message reads."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def timeout_failure(name: str, timeout: float | None) -> ModelFailure:
+    """The failure of a member that gave no answer within ``timeout`` seconds."""
+    message = f"no answer within {timeout:g} s" if timeout is not None else "no answer"
+    return ModelFailure(name, "timeout", message, TimeoutError(message))
+
+
+def error_failure(name: str, exc: BaseException) -> ModelFailure:
+    """The failure of a member whose call raised ``exc``."""
+    return ModelFailure(name, "error", describe_error(exc), exc)
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """One member's answer or failure, and its timing.
+
+    Attributes:
+        name: The member's name.
+        output: Its answer (``None`` on failure).
+        failure: Why it gave none.
+        latency: Seconds it spent generating (its wall time less :attr:`queued`).
+        queued: Seconds it waited for a shared resource before generating.
+    """
+
+    name: str
+    output: T | None = None
+    failure: ModelFailure | None = None
+    latency: float = 0.0
+    queued: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the member answered."""
+        return self.failure is None
+
+
+def _checked(name: str, output: Any, check: Callable[[Any], Any] | None) -> Outcome[Any]:
+    if check is None:
+        return Outcome(name, output=output)
+    try:
+        return Outcome(name, output=check(output))
+    except (TypeError, ValueError) as exc:
+        return Outcome(name, failure=error_failure(name, exc))
+
+
+def _timed(outcome: Outcome[T], wall: float, queued: float) -> Outcome[T]:
+    return Outcome(
+        outcome.name,
+        output=outcome.output,
+        failure=outcome.failure,
+        latency=max(0.0, wall - queued),
+        queued=queued,
+    )
+
+
+def run_members(
+    calls: Mapping[str, Callable[[], T]],
+    *,
+    timeout: float | None,
+    check: Callable[[Any], T] | None = None,
+    executor: Callable[..., ThreadPoolExecutor] = ThreadPoolExecutor,
+) -> list[Outcome[T]]:
+    """Call every member at once in worker threads; outcomes in ``calls`` order.
+
+    Each call runs in a copy of the caller's context (LangChain run configs, LlamaIndex spans
+    and the queueing measure reach it). The wall time is the slowest member's, at most
+    ``timeout``.
+
+    Args:
+        calls: Member name -> its zero-argument call.
+        timeout: Seconds every member may take (``None``: no limit).
+        check: Turns an answer into the outcome's output, or refuses it with a ``TypeError`` /
+            ``ValueError`` (an ``"error"`` failure).
+        executor: The pool class (LangChain's ``ContextThreadPoolExecutor`` fits).
+    """
+    if not calls:
+        return []
+    timings: dict[str, tuple[float, float]] = {}
+    started: dict[str, float] = {}
+
+    def one(name: str, call: Callable[[], T]) -> T:
+        started[name] = time.perf_counter()
+        with measure_queueing() as timing:
+            try:
+                return call()
+            finally:
+                timings[name] = (time.perf_counter() - started[name], timing.queued)
+
+    pool = executor(max_workers=len(calls), thread_name_prefix="blender-member")
+    t0 = time.perf_counter()
+    try:
+        futures = {
+            name: pool.submit(contextvars.copy_context().run, one, name, call)
+            for name, call in calls.items()
+        }
+        done, _ = wait(futures.values(), timeout=timeout)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    outcomes: list[Outcome[T]] = []
+    for name, future in futures.items():
+        if future not in done:
+            future.cancel()
+            wall = time.perf_counter() - started.get(name, t0)
+            outcomes.append(_timed(Outcome(name, failure=timeout_failure(name, timeout)), wall, 0))
+            continue
+        wall, queued = timings.get(name, (0.0, 0.0))
+        error = future.exception()
+        outcome = (
+            Outcome(name, failure=error_failure(name, error))
+            if error is not None
+            else _checked(name, future.result(), check)
+        )
+        outcomes.append(_timed(outcome, wall, queued))
+    return outcomes
+
+
+async def _arun_one(
+    name: str,
+    call: Callable[[], Awaitable[T]],
+    timeout: float | None,
+    check: Callable[[Any], T] | None,
+) -> Outcome[T]:
+    start = time.perf_counter()
+    with measure_queueing() as timing:
+        task = asyncio.ensure_future(call())
+        # asyncio.wait (not wait_for): a TimeoutError raised by the member itself is an
+        # "error"; only running out of our own time is a "timeout".
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+    wall = time.perf_counter() - start
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=_CLEANUP_SECONDS)  # let it clean up, never hang
+        return _timed(Outcome(name, failure=timeout_failure(name, timeout)), wall, timing.queued)
+    if task.cancelled():
+        message = "CancelledError: the call was cancelled"
+        return _timed(Outcome(name, failure=ModelFailure(name, "error", message)), wall, 0)
+    error = task.exception()
+    outcome = (
+        Outcome(name, failure=error_failure(name, error))
+        if error is not None
+        else _checked(name, task.result(), check)
+    )
+    return _timed(outcome, wall, timing.queued)
+
+
+async def arun_members(
+    calls: Mapping[str, Callable[[], Awaitable[T]]],
+    *,
+    timeout: float | None,
+    check: Callable[[Any], T] | None = None,
+) -> list[Outcome[T]]:
+    """Async :func:`run_members`: every member's coroutine at once on this event loop.
+
+    Cancelling the caller cancels every member still running.
+    """
+    return list(
+        await asyncio.gather(
+            *(_arun_one(name, call, timeout, check) for name, call in calls.items())
+        )
+    )
