@@ -5,7 +5,8 @@ with the budget, run alternately in one go.
 itself: one intra-op thread per core in every thread that runs a model); "after" leaves it on
 ``auto`` (:mod:`blender_core.threads`). Each command runs as a user would run it, in a fresh
 process; the script prints the wall time of each run, the demo's stage times, the load average
-before each run, and the before/after ratio of the medians.
+before and after each run, and the before/after ratio of the medians. ``blender rank``'s output
+is removed before each run (it resumes by default, which would skip every record).
 
 ``blender rank`` ranks the first ``--limit`` records of ``../shared/data/alpaca-v1/dev.jsonl``
 with the mid-size random PairRM-layout checkpoint of ``benchmarks/ranker_speed.py``.
@@ -35,10 +36,13 @@ PROMPT = "Give three tips for learning a new language."
 CLI = "import sys; from blender_core.cli import main; sys.argv[0] = 'blender'; main()"
 
 
-def _run(args: list[str], threads: str) -> tuple[float, str, float]:
+def _run(args: list[str], threads: str, fresh: Path | None = None) -> tuple[float, str, str]:
+    """One run in a fresh process: wall seconds, stdout, load average before -> after."""
     env = {**os.environ, "LLM_BLENDER_KIT_TORCH_THREADS": threads, "HF_HUB_OFFLINE": "1"}
     env.pop("OMP_NUM_THREADS", None)  # it would switch the budget off
-    load = os.getloadavg()[0]
+    if fresh is not None:
+        fresh.unlink(missing_ok=True)  # blender rank resumes by default: start from nothing
+    before = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", CLI, *args], capture_output=True, text=True, env=env, timeout=1800
@@ -46,7 +50,7 @@ def _run(args: list[str], threads: str) -> tuple[float, str, float]:
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"blender {' '.join(args[:2])} failed:\n{proc.stderr[-2000:]}")
-    return seconds, proc.stdout, load
+    return seconds, proc.stdout, f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
 
 
 def _build_ranker(workdir: Path, data: Path) -> Path:
@@ -75,11 +79,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"cores: {cores}; before = LLM_BLENDER_KIT_TORCH_THREADS={cores}, after = auto")
     with tempfile.TemporaryDirectory() as tmp:
         commands: dict[str, list[str]] = {}
+        outputs: dict[str, Path | None] = {"demo": None}
         if "demo" in args.what:
             commands["demo"] = ["demo", PROMPT, "--json"]
         if "rank" in args.what:
             checkpoint = _build_ranker(Path(tmp), args.data)
-            out = str(Path(tmp) / "ranks.jsonl")
+            outputs["rank"] = Path(tmp) / "ranks.jsonl"
+            out = str(outputs["rank"])
             commands["rank"] = [
                 "rank", str(args.data), "--model", str(checkpoint), "--limit",
                 str(args.limit), "--no-progress", "--out", out,
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             walls: dict[str, list[float]] = {key: [] for key in settings}
             for round_ in range(args.rounds):
                 for label, threads in settings.items():
-                    seconds, stdout, load = _run(command, threads)
+                    seconds, stdout, load = _run(command, threads, outputs[name])
                     walls[label].append(seconds)
                     stages = ""
                     if name == "demo":
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                         stages = "  " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
                     print(
                         f"{name} round {round_ + 1} {label:<6} {seconds:7.1f} s  "
-                        f"(load average {load:.1f}){stages}",
+                        f"(load average {load}){stages}",
                         flush=True,
                     )
             before = statistics.median(walls["before"])
