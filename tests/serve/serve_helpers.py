@@ -140,6 +140,11 @@ def running(config_text: str, tmp_path: Path, **kwargs: object) -> Iterator[Serv
         server.stop()
 
 
+class _Threading(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 resets connections under load
+
+
 class FakeUpstream:
     """An OpenAI-compatible server in a thread, its behaviour picked by the path's first part."""
 
@@ -199,8 +204,7 @@ class FakeUpstream:
                 }
                 self._send(200, json.dumps(answer).encode(), "application/json")
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Threading(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
