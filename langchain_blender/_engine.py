@@ -7,11 +7,10 @@ answers are ranked over a text rendering of the calls and the best is selected, 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import AIMessage
 from langchain_core.messages.ai import UsageMetadata
@@ -19,6 +18,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from blender_core.blend import Blender as CoreBlender
 from blender_core.blend import BlendError, BlendResult, ModelFailure
+from blender_core.lazy import Lazy
 from blender_core.loading import load_fuser, load_ranker
 from blender_core.ranking import Ranker, Ranking
 from langchain_blender._adapters import (
@@ -51,17 +51,20 @@ class Blended:
     result: BlendResult | None = field(default=None, repr=False)
 
 
-def _failure_dicts(failures: Sequence[ModelFailure]) -> list[dict[str, str]]:
-    return [{"model": f.model, "kind": f.kind, "message": f.message} for f in failures]
+def blend_metadata(result: BlendResult, mode: str) -> dict[str, Any]:
+    """The blend metadata of a LangChain answer: ``blend_mode`` and
+    :meth:`~blender_core.blend.BlendResult.to_dict` (the schema LlamaIndex answers carry too).
 
-
-def _ranking_dict(
-    ranking: Ranking, texts: Sequence[str], models: Sequence[Sequence[str]]
-) -> dict[str, Any]:
-    out = ranking.to_dict()
-    out["texts"] = list(texts)
-    out["models"] = [list(m) for m in models]
-    return out
+    ``ranking["texts"]`` and ``ranking["models"]`` repeat the top-level ``texts`` and
+    ``models_by_text`` for one release (deprecated: read the top-level keys).
+    """
+    metadata = {"blend_mode": mode, **result.to_dict()}
+    metadata["ranking"] = {
+        **metadata["ranking"],
+        "texts": metadata["texts"],
+        "models": metadata["models_by_text"],
+    }
+    return metadata
 
 
 class Engine:
@@ -93,17 +96,12 @@ class Engine:
         self.timeout = timeout
         self.min_candidates = min_candidates
         self.strategy = strategy
-        self._lock = threading.Lock()
-        self._core: CoreBlender | None = None
+        self._core: Lazy[CoreBlender] = Lazy(self._build)
 
     @property
     def core(self) -> CoreBlender:
         """The core pipeline (loads the ranker and the fuser on first access)."""
-        if self._core is None:
-            with self._lock:
-                if self._core is None:
-                    self._core = self._build()
-        return self._core
+        return self._core.get()
 
     @property
     def ranker(self) -> Ranker:
@@ -131,7 +129,7 @@ class Engine:
         calls = [o for o in outcomes if o.failure is None and has_tool_calls(o.output)]
         if not calls:
             return None
-        return calls, [render_tool_calls(o.output) for o in calls]
+        return calls, [render_tool_calls(cast(AIMessage, o.output)) for o in calls]
 
     def _rank_sync(self, instruction: str, texts: list[str]) -> Ranking:
         if len(texts) == 1:
@@ -149,6 +147,7 @@ class Engine:
 
     def _tool_result(
         self,
+        instruction: str,
         outcomes: Sequence[MemberOutcome],
         calls: Sequence[MemberOutcome],
         texts: Sequence[str],
@@ -164,18 +163,22 @@ class Engine:
             invalid_tool_calls=chosen.invalid_tool_calls,
             additional_kwargs=dict(chosen.additional_kwargs),
         )
-        failures = [o.failure for o in outcomes if o.failure is not None]
-        metadata = {
-            "blend_mode": "tool_calls",
-            "candidates": self._candidate_texts(outcomes),
-            "ranking": _ranking_dict(ranking, texts, [[o.name] for o in calls]),
-            "top_k": [texts[ranking.best]],
-            "best_models": [best.name],
-            "failures": _failure_dicts(failures),
-            "latencies": {o.name: o.latency for o in outcomes},
-            "rank_latency": rank_latency,
-            "fuse_latency": 0.0,
-        }
+        result = BlendResult(
+            text=texts[ranking.best],
+            instruction=instruction,
+            input="",
+            candidates=self._candidate_texts(outcomes),
+            texts=tuple(texts),
+            models_by_text=tuple((o.name,) for o in calls),
+            ranking=ranking,
+            top_k=(texts[ranking.best],),
+            latencies={o.name: o.latency for o in outcomes},
+            rank_latency=rank_latency,
+            fuse_latency=0.0,
+            failures=tuple(o.failure for o in outcomes if o.failure is not None),
+            queueing={o.name: o.queued for o in outcomes if o.queued},
+        )
+        metadata = blend_metadata(result, "tool_calls")
         return Blended(message=message, metadata=metadata)
 
     @staticmethod
@@ -184,7 +187,7 @@ class Engine:
         for o in outcomes:
             if o.failure is None:
                 out[o.name] = (
-                    render_tool_calls(o.output)
+                    render_tool_calls(cast(AIMessage, o.output))
                     if has_tool_calls(o.output)
                     else message_text(o.output)
                 )
@@ -206,31 +209,24 @@ class Engine:
     @staticmethod
     def _text_inputs(
         outcomes: Sequence[MemberOutcome],
-    ) -> tuple[dict[str, str], list[ModelFailure], dict[str, float]]:
+    ) -> tuple[dict[str, str], list[ModelFailure], dict[str, float], dict[str, float]]:
         candidates: dict[str, str] = {}
         failures: list[ModelFailure] = []
         latencies: dict[str, float] = {}
+        queueing: dict[str, float] = {}
         for o in outcomes:
             latencies[o.name] = o.latency
+            if o.queued:
+                queueing[o.name] = o.queued
             if o.failure is not None:
                 failures.append(o.failure)
             else:
                 candidates[o.name] = message_text(o.output)
-        return candidates, failures, latencies
+        return candidates, failures, latencies, queueing
 
     @staticmethod
     def _text_result(result: BlendResult, usage: UsageMetadata | None) -> Blended:
-        metadata = {
-            "blend_mode": "text",
-            "candidates": dict(result.candidates),
-            "ranking": _ranking_dict(result.ranking, result.texts, result.models_by_text),
-            "top_k": list(result.top_k),
-            "best_models": list(result.best_models),
-            "failures": _failure_dicts(result.failures),
-            "latencies": dict(result.latencies),
-            "rank_latency": result.rank_latency,
-            "fuse_latency": result.fuse_latency,
-        }
+        metadata = blend_metadata(result, "text")
         return Blended(
             message=AIMessage(content=result.text), metadata=metadata, usage=usage, result=result
         )
@@ -254,14 +250,21 @@ class Engine:
             calls, texts = tools
             start = time.perf_counter()
             ranking = run_sync(lambda: self._rank_sync(instruction, texts))
-            return self._tool_result(outcomes, calls, texts, ranking, time.perf_counter() - start)
-        candidates, failures, latencies = self._text_inputs(outcomes)
+            return self._tool_result(
+                instruction, outcomes, calls, texts, ranking, time.perf_counter() - start
+            )
+        candidates, failures, latencies, queueing = self._text_inputs(outcomes)
         config, collector = self._fuse_config(callbacks)
 
         def blend_candidates() -> BlendResult:
             with use_call_config(config):
                 return self.core.blend_candidates(
-                    instruction, candidates, input=input, failures=failures, latencies=latencies
+                    instruction,
+                    candidates,
+                    input=input,
+                    failures=failures,
+                    latencies=latencies,
+                    queueing=queueing,
                 )
 
         result = run_sync(blend_candidates)
@@ -282,19 +285,19 @@ class Engine:
             calls, texts = tools
             start = time.perf_counter()
             ranking = await self._rank_async(instruction, texts)
-            return self._tool_result(outcomes, calls, texts, ranking, time.perf_counter() - start)
-        candidates, failures, latencies = self._text_inputs(outcomes)
+            return self._tool_result(
+                instruction, outcomes, calls, texts, ranking, time.perf_counter() - start
+            )
+        candidates, failures, latencies, queueing = self._text_inputs(outcomes)
         config, collector = self._fuse_config(callbacks)
-        core = await _in_thread_if_unloaded(self)
+        core = await self._core.aget()  # a first load (model weights) runs off the event loop
         with use_call_config(config):
             result = await core.ablend_candidates(
-                instruction, candidates, input=input, failures=failures, latencies=latencies
+                instruction,
+                candidates,
+                input=input,
+                failures=failures,
+                latencies=latencies,
+                queueing=queueing,
             )
         return self._text_result(result, collector.usage)
-
-
-async def _in_thread_if_unloaded(engine: Engine) -> CoreBlender:
-    """The engine's core pipeline; a first load (model weights) runs off the event loop."""
-    if engine._core is not None:
-        return engine._core
-    return await asyncio.to_thread(lambda: engine.core)

@@ -6,11 +6,8 @@ answer (a message or a string) or failure becomes a :class:`MemberOutcome`.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
@@ -18,7 +15,7 @@ from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 
-from blender_core.blend import ModelFailure
+from blender_core.members import Outcome, arun_members, run_members
 from langchain_blender._adapters import ainvoke_in_context, invoke_in_context, runnable_name
 from langchain_blender._callbacks import MEMBER_TAG, ChildCallbacks, child_config
 
@@ -65,19 +62,9 @@ def name_members(models: Any) -> dict[str, Runnable[Any, Any]]:
     return named
 
 
-@dataclass
-class MemberOutcome:
-    """One member's answer (``output``: a message or a string) or its failure, and latency."""
-
-    name: str
-    output: Any = None
-    failure: ModelFailure | None = None
-    latency: float = 0.0
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+MemberOutcome = Outcome
+"""One member's answer (``output``: a message or a string) or its failure, and its timing (the
+core runner's :class:`~blender_core.members.Outcome`)."""
 
 
 def _check_output(name: str, output: Any) -> Any:
@@ -97,21 +84,34 @@ def _call_member(
     config: RunnableConfig,
     prepare: Prepare,
     max_retries: int,
-) -> MemberOutcome:
-    start = time.perf_counter()
-    try:
-        runnable, kwargs = prepare(name, member)
-        for attempt in range(max_retries + 1):
-            try:
-                output = _check_output(name, invoke_in_context(runnable, input, config, **kwargs))
-                break
-            except Exception:
-                if attempt == max_retries:
-                    raise
-    except Exception as exc:
-        failure = ModelFailure(name, "error", _describe(exc), exc)
-        return MemberOutcome(name, failure=failure, latency=time.perf_counter() - start)
-    return MemberOutcome(name, output=output, latency=time.perf_counter() - start)
+) -> Any:
+    runnable, kwargs = prepare(name, member)
+    for attempt in range(max_retries + 1):
+        try:
+            return _check_output(name, invoke_in_context(runnable, input, config, **kwargs))
+        except Exception:
+            if attempt == max_retries:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _acall_member(
+    name: str,
+    member: Runnable[Any, Any],
+    input: Any,
+    config: RunnableConfig,
+    prepare: Prepare,
+    max_retries: int,
+) -> Any:
+    runnable, kwargs = prepare(name, member)
+    for attempt in range(max_retries + 1):
+        try:
+            output = await ainvoke_in_context(runnable, input, config, **kwargs)
+            return _check_output(name, output)
+        except Exception:
+            if attempt == max_retries:
+                raise
+    raise AssertionError("unreachable")
 
 
 def invoke_members(
@@ -122,86 +122,26 @@ def invoke_members(
     prepare: Prepare,
     timeout: float | None,
     max_retries: int = 0,
-) -> list[MemberOutcome]:
-    """Call every member at once in worker threads; each gets ``timeout`` seconds.
+) -> list[MemberOutcome[Any]]:
+    """Call every member at once in worker threads (:func:`blender_core.members.run_members`);
+    each gets ``timeout`` seconds, retries included.
 
     A member still running at the deadline is a ``"timeout"`` failure; its thread cannot be
     stopped and its late answer is dropped.
     """
-    pool = ContextThreadPoolExecutor(max_workers=len(members), thread_name_prefix="blender")
-    start = time.perf_counter()
-    try:
-        futures = {
-            name: pool.submit(
-                _call_member,
-                name,
-                member,
-                input,
-                child_config(callbacks, name, MEMBER_TAG),
-                prepare,
-                max_retries,
-            )
-            for name, member in members.items()
-        }
-        concurrent.futures.wait(futures.values(), timeout=timeout)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    outcomes = []
-    for name, future in futures.items():
-        if future.done():
-            outcomes.append(future.result())
-        else:
-            message = f"no answer within {timeout:g} s"
-            failure = ModelFailure(name, "timeout", message, TimeoutError(message))
-            outcomes.append(
-                MemberOutcome(name, failure=failure, latency=time.perf_counter() - start)
-            )
-    return outcomes
-
-
-async def _acall_member(
-    name: str,
-    member: Runnable[Any, Any],
-    input: Any,
-    config: RunnableConfig,
-    prepare: Prepare,
-    timeout: float | None,
-    max_retries: int,
-) -> MemberOutcome:
-    start = time.perf_counter()
-
-    async def call() -> Any:
-        runnable, kwargs = prepare(name, member)
-        for attempt in range(max_retries + 1):
-            try:
-                output = await ainvoke_in_context(runnable, input, config, **kwargs)
-                return _check_output(name, output)
-            except Exception:
-                if attempt == max_retries:
-                    raise
-        raise AssertionError("unreachable")
-
-    task = asyncio.ensure_future(call())
-    try:
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    latency = time.perf_counter() - start
-    if not done:
-        task.cancel()
-        message = f"no answer within {timeout:g} s"
-        return MemberOutcome(
+    calls = {
+        name: partial(
+            _call_member,
             name,
-            failure=ModelFailure(name, "timeout", message, TimeoutError(message)),
-            latency=latency,
+            member,
+            input,
+            child_config(callbacks, name, MEMBER_TAG),
+            prepare,
+            max_retries,
         )
-    exc = task.exception()
-    if exc is not None:
-        return MemberOutcome(
-            name, failure=ModelFailure(name, "error", _describe(exc), exc), latency=latency
-        )
-    return MemberOutcome(name, output=task.result(), latency=latency)
+        for name, member in members.items()
+    }
+    return run_members(calls, timeout=timeout, executor=ContextThreadPoolExecutor)
 
 
 async def ainvoke_members(
@@ -212,27 +152,24 @@ async def ainvoke_members(
     prepare: Prepare,
     timeout: float | None,
     max_retries: int = 0,
-) -> list[MemberOutcome]:
+) -> list[MemberOutcome[Any]]:
     """Async :func:`invoke_members`: every member's native ``ainvoke``, concurrently."""
-    return list(
-        await asyncio.gather(
-            *(
-                _acall_member(
-                    name,
-                    member,
-                    input,
-                    child_config(callbacks, name, MEMBER_TAG),
-                    prepare,
-                    timeout,
-                    max_retries,
-                )
-                for name, member in members.items()
-            )
+    calls = {
+        name: partial(
+            _acall_member,
+            name,
+            member,
+            input,
+            child_config(callbacks, name, MEMBER_TAG),
+            prepare,
+            max_retries,
         )
-    )
+        for name, member in members.items()
+    }
+    return await arun_members(calls, timeout=timeout)
 
 
-def member_usage(outcomes: Sequence[MemberOutcome]) -> UsageMetadata | None:
+def member_usage(outcomes: Sequence[MemberOutcome[Any]]) -> UsageMetadata | None:
     """The summed ``usage_metadata`` of the members' AI messages (``None`` when none reported)."""
     usage: UsageMetadata | None = None
     for o in outcomes:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any, ClassVar, Self
 
 from langchain_core.language_models import BaseLanguageModel
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
+from blender_core.lazy import Lazy
+from blender_core.ranking import Ranker
 from langchain_blender._engine import Engine
 
 __all__ = [
@@ -63,15 +64,18 @@ class BlendSettings(BaseModel):
     max_retries: int = Field(default=0, ge=0)
     """Retries of a member that raises, before it counts as failed."""
 
-    _engine: Engine | None = PrivateAttr(default=None)
-    _engine_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _engine: Lazy[Engine] = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        self._engine = Lazy(self._new_engine)
 
     @field_validator("ranker")
     @classmethod
     def _check_ranker(cls, value: Any) -> Any:
         if value is None or isinstance(value, str):
             return value
-        if all(callable(getattr(value, name, None)) for name in ("rank", "arank")):
+        if isinstance(value, Ranker):
             return value
         raise TypeError(
             "ranker must be a Ranker (with rank/arank), a PairRanker hub id or path, "
@@ -81,21 +85,20 @@ class BlendSettings(BaseModel):
     def _member_names(self) -> list[str]:
         raise NotImplementedError
 
+    def _new_engine(self) -> Engine:
+        return Engine(
+            self._member_names(),
+            ranker=self.ranker,
+            fuser=self.fuser,
+            top_k=self.top_k,
+            timeout=self.timeout,
+            min_candidates=self.min_candidates,
+            strategy=self.strategy,
+        )
+
     def _get_engine(self) -> Engine:
-        """The loaded ranker/fuser pipeline (built once, on first use)."""
-        if self._engine is None:
-            with self._engine_lock:
-                if self._engine is None:
-                    self._engine = Engine(
-                        self._member_names(),
-                        ranker=self.ranker,
-                        fuser=self.fuser,
-                        top_k=self.top_k,
-                        timeout=self.timeout,
-                        min_candidates=self.min_candidates,
-                        strategy=self.strategy,
-                    )
-        return self._engine
+        """The ranker/fuser pipeline (built once, on first use; it loads lazily itself)."""
+        return self._engine.get()
 
     def _blend_params(self) -> dict[str, Any]:
         return {

@@ -9,10 +9,9 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import threading
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from langchain.agents.middleware.types import (
@@ -28,8 +27,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 
-from blender_core.blend import ModelFailure
+from blender_core.lazy import Lazy
 from blender_core.loading import load_ranker
+from blender_core.members import arun_members, run_members
 from blender_core.ranking import Ranker, Ranking
 from langchain_blender._adapters import instruction_from_messages, runnable_name
 from langchain_blender._engine import Engine
@@ -40,11 +40,6 @@ __all__ = ["BestOfModelsMiddleware", "RankedToolFilterMiddleware"]
 
 AGENT_MODEL = "agent"
 """The name of the agent's own model among the proposals."""
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _ai_message(response: Any) -> AIMessage:
@@ -136,9 +131,9 @@ class BestOfModelsMiddleware(AgentMiddleware[AgentState[ResponseT], ContextT, Re
     def _choose(
         self,
         request: ModelRequest[ContextT],
-        outcomes: list[MemberOutcome],
+        outcomes: list[MemberOutcome[Any]],
         responses: dict[str, Any],
-        blend: Callable[[str, list[MemberOutcome]], Any],
+        blend: Callable[[str, list[MemberOutcome[Any]]], Any],
     ) -> Any:
         blended = blend(instruction_from_messages(request.messages), outcomes)
         chosen = blended.metadata["best_models"][0]
@@ -166,25 +161,12 @@ class BestOfModelsMiddleware(AgentMiddleware[AgentState[ResponseT], ContextT, Re
         handler: Callable[[ModelRequest[ContextT]], ModelResponse[ResponseT]],
     ) -> ModelResponse[ResponseT] | AIMessage:
         """Run every model's proposal concurrently (threads) and return the best-ranked one."""
-        requests = self._requests(request)
-        start = time.perf_counter()
-        pool = ContextThreadPoolExecutor(max_workers=len(requests), thread_name_prefix="best-of")
-        try:
-            futures = {name: pool.submit(_timed, handler, req) for name, req in requests.items()}
-            concurrent.futures.wait(futures.values(), timeout=self.timeout)
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-        outcomes: list[MemberOutcome] = []
-        responses: dict[str, Any] = {}
-        for name, future in futures.items():
-            if not future.done():
-                message = f"no answer within {self.timeout:g} s"
-                failure = ModelFailure(name, "timeout", message, TimeoutError(message))
-                outcomes.append(
-                    MemberOutcome(name, failure=failure, latency=time.perf_counter() - start)
-                )
-                continue
-            outcomes.append(_outcome(name, *future.result(), responses))
+        calls = {name: partial(handler, req) for name, req in self._requests(request).items()}
+        outcomes, responses = _proposals(
+            run_members(
+                calls, timeout=self.timeout, check=_checked, executor=ContextThreadPoolExecutor
+            )
+        )
         return self._choose(request, outcomes, responses, lambda i, o: self._engine.blend(i, o))
 
     async def awrap_model_call(
@@ -192,56 +174,30 @@ class BestOfModelsMiddleware(AgentMiddleware[AgentState[ResponseT], ContextT, Re
         request: ModelRequest[ContextT],
         handler: Callable[[ModelRequest[ContextT]], Awaitable[ModelResponse[ResponseT]]],
     ) -> ModelResponse[ResponseT] | AIMessage:
-        """Async :meth:`wrap_model_call`: the proposals run concurrently on the event loop."""
-        requests = self._requests(request)
-
-        async def one(name: str, req: ModelRequest[ContextT]) -> MemberOutcome:
-            start = time.perf_counter()
-            task = asyncio.ensure_future(handler(req))
-            done, _ = await asyncio.wait({task}, timeout=self.timeout)
-            latency = time.perf_counter() - start
-            if not done:
-                task.cancel()
-                message = f"no answer within {self.timeout:g} s"
-                failure = ModelFailure(name, "timeout", message, TimeoutError(message))
-                return MemberOutcome(name, failure=failure, latency=latency)
-            exc = task.exception()
-            return _outcome(name, task.result() if exc is None else None, exc, latency, responses)
-
-        responses: dict[str, Any] = {}
-        outcomes = list(await asyncio.gather(*(one(n, r) for n, r in requests.items())))
+        """Async :meth:`wrap_model_call`: the proposals run concurrently on the event loop (a
+        timed-out proposal is cancelled and awaited)."""
+        calls = {name: partial(handler, req) for name, req in self._requests(request).items()}
+        outcomes, responses = _proposals(
+            await arun_members(calls, timeout=self.timeout, check=_checked)
+        )
         instruction = instruction_from_messages(request.messages)
         blended = await self._engine.ablend(instruction, outcomes)
         return self._choose(request, outcomes, responses, lambda i, o: blended)
 
 
-def _timed(handler: Callable[[Any], Any], request: Any) -> tuple[Any, BaseException | None, float]:
-    start = time.perf_counter()
-    try:
-        return handler(request), None, time.perf_counter() - start
-    except Exception as exc:
-        return None, exc, time.perf_counter() - start
+def _checked(response: Any) -> Any:
+    _ai_message(response)  # a TypeError makes the proposal a failure
+    return response
 
 
-def _outcome(
-    name: str,
-    response: Any,
-    exc: BaseException | None,
-    latency: float,
-    responses: dict[str, Any],
-) -> MemberOutcome:
-    if exc is not None:
-        return MemberOutcome(
-            name, failure=ModelFailure(name, "error", _describe(exc), exc), latency=latency
-        )
-    try:
-        message = _ai_message(response)
-    except TypeError as error:
-        return MemberOutcome(
-            name, failure=ModelFailure(name, "error", _describe(error), error), latency=latency
-        )
-    responses[name] = response
-    return MemberOutcome(name, output=message, latency=latency)
+def _proposals(
+    outcomes: list[MemberOutcome[Any]],
+) -> tuple[list[MemberOutcome[Any]], dict[str, Any]]:
+    """The engine's outcomes (the AI message of each proposal) and the full responses."""
+    responses = {o.name: o.output for o in outcomes if o.failure is None}
+    return [
+        replace(o, output=_ai_message(o.output)) if o.failure is None else o for o in outcomes
+    ], responses
 
 
 class RankedToolFilterMiddleware(AgentMiddleware[AgentState[ResponseT], ContextT, ResponseT]):
@@ -281,16 +237,10 @@ class RankedToolFilterMiddleware(AgentMiddleware[AgentState[ResponseT], ContextT
         self.max_tools = max_tools
         self.always_include = list(always_include)
         self.strategy = strategy
-        self._ranker_spec = ranker
-        self._ranker: Ranker | None = None
-        self._lock = threading.Lock()
+        self._ranker: Lazy[Ranker] = Lazy(partial(load_ranker, ranker))
 
     def _get_ranker(self) -> Ranker:
-        if self._ranker is None:
-            with self._lock:
-                if self._ranker is None:
-                    self._ranker = load_ranker(self._ranker_spec)
-        return self._ranker
+        return self._ranker.get()
 
     def _selection(
         self, request: ModelRequest[ContextT]

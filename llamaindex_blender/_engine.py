@@ -100,6 +100,7 @@ class BlendEngine:
         *,
         failures: Sequence[Any] = (),
         latencies: Mapping[str, float] | None = None,
+        queueing: Mapping[str, float] | None = None,
         select_only: bool = False,
         input: str = "",
     ) -> BlendResult:
@@ -107,7 +108,12 @@ class BlendEngine:
 
         def run() -> BlendResult:
             return blender.blend_candidates(
-                instruction, candidates, input=input, failures=failures, latencies=latencies
+                instruction,
+                candidates,
+                input=input,
+                failures=failures,
+                latencies=latencies,
+                queueing=queueing,
             )
 
         try:
@@ -126,26 +132,23 @@ class BlendEngine:
         *,
         failures: Sequence[Any] = (),
         latencies: Mapping[str, float] | None = None,
+        queueing: Mapping[str, float] | None = None,
         select_only: bool = False,
         input: str = "",
     ) -> BlendResult:
         blender = await self.ablender(select_only=select_only)
         return await blender.ablend_candidates(
-            instruction, candidates, input=input, failures=failures, latencies=latencies
+            instruction,
+            candidates,
+            input=input,
+            failures=failures,
+            latencies=latencies,
+            queueing=queueing,
         )
 
 
-def blend_info(result: BlendResult) -> dict[str, Any]:
-    """The JSON-safe view of a blend that goes into responses' ``additional_kwargs``."""
-    return {
-        "candidates": dict(result.candidates),
-        "ranking": result.ranking.to_dict(),
-        "texts": list(result.texts),
-        "models_by_text": [list(models) for models in result.models_by_text],
-        "top_k": list(result.top_k),
-        "best_models": list(result.best_models),
-        "failures": [
-            {"model": f.model, "kind": f.kind, "message": f.message} for f in result.failures
-        ],
-        "latencies": dict(result.latencies),
-    }
+def blend_info(result: BlendResult, mode: str = "text") -> dict[str, Any]:
+    """The blend metadata of a LlamaIndex response (``additional_kwargs``,
+    ``metadata["blend"]``): ``blend_mode`` (``"text"`` or ``"tool_calls"``) and
+    :meth:`~blender_core.blend.BlendResult.to_dict`, the schema LangChain answers carry too."""
+    return {"blend_mode": mode, **result.to_dict()}

@@ -50,11 +50,12 @@ class BlenderLLM(FunctionCallingLLM):
     and the ``top_k`` best are fused by ``fuser`` (``None``/``"select"`` keeps the best one; a
     GenFuser path, a core Fuser, or a LlamaIndex LLM that rewrites them).
 
-    Every response carries the blend in ``additional_kwargs`` (``candidates`` by member,
-    ``ranking``, ``texts``, ``models_by_text``, ``top_k``, ``best_models``, ``failures``,
-    ``latencies``) and the core ``BlendResult`` in ``raw``. A failing or timed-out member is
-    reported in ``failures`` and the call still answers; if every member fails,
-    ``blender_core.blend.BlendError`` names each one and its cause.
+    Every response carries the blend in ``additional_kwargs`` (``blend_mode`` and
+    ``BlendResult.to_dict()``: ``candidates`` by member, ``ranking``, ``texts``,
+    ``models_by_text``, ``top_k``, ``best_models``, ``failures``, ``latencies``, ``queueing``,
+    ...; the same keys as the LangChain ensembles) and the core ``BlendResult`` in ``raw``. A
+    failing or timed-out member is reported in ``failures`` and the call still answers; if
+    every member fails, ``blender_core.blend.BlendError`` names each one and its cause.
 
     Streaming methods compute the blended answer and yield it as one chunk: the fusion needs
     every member's complete answer first.
@@ -157,12 +158,20 @@ class BlenderLLM(FunctionCallingLLM):
 
     def _blend(self, instruction: str, results: MemberResults[str]) -> BlendResult:
         return self._engine.blend(
-            instruction, results.outputs, failures=results.failures, latencies=results.latencies
+            instruction,
+            results.outputs,
+            failures=results.failures,
+            latencies=results.latencies,
+            queueing=results.queueing,
         )
 
     async def _ablend(self, instruction: str, results: MemberResults[str]) -> BlendResult:
         return await self._engine.ablend(
-            instruction, results.outputs, failures=results.failures, latencies=results.latencies
+            instruction,
+            results.outputs,
+            failures=results.failures,
+            latencies=results.latencies,
+            queueing=results.queueing,
         )
 
     @staticmethod
@@ -300,7 +309,7 @@ class BlenderLLM(FunctionCallingLLM):
         response = responses[chosen].model_copy(deep=False)
         response.additional_kwargs = {
             **responses[chosen].additional_kwargs,
-            **blend_info(result),
+            **blend_info(result, "tool_calls"),
             "selected_model": chosen,
         }
         response.raw = result

@@ -202,7 +202,11 @@ class FusionSynthesizer(BaseSynthesizer):
             timeout=self._timeout,
         )
         result = self._engine.blend(
-            query_str, results.outputs, failures=results.failures, latencies=results.latencies
+            query_str,
+            results.outputs,
+            failures=results.failures,
+            latencies=results.latencies,
+            queueing=results.queueing,
         )
         return self._stream_or_text(result)
 
@@ -219,7 +223,11 @@ class FusionSynthesizer(BaseSynthesizer):
 
         results = await acall_members(self._names, self._member_synths, call, timeout=self._timeout)
         result = await self._engine.ablend(
-            query_str, results.outputs, failures=results.failures, latencies=results.latencies
+            query_str,
+            results.outputs,
+            failures=results.failures,
+            latencies=results.latencies,
+            queueing=results.queueing,
         )
         return self._astream_or_text(result)
 

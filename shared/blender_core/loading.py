@@ -15,10 +15,6 @@ from blender_core.ranking import Ranker
 __all__ = ["load_fuser", "load_ranker"]
 
 
-def _is_ranker(obj: Any) -> bool:
-    return all(callable(getattr(obj, name, None)) for name in ("rank", "rank_batch", "arank"))
-
-
 def _is_fuser(obj: Any) -> bool:
     return callable(getattr(obj, "fuse", None)) and callable(getattr(obj, "afuse", None))
 
@@ -64,7 +60,7 @@ def load_ranker(spec: str | Ranker | None, *, device: Any = None, dtype: Any = N
         from blender_core.pair_ranker import PairRanker
 
         return PairRanker.from_pretrained(spec, device=device, dtype=dtype)
-    if _is_ranker(spec):
+    if isinstance(spec, Ranker):
         return spec
     raise TypeError(
         f"ranker must be None, 'consensus', 'random', a PairRanker checkpoint (hub id or path) "
