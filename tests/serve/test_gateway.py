@@ -24,7 +24,7 @@ URL_PASSWORD = "hunter2-url-password"
 FUSED = "Blended answer: Paris is the capital."
 
 
-def _config(upstream: FakeUpstream, pairrm: Path) -> str:
+def _config(upstream: FakeUpstream, pairrm: Path, genfuser: Path) -> str:
     port = upstream.server.server_address[1]
     return f"""
 [server]
@@ -100,6 +100,15 @@ members = ["alpha", "beta", "gamma"]
 ranker = {{ type = "pairrm", checkpoint = "{pairrm}", device = "cpu", dtype = "float32" }}
 fuser = {{ type = "select" }}
 
+[members.judge]
+type = "static"
+text = "A is better"
+
+[ensembles.judged]
+members = ["alpha", "beta", "gamma"]
+ranker = {{ type = "llm_judge", member = "judge" }}
+fuser = {{ type = "genfuser", checkpoint = "{genfuser}", device = "cpu" }}
+
 [ensembles.faulty]
 members = ["alpha", "up", "broken", "stuck", "junk", "cred"]
 ranker = {{ type = "random", seed = 0 }}
@@ -121,10 +130,13 @@ dtype = "float32"
 
 @pytest.fixture(scope="module")
 def server(
-    upstream: FakeUpstream, tiny_pairrm_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    upstream: FakeUpstream,
+    tiny_pairrm_dir: Path,
+    tiny_genfuser_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
     with running(
-        _config(upstream, tiny_pairrm_dir),
+        _config(upstream, tiny_pairrm_dir, tiny_genfuser_dir),
         tmp_path_factory.mktemp("serve"),
         args=("--api-key-env", "BLENDER_TEST_KEY"),
         env={"BLENDER_TEST_KEY": KEY, "UPSTREAM_KEY": UPSTREAM_KEY},
@@ -261,9 +273,17 @@ def test_pairranker_ensemble(client: openai.OpenAI) -> None:
     assert response.choices[0].message.content == blend["best"]
 
 
+def test_llm_judge_ranker_and_genfuser(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(model="judged", messages=QUESTION, max_tokens=8)
+    blend = response.model_extra["blend"]
+    assert blend["failures"] == []
+    assert len(blend["ranking"]["matrix"]) == 3  # judged pairwise: a full pair matrix
+    assert isinstance(response.choices[0].message.content, str)  # a tiny random GenFuser
+
+
 def test_models_lists_ensembles_members_and_rerankers(client: openai.OpenAI) -> None:
     ids = [m.id for m in client.models.list()]
-    assert ids[:5] == ["default", "mixed", "ranked", "faulty", "down"]
+    assert ids[:6] == ["default", "mixed", "ranked", "judged", "faulty", "down"]
     assert {"alpha", "up", "writer", "tiny"} <= set(ids)
 
 

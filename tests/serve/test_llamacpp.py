@@ -109,3 +109,14 @@ def test_llama_cpp_streams_token_by_token(server: Server) -> None:
     deltas = [d for d in deltas if d]
     assert len(deltas) > 1  # llama.cpp's own SSE stream, passed through piece by piece
     assert "".join(deltas).strip()
+
+
+def test_llama_cpp_fuser_streams_the_fused_answer(server: Server) -> None:
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
+    stream = client.chat.completions.create(model="default", messages=Q, stream=True)
+    chunks = list(stream)
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices]
+    deltas = [d for d in deltas if d]
+    assert len(deltas) > 1  # the LLM fuser's answer, token by token from llama.cpp
+    final = next(c for c in chunks if c.choices and c.choices[0].finish_reason == "stop")
+    assert final.model_extra["blend"]["failures"] == []
