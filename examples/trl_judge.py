@@ -21,7 +21,16 @@ def main() -> None:
         judge = PairRankerJudge(checkpoint, device="cpu", seed=0)
     print("NOTE: the tiny ranker is untrained: its preferences are random, not meaningful.")
     base = trl_pairwise_judge_base()
-    print(f"TRL BasePairwiseJudge: {base.__module__ if base else 'not in this TRL (or no TRL)'}")
+    try:
+        from importlib.metadata import version
+
+        trl_version = f"TRL {version('trl')}"
+    except ImportError:  # PackageNotFoundError is an ImportError
+        trl_version = "no TRL installed"
+    if base is not None:
+        print(f"{trl_version}: the judge subclasses {base.__module__}.BasePairwiseJudge")
+    else:
+        print(f"{trl_version}: no BasePairwiseJudge; use judge.reward_function() as reward_funcs")
     prompts = ["What is the capital of France?", "Write a haiku about rain."]
     pairs = [
         ["Paris is the capital of France.", "I think it might be Lyon."],

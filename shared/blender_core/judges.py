@@ -27,6 +27,7 @@ import importlib.util
 import math
 import os
 import random
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -58,7 +59,10 @@ def trl_pairwise_judge_base() -> type | None:
         return None
     for location in _TRL_LOCATIONS:
         try:
-            base = getattr(importlib.import_module(location), "BasePairwiseJudge", None)
+            with warnings.catch_warnings():
+                # Importing trl.experimental warns that its APIs are unstable: only looked up.
+                warnings.simplefilter("ignore")
+                base = getattr(importlib.import_module(location), "BasePairwiseJudge", None)
         except ImportError:
             continue
         if isinstance(base, type):

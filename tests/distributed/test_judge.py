@@ -62,3 +62,12 @@ def test_reward_function_called_as_trl_calls_it(judge: PairRankerJudge) -> None:
     choices = judge.judge(PROMPTS, PAIRS, shuffle_order=False)
     for k, choice in enumerate(choices):
         assert (rewards[k] >= rewards[k + 3]) == (choice == 0)
+
+
+def test_the_trl_judge_example_runs_offline(capsys: pytest.CaptureFixture[str]) -> None:
+    import runpy
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "trl_judge.py"
+    runpy.run_path(str(example), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "preferred index: [" in out and "rewards: [" in out
