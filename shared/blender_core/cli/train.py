@@ -44,7 +44,9 @@ def parse_training_args(items: list[str] | None) -> dict[str, Any]:
 _Resume = Annotated[bool, typer.Option(help="Resume from the last checkpoint in --out.")]
 _TrainLimit = Annotated[int | None, typer.Option(help="First N train records.")]
 _DevLimit = Annotated[int | None, typer.Option(help="First N dev records.")]
-_Threads = Annotated[int | None, typer.Option(help="torch CPU threads.")]
+_Threads = Annotated[
+    int | None, typer.Option(help="torch CPU threads (default: the cores the load leaves free).")
+]
 _DeepSpeed = Annotated[str | None, typer.Option(help="DeepSpeed config (JSON path).")]
 _Progress = Annotated[bool, typer.Option(help="Progress bars.")]
 
@@ -73,8 +75,12 @@ def train_ranker_command(
     metric: Annotated[list[str], typer.Option(help="Score to learn (repeat for several tasks).")],
     out: Annotated[Path, typer.Option(help="Run directory (model, checkpoints, report).")],
     dev: Annotated[Path | None, typer.Option(help="Dev MixInstruct JSONL.")] = None,
-    loss: Annotated[str, typer.Option(help="instructgpt or bce.")] = "instructgpt",
-    pair_mode: Annotated[str, typer.Option(help="random, top-bottom or all.")] = "random",
+    loss: Annotated[
+        str, typer.Option(help="instructgpt, bce or margin (weighted by the score gap).")
+    ] = "instructgpt",
+    pair_mode: Annotated[
+        str, typer.Option(help="random, top-bottom, all or informative (gap- and top-weighted).")
+    ] = "random",
     num_pairs: Annotated[int, typer.Option(help="Pairs per instruction.")] = 5,
     min_score_gap: Annotated[
         float, typer.Option(help="Score gaps up to this count as ties.")
@@ -91,7 +97,21 @@ def train_ranker_command(
     ] = 0.05,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of pair sampling, init and data order.")] = 42,
-    bf16: Annotated[bool, typer.Option(help="bf16 autocast (GPU, or CPUs with bf16).")] = False,
+    bf16: Annotated[
+        bool | None,
+        typer.Option(
+            "--bf16/--no-bf16",
+            help="bf16 autocast (default: on where the GPU or CPU computes bf16 natively).",
+        ),
+    ] = None,
+    token_budget: Annotated[
+        bool,
+        typer.Option(help="Length-bucketed batches of batch-size x max pair length tokens."),
+    ] = True,
+    early_stopping: Annotated[
+        int | None,
+        typer.Option(help="Stop after N evaluations without a better dev top-1 (keeps the best)."),
+    ] = None,
     max_steps: Annotated[int, typer.Option(help="Stop after N steps (-1: epochs).")] = -1,
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop training after this wall time.")
@@ -148,6 +168,8 @@ def train_ranker_command(
             weight_decay=weight_decay,
             seed=seed,
             bf16=bf16,
+            token_budget=token_budget,
+            early_stopping_patience=early_stopping,
             max_steps=max_steps,
             max_train_seconds=max_minutes * 60 if max_minutes else None,
             eval_steps=eval_steps,

@@ -40,8 +40,9 @@ class RankerTrainingConfig:
         metrics: The score(s) to learn, one head output (task) each.
         output_dir: Run directory: final model, ``checkpoint-*``, ``report.json``/``report.md``.
         dev_file: Optional MixInstruct JSONL to evaluate on during and after training.
-        loss: ``"instructgpt"`` or ``"bce"``.
-        pair_mode: ``"random"``, ``"top-bottom"`` or ``"all"`` (see
+        loss: ``"instructgpt"``, ``"bce"`` or ``"margin"`` (instructgpt weighted by the score
+            gap, for continuous judge scores; see :mod:`blender_core.training.losses`).
+        pair_mode: ``"random"``, ``"top-bottom"``, ``"all"`` or ``"informative"`` (see
             :func:`~blender_core.training.pairs.sample_pairs`); pairs are re-drawn each epoch.
         num_pairs: Pairs per instruction for ``random`` and ``top-bottom``.
         min_score_gap: Pairs whose score gap is not larger count as ties (skipped unless
@@ -50,7 +51,19 @@ class RankerTrainingConfig:
             both sides down).
         source_maxlength: Source token budget; ``candidate_maxlength``: per-candidate budget.
         epochs, learning_rate, batch_size, grad_accum, warmup_ratio, weight_decay,
-        lr_scheduler, seed, bf16, max_steps: The usual ``TrainingArguments``.
+        lr_scheduler, seed, max_steps: The usual ``TrainingArguments``.
+        bf16: bf16 autocast; ``None`` (default) decides by the hardware: on where a GPU
+            supports bf16 or the CPU has native bf16 units (AMX / AVX512-BF16, see
+            :func:`~blender_core.devices.cpu_bf16_support`), fp32 elsewhere (emulated bf16 is
+            slower than fp32). On a CPU the run then sets ``use_cpu=True`` (transformers
+            refuses bf16 on CPU without it).
+        token_budget: Length-bucketed batches of up to ``batch_size x max pair length``
+            padded tokens (:class:`~blender_core.training.batches.TokenBudgetBatchSampler`):
+            short pairs travel many to a batch, padding is nearly gone. ``False``: batches of
+            ``batch_size`` pairs in draw order.
+        early_stopping_patience: Stop when the dev top-1 (``eval_top1_<first metric>``) has not
+            improved for this many evaluations, and keep the best checkpoint (needs
+            ``dev_file`` and ranking at the periodic evaluations: ``eval_rank_limit`` not 0).
         eval_steps: Evaluate every this many steps; ``None`` evaluates after each epoch.
         save_steps: Save a checkpoint every this many steps; ``None`` saves after each epoch.
         save_total_limit: Checkpoints kept.
@@ -66,7 +79,9 @@ class RankerTrainingConfig:
         train_limit, dev_limit: Use only the first N records (quick runs).
         drop_out: Head dropout of a new ranker.
         max_train_seconds: Stop training (and save) once this much wall time has passed.
-        num_threads: ``torch.set_num_threads`` for CPU runs (``None`` leaves torch's default).
+        num_threads: ``torch.set_num_threads`` for CPU runs; ``None``: the thread budget of
+            :func:`~blender_core.threads.thread_budget` (the cores the load average leaves
+            free; ``LLM_BLENDER_KIT_TORCH_THREADS`` overrides it).
         show_progress: Trainer progress bars.
         training_args: Extra ``TrainingArguments`` fields (e.g. ``{"deepspeed": "ds.json"}``);
             they override the ones derived above.
@@ -92,7 +107,9 @@ class RankerTrainingConfig:
     weight_decay: float = 0.1
     lr_scheduler: str = "linear"
     seed: int = 42
-    bf16: bool = False
+    bf16: bool | None = None
+    token_budget: bool = True
+    early_stopping_patience: int | None = None
     max_steps: int = -1
     eval_steps: int | None = None
     save_steps: int | None = None
@@ -137,6 +154,16 @@ class RankerTrainingConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise ValueError(
+                    f"early_stopping_patience must be >= 1, got {self.early_stopping_patience}"
+                )
+            if self.dev_file is None or self.eval_rank_limit == 0:
+                raise ValueError(
+                    "early stopping watches the dev top-1: give dev_file and let the periodic "
+                    "evaluations rank (eval_rank_limit not 0)"
+                )
         if self.min_score_gap < 0:
             raise ValueError(f"min_score_gap must be >= 0, got {self.min_score_gap}")
         if self.epochs <= 0 and self.max_steps <= 0:

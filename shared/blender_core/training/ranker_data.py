@@ -79,6 +79,29 @@ class PairDataset:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def pair_lengths(self) -> list[int]:
+        """Tokens of each current pair as encoded (texts tokenised once, then cached)."""
+        encoder = self.encoder
+        texts = {r.source for r in self.records} | {
+            c.text
+            for p in self.pairs
+            for c in (
+                self.records[p.record_index].candidates[p.a],
+                self.records[p.record_index].candidates[p.b],
+            )
+        }
+        ids = dict(zip(texts, encoder.tokenize(list(texts)), strict=True))
+        out = []
+        for pair in self.pairs:
+            record = self.records[pair.record_index]
+            parts = encoder.part_lengths(
+                len(ids[record.source]),
+                len(ids[record.candidates[pair.a].text]),
+                len(ids[record.candidates[pair.b].text]),
+            )
+            out.append(sum(parts))
+        return out
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         pair = self.pairs[index]
         record = self.records[pair.record_index]

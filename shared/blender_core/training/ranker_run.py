@@ -125,6 +125,15 @@ def _training_arguments(config: RankerTrainingConfig, has_dev: bool) -> Any:
     )
     if not per_epoch and has_dev:
         kwargs["eval_steps"] = config.eval_steps
+    if config.early_stopping_patience is not None:
+        # EarlyStoppingCallback needs the best checkpoint kept and loaded at the end, so
+        # checkpoints follow the evaluations.
+        kwargs["metric_for_best_model"] = f"eval_top1_{config.metrics[0]}"
+        kwargs["greater_is_better"] = True
+        kwargs["load_best_model_at_end"] = True
+        kwargs["save_strategy"] = kwargs["eval_strategy"]
+        if not per_epoch:
+            kwargs["save_steps"] = config.eval_steps
     kwargs.update(config.training_args)
     return TrainingArguments(**kwargs)
 
@@ -170,6 +179,7 @@ def train_ranker(config: RankerTrainingConfig) -> TrainResult:
         else None
     )
     args = _training_arguments(config, has_dev=dev_set is not None)
+    batch_tokens = config.batch_size * model.config.max_pair_length if config.token_budget else None
     trainer_cls = trainer_class()
     trainer: Any = trainer_cls(
         model=model,
@@ -186,8 +196,13 @@ def train_ranker(config: RankerTrainingConfig) -> TrainResult:
         min_gap=config.min_score_gap,
         rank_batch_size=config.eval_batch_size,
         max_train_seconds=config.max_train_seconds,
+        batch_tokens=batch_tokens,
     )
     trainer.compute_metrics = trainer._pair_metrics
+    if config.early_stopping_patience is not None:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(config.early_stopping_patience))
 
     resume_from = resolve_resume(config.resume, out)
     train_output = trainer.train(resume_from_checkpoint=resume_from)
@@ -219,6 +234,18 @@ def train_ranker(config: RankerTrainingConfig) -> TrainResult:
     )
     if trainer.time_budget is not None:
         report["training"]["stopped_by_time_budget"] = trainer.time_budget.stopped_early
+    import torch
+
+    report["training"]["precision"] = "bf16 autocast" if trainer.args.bf16 else "fp32"
+    report["training"]["torch_threads"] = torch.get_num_threads()
+    report["training"]["batches"] = (
+        f"token budget {batch_tokens} (padded/real {trainer.batch_sampler.padding_ratio():.2f})"
+        if trainer.batch_sampler is not None
+        else f"fixed, {config.batch_size} pairs"
+    )
+    if config.early_stopping_patience is not None:
+        report["training"]["best_checkpoint"] = trainer.state.best_model_checkpoint or ""
+        report["training"]["best_dev_top1"] = trainer.state.best_metric
     if trainer.args.should_save:
         write_report(out, report)
     return TrainResult(

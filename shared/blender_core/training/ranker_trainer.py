@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from blender_core.checkpoints import write_ranker_files
 from blender_core.data import MixRecord
+from blender_core.training.batches import TokenBudgetBatchSampler
 from blender_core.training.losses import normalize_loss_name, pair_loss
 from blender_core.training.metrics import pairwise_accuracy
 from blender_core.training.ranker_data import PairDataset
@@ -102,6 +103,9 @@ def trainer_class() -> Any:
             min_gap: For the extra ``rank_pairwise_accuracy_gap`` number.
             rank_batch_size: Pairs per forward pass when ranking.
             max_train_seconds: Stop training (and save) after this much wall time.
+            batch_tokens: Length-bucketed training batches of at most this many padded tokens
+                (:class:`~blender_core.training.batches.TokenBudgetBatchSampler`; needs a
+                :class:`PairDataset`); ``None``: the ``Trainer``'s fixed-size batches.
         """
 
         loss_is_scaled_for_ga = False
@@ -118,9 +122,14 @@ def trainer_class() -> Any:
             min_gap: float = 0.0,
             rank_batch_size: int = 32,
             max_train_seconds: float | None = None,
+            batch_tokens: int | None = None,
             **kwargs: Any,
         ) -> None:
             super().__init__(*args, **kwargs)
+            if batch_tokens is not None and not isinstance(self.train_dataset, PairDataset):
+                raise TypeError("batch_tokens needs a PairDataset (it measures pair lengths)")
+            self.batch_tokens = batch_tokens
+            self.batch_sampler: TokenBudgetBatchSampler | None = None
             self.time_budget = _TimeBudget(max_train_seconds) if max_train_seconds else None
             if self.time_budget is not None:
                 self.add_callback(self.time_budget)
@@ -137,6 +146,29 @@ def trainer_class() -> Any:
                 self.add_callback(_EpochPairs(self.train_dataset))
 
         # -- training ---------------------------------------------------------------------
+
+        def get_train_dataloader(self) -> Any:
+            """Token-budget batches when ``batch_tokens`` is set, else the ``Trainer``'s own."""
+            if self.batch_tokens is None:
+                return super().get_train_dataloader()
+            from torch.utils.data import DataLoader
+
+            dataset = self.train_dataset
+            assert isinstance(dataset, PairDataset)
+            self.batch_sampler = TokenBudgetBatchSampler(
+                dataset.pair_lengths,
+                max_tokens=self.batch_tokens,
+                seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+                on_epoch=dataset.set_epoch,
+            )
+            loader: Any = DataLoader(
+                dataset,  # type: ignore[arg-type]
+                batch_sampler=self.batch_sampler,
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+                pin_memory=self.args.dataloader_pin_memory,
+            )
+            return self.accelerator.prepare(loader)
 
         def compute_loss(
             self,

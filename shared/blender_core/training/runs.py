@@ -27,6 +27,8 @@ __all__ = [
     "config_settings",
     "find_last_checkpoint",
     "has_accelerator",
+    "precision_kwargs",
+    "resolve_bf16",
     "resolve_resume",
     "start_run",
     "warmup_arguments",
@@ -75,7 +77,7 @@ def common_training_kwargs(config: Any, output_dir: str) -> dict[str, Any]:
         "weight_decay": config.weight_decay,
         "seed": config.seed,
         "data_seed": config.seed,
-        "bf16": config.bf16,
+        **precision_kwargs(config.bf16),
         "logging_steps": config.logging_steps,
         "save_strategy": "epoch" if config.save_steps is None else "steps",
         "save_total_limit": config.save_total_limit,
@@ -90,6 +92,32 @@ def common_training_kwargs(config: Any, output_dir: str) -> dict[str, Any]:
     return kwargs
 
 
+def resolve_bf16(bf16: bool | None) -> bool:
+    """``bf16=None``: on where the hardware computes bf16 natively (a bf16 GPU, or a CPU with
+    AMX / AVX512-BF16), off elsewhere; ``True``/``False`` as given."""
+    if bf16 is not None:
+        return bool(bf16)
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    from blender_core.devices import cpu_bf16_support
+
+    return cpu_bf16_support().native
+
+
+def precision_kwargs(bf16: bool | None) -> dict[str, Any]:
+    """``TrainingArguments`` fields for the precision: ``bf16`` and, for bf16 on a machine
+    without a GPU, ``use_cpu=True`` (transformers refuses CPU bf16 without it)."""
+    import torch
+
+    on = resolve_bf16(bf16)
+    kwargs: dict[str, Any] = {"bf16": on}
+    if on and not torch.cuda.is_available():
+        kwargs["use_cpu"] = True
+    return kwargs
+
+
 def start_run(config: Any) -> tuple[float, Path, list[MixRecord], list[MixRecord]]:
     """Common start of a training run: threads, seed, output folder, train/dev records.
 
@@ -101,6 +129,10 @@ def start_run(config: Any) -> tuple[float, Path, list[MixRecord], list[MixRecord
     started = time.time()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
+    else:
+        from blender_core.threads import apply_thread_budget
+
+        apply_thread_budget()  # the cores the load leaves free (or the env override)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     set_seed(config.seed)
     out = Path(config.output_dir)
