@@ -75,6 +75,30 @@ def precut(text: str, max_tokens: int, chars_per_token: int) -> str:
     return text if last is None else text[: last.end()]
 
 
+def precut_tail(text: str, max_tokens: int, chars_per_token: int) -> str:
+    """:func:`precut` from the end: the last ``(max_tokens + 1) * chars_per_token`` visible
+    characters of ``text`` (for callers that keep the last ``max_tokens`` tokens)."""
+    limit = (max_tokens + 1) * chars_per_token
+    if len(text) <= limit:
+        return text
+    seen = 0
+    for i in range(len(text) - 1, -1, -1):
+        if not text[i].isspace():
+            seen += 1
+            if seen == limit:
+                return text[i:]
+    return text
+
+
+def token_budget(tokenizer: Any, max_length: int | None, fallback: int = 8192) -> int:
+    """The tokens a tokenizer keeps per text: ``max_length``, else its ``model_max_length``
+    (``fallback`` when that is unset or the "no limit" sentinel)."""
+    if max_length is not None:
+        return max_length
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit <= 10**6 else fallback
+
+
 __all__ = [
     "ADDED_TOKENS",
     "CAND1_PREFIX",
@@ -86,6 +110,8 @@ __all__ = [
     "chars_per_token_bound",
     "conversation_texts",
     "precut",
+    "precut_tail",
+    "token_budget",
 ]
 
 SOURCE_PREFIX = "<|source|>"

@@ -31,6 +31,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_output_dir",
+    "check_output_dir_creatable",
     "check_output_file",
     "dumps_json",
     "json_safe",
@@ -94,6 +95,32 @@ def check_output_dir(path: str | os.PathLike[str], *, create: bool = True) -> Pa
             raise OutputPathError(f"{folder}: cannot create the folder ({exc.strerror})") from exc
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputPathError(f"{folder}: folder is not writable")
+    return folder
+
+
+def check_output_dir_creatable(path: str | os.PathLike[str]) -> Path:
+    """Check that ``path`` is a usable output folder or could be created, creating nothing.
+
+    For commands that validate their input before touching the output location: call this
+    first, then :func:`check_output_dir` (which creates the folder) once the input is good.
+
+    Returns:
+        The folder as a :class:`~pathlib.Path`.
+
+    Raises:
+        OutputPathError: A file is in the way (at ``path`` or above it), or the nearest
+            existing folder is not writable.
+    """
+    folder = Path(path)
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "" if probe == folder else f" ({probe} is a file)"
+        raise OutputPathError(f"{folder}: exists and is not a folder{where}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "folder is not writable" if probe == folder else f"cannot create it in {probe}"
+        raise OutputPathError(f"{folder}: {what} (not writable)")
     return folder
 
 

@@ -115,14 +115,20 @@ def evaluate_command(
     from blender_core.evaluation.plots import plot_all
     from blender_core.evaluation.runner import detect_judge_metric, evaluate
     from blender_core.evaluation.specs import build_methods, build_metrics
-    from blender_core.io import atomic_write_text, check_output_dir, dumps_json
+    from blender_core.io import (
+        atomic_write_text,
+        check_output_dir,
+        check_output_dir_creatable,
+        dumps_json,
+    )
 
     started = time.perf_counter()
-    check_output_dir(out)  # a bad --out fails now, not after all the work
+    check_output_dir_creatable(out)  # a bad --out fails now, before reading or any work
     records = read_mixinstruct(data, limit=limit)
     if not records:
         raise typer.BadParameter(f"{data} has no records", param_hint="DATA")
     train_records = read_mixinstruct(train) if train is not None else None
+    check_output_dir(out)  # created only once the input is known to be good
     metric_name = judge_metric or detect_judge_metric(records)
     try:
         methods = build_methods(

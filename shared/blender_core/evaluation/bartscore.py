@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from blender_core.encoding import chars_per_token_bound, precut, precut_tail
 from blender_core.evaluation.cache import ScoreCache, model_key
 from blender_core.evaluation.metrics import ReferenceMetric
 
@@ -68,6 +69,7 @@ class BARTScoreMetric(ReferenceMetric):
         self._lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
+        self._chars_per_token = 128  # set from the vocabulary at load
         self._torch_device: Any = None
         self.is_encoder_decoder: bool | None = None
 
@@ -103,6 +105,7 @@ class BARTScoreMetric(ReferenceMetric):
             model.to(device)
             model.eval()
             self._tokenizer = tokenizer
+            self._chars_per_token = chars_per_token_bound(tokenizer)
             self._torch_device = device
             self._model = model
         return self
@@ -121,8 +124,12 @@ class BARTScoreMetric(ReferenceMetric):
         batches = range(0, len(order), self.batch_size)
         for start in tqdm(batches, desc="BARTScore", disable=not show_progress):
             idx = order[start : start + self.batch_size]
-            cands = [candidates[i] for i in idx]
-            refs = [references[i] for i in idx]
+            # Cut by characters first (a bound from max_length), so a huge text is never
+            # tokenised whole; the causal layout keeps the end of the candidate.
+            per_token, keep = self._chars_per_token, self.max_length
+            cut = precut if self.is_encoder_decoder else precut_tail
+            cands = [cut(candidates[i], keep, per_token) for i in idx]
+            refs = [precut(references[i], keep, per_token) for i in idx]
             if self.is_encoder_decoder:
                 values = self._seq2seq(cands, refs)
             else:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from blender_core._optional import require
+from blender_core.encoding import chars_per_token_bound, precut, token_budget
 from blender_core.evaluation.cache import ScoreCache, model_key
 from blender_core.evaluation.metrics import ReferenceMetric
 
@@ -73,6 +74,7 @@ class BERTScoreMetric(ReferenceMetric):
         self.max_length = max_length
         self.device = device
         self._scorer: Any = None
+        self._cut: tuple[int, int] = (0, 0)  # (token budget, characters per token)
         self._lock = threading.Lock()
 
     def _default_layers(self) -> int:
@@ -117,6 +119,11 @@ class BERTScoreMetric(ReferenceMetric):
                 if self.max_length is not None:
                     # bert-score truncates every text to the tokenizer's model_max_length.
                     scorer._tokenizer.model_max_length = self.max_length
+                # Texts are cut by characters before bert-score tokenises them whole.
+                self._cut = (
+                    token_budget(scorer._tokenizer, self.max_length),
+                    chars_per_token_bound(scorer._tokenizer),
+                )
                 self._scorer = scorer
         return self._scorer
 
@@ -124,7 +131,11 @@ class BERTScoreMetric(ReferenceMetric):
         self, candidates: Sequence[str], references: Sequence[str], *, show_progress: bool
     ) -> list[float]:
         scorer = self._load()
+        budget, per_token = self._cut
         _, _, f1 = scorer.score(
-            list(candidates), list(references), verbose=show_progress, batch_size=self.batch_size
+            [precut(c, budget, per_token) for c in candidates],
+            [precut(r, budget, per_token) for r in references],
+            verbose=show_progress,
+            batch_size=self.batch_size,
         )
         return [float(x) for x in f1.tolist()]

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from blender_core.encoding import chars_per_token_bound, precut
 from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
 
 __all__ = ["MLMScoringRanker"]
@@ -96,6 +97,7 @@ class MLMScoringRanker(BaseRanker):
         self._lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
+        self._chars_per_token = 128  # set from the vocabulary at load
         self._torch_device: Any = None
 
     def load(self) -> MLMScoringRanker:
@@ -140,6 +142,7 @@ class MLMScoringRanker(BaseRanker):
             model.to(device).eval()
             self.head_used = "tied" if use_tied else "mlm"
             self._tokenizer = tokenizer
+            self._chars_per_token = chars_per_token_bound(tokenizer)
             self._torch_device = device
             self._model = model
         return self
@@ -165,9 +168,9 @@ class MLMScoringRanker(BaseRanker):
 
     def _cut(self, text: str, max_tokens: int) -> str:
         """``text`` cut after its ``max_tokens``-th token (by character offsets)."""
-        # 32 characters per token is plenty for real text; tokenizing only that prefix keeps long
-        # answers cheap (a cut word can only change the last kept token).
-        text = text[: 32 * max_tokens]
+        # Tokenise only a prefix that surely holds max_tokens tokens (a bound from the vocabulary),
+        # so long answers stay cheap and the kept tokens are those of the whole text.
+        text = precut(text, max_tokens, self._chars_per_token)
         enc = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = enc["offset_mapping"]
         return text if len(offsets) <= max_tokens else text[: offsets[max_tokens - 1][1]]

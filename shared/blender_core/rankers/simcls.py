@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from blender_core._optional import require
+from blender_core.encoding import chars_per_token_bound, precut, token_budget
 from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
 
 __all__ = ["SimCLSRanker"]
@@ -56,6 +57,7 @@ class SimCLSRanker(BaseRanker):
         self.max_length = max_length
         self._lock = threading.Lock()
         self._model: Any = None
+        self._cut: tuple[int, int] = (0, 0)  # (token budget, characters per token)
 
     def load(self) -> SimCLSRanker:
         """Load the encoder now (otherwise on the first ranking); returns ``self``."""
@@ -70,6 +72,11 @@ class SimCLSRanker(BaseRanker):
                 model = st.SentenceTransformer(path, device=self.device)
                 if self.max_length is not None:
                     model.max_seq_length = self.max_length
+                tokenizer = model.tokenizer
+                self._cut = (
+                    token_budget(tokenizer, model.max_seq_length),
+                    chars_per_token_bound(tokenizer),
+                )
                 self._model = model
         return self
 
@@ -83,8 +90,9 @@ class SimCLSRanker(BaseRanker):
         for instruction, candidates in zip(instructions, candidate_lists, strict=True):
             for text in (instruction, *candidates):
                 index.setdefault(text, len(index))
+        budget, per_token = self._cut  # cut by characters before tokenising (huge texts)
         embeddings = self._model.encode(
-            list(index),
+            [precut(text, budget, per_token) for text in index],
             batch_size=self.batch_size,
             convert_to_tensor=True,
             normalize_embeddings=True,
