@@ -85,6 +85,25 @@ async def _disconnected(request: Request) -> None:
             return
 
 
+class _Stream(StreamingResponse):
+    """A streamed response whose clean-up always runs once it has been handed to the server,
+    even when the client left before the first byte (the body then never starts)."""
+
+    def __init__(self, content: AsyncIterator[bytes], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for cleanup in self.cleanups:
+                try:
+                    await cleanup()
+                except Exception:  # clean-up must not hide what happened
+                    log.exception("stream clean-up failed")
+
+
 def _sse(data: Any) -> bytes:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
@@ -156,8 +175,10 @@ class _App:
                 self.in_flight -= 1
                 self.metrics.in_flight.dec()
             status = response.status_code
-            if isinstance(response, StreamingResponse):
-                response = self._counted_stream(response)
+            if isinstance(response, _Stream):  # in flight until the stream ends
+                self.in_flight += 1
+                self.metrics.in_flight.inc()
+                response.cleanups.append(self._stream_done)
             return response
         except ApiError as exc:
             status = exc.status
@@ -172,22 +193,9 @@ class _App:
             self.metrics.requests.labels(endpoint, model, str(status)).inc()
             self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - start)
 
-    def _counted_stream(self, response: StreamingResponse) -> StreamingResponse:
-        """Keep a stream counted as in flight until it ends."""
-        body = response.body_iterator
-        self.in_flight += 1
-        self.metrics.in_flight.inc()
-
-        async def counted() -> AsyncIterator[Any]:
-            try:
-                async for chunk in body:
-                    yield chunk
-            finally:
-                self.in_flight -= 1
-                self.metrics.in_flight.dec()
-
-        response.body_iterator = counted()
-        return response
+    async def _stream_done(self) -> None:
+        self.in_flight -= 1
+        self.metrics.in_flight.dec()
 
     async def within(self, request: Request, work: Awaitable[T], deadline: float) -> T:
         """``work``'s result; cancelled when the client goes (:class:`_ClientGone`) or at the
@@ -347,7 +355,7 @@ class _App:
         options: dict[str, Any],
         deadline: float,
         include_usage: bool,
-    ) -> StreamingResponse:
+    ) -> _Stream:
         """An SSE response in OpenAI's chunk format; members (and ranking) run before it starts."""
         gateway = self.gateway
         completion_id = f"{'chatcmpl' if endpoint == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
@@ -406,9 +414,20 @@ class _App:
                     yield "delta", text
                 yield "result", None
 
+        finished = False
+        source = pieces()
+
+        async def close() -> None:
+            await source.aclose()  # type: ignore[attr-defined]
+            if kind == "ensemble":
+                await events.aclose()  # type: ignore[attr-defined]
+            else:
+                await deltas.aclose()  # type: ignore[attr-defined]
+            if not finished:
+                self.metrics.cancelled.labels(endpoint).inc()
+
         async def body() -> AsyncIterator[bytes]:
-            finished = False
-            source = pieces()
+            nonlocal finished
             try:
                 if endpoint == "chat":
                     yield chunk({"role": "assistant", "content": ""}, None)
@@ -465,18 +484,14 @@ class _App:
                 finished = True
             finally:
                 await source.aclose()  # type: ignore[attr-defined]
-                if kind == "ensemble":
-                    await events.aclose()  # type: ignore[attr-defined]
-                else:
-                    await deltas.aclose()  # type: ignore[attr-defined]
-                if not finished:
-                    self.metrics.cancelled.labels(endpoint).inc()
 
-        return StreamingResponse(
+        response = _Stream(
             body(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+        response.cleanups.append(close)
+        return response
 
     # -- rerank ---------------------------------------------------------------------------------
 
@@ -607,6 +622,7 @@ def run(
             port=config.server.port if port is None else port,
             log_level=log_level,
             timeout_graceful_shutdown=int(config.server.graceful_shutdown_timeout),
+            timeout_keep_alive=config.server.keep_alive_timeout,
             server_header=False,
             lifespan="on",
         )

@@ -98,6 +98,9 @@ class ServerSettings(_Strict):
         max_documents: Most documents in one rerank request.
         max_tokens: Largest ``max_tokens`` a request may ask for.
         graceful_shutdown_timeout: Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+        keep_alive_timeout: Seconds an idle client connection is kept open. Longer than the
+            clients' own pool expiry (httpx, under the OpenAI SDK: 5 s), so that a client never
+            reuses a connection the server is closing at that very moment.
     """
 
     host: str = "127.0.0.1"
@@ -113,6 +116,7 @@ class ServerSettings(_Strict):
     max_documents: PositiveInt = 1000
     max_tokens: PositiveInt = 4096
     graceful_shutdown_timeout: PositiveFloat = 30.0
+    keep_alive_timeout: PositiveInt = 30
 
 
 # -- members ------------------------------------------------------------------------------------
