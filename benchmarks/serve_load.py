@@ -211,10 +211,12 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 180
     raise SystemExit("the server did not get ready")
 
 
-def _quarter_means(samples: list[tuple[int, float]], n: int) -> tuple[float, float]:
-    first = [rss for done, rss in samples if done < n // 4]
-    last = [rss for done, rss in samples if done >= n - n // 4]
-    return statistics.fmean(first or [0.0]), statistics.fmean(last or [0.0])
+def _quarter_means(samples: list[tuple[int, float]], n: int) -> list[float]:
+    """Mean RSS over each quarter of the run (by requests completed)."""
+    quarters: list[list[float]] = [[], [], [], []]
+    for done, rss in samples:
+        quarters[min(3, done * 4 // n)].append(rss)
+    return [statistics.fmean(q or [0.0]) for q in quarters]
 
 
 def main() -> None:
@@ -225,6 +227,7 @@ def main() -> None:
     parser.add_argument(
         "--limit", type=int, default=0, help="server max_concurrency (default: 2 x concurrency)"
     )
+    parser.add_argument("--warmup", type=int, default=100, help="requests before measuring")
     parser.add_argument(
         "--ranker",
         choices=("pairrm", "random"),
@@ -261,7 +264,8 @@ def main() -> None:
         process = subprocess.Popen(command, env=env)
         try:
             _wait_ready(url, process)
-            asyncio.run(_load(url, min(50, args.requests), args.concurrency, [0]))  # warm-up
+            # warm-up: every code path once, at full concurrency
+            asyncio.run(_load(url, min(args.warmup, args.requests), args.concurrency, [0]))
             done = [0]
             sampler = _Sampler(process.pid, done)
             sampler.start()
@@ -281,7 +285,8 @@ def main() -> None:
 
     lost = args.requests - done[0]  # sent, never answered nor failed
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    first, last = _quarter_means(sampler.samples, args.requests)
+    quarters = _quarter_means(sampler.samples, args.requests)
+    first, last = quarters[0], quarters[-1]
     peak = max((rss for _, rss in sampler.samples), default=0.0)
 
     def metric(name: str) -> float:
@@ -303,7 +308,8 @@ def main() -> None:
     )
     print(
         f"server RSS: peak {peak:.0f} MiB; mean first quarter {first:.0f} MiB, "
-        f"last quarter {last:.0f} MiB (change {last - first:+.1f} MiB)"
+        f"last quarter {last:.0f} MiB (change {last - first:+.1f} MiB); by quarter: "
+        + ", ".join(f"{q:.0f}" for q in quarters)
     )
     if batches:
         print(
