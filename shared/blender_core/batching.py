@@ -8,6 +8,12 @@ instead of being filled to the budget with much shorter sequences. A sequence lo
 budget gets a batch of its own. Because every pair is truncated on its
 own and padded at the end, the scores do not depend on which batch a pair lands in.
 
+:func:`plan_bucketed_batches` is the plan :class:`~blender_core.pair_ranker.PairRanker` runs:
+each sequence is padded to a width that depends on its own length only (:func:`bucket_width`,
+at most 1/16 more than the length) and a batch holds sequences of one width. The kernels then
+see the same shapes for a pair whatever its neighbours, which makes its logit bit-identical
+whether it is scored alone or among other callers' pairs (see :mod:`blender_core.pair_scheduler`).
+
 Example:
     .. code-block:: python
 
@@ -15,13 +21,22 @@ Example:
 
         batches = plan_batches([30, 500, 480, 25], batch_tokens=1024)  # [[1, 2], [0, 3]]
         padding_efficiency([30, 500, 480, 25], batches)  # real tokens / computed tokens
+        plan_bucketed_batches([30, 500, 480, 25], 1024)  # [(512, [1]), (480, [2]), (32, [0, 3])]
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["DEFAULT_BATCH_TOKENS", "PASS_COST_TOKENS", "padding_efficiency", "plan_batches"]
+__all__ = [
+    "BUCKET_MIN_STEP",
+    "DEFAULT_BATCH_TOKENS",
+    "PASS_COST_TOKENS",
+    "bucket_width",
+    "padding_efficiency",
+    "plan_batches",
+    "plan_bucketed_batches",
+]
 
 #: Padded tokens per forward pass. At PairRM's longest pair (2048 tokens) this is 4 sequences; the
 #: attention scores of deberta-v3-large then take about 2 GB in fp32, so memory stays bounded on CPU
@@ -31,6 +46,9 @@ DEFAULT_BATCH_TOKENS = 8192
 #: The cost of one forward pass beyond its tokens, in tokens, when choosing where to cut batches:
 #: higher values give fewer, fuller batches; zero would give one sequence per batch.
 PASS_COST_TOKENS = 256
+
+#: Smallest rounding step of :func:`bucket_width` (tokens).
+BUCKET_MIN_STEP = 8
 
 
 def plan_batches(
@@ -81,3 +99,50 @@ def padding_efficiency(lengths: Sequence[int], batches: Sequence[Sequence[int]])
     real = sum(lengths[i] for batch in batches for i in batch)
     computed = sum(len(batch) * max(lengths[i] for i in batch) for batch in batches if batch)
     return real / computed if computed else 1.0
+
+
+def bucket_width(length: int) -> int:
+    """The padded width of a sequence of ``length`` tokens: rounded up to a step of 1/16 of
+    its power of two (``BUCKET_MIN_STEP`` at least), so padding adds at most 6.25%.
+
+    Examples: 5 -> 8, 300 -> 304, 1024 -> 1024, 1025 -> 1088, 2048 -> 2048.
+    """
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise ValueError(f"length must be an int >= 0, got {length!r}")
+    length = max(length, 1)
+    step = max(BUCKET_MIN_STEP, 1 << max(0, length.bit_length() - 5))
+    return -(-length // step) * step
+
+
+def plan_bucketed_batches(
+    lengths: Sequence[int],
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    *,
+    max_batch_size: int | None = None,
+) -> list[tuple[int, list[int]]]:
+    """``(width, indices)`` batches: sequences of one :func:`bucket_width` each, widest first.
+
+    A batch holds at most ``max(1, batch_tokens // width)`` sequences (and ``max_batch_size``);
+    the sequences of a width are split into batches of near-equal sizes, in input order.
+    """
+    if batch_tokens < 1:
+        raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
+    if max_batch_size is not None and max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    groups: dict[int, list[int]] = {}
+    for i, length in enumerate(lengths):
+        groups.setdefault(bucket_width(int(length)), []).append(i)
+    plan: list[tuple[int, list[int]]] = []
+    for width in sorted(groups, reverse=True):
+        members = groups[width]
+        limit = max(1, batch_tokens // width)
+        if max_batch_size is not None:
+            limit = min(limit, max_batch_size)
+        count = -(-len(members) // limit)
+        size, extra = divmod(len(members), count)
+        start = 0
+        for b in range(count):
+            end = start + size + (1 if b < extra else 0)
+            plan.append((width, members[start:end]))
+            start = end
+    return plan

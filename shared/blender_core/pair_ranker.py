@@ -19,7 +19,8 @@ import functools
 import hashlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,8 +33,9 @@ from blender_core.aggregation import (
     max_wins_scores,
     one_way_pairs,
 )
-from blender_core.batching import DEFAULT_BATCH_TOKENS, plan_batches
+from blender_core.batching import DEFAULT_BATCH_TOKENS
 from blender_core.pair_cache import PairLogitCache
+from blender_core.pair_scheduler import DEFAULT_WINDOW_S, PairScheduler, RoundReport
 from blender_core.ranking import BaseRanker, Ranking, check_pairwise_size, validate_rank_inputs
 
 if TYPE_CHECKING:
@@ -43,7 +45,11 @@ if TYPE_CHECKING:
     from blender_core.encoding import PairEncoder
     from blender_core.modeling import PairRankerConfig, PairRankerModel
 
-__all__ = ["PairRanker", "PairRankerStats", "Pairs", "Strategy"]
+__all__ = ["ASYNC_WORKERS", "PairRanker", "PairRankerStats", "Pairs", "Strategy"]
+
+#: Threads of a ranker's pool for its async methods: up to this many async calls are in the
+#: ranker at once, and their pairs share batches (see :mod:`blender_core.pair_scheduler`).
+ASYNC_WORKERS = 64
 
 Strategy = Literal["max_logits", "max_wins", "bubble"]
 Pairs = Literal["all", "one-way"]
@@ -62,6 +68,13 @@ class PairRankerStats:
         precision_reason: Why that dtype (forced, or what the hardware offered).
         cache_hits: Pair logits answered by the pair-logit cache (no forward pass).
         cache_misses: Pair logits looked up in the cache and computed.
+        budget_tokens: The padded-token budget of the forward calls (``batch_tokens`` each, or
+            the batch's size when one sequence is larger).
+        rounds: Scheduling rounds (each serves every caller with pending pairs, up to a cap).
+        requests: Caller requests served (a request is the pairs of one engine call; a request
+            split over rounds counts in each).
+        deduplicated: Pairs asked for twice in one round (by one or several callers) and
+            computed once.
     """
 
     forward_calls: int = 0
@@ -72,11 +85,25 @@ class PairRankerStats:
     precision_reason: str = ""
     cache_hits: int = 0
     cache_misses: int = 0
+    budget_tokens: int = 0
+    rounds: int = 0
+    requests: int = 0
+    deduplicated: int = 0
 
     @property
     def padding_efficiency(self) -> float:
         """``real_tokens / computed_tokens`` (1.0 before any work)."""
         return self.real_tokens / self.computed_tokens if self.computed_tokens else 1.0
+
+    @property
+    def batch_fill(self) -> float:
+        """``computed_tokens / budget_tokens``: how full the forward calls were (0.0 before any)."""
+        return self.computed_tokens / self.budget_tokens if self.budget_tokens else 0.0
+
+    @property
+    def requests_per_round(self) -> float:
+        """Mean caller requests sharing a round (> 1: concurrent callers were coalesced)."""
+        return self.requests / self.rounds if self.rounds else 0.0
 
 
 def _check_strategy(strategy: str) -> None:
@@ -103,9 +130,12 @@ class PairRanker(BaseRanker):
     """Pairwise ranker of LLM answers (LLM-Blender's PairRanker / PairRM).
 
     Every score comes from ``logit(A, B)``, the checkpoint's verdict on the ordered pair (A, B) for
-    a source (instruction + input); > 0 means A is better. Pairs are truncated one by one, batched
-    by a token budget in length-sorted buckets and padded at the end, so a result never depends on
-    what else shares a call.
+    a source (instruction + input); > 0 means A is better. Pairs are truncated one by one, padded
+    at the end to a width that depends on their own length only and batched by a token budget
+    with pairs of the same width; the head runs row by row. So on CPU a logit is bit-identical
+    whatever else shares its batch: another part of the call, or the pairs of other threads and
+    asyncio tasks, whose concurrent calls are coalesced into shared batches
+    (:mod:`blender_core.pair_scheduler`).
 
     Args:
         model: A :class:`~blender_core.modeling.PairRankerModel`.
@@ -123,6 +153,9 @@ class PairRanker(BaseRanker):
             layer); ignored for other backbones.
         cache: A :class:`~blender_core.pair_cache.PairLogitCache` (or ``True`` for one of
             default size) remembering pair logits across calls; ``None``: no cache.
+        coalesce_window_ms: How long a round waits for concurrent callers still encoding their
+            pairs (never waits for a solo caller).
+        coalesce_max_tokens: Padded tokens per round at most (``None``: 8 batches' worth).
 
     Example:
         .. code-block:: python
@@ -147,12 +180,16 @@ class PairRanker(BaseRanker):
         candidate_maxlength: int | None = None,
         fast_attention: bool = True,
         cache: PairLogitCache | bool | None = None,
+        coalesce_window_ms: float = DEFAULT_WINDOW_S * 1000,
+        coalesce_max_tokens: int | None = None,
     ) -> None:
         from blender_core.devices import choose_precision, resolve_device
         from blender_core.encoding import PairEncoder
 
         if not isinstance(batch_tokens, int) or batch_tokens < 1:
             raise ValueError(f"batch_tokens must be a positive int, got {batch_tokens!r}")
+        if not isinstance(coalesce_window_ms, int | float) or coalesce_window_ms < 0:
+            raise ValueError(f"coalesce_window_ms must be >= 0, got {coalesce_window_ms!r}")
         self.device = resolve_device(device)
         self.precision = choose_precision(dtype, self.device)
         self.dtype = self.precision.dtype
@@ -169,9 +206,17 @@ class PairRanker(BaseRanker):
             enable_fast_attention(self.model)
         self.tokenizer = tokenizer
         self.encoder: PairEncoder = PairEncoder(tokenizer, config)
-        self.batch_tokens = batch_tokens
+        self._stats_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._scheduler = PairScheduler(
+            self._run_batch,
+            batch_tokens=batch_tokens,
+            window_s=coalesce_window_ms / 1000,
+            max_round_tokens=coalesce_max_tokens,
+            on_round=self._record_round,
+        )
         self.stats = self._fresh_stats()
-        self._lock = threading.Lock()
         if cache is True:
             cache = PairLogitCache()
         if cache is not None and cache is not False and not isinstance(cache, PairLogitCache):
@@ -193,6 +238,8 @@ class PairRanker(BaseRanker):
         candidate_maxlength: int | None = None,
         fast_attention: bool = True,
         cache: PairLogitCache | bool | None = None,
+        coalesce_window_ms: float = DEFAULT_WINDOW_S * 1000,
+        coalesce_max_tokens: int | None = None,
         **hub_kwargs: Any,
     ) -> PairRanker:
         """Load ``llm-blender/PairRM``, ``llm-blender/PairRM-hf``, ``llm-blender/pair-ranker``, a
@@ -220,6 +267,8 @@ class PairRanker(BaseRanker):
             batch_tokens=batch_tokens,
             fast_attention=fast_attention,
             cache=cache,
+            coalesce_window_ms=coalesce_window_ms,
+            coalesce_max_tokens=coalesce_max_tokens,
         )
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> Path:
@@ -231,9 +280,21 @@ class PairRanker(BaseRanker):
         """The model's :class:`~blender_core.modeling.PairRankerConfig`."""
         return self.model.config
 
+    @property
+    def batch_tokens(self) -> int:
+        """Padded tokens per forward pass (may be changed between calls)."""
+        return int(self._scheduler.batch_tokens)
+
+    @batch_tokens.setter
+    def batch_tokens(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"batch_tokens must be a positive int, got {value!r}")
+        self._scheduler.batch_tokens = value
+
     def reset_stats(self) -> None:
         """Zero the counters of :attr:`stats`."""
-        self.stats = self._fresh_stats()
+        with self._stats_lock:
+            self.stats = self._fresh_stats()
 
     def _fresh_stats(self) -> PairRankerStats:
         return PairRankerStats(
@@ -252,74 +313,85 @@ class PairRanker(BaseRanker):
         progress: Any = None,
     ) -> list[float]:
         """``logit(a_k, b_k)`` for source ``sources[k]``, for every k (one direction)."""
-        import torch
-
         if not len(sources) == len(as_) == len(bs):
             raise ValueError(
                 f"sources ({len(sources)}), as_ ({len(as_)}) and bs ({len(bs)}) differ in length"
             )
         if not sources:
             return []
-        with self._lock, torch.inference_mode():
-            encoder = self.encoder
-            try:
-                distinct = list(dict.fromkeys([*sources, *as_, *bs]))
-                ids = dict(zip(distinct, encoder.tokenize(distinct), strict=True))
-                out = [0.0] * len(sources)
-                todo = list(range(len(sources)))
-                keys: dict[int, bytes] = {}
-                cache = self.cache
-                if cache is not None:
-                    model_key = self._identity()
-                    todo = []
-                    for k in range(len(sources)):
-                        seq = encoder.assemble(ids[sources[k]], ids[as_[k]], ids[bs[k]])
-                        key = cache.key(model_key, seq)
-                        value = cache.get(key)
-                        if value is None:
-                            keys[k] = key
-                            todo.append(k)
-                        else:
-                            out[k] = value
+        encoder = self.encoder
+        with self._scheduler.caller():
+            with self._encode_lock:  # the encoder's text cache is not thread-safe
+                try:
+                    distinct = list(dict.fromkeys([*sources, *as_, *bs]))
+                    ids = dict(zip(distinct, encoder.tokenize(distinct), strict=True))
+                finally:
+                    encoder.clear_cache()
+            seqs = [
+                encoder.assemble(ids[s], ids[a], ids[b])
+                for s, a, b in zip(sources, as_, bs, strict=True)
+            ]
+            out = [0.0] * len(sources)
+            todo = list(range(len(sources)))
+            keys: dict[int, bytes] = {}
+            cache = self.cache
+            if cache is not None:
+                model_key = self._identity()
+                todo = []
+                for k, seq in enumerate(seqs):
+                    key = cache.key(model_key, seq)
+                    value = cache.get(key)
+                    if value is None:
+                        keys[k] = key
+                        todo.append(k)
+                    else:
+                        out[k] = value
+                with self._stats_lock:
                     self.stats.cache_hits += len(sources) - len(todo)
                     self.stats.cache_misses += len(todo)
-                lengths = [
-                    sum(
-                        encoder.part_lengths(
-                            len(ids[sources[k]]), len(ids[as_[k]]), len(ids[bs[k]])
-                        )
-                    )
-                    for k in todo
-                ]
-                batches = [[todo[i] for i in b] for b in plan_batches(lengths, self.batch_tokens)]
-                bar = progress
-                if bar is None and show_progress:
-                    from tqdm.auto import tqdm
+            bar = progress
+            if bar is None and show_progress:
+                from tqdm.auto import tqdm
 
-                    bar = tqdm(total=len(sources), desc="PairRanker", unit="pair")
+                bar = tqdm(total=len(sources), desc="PairRanker", unit="pair")
+            try:
                 if bar is not None and len(todo) < len(sources):
                     bar.update(len(sources) - len(todo))
-                for batch in batches:
-                    seqs = [
-                        encoder.assemble(ids[sources[k]], ids[as_[k]], ids[bs[k]]) for k in batch
-                    ]
-                    tensors = encoder.collate(seqs)
-                    logits = self._forward(tensors)
-                    for k, value in zip(batch, logits, strict=True):
-                        out[k] = value
-                        if cache is not None:
-                            cache.put(keys[k], value)
-                    self.stats.forward_calls += 1
-                    self.stats.sequences += len(seqs)
-                    self.stats.real_tokens += sum(len(s) for s in seqs)
-                    self.stats.computed_tokens += int(tensors["input_ids"].numel())
-                    if bar is not None:
-                        bar.update(len(seqs))
+                update: Callable[[int], object] | None = bar.update if bar is not None else None
+                values = self._scheduler.compute([seqs[k] for k in todo], progress=update)
+            finally:
                 if bar is not None and progress is None:
                     bar.close()
-                return out
-            finally:
-                encoder.clear_cache()
+            for k, value in zip(todo, values, strict=True):
+                out[k] = value
+                if cache is not None:
+                    cache.put(keys[k], value)
+            return out
+
+    def _run_batch(self, width: int, seqs: list[Sequence[int]]) -> list[float]:
+        """One forward pass of ``seqs`` padded to exactly ``width`` (the scheduler's hook)."""
+        import torch
+
+        tensors = self.encoder.collate(seqs, pad_to_multiple_of=width)
+        if tensors["input_ids"].shape[1] != width:
+            raise RuntimeError(f"a sequence is longer than its bucket width {width}")
+        with torch.inference_mode():
+            logits = self._forward(tensors)
+        computed = int(tensors["input_ids"].numel())
+        with self._stats_lock:
+            stats = self.stats
+            stats.forward_calls += 1
+            stats.sequences += len(seqs)
+            stats.real_tokens += sum(len(s) for s in seqs)
+            stats.computed_tokens += computed
+            stats.budget_tokens += max(self.batch_tokens, computed)
+        return logits
+
+    def _record_round(self, report: RoundReport) -> None:
+        with self._stats_lock:
+            self.stats.rounds += 1
+            self.stats.requests += report.requests
+            self.stats.deduplicated += report.pairs - report.computed
 
     def _identity(self) -> bytes:
         """Model identity for cache keys: config, a weight fingerprint, device type, dtype."""
@@ -344,9 +416,33 @@ class PairRanker(BaseRanker):
         return self._model_key
 
     def _forward(self, tensors: Mapping[str, torch.Tensor]) -> list[float]:
+        """``logit(A, B)`` per row, each row computed as it would be alone.
+
+        The backbone's kernels give each row the same result whatever the batch size (same
+        width); a small ``(batch, 2H)`` matmul does not (GEMV for one row, blocked GEMM for
+        more), so the head runs on each row's own ``(2, 2H)`` input: [source, A] and [source, B].
+        """
+        import torch
+
         input_ids = tensors["input_ids"].to(self.device)
         attention_mask = tensors["attention_mask"].to(self.device)
-        return [float(x) for x in self.model.pair_logits(input_ids, attention_mask).cpu().tolist()]
+        model = self.model
+        hidden = model.pretrained_model(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        source_id, cand1_id, cand2_id = model.config.prefix_ids
+        parts = [
+            hidden[rows, (input_ids == token_id).int().argmax(dim=1)]
+            for token_id in (source_id, cand1_id, cand2_id)
+        ]
+        h_source, h_a, h_b = parts
+        logits = []
+        for r in range(hidden.shape[0]):
+            pair = torch.stack([torch.cat([h_source[r], h_a[r]]), torch.cat([h_source[r], h_b[r]])])
+            left_right = model.head_layer(pair).float()  # (2, n_tasks)
+            logits.append((left_right[0] - left_right[1]).mean())
+        return [float(x) for x in torch.stack(logits).cpu().tolist()]
 
     # ---- comparisons ----------------------------------------------------------------------
 
@@ -594,11 +690,11 @@ class PairRanker(BaseRanker):
         pairs: Pairs = "all",
         top_k: int | None = None,
     ) -> Ranking:
-        """Async :meth:`rank`, run in a worker thread (calls on one ranker are serialised)."""
+        """Async :meth:`rank`, run in the ranker's thread pool; concurrent calls share batches."""
         call = functools.partial(
             self.rank, input=input, strategy=strategy, seed=seed, pairs=pairs, top_k=top_k
         )
-        return await asyncio.to_thread(call, instruction, candidates)
+        return await self._in_pool(functools.partial(call, instruction, candidates))
 
     async def arank_batch(
         self,
@@ -608,10 +704,63 @@ class PairRanker(BaseRanker):
         inputs: Sequence[str] | None = None,
         strategy: Strategy = "max_logits",
         seed: int | None = None,
+        pairs: Pairs = "all",
     ) -> list[Ranking]:
-        """Async :meth:`rank_batch`, run in a worker thread."""
-        call = functools.partial(self.rank_batch, inputs=inputs, strategy=strategy, seed=seed)
-        return await asyncio.to_thread(call, instructions, candidate_lists)
+        """Async :meth:`rank_batch`, run in the ranker's thread pool."""
+        call = functools.partial(
+            self.rank_batch,
+            instructions,
+            candidate_lists,
+            inputs=inputs,
+            strategy=strategy,
+            seed=seed,
+            pairs=pairs,
+        )
+        return await self._in_pool(call)
+
+    async def acompare(
+        self,
+        instruction: str,
+        a: str,
+        b: str,
+        *,
+        input: str = "",
+        both_directions: bool = True,
+    ) -> float:
+        """Async :meth:`compare`; concurrent calls share batches."""
+        call = functools.partial(
+            self.compare, instruction, a, b, input=input, both_directions=both_directions
+        )
+        return await self._in_pool(call)
+
+    async def acompare_batch(
+        self,
+        instructions: Sequence[str],
+        as_: Sequence[str],
+        bs: Sequence[str],
+        *,
+        inputs: Sequence[str] | None = None,
+        both_directions: bool = True,
+    ) -> list[float]:
+        """Async :meth:`compare_batch`."""
+        call = functools.partial(
+            self.compare_batch,
+            instructions,
+            as_,
+            bs,
+            inputs=inputs,
+            both_directions=both_directions,
+        )
+        return await self._in_pool(call)
+
+    async def _in_pool(self, call: Callable[[], Any]) -> Any:
+        """Run ``call`` in this ranker's own pool (:data:`ASYNC_WORKERS` threads), so that many
+        concurrent tasks are in the ranker at once (asyncio's default pool has cores + 4)."""
+        if self._pool is None:
+            with self._stats_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(ASYNC_WORKERS, thread_name_prefix="PairRanker")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     def _rank_bubble(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -87,13 +88,14 @@ def test_all_pairs_are_run(ranker) -> None:
 
 def _count_rows(ranker: PairRanker, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     rows: list[int] = []
-    original = ranker.model.forward
+    backbone = ranker.model.pretrained_model
+    original = backbone.forward
 
-    def counting(input_ids: torch.Tensor, attention_mask: torch.Tensor):  # type: ignore[no-untyped-def]
+    def counting(*args: Any, input_ids: torch.Tensor, **kwargs: Any):  # type: ignore[no-untyped-def]
         rows.append(int(input_ids.shape[0]))
-        return original(input_ids, attention_mask)
+        return original(*args, input_ids=input_ids, **kwargs)
 
-    monkeypatch.setattr(ranker.model, "forward", counting)
+    monkeypatch.setattr(backbone, "forward", counting)
     return rows
 
 
