@@ -1,21 +1,23 @@
 """Data-set ranking speed: the local engine vs Ray Data with 1 and 2 actors, in one run.
 
 The records (MixInstruct JSONL, default ``../shared/data/alpaca-v1/dev.jsonl``, cut to
-``--candidates`` answers each) are written to one JSONL file and ranked four ways, each from that
-file and with the same checkpoint, batch size and float32:
+``--candidates`` answers each) are ranked from a JSONL file with the same checkpoint, batch size and
+float32 by:
 
-* ``local``: what ``blender rank --engine local`` does (read, ``rank_batch`` per batch), 1 torch
-  thread, then 2 threads;
+* ``local``: what ``blender rank --engine local`` does (read, ``rank_batch`` per batch) with 1
+  torch thread (``--local-threads 1 2`` adds a 2-thread run);
 * ``ray``: :func:`blender_core.distributed.read_records` + :func:`rank_dataset` on a local Ray
   instance (``num_cpus=2``), 1 actor, then 2 actors, 1 torch thread each.
 
-It prints one table: wall seconds with and without start-up (model load / Ray actor start), records
-and ordered pairs per second, and each rate as a ratio to ``local`` with 1 thread; then the Ray
-overhead per record (steady 1-actor time per record minus local 1-thread time per record) and the
-start-up costs. Ray's "steady" clock starts when the first batch comes out (every actor is warm by
-then only with 1 actor: with 2, the second may still be loading, which the table shows).
+Each runs twice, on the first half of the records and on all of them: the difference is the
+*marginal* cost of a record (start-up excluded, and robust to Ray delivering batches in bursts);
+what is left of the full run is the start-up (model load; for Ray, starting the actors). It prints
+one table (wall, records/s end to end, marginal records/s and pairs/s, ratio to local with 1
+thread, start-up) and the Ray overhead per record (marginal 1-actor time minus marginal local
+1-thread time).
 
-``--shape`` picks the ranker: ``tiny`` (``blender_core.testing``'s 2-layer checkpoint: ranking is
+``--shape`` picks the random ranker, each with a sentencepiece tokenizer trained on the records (so
+pairs have realistic token counts, ~550 on alpaca-v1): ``tiny`` (2 layers, hidden 32: ranking is
 cheap, so the table shows the engines' own costs), ``mid`` (DeBERTa-v3 structure, 6 layers, hidden
 384, a tokenizer trained on the data), or ``large`` (the DeBERTa-v3-large shape of PairRM: 24
 layers, hidden 1024, 16 heads, FFN 4096; random weights). ``--flops`` also prints the model FLOPs
@@ -24,7 +26,7 @@ docs/distributed.md.
 
 Usage::
 
-    nice -n 10 python benchmarks/rank_dataset_speed.py                  # tiny, 32 records x 4
+    nice -n 10 python benchmarks/rank_dataset_speed.py                  # tiny, 64 records x 4
     nice -n 10 python benchmarks/rank_dataset_speed.py --shape mid --limit 16
     nice -n 10 python benchmarks/rank_dataset_speed.py --shape large --limit 2 --only local --flops
 """
@@ -45,6 +47,7 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "alpaca-v1" / "dev.jsonl"
 
 #: Backbone sizes of ``--shape`` (DeBERTa-v3 structure).
 SHAPES: dict[str, dict[str, int]] = {
+    "tiny": {"layers": 2, "hidden": 32, "heads": 2, "ffn": 64},
     "mid": {"layers": 6, "hidden": 384, "heads": 6, "ffn": 1536},
     "large": {"layers": 24, "hidden": 1024, "heads": 16, "ffn": 4096},
 }
@@ -75,10 +78,6 @@ def load_records(path: Path, limit: int, candidates: int) -> list[dict[str, Any]
 
 def build_checkpoint(shape: str, records: list[dict[str, Any]], workdir: Path) -> Path:
     """A random PairRanker checkpoint of ``shape`` (PairRM lengths 1224/412)."""
-    if shape == "tiny":
-        from blender_core.testing import make_tiny_pairranker
-
-        return make_tiny_pairranker(workdir / "tiny", layout="pairrm")
     import torch
     from transformers import DebertaV2Config
 
@@ -87,10 +86,10 @@ def build_checkpoint(shape: str, records: list[dict[str, Any]], workdir: Path) -
 
     texts = [r["instruction"] for r in records] + [
         c["text"] for r in records for c in r["candidates"]
-    ]
+    ]  # the whole data file's texts: the same tokenizer whatever --limit
     tok_dir = workdir / "tokenizer"
     tok_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_deberta_tokenizer(tok_dir, texts, vocab_size=4000)
+    tokenizer = train_deberta_tokenizer(tok_dir, texts, vocab_size=8000)
     size = SHAPES[shape]
     backbone = DebertaV2Config(  # type: ignore[call-arg]
         vocab_size=len(tokenizer),
@@ -157,8 +156,6 @@ def time_local(checkpoint: Path, data: Path, batch_size: int, threads: int) -> d
     return {
         "wall": end - start,
         "startup": loaded - start,
-        "steady": end - loaded,
-        "steady_records": len(records),
         "records": len(records),
         "pairs": stats.sequences,
         "real_tokens": stats.real_tokens,
@@ -181,124 +178,127 @@ def time_ray(checkpoint: Path, data: Path, batch_size: int, actors: int) -> dict
         num_threads=1,
     ).select_columns(["id", "order"])
     first = None
-    first_rows = rows = 0
+    rows = 0
     for batch in ranked.iter_batches(batch_size=None, batch_format="pyarrow"):
         rows += batch.num_rows
-        if first is None:
-            first, first_rows = time.perf_counter(), batch.num_rows
+        first = first or time.perf_counter()
     end = time.perf_counter()
-    assert first is not None
-    return {
-        "wall": end - start,
-        "startup": first - start,
-        "steady": end - first,
-        "steady_records": rows - first_rows,
-        "records": rows,
-    }
+    return {"wall": end - start, "startup": (first or end) - start, "records": rows}
 
 
-def _progress(name: str, results: dict[str, dict[str, float]]) -> None:
-    r = results[name]
-    print(f"[{name}: {r['records']:.0f} records in {r['wall']:.1f} s]", file=sys.stderr, flush=True)
+def _progress(name: str, results: dict[str, tuple[dict[str, float], dict[str, float]]]) -> None:
+    walls = ", ".join(f"{r['records']:.0f} records in {r['wall']:.1f} s" for r in results[name])
+    print(f"[{name}: {walls}]", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MixInstruct JSONL")
-    parser.add_argument("--limit", type=int, default=32, help="records (default 32)")
+    parser.add_argument("--limit", type=int, default=64, help="records (default 64)")
     parser.add_argument("--candidates", type=int, default=4, help="answers per record (4)")
-    parser.add_argument("--batch-size", type=int, default=8, help="records per batch (8)")
+    parser.add_argument("--batch-size", type=int, default=4, help="records per batch (4)")
     parser.add_argument("--shape", choices=["tiny", "mid", "large"], default="tiny")
     parser.add_argument(
         "--only", choices=["local", "ray"], default=None, help="run one engine only"
     )
     parser.add_argument("--flops", action="store_true", help="model FLOPs and FLOP/s (local)")
+    parser.add_argument(
+        "--local-threads", type=int, nargs="+", default=[1], help="local runs (default: 1)"
+    )
     args = parser.parse_args(argv)
     if not args.data.is_file():
         sys.exit(f"no data at {args.data}: pass --data FILE.jsonl")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread per ranker
     records = load_records(args.data, args.limit, args.candidates)
-    n = len(records)
-    ordered_pairs = sum(len(r["candidates"]) * (len(r["candidates"]) - 1) for r in records)
+    n, half = len(records), len(records) // 2
+    pairs_per_record = sum(len(r["candidates"]) * (len(r["candidates"]) - 1) for r in records) / n
 
+    results: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
+    init_s = None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = work / "records.jsonl"
-        data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        checkpoint = build_checkpoint(args.shape, records, work)
-        results: dict[str, dict[str, float]] = {}
+        files = {}
+        for size in (half, n):
+            files[size] = work / f"records_{size}.jsonl"
+            files[size].write_text(
+                "".join(json.dumps(r) + "\n" for r in records[:size]), encoding="utf-8"
+            )
+        checkpoint = build_checkpoint(args.shape, load_records(args.data, 10**9, 10**9), work)
         if args.only in (None, "local"):
-            results["local, 1 thread"] = time_local(checkpoint, data, args.batch_size, 1)
-            _progress("local, 1 thread", results)
-            results["local, 2 threads"] = time_local(checkpoint, data, args.batch_size, 2)
-            _progress("local, 2 threads", results)
-        init_s = None
+            for threads in args.local_threads:
+                label = f"local, {threads} thread{'s' if threads > 1 else ''}"
+                results[label] = (
+                    time_local(checkpoint, files[half], args.batch_size, threads),
+                    time_local(checkpoint, files[n], args.batch_size, threads),
+                )
+                _progress(label, results)
         if args.only in (None, "ray"):
             import ray
 
             start = time.perf_counter()
             ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
             init_s = time.perf_counter() - start
-            context = ray.data.DataContext.get_current()
-            context.enable_progress_bars = False
+            ray.data.DataContext.get_current().enable_progress_bars = False
             try:
                 for actors in (1, 2):
                     label = f"ray, {actors} actor{'s' if actors > 1 else ''}"
-                    results[label] = time_ray(checkpoint, data, args.batch_size, actors)
+                    results[label] = (
+                        time_ray(checkpoint, files[half], args.batch_size, actors),
+                        time_ray(checkpoint, files[n], args.batch_size, actors),
+                    )
                     _progress(label, results)
             finally:
                 ray.shutdown()
 
     print(
-        f"\n{n} records x {args.candidates} candidates ({ordered_pairs} ordered pairs), "
-        f"batch {args.batch_size}, shape {args.shape}, float32, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.1f}"
+        f"\n{half} then {n} records x {args.candidates} candidates ({pairs_per_record:.0f} ordered "
+        f"pairs each), batch {args.batch_size}, shape {args.shape}, float32, {os.cpu_count()} "
+        f"CPUs, load average {os.getloadavg()[0]:.1f}"
     )
-    base = results.get("local, 1 thread")
+    print(
+        "marginal = (wall(n) - wall(n/2)) / (n/2): the cost of one more record, start-up excluded;"
+        "\nstart-up = wall(n) - n x marginal (model load; for Ray the actors' start too)"
+    )
     header = (
-        f"{'engine':<18}{'wall s':>8}{'start s':>9}{'rec/s':>8}{'steady rec/s':>14}"
-        f"{'pairs/s':>9}{'x local-1':>11}"
+        f"{'engine':<18}{'wall s':>8}{'rec/s':>8}{'marginal rec/s':>16}{'pairs/s':>9}"
+        f"{'x local-1':>11}{'start-up s':>12}"
     )
     print(header)
     print("-" * len(header))
-    for name, r in results.items():
-        steady_rate = r["steady_records"] / r["steady"] if r["steady"] > 0 else float("nan")
-        ratio = ""
-        if base is not None:
-            ratio = f"{steady_rate / (base['steady_records'] / base['steady']):.2f}"
+    per_record: dict[str, float] = {}
+    for name, (small, full) in results.items():
+        per_record[name] = (full["wall"] - small["wall"]) / (full["records"] - small["records"])
+    base = per_record.get("local, 1 thread")
+    for name, (_, full) in results.items():
+        rate = 1 / per_record[name] if per_record[name] > 0 else float("inf")
+        ratio = f"{base / per_record[name]:.2f}" if base and per_record[name] > 0 else "-"
+        startup = full["wall"] - full["records"] * per_record[name]
         print(
-            f"{name:<18}{r['wall']:>8.1f}{r['startup']:>9.1f}{r['records'] / r['wall']:>8.2f}"
-            f"{steady_rate:>14.2f}{steady_rate * ordered_pairs / n:>9.1f}{ratio:>11}"
+            f"{name:<18}{full['wall']:>8.1f}{full['records'] / full['wall']:>8.2f}{rate:>16.2f}"
+            f"{rate * pairs_per_record:>9.1f}{ratio:>11}{startup:>12.1f}"
         )
-    one = results.get("ray, 1 actor")
-    if base is not None and one is not None and one["steady_records"]:
-        per_local = base["steady"] / base["steady_records"]
-        per_ray = one["steady"] / one["steady_records"]
+    one = per_record.get("ray, 1 actor")
+    if base is not None and one is not None:
         print(
-            f"\nRay overhead per record (1 actor vs local 1 thread, steady): "
-            f"{(per_ray - per_local) * 1000:+.1f} ms ({per_ray * 1000:.1f} vs "
-            f"{per_local * 1000:.1f} ms per record)"
+            f"\nRay overhead per record (1 actor vs local 1 thread, marginal): "
+            f"{(one - base) * 1000:+.1f} ms ({one * 1000:.1f} vs {base * 1000:.1f} ms per record)"
         )
     if init_s is not None:
-        starts = ", ".join(
-            f"{name}: {r['startup']:.1f} s" for name, r in results.items() if name.startswith("ray")
+        print(f"ray.init: {init_s:.1f} s (not in the walls above)")
+    local = results.get("local, 1 thread")
+    if args.flops and local is not None and args.shape in SHAPES:
+        shape, full = SHAPES[args.shape], local[1]
+        pairs = int(full["pairs"])
+        tokens = full["computed_tokens"] / pairs
+        gflop = pair_flops(round(tokens), shape) / 1e9
+        print(
+            f"\nFLOPs: {full['real_tokens'] / pairs:.0f} real / {tokens:.0f} computed tokens per "
+            f"pair, {gflop:.1f} GFLOP per pair; local 1 thread (marginal) "
+            f"{gflop * pairs_per_record / base / 1000 if base else float('nan'):.3f} TFLOP/s, "
+            f"{pairs_per_record / base if base else float('nan'):.3f} pairs/s"
         )
-        print(f"Ray start-up: ray.init {init_s:.1f} s; to the first ranked batch: {starts}")
-    if args.flops and base is not None:
-        shape = SHAPES.get(args.shape)
-        if shape is None:
-            print("--flops: the tiny shape is not a DeBERTa-v3 size; use --shape mid or large")
-        else:
-            pairs = int(base["pairs"])
-            tokens = base["computed_tokens"] / pairs
-            flops = pair_flops(round(tokens), shape) * pairs
-            print(
-                f"\nFLOPs: {pairs} pairs, {base['real_tokens'] / pairs:.0f} real / {tokens:.0f} "
-                f"computed tokens per pair, {pair_flops(round(tokens), shape) / 1e9:.1f} "
-                f"GFLOP per pair; local 1 thread {flops / base['steady'] / 1e9:.1f} GFLOP/s, "
-                f"{pairs / base['steady']:.3f} pairs/s"
-            )
 
 
 if __name__ == "__main__":
