@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,12 +38,15 @@ CLI = "import sys; from blender_core.cli import main; sys.argv[0] = 'blender'; m
 
 
 def _run(args: list[str], threads: str, fresh: Path | None = None) -> tuple[float, str, str]:
-    """One run in a fresh process: wall seconds, stdout, load average before -> after."""
+    """One run in a fresh process: wall seconds, stdout, load average before -> after and the
+    CPU seconds the run used (user + system: under load the wall time mostly measures how much
+    of the cores the other processes left; the CPU time is the work done, spinning included)."""
     env = {**os.environ, "LLM_BLENDER_KIT_TORCH_THREADS": threads, "HF_HUB_OFFLINE": "1"}
     env.pop("OMP_NUM_THREADS", None)  # it would switch the budget off
     if fresh is not None:
         fresh.unlink(missing_ok=True)  # blender rank resumes by default: start from nothing
     before = os.getloadavg()[0]
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", CLI, *args], capture_output=True, text=True, env=env, timeout=1800
@@ -50,7 +54,9 @@ def _run(args: list[str], threads: str, fresh: Path | None = None) -> tuple[floa
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"blender {' '.join(args[:2])} failed:\n{proc.stderr[-2000:]}")
-    return seconds, proc.stdout, f"{before:.1f} -> {os.getloadavg()[0]:.1f}"
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    return seconds, proc.stdout, f"{before:.1f} -> {os.getloadavg()[0]:.1f}; CPU {cpu:.1f} s"
 
 
 def _build_ranker(workdir: Path, data: Path) -> Path:
