@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     with make_ranker(args.ranker) as ranker:
-        reranker = PairRankerRerank(ranker=ranker, top_n=2)
+        reranker = PairRankerRerank(model=ranker, top_n=2)
         query = "How does PairRM rank answers?"
 
         for doc in reranker.compress_documents(DOCS, query):

@@ -1,7 +1,7 @@
 """Bridges between LangChain objects and the framework-free core.
 
-* :class:`RunnableGenerator` adapts a chat model, an LLM or any runnable that returns a message or a
-  string to the core ``Generator`` protocol, so a LangChain model can be the LLM fuser.
+* :class:`LangChainGenerator` adapts a chat model, an LLM or any runnable that returns a message
+  or a string to the core ``Generator`` protocol, so a LangChain model can be the LLM fuser.
 * Small helpers turn messages into the texts a ranker sees (answers, tool calls, the instruction).
 """
 
@@ -22,7 +22,7 @@ from blender_core.generators.base import BaseGenerator
 from blender_core.types import Prompt
 
 __all__ = [
-    "RunnableGenerator",
+    "LangChainGenerator",
     "ainvoke_in_context",
     "current_call_config",
     "has_tool_calls",
@@ -47,7 +47,7 @@ def current_call_config() -> RunnableConfig | None:
 
 @contextlib.contextmanager
 def use_call_config(config: RunnableConfig | None) -> Iterator[None]:
-    """Make ``config`` the config a :class:`RunnableGenerator` uses within the block.
+    """Make ``config`` the config a :class:`LangChainGenerator` uses within the block.
 
     The core pipeline calls the fuser without LangChain configs; this context variable is how a
     chat-model fuser's run still nests under the ensemble's run (it follows ``asyncio`` tasks and
@@ -151,7 +151,7 @@ def _prompt_to_lc(prompt: Prompt) -> Any:
     return converted
 
 
-class RunnableGenerator(BaseGenerator):
+class LangChainGenerator(BaseGenerator):
     """A LangChain chat model, LLM or runnable as a core ``Generator`` (for example, a fuser).
 
     The runnable gets the prompt (a string, or ``(role, content)`` pairs for a chat) and must
@@ -162,9 +162,9 @@ class RunnableGenerator(BaseGenerator):
         .. code-block:: python
 
             from blender_core import LLMFuser
-            from langchain_blender import RunnableGenerator
+            from langchain_blender import LangChainGenerator
 
-            fuser = LLMFuser(RunnableGenerator(chat_model, name="fuser"))
+            fuser = LLMFuser(LangChainGenerator(chat_model, name="fuser"))
     """
 
     def __init__(self, runnable: Runnable[Any, Any], *, name: str | None = None) -> None:

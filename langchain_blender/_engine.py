@@ -22,7 +22,7 @@ from blender_core.lazy import Lazy
 from blender_core.loading import load_fuser, load_ranker
 from blender_core.ranking import Ranker, Ranking
 from langchain_blender._adapters import (
-    RunnableGenerator,
+    LangChainGenerator,
     has_tool_calls,
     message_text,
     render_tool_calls,
@@ -110,7 +110,7 @@ class Engine:
     def _build(self) -> CoreBlender:
         fuser = self._fuser_spec
         if isinstance(fuser, Runnable):
-            fuser = RunnableGenerator(fuser, name="fuser")
+            fuser = LangChainGenerator(fuser, name="fuser")
         # Members are called here (for tracing), so the core pipeline only ranks and fuses.
         return CoreBlender(
             ranker=load_ranker(self._ranker_spec),

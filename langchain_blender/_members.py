@@ -10,9 +10,11 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+from langchain_core.language_models import BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableWithFallbacks
+from langchain_core.runnables.base import RunnableBindingBase
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 
 from blender_core.members import Outcome, arun_members, run_members
@@ -24,15 +26,30 @@ __all__ = [
     "Prepare",
     "ainvoke_members",
     "invoke_members",
+    "is_language_model",
+    "load_member",
     "member_usage",
     "name_members",
 ]
 
 
+def load_member(model: Any) -> Any:
+    """A member as given, or the chat model an ``init_chat_model`` string names
+    (``"openai:gpt-4o-mini"``; the ``langchain`` package is imported only then)."""
+    if not isinstance(model, str):
+        return model
+    from langchain.chat_models import init_chat_model
+
+    return init_chat_model(model)
+
+
 def name_members(models: Any) -> dict[str, Runnable[Any, Any]]:
-    """Members as a name -> runnable dict: mapping keys, or derived (unique) names for a list."""
+    """Members as a name -> runnable dict: mapping keys, or derived (unique) names for a list.
+
+    A member may be an ``init_chat_model`` string (``"provider:model"``).
+    """
     if isinstance(models, Mapping):
-        items = list(models.items())
+        items = [(name, load_member(model)) for name, model in models.items()]
     elif isinstance(models, str) or not isinstance(models, Sequence):
         raise TypeError(
             "models must be a list of chat models/runnables or a mapping name -> model, "
@@ -41,7 +58,8 @@ def name_members(models: Any) -> dict[str, Runnable[Any, Any]]:
     else:
         items = []
         seen: dict[str, int] = {}
-        for model in models:
+        for given in models:
+            model = load_member(given)
             base = runnable_name(model)
             seen[base] = seen.get(base, 0) + 1
             items.append((base if seen[base] == 1 else f"{base}#{seen[base]}", model))
@@ -60,6 +78,17 @@ def name_members(models: Any) -> dict[str, Runnable[Any, Any]]:
             raise ValueError(f"duplicate model name {name!r}")
         named[name] = model
     return named
+
+
+def is_language_model(member: Runnable[Any, Any]) -> bool:
+    """Whether ``member`` is a language model, also when wrapped by ``.bind()``,
+    ``.with_retry()``, ``.with_config()`` or ``.with_fallbacks()`` (every fallback a language
+    model too): such a member takes ``stop``/``temperature``/``max_tokens`` like a bare one."""
+    while isinstance(member, RunnableBindingBase):
+        member = member.bound
+    if isinstance(member, RunnableWithFallbacks):
+        return all(is_language_model(m) for m in (member.runnable, *member.fallbacks))
+    return isinstance(member, BaseLanguageModel)
 
 
 MemberOutcome = Outcome

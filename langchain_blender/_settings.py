@@ -9,6 +9,7 @@ from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
 from blender_core.lazy import Lazy
+from blender_core.loading import DEFAULT_RANKER
 from blender_core.ranking import Ranker
 from langchain_blender._engine import Engine
 
@@ -20,7 +21,6 @@ __all__ = [
     "member_identity",
 ]
 
-DEFAULT_RANKER = "llm-blender/PairRM"
 """The ranker used when none is given: the PairRM checkpoint (hub id), loaded on first call."""
 
 

@@ -15,7 +15,7 @@ from langchain_core.callbacks import (
     CallbackManager,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel, BaseLanguageModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
@@ -33,6 +33,7 @@ from langchain_blender._members import (
     MemberOutcome,
     ainvoke_members,
     invoke_members,
+    is_language_model,
     member_usage,
     name_members,
 )
@@ -67,8 +68,9 @@ class _StreamCall:
 def _member_kwargs(
     member: Runnable[Any, Any], stop: list[str] | None, extra: dict[str, Any]
 ) -> dict[str, Any]:
-    """Call kwargs for a member: stop and per-call params go to language models only."""
-    if not isinstance(member, BaseLanguageModel):
+    """Call kwargs for a member: stop and per-call params go to language models only (bare or
+    wrapped: ``.bind()``, ``.with_retry()``, ``.with_fallbacks()``)."""
+    if not is_language_model(member):
         return {}
     kwargs = dict(extra)
     if stop:
@@ -122,8 +124,9 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
     _members_field: ClassVar[str] = "models"
 
     models: dict[str, Runnable[Any, Any]]
-    """The members: chat models or runnables returning a message (a list, or a mapping name ->
-    model; list names come from each model's ``model_name``/``model`` or runnable name)."""
+    """The members: chat models, ``init_chat_model`` strings (``"openai:gpt-4o-mini"``) or
+    runnables returning a message (a list, or a mapping name -> model; list names come from each
+    model's ``model_name``/``model`` or runnable name)."""
     temperature: float | None = None
     """When set, passed to every member that is a language model as a per-call ``temperature``."""
     max_tokens: int | None = None

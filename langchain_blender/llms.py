@@ -10,7 +10,7 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseLanguageModel, BaseLLM
+from langchain_core.language_models import BaseLLM
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult, RunInfo
@@ -23,13 +23,14 @@ from langchain_blender._members import (
     MemberOutcome,
     ainvoke_members,
     invoke_members,
+    is_language_model,
     member_usage,
     name_members,
 )
 from langchain_blender._settings import EnsembleSettings
 from langchain_blender.chat_models import apply_stop, text_pieces
 
-__all__ = ["Blender", "BlenderLLM"]
+__all__ = ["Blender"]
 
 
 class Blender(EnsembleSettings, BaseLLM):
@@ -98,7 +99,7 @@ class Blender(EnsembleSettings, BaseLLM):
         def prepare(
             name: str, member: Runnable[Any, Any]
         ) -> tuple[Runnable[Any, Any], dict[str, Any]]:
-            if not isinstance(member, BaseLanguageModel):
+            if not is_language_model(member):  # bare or wrapped (.bind, .with_retry, ...)
                 return member, {}
             call = dict(kwargs)
             if stop:
@@ -310,7 +311,14 @@ class Blender(EnsembleSettings, BaseLLM):
             yield chunk
 
 
-BlenderLLM = Blender
+def __getattr__(name: str) -> Any:
+    if name == "BlenderLLM":
+        from langchain_blender import _deprecated
+
+        return _deprecated(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 """Alias of :class:`Blender` (the name the design notes use for the string-LLM ensemble)."""
 
 

@@ -22,7 +22,6 @@ from langchain.agents.middleware.types import (
     ModelResponse,
     ResponseT,
 )
-from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.runnables.config import ContextThreadPoolExecutor
@@ -98,13 +97,7 @@ class BestOfModelsMiddleware(AgentMiddleware[AgentState[ResponseT], ContextT, Re
         strategy: str | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(models, Mapping):
-            loaded: Any = {
-                name: init_chat_model(m) if isinstance(m, str) else m for name, m in models.items()
-            }
-        else:
-            loaded = [init_chat_model(m) if isinstance(m, str) else m for m in models]
-        self.models: dict[str, BaseChatModel] = name_members(loaded)  # type: ignore[assignment]
+        self.models: dict[str, BaseChatModel] = name_members(models)  # type: ignore[assignment]
         if include_agent_model and AGENT_MODEL in self.models:
             raise ValueError(f"{AGENT_MODEL!r} names the agent's own model: rename that model")
         self.include_agent_model = include_agent_model

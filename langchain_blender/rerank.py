@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from blender_core.loading import load_ranker
+from blender_core.lazy import Lazy
+from blender_core.loading import DEFAULT_RANKER, load_ranker
 from blender_core.ranking import Ranker, Ranking
-from langchain_blender._settings import DEFAULT_RANKER
 
 __all__ = ["PairRankerRerank"]
 
@@ -34,7 +34,7 @@ class PairRankerRerank(BaseDocumentCompressor):
             from langchain_blender import PairRankerRerank
 
             retriever = ContextualCompressionRetriever(
-                base_compressor=PairRankerRerank(ranker="llm-blender/PairRM", top_n=3),
+                base_compressor=PairRankerRerank(model="llm-blender/PairRM", top_n=3),
                 base_retriever=vector_store.as_retriever(search_kwargs={"k": 20}),
             )
             retriever.invoke("How does PairRM compare two answers?")
@@ -42,36 +42,55 @@ class PairRankerRerank(BaseDocumentCompressor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    ranker: Any = DEFAULT_RANKER
-    """A ``Ranker`` object or a spec for ``load_ranker`` (a PairRanker hub id or path,
-    ``"consensus"``, ``"random"``); a spec is loaded on first use."""
+    model: Any = DEFAULT_RANKER
+    """A loaded ``Ranker`` or a spec for ``load_ranker`` (a PairRanker hub id or path,
+    ``"consensus"``, ``"random"``); a spec is loaded on first use. (``ranker=`` is accepted for
+    one release, deprecated.)"""
     top_n: int | None = Field(default=3, ge=1)
     """How many documents to keep (``None``: all, reordered)."""
+    device: str | None = None
+    """Where a spec's model loads (``None``: CUDA when available, else CPU)."""
     strategy: str | None = None
     """PairRanker aggregation (``"max_logits"``, ``"max_wins"``, ``"bubble"``); ``None``: the
     ranker's default."""
 
-    _loaded: Ranker | None = PrivateAttr(default=None)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _loaded: Lazy[Ranker] = PrivateAttr()
 
-    @field_validator("ranker")
+    @model_validator(mode="before")
     @classmethod
-    def _check_ranker(cls, value: Any) -> Any:
-        if value is None or isinstance(value, str):
-            return value
-        if all(callable(getattr(value, name, None)) for name in ("rank", "arank")):
+    def _deprecated_ranker(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "ranker" in data:
+            warnings.warn(
+                "PairRankerRerank(ranker=...) is deprecated: pass model=... (a spec or a loaded "
+                "Ranker), as llamaindex_blender.PairRankerRerank takes",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            data = dict(data)
+            data.setdefault("model", data.pop("ranker"))
+        return data
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str | Ranker):
             return value
         raise TypeError(
-            "ranker must be a Ranker (with rank/arank), a PairRanker hub id or path, "
+            "model must be a Ranker (with rank/rank_batch/arank), a PairRanker hub id or path, "
             f"'consensus', 'random' or None, got {type(value).__name__}"
         )
 
+    def model_post_init(self, context: Any, /) -> None:
+        super().model_post_init(context)
+        self._loaded = Lazy(lambda: load_ranker(self.model, device=self.device))
+
+    @property
+    def ranker(self) -> Any:
+        """Deprecated name of :attr:`model`."""
+        return self.model
+
     def _get_ranker(self) -> Ranker:
-        if self._loaded is None:
-            with self._lock:
-                if self._loaded is None:
-                    self._loaded = load_ranker(self.ranker)
-        return self._loaded
+        return self._loaded.get()
 
     def _rank(self, query: str, texts: list[str]) -> Ranking:
         if len(texts) == 1:
@@ -84,9 +103,9 @@ class PairRankerRerank(BaseDocumentCompressor):
     async def _arank(self, query: str, texts: list[str]) -> Ranking:
         if len(texts) == 1:
             return Ranking.from_scores([0.0])
-        if self._loaded is None or self.strategy is not None:
+        if not self._loaded.loaded or self.strategy is not None:
             return await asyncio.to_thread(self._rank, query, texts)
-        return await self._loaded.arank(query, texts)
+        return await self._loaded.get().arank(query, texts)
 
     @staticmethod
     def _texts(documents: Sequence[str | Document | dict[str, Any]]) -> list[str]:

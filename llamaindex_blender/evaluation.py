@@ -11,7 +11,7 @@ from llama_index.core.evaluation import BaseEvaluator, EvaluationResult
 from llama_index.core.evaluation.pairwise import EvaluationSource
 from llama_index.core.prompts.mixin import PromptDictType
 
-from llamaindex_blender.rerank import DEFAULT_PAIRRM_MODEL
+from blender_core.loading import DEFAULT_RANKER
 
 __all__ = ["PairRankerEvaluator"]
 
@@ -51,7 +51,7 @@ class PairRankerEvaluator(BaseEvaluator):
 
     def __init__(
         self,
-        model: str = DEFAULT_PAIRRM_MODEL,
+        model: str = DEFAULT_RANKER,
         *,
         ranker: Any = None,
         device: str | None = None,

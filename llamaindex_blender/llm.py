@@ -24,10 +24,10 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 
+from blender_core.loading import DEFAULT_RANKER
 from llamaindex_blender._adapters import instruction_from_messages, member_names
 from llamaindex_blender._engine import BlendEngine, blend_info
 from llamaindex_blender._members import MemberResults, acall_members, call_members
-from llamaindex_blender.rerank import DEFAULT_PAIRRM_MODEL
 
 if TYPE_CHECKING:
     from llama_index.core.tools import BaseTool
@@ -91,9 +91,7 @@ class BlenderLLM(FunctionCallingLLM):
 
     llms: list[LLM] = Field(description="The member LLMs.")
     member_names: list[str] = Field(description="One unique name per member.")
-    ranker: Any = Field(
-        default=DEFAULT_PAIRRM_MODEL, exclude=True, description="Ranker or its spec."
-    )
+    ranker: Any = Field(default=DEFAULT_RANKER, exclude=True, description="Ranker or its spec.")
     fuser: Any = Field(default=None, exclude=True, description="Fuser or its spec.")
     top_k: int = Field(default=3, ge=1, description="How many best answers to fuse.")
     timeout: float | None = Field(default=60.0, description="Seconds per member (None: none).")

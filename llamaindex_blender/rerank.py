@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,11 +14,14 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
+from blender_core.lazy import Lazy
+from blender_core.loading import DEFAULT_RANKER
 from blender_core.ranking import Ranker, Ranking
 
 __all__ = ["DEFAULT_PAIRRM_MODEL", "PairRankerRerank"]
 
-DEFAULT_PAIRRM_MODEL = "llm-blender/PairRM"
+DEFAULT_PAIRRM_MODEL = DEFAULT_RANKER
+"""Deprecated name of :data:`blender_core.loading.DEFAULT_RANKER`."""
 
 dispatcher = get_dispatcher(__name__)
 
@@ -37,13 +40,15 @@ class PairRankerRerank(BaseNodePostprocessor):
     sync or async queries share one load. The async path loads and ranks in a worker thread and
     never blocks the event loop.
 
+    The same names and defaults as ``langchain_blender.PairRankerRerank``: ``model``,
+    ``top_n`` (3), ``device``, ``strategy``.
+
     Args:
-        model: A hub id or local path of a PairRM checkpoint (``PairRanker.from_pretrained``), or
-            ``"consensus"`` / ``"random"`` for the other core rankers. Ignored when ``ranker``
-            is given.
-        ranker: A ready core ranker object (anything with ``rank``/``arank``); it is used as is.
-        top_n: How many nodes to return; ``None`` returns all of them (as does a number larger
-            than the node count). Must be at least 1.
+        model: A hub id or local path of a PairRM checkpoint (``PairRanker.from_pretrained``),
+            ``"consensus"`` / ``"random"`` for the other core rankers, or a loaded core
+            ``Ranker`` (used as is). ``ranker=`` is accepted for one release (deprecated).
+        top_n: How many nodes to return (default 3); ``None`` returns all of them (as does a
+            number larger than the node count). Must be at least 1.
         strategy: PairRM's aggregation (``"max_logits"``, ``"max_wins"`` or ``"bubble"``);
             ``None`` uses the ranker's default. Only passed to rankers when set.
         batch_tokens: Token budget per forward batch of the PairRanker (``None``: its default).
@@ -64,12 +69,12 @@ class PairRankerRerank(BaseNodePostprocessor):
             engine.query("What did the author do growing up?")
     """
 
-    model: str = Field(
-        default=DEFAULT_PAIRRM_MODEL,
-        description="PairRM hub id or local path (or 'consensus' / 'random').",
+    model: Any = Field(
+        default=DEFAULT_RANKER,
+        description="PairRM hub id or local path ('consensus' / 'random'), or a loaded Ranker.",
     )
     top_n: int | None = Field(
-        default=None, description="Number of nodes to return, best first (None: all)."
+        default=3, description="Number of nodes to return, best first (None: all)."
     )
     strategy: str | None = Field(
         default=None, description="PairRM aggregation strategy (None: the ranker's default)."
@@ -82,18 +87,30 @@ class PairRankerRerank(BaseNodePostprocessor):
         default=False, description="Keep the retrieval score in metadata['retrieval_score']."
     )
 
-    _ranker: Any = PrivateAttr(default=None)
-    _ranker_given: bool = PrivateAttr(default=False)
-    _load_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _ranker: Lazy[Ranker] = PrivateAttr()
 
     def __init__(self, *, ranker: Ranker | None = None, **kwargs: Any) -> None:
-        if ranker is not None and not callable(getattr(ranker, "rank", None)):
+        if ranker is not None:
+            warnings.warn(
+                "PairRankerRerank(ranker=...) is deprecated: pass model=... (a spec or a loaded "
+                "Ranker), as langchain_blender.PairRankerRerank takes",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            kwargs.setdefault("model", ranker)
+        model = kwargs.get("model", DEFAULT_RANKER)
+        if not isinstance(model, str | Ranker):
             raise TypeError(
-                f"ranker must be a core Ranker (with rank/arank), got {type(ranker).__name__}"
+                "model must be a hub id or path, 'consensus'/'random', or a core Ranker (with "
+                f"rank/rank_batch/arank), got {type(model).__name__}"
             )
         super().__init__(**kwargs)
-        self._ranker = ranker
-        self._ranker_given = ranker is not None
+        if isinstance(self.model, str):
+            spec = self.model
+            self._ranker = Lazy(lambda: _load_ranker(spec, self.device, self.batch_tokens))
+        else:
+            self._ranker = Lazy(lambda: self.model)
+            self._ranker.set(self.model)
 
     @field_validator("top_n")
     @classmethod
@@ -116,30 +133,22 @@ class PairRankerRerank(BaseNodePostprocessor):
     @property
     def model_name(self) -> str:
         """The name reported in events: the model id, or the given ranker's name/class."""
-        if self._ranker_given:
-            return str(getattr(self._ranker, "name", None) or type(self._ranker).__name__)
+        if not isinstance(self.model, str):
+            return str(getattr(self.model, "name", None) or type(self.model).__name__)
         return self.model
 
     @property
     def is_loaded(self) -> bool:
         """Whether the ranker is loaded (or was given)."""
-        return self._ranker is not None
+        return self._ranker.loaded
 
     def load(self) -> Ranker:
         """Load the ranker now (thread-safe, once) and return it."""
-        ranker = self._ranker
-        if ranker is not None:
-            return ranker
-        with self._load_lock:
-            if self._ranker is None:
-                self._ranker = _load_ranker(self.model, self.device, self.batch_tokens)
-            return self._ranker
+        return self._ranker.get()
 
     async def aload(self) -> Ranker:
         """Async :meth:`load`: the load runs in a worker thread, under the same lock."""
-        if self._ranker is not None:
-            return self._ranker
-        return await asyncio.to_thread(self.load)
+        return await self._ranker.aget()
 
     # ------------------------------------------------------------------ helpers
 

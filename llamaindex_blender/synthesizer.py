@@ -21,10 +21,10 @@ from llama_index.core.response_synthesizers.base import QueryTextType
 from llama_index.core.schema import NodeWithScore
 from llama_index.core.types import RESPONSE_TEXT_TYPE
 
+from blender_core.loading import DEFAULT_RANKER
 from llamaindex_blender._adapters import member_names
 from llamaindex_blender._engine import BlendEngine, blend_info
 from llamaindex_blender._members import acall_members, call_members
-from llamaindex_blender.rerank import DEFAULT_PAIRRM_MODEL
 
 if TYPE_CHECKING:
     from blender_core.blend import BlendResult
@@ -90,7 +90,7 @@ class FusionSynthesizer(BaseSynthesizer):
         self,
         llms: Sequence[LLM] | Mapping[str, LLM] | None = None,
         *,
-        ranker: Any = DEFAULT_PAIRRM_MODEL,
+        ranker: Any = DEFAULT_RANKER,
         fuser: Any = None,
         top_k: int = 3,
         timeout: float | None = 60.0,

@@ -12,7 +12,10 @@ from blender_core.fusion.base import Fuser
 from blender_core.generators.base import Generator
 from blender_core.ranking import Ranker
 
-__all__ = ["load_fuser", "load_ranker"]
+__all__ = ["DEFAULT_RANKER", "load_fuser", "load_ranker"]
+
+DEFAULT_RANKER = "llm-blender/PairRM"
+"""The ranker the framework adapters use when none is named (the published PairRM)."""
 
 
 def _is_fuser(obj: Any) -> bool:

@@ -113,7 +113,7 @@ DOCS = [
 
 async def test_rerank_documents_on_copies() -> None:
     before = copy.deepcopy(DOCS)
-    reranker = PairRankerRerank(ranker=LengthRanker(), top_n=2)
+    reranker = PairRankerRerank(model=LengthRanker(), top_n=2)
     out = reranker.compress_documents(DOCS, "query")
     assert [d.id for d in out] == ["d2", "d3"]
     assert [d.metadata["relevance_score"] for d in out] == [27.0, 19.0]
@@ -124,7 +124,7 @@ async def test_rerank_documents_on_copies() -> None:
 
 
 def test_rerank_helper() -> None:
-    reranker = PairRankerRerank(ranker=LengthRanker(), top_n=1)
+    reranker = PairRankerRerank(model=LengthRanker(), top_n=1)
     assert reranker.rerank(["aa", "a", "aaa"], "q") == [{"index": 2, "relevance_score": 3.0}]
     assert [r["index"] for r in reranker.rerank(["aa", "a", "aaa"], "q", top_n=None)] == [2, 0, 1]
     assert reranker.rerank([{"text": "x"}, {"page_content": "xyz"}], "q")[0]["index"] == 1
@@ -142,7 +142,7 @@ class _ListRetriever(BaseRetriever):
 async def test_rerank_in_contextual_compression_retriever() -> None:
     retrievers = pytest.importorskip("langchain_classic.retrievers")
     retriever = retrievers.ContextualCompressionRetriever(
-        base_compressor=PairRankerRerank(ranker=LengthRanker(), top_n=2),
+        base_compressor=PairRankerRerank(model=LengthRanker(), top_n=2),
         base_retriever=_ListRetriever(docs=DOCS),
     )
     assert [d.id for d in retriever.invoke("query")] == ["d2", "d3"]
@@ -151,7 +151,7 @@ async def test_rerank_in_contextual_compression_retriever() -> None:
 
 @pytest.mark.slow
 def test_rerank_with_tiny_pairrm(tiny_pairrm_dir: Any) -> None:
-    reranker = PairRankerRerank(ranker=str(tiny_pairrm_dir), top_n=3)
+    reranker = PairRankerRerank(model=str(tiny_pairrm_dir), top_n=3)
     out = reranker.compress_documents(DOCS, "Which document is longest?")
     assert sorted(d.id for d in out) == ["d1", "d2", "d3"]
     scores = [d.metadata["relevance_score"] for d in out]

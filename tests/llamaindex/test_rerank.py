@@ -110,7 +110,7 @@ def test_events_on_root_dispatcher(tiny_pairrm_dir: Path, events: list[Any]) -> 
 
 async def test_async_events_report_all_nodes_when_top_n_is_none(events: list[Any]) -> None:
     ranker = LengthRanker()
-    reranker = PairRankerRerank(ranker=ranker)
+    reranker = PairRankerRerank(model=ranker)
     await reranker.apostprocess_nodes(make_nodes(["a", "bb", "ccc"]), query_str="q")
     (start,) = [e for e in events if isinstance(e, ReRankStartEvent)]
     assert start.top_n == 3 and start.model_name == "LengthRanker"
@@ -119,7 +119,7 @@ async def test_async_events_report_all_nodes_when_top_n_is_none(events: list[Any
 
 def test_legacy_reranking_callback() -> None:
     debug = LlamaDebugHandler()
-    reranker = PairRankerRerank(ranker=LengthRanker(), callback_manager=CallbackManager([debug]))
+    reranker = PairRankerRerank(model=LengthRanker(), callback_manager=CallbackManager([debug]))
     reranker.postprocess_nodes(make_nodes(["a", "bb"]), query_str="q")
     pairs = debug.get_event_pairs(CBEventType.RERANKING)
     assert len(pairs) == 1
@@ -132,7 +132,7 @@ def test_scores_on_new_nodes_sorted_and_inputs_untouched() -> None:
     nodes = make_nodes(["short", "the longest text", "medium one"])
     nodes[2].score = None  # retrievers may give no score
     before = [(n.node.node_id, n.score, dict(n.node.metadata)) for n in nodes]
-    reranker = PairRankerRerank(ranker=LengthRanker(), keep_retrieval_score=True)
+    reranker = PairRankerRerank(model=LengthRanker(), keep_retrieval_score=True)
     out = reranker.postprocess_nodes(nodes, query_bundle=QueryBundle("q"))
     assert [n.node.text for n in out] == ["the longest text", "medium one", "short"]
     assert [n.score for n in out] == [16.0, 10.0, 5.0]
@@ -152,15 +152,13 @@ def test_metadata_mode_embed_is_what_the_ranker_sees() -> None:
     node = TextNode(
         text="body", metadata={"title": "T", "secret": "S"}, excluded_embed_metadata_keys=["secret"]
     )
-    PairRankerRerank(ranker=Recording()).postprocess_nodes(
-        [NodeWithScore(node=node)], query_str="q"
-    )
+    PairRankerRerank(model=Recording()).postprocess_nodes([NodeWithScore(node=node)], query_str="q")
     assert "title: T" in seen[0][0] and "body" in seen[0][0] and "secret" not in seen[0][0]
 
 
 @pytest.mark.parametrize("top_n, expected", [(None, 4), (2, 2), (4, 4), (10, 4)])
 def test_top_n(top_n: int | None, expected: int) -> None:
-    reranker = PairRankerRerank(ranker=LengthRanker(), top_n=top_n)
+    reranker = PairRankerRerank(model=LengthRanker(), top_n=top_n)
     out = reranker.postprocess_nodes(make_nodes(["a", "bbb", "cc", "dddd"]), query_str="q")
     assert len(out) == expected
     assert out[0].node.text == "dddd"
@@ -180,7 +178,7 @@ def test_empty_nodes_return_empty_without_loading(count_loads: list[str]) -> Non
 
 
 def test_missing_query_is_a_clear_error() -> None:
-    reranker = PairRankerRerank(ranker=LengthRanker())
+    reranker = PairRankerRerank(model=LengthRanker())
     with pytest.raises(ValueError, match="needs the query"):
         reranker.postprocess_nodes(make_nodes(["a"]))
     with pytest.raises(ValueError, match="needs the query"):
@@ -189,7 +187,7 @@ def test_missing_query_is_a_clear_error() -> None:
 
 def test_bad_ranker_and_batch_tokens_rejected() -> None:
     with pytest.raises(TypeError, match="core Ranker"):
-        PairRankerRerank(ranker=object())  # type: ignore[arg-type]
+        PairRankerRerank(model=object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_tokens"):
         PairRankerRerank(batch_tokens=0)
 
@@ -208,7 +206,7 @@ async def test_async_ranking_does_not_block_the_event_loop() -> None:
             await asyncio.sleep(0.01)
             ticks += 1
 
-    reranker = PairRankerRerank(ranker=Slow())
+    reranker = PairRankerRerank(model=Slow())
     await asyncio.gather(
         reranker.apostprocess_nodes(make_nodes(["a", "bb"]), query_str="q"), ticker()
     )
@@ -223,7 +221,7 @@ def test_strategy_is_passed_to_the_ranker() -> None:
             got.append(strategy)
             return super().rank(instruction, candidates)
 
-    PairRankerRerank(ranker=WithStrategy(), strategy="max_wins").postprocess_nodes(
+    PairRankerRerank(model=WithStrategy(), strategy="max_wins").postprocess_nodes(
         make_nodes(["a"]), query_str="q"
     )
     assert got == ["max_wins"]
@@ -248,7 +246,7 @@ def test_object_index_tool_retrieval_is_reranked(embed_model: Any) -> None:
     tools = [FunctionTool.from_defaults(fn) for fn in (add, translate, weather)]
     obj_index = ObjectIndex.from_objects(tools, index_cls=VectorStoreIndex, embed_model=embed_model)
     retriever = obj_index.as_retriever(
-        similarity_top_k=3, node_postprocessors=[PairRankerRerank(ranker=LengthRanker(), top_n=2)]
+        similarity_top_k=3, node_postprocessors=[PairRankerRerank(model=LengthRanker(), top_n=2)]
     )
     chosen = retriever.retrieve("weather in Paris?")
     assert len(chosen) == 2

@@ -140,9 +140,19 @@ def test_consensus_instruction_weight(consensus_ranker: Any) -> None:
     instruction = "How tall is the Eiffel Tower in Paris?"
     assert consensus_ranker.rank(instruction, candidates).order[-1] == 2
     relevant = ConsensusRanker(instruction_weight=0.9)
-    relevant._model, relevant._tokenizer = consensus_ranker._model, consensus_ranker._tokenizer
-    relevant._torch_device, relevant.max_length = consensus_ranker._torch_device, 256
+    relevant._encoder, relevant.max_length = consensus_ranker._encoder, 256  # share the load
     assert relevant.rank(instruction, candidates).best == 2
+
+
+def test_consensus_precuts_long_texts_to_the_same_embedding(consensus_ranker: Any) -> None:
+    import torch
+
+    consensus_ranker.load()
+    assert consensus_ranker.max_length is not None
+    short = "word " * (consensus_ranker.max_length + 50)
+    huge = "word " * 400_000  # 2 MB: pre-cut to a character bound before the tokenizer
+    a, b = consensus_ranker.embed([short, huge])
+    assert torch.allclose(a, b, atol=1e-5)
 
 
 async def test_consensus_arguments_and_missing_model(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,7 +188,7 @@ def test_consensus_loads_once_under_concurrency() -> None:
     def work() -> None:
         try:
             ranker.rank("q", ["a b", "a c"])
-            loaded.append(ranker._model)
+            loaded.append(ranker._encoder.get())
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blender_core._optional import require
+from blender_core.encoding import chars_per_token_bound, precut
+from blender_core.lazy import Lazy
 from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
 
 if TYPE_CHECKING:
@@ -51,9 +53,12 @@ def default_encoder_path() -> Path:
 class ConsensusRanker(BaseRanker):
     """Scores each candidate by its mean cosine similarity to the other candidates.
 
-    Sentence embeddings are the mean of the encoder's last hidden states over the real tokens,
-    L2-normalised (as sentence-transformers' ``all-MiniLM-L6-v2`` computes them). The encoder is
-    loaded on first use, once, under a lock, so one ranker can serve many threads.
+    Sentence embeddings are sentence-transformers' ``encode(normalize_embeddings=True)`` (for
+    ``all-MiniLM-L6-v2``: the mean of the last hidden states over the real tokens, L2-normalised).
+    Each text is cut to a character bound before tokenisation
+    (:func:`~blender_core.encoding.precut`: the first ``max_length`` tokens are kept exactly), so
+    memory and time stay bounded whatever a candidate's length. The encoder is loaded on first
+    use, once, under a lock, so one ranker can serve many threads.
 
     Scores: ``score_i = (1 - w) * mean_{j != i} cos(e_i, e_j) + w * cos(e_i, e_instruction)``
     with ``w = instruction_weight`` (0 by default: pure agreement). Identical candidates count as
@@ -110,69 +115,51 @@ class ConsensusRanker(BaseRanker):
         self.batch_size = batch_size
         self.max_length = max_length
         self.instruction_weight = float(instruction_weight)
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._torch_device: torch.device | None = None
+        self._encoder: Lazy[Any] = Lazy(self._load_encoder)
+        self._chars_per_token = 128
 
     # -- loading ----------------------------------------------------------------------------
 
     def load(self) -> ConsensusRanker:
         """Load the encoder now (otherwise it loads on the first ranking); returns ``self``."""
-        if self._model is not None:
-            return self
-        with self._lock:
-            if self._model is not None:
-                return self
-            from transformers import AutoModel, AutoTokenizer
-
-            from blender_core.devices import resolve_device, resolve_dtype
-
-            path = self.model_name_or_path or str(default_encoder_path())
-            device = resolve_device(self.device)
-            dtype = resolve_dtype(self.dtype, device)
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-            model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=False)
-            model.to(device)
-            model.eval()
-            if self.max_length is None:
-                self.max_length = _read_max_length(path, tokenizer)
-            self._tokenizer = tokenizer
-            self._torch_device = device
-            self._model = model  # set last: other threads check it without the lock
+        self._encoder.get()
         return self
+
+    def _load_encoder(self) -> Any:
+        st = require("sentence_transformers", "embedded")
+        from blender_core.devices import resolve_device, resolve_dtype
+
+        path = self.model_name_or_path or str(default_encoder_path())
+        device = resolve_device(self.device)
+        dtype = resolve_dtype(self.dtype, device)
+        model = st.SentenceTransformer(path, device=str(device), trust_remote_code=False)
+        model.to(dtype=dtype)
+        model.eval()
+        if self.max_length is None:
+            self.max_length = _read_max_length(path, model.tokenizer)
+        model.max_seq_length = self.max_length
+        self._chars_per_token = chars_per_token_bound(model.tokenizer)
+        return model
 
     # -- embeddings -------------------------------------------------------------------------
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """L2-normalised mean-pooled embeddings of ``texts``, shape ``(len(texts), hidden)``."""
+        """L2-normalised sentence embeddings of ``texts``, shape ``(len(texts), hidden)``."""
         import torch
 
-        self.load()
-        assert self._torch_device is not None and self.max_length is not None
-        # Sort by length so each batch pads little; restore the order at the end.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        chunks: list[torch.Tensor] = []
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                batch = [texts[i] for i in order[start : start + self.batch_size]]
-                encoded = self._tokenizer(
-                    batch,
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self._torch_device)
-                hidden = self._model(**encoded).last_hidden_state.float()
-                mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                chunks.append(torch.nn.functional.normalize(pooled, p=2, dim=1).cpu())
-        if not chunks:
+        model = self._encoder.get()
+        if not texts:
             return torch.zeros(0, 0)
-        sorted_embeddings = torch.cat(chunks)
-        embeddings = torch.empty_like(sorted_embeddings)
-        embeddings[torch.tensor(order)] = sorted_embeddings
-        return embeddings
+        assert self.max_length is not None
+        cut = [precut(t, self.max_length, self._chars_per_token) for t in texts]
+        embeddings = model.encode(
+            cut,
+            batch_size=self.batch_size,
+            convert_to_tensor=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return embeddings.float().cpu()
 
     # -- ranking ----------------------------------------------------------------------------
 
