@@ -27,8 +27,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BF16_CPU_FLAGS",
+    "CPU_MAX_BLOCK_BYTES",
+    "BatchBudget",
     "CpuBf16Support",
     "Precision",
+    "choose_batch_tokens",
     "choose_precision",
     "cpu_bf16_support",
     "resolve_device",
@@ -37,6 +40,15 @@ __all__ = [
 
 #: ``/proc/cpuinfo`` flags that mean native bf16 matrix arithmetic (oneDNN uses them for matmuls).
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+#: Largest activation block of one forward pass on CPU (bytes): the batch budget keeps the
+#: feed-forward intermediate ``(tokens, intermediate_size)``, the largest tensor of a layer, under
+#: glibc's largest dynamic mmap threshold (32 MiB), so that it is reused from the heap instead of
+#: being mapped and unmapped (page faults) in every layer of every forward.
+CPU_MAX_BLOCK_BYTES = 30 * 2**20
+
+#: Fraction of the free accelerator memory a forward pass may use for its activations.
+CUDA_MEMORY_FRACTION = 0.4
 
 _DTYPES = {
     "float32": "float32",
@@ -180,3 +192,61 @@ def choose_precision(dtype: Any, device: torch.device) -> Precision:
             return Precision(torch.bfloat16, "auto: CUDA device supports bf16", auto=True)
         return Precision(torch.float16, "auto: CUDA device without bf16", auto=True)
     return Precision(torch.float16, f"auto: {device.type} accelerator", auto=True)
+
+
+@dataclass(frozen=True)
+class BatchBudget:
+    """Padded tokens per forward pass for a device, and why.
+
+    Attributes:
+        tokens: The budget.
+        reason: How it was chosen (forced, or from what).
+    """
+
+    tokens: int
+    reason: str
+
+
+def _round_down(value: float, step: int, low: int, high: int) -> int:
+    return max(low, min(high, int(value) // step * step))
+
+
+def choose_batch_tokens(
+    batch_tokens: int | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    hidden_size: int,
+    intermediate_size: int,
+    num_heads: int,
+    max_pair_length: int,
+) -> BatchBudget:
+    """The batch budget: ``batch_tokens`` if given, else tuned for the device.
+
+    - CPU: the most tokens whose feed-forward intermediate stays within
+      :data:`CPU_MAX_BLOCK_BYTES` (1024..16384, multiple of 512): larger batches do not compute
+      faster on a CPU (the matmuls of one 256-token pair already fill its vector units) but their
+      blocks above glibc's mmap threshold cost page faults in every layer.
+    - CUDA: :data:`CUDA_MEMORY_FRACTION` of the free memory over an estimate of the bytes one token
+      needs in a layer (hidden states, feed-forward, its row of the attention bias),
+      4096..131072, multiple of 1024.
+    - Other accelerators: 8192.
+    """
+    import torch
+
+    if batch_tokens is not None:
+        if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be a positive int, got {batch_tokens!r}")
+        return BatchBudget(batch_tokens, "forced")
+    size = torch.empty((), dtype=dtype).element_size()
+    if device.type == "cpu":
+        tokens = _round_down(CPU_MAX_BLOCK_BYTES / (intermediate_size * size), 512, 1024, 16384)
+        return BatchBudget(
+            tokens, f"cpu: FFN block of {intermediate_size} x {size} B under 30 MiB per forward"
+        )
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        per_token = size * (6 * hidden_size + 2 * intermediate_size + num_heads * max_pair_length)
+        tokens = _round_down(CUDA_MEMORY_FRACTION * free / per_token, 1024, 4096, 131072)
+        return BatchBudget(tokens, f"cuda: {CUDA_MEMORY_FRACTION:.0%} of {free >> 20} MiB free")
+    return BatchBudget(8192, f"{device.type}: fixed")

@@ -33,7 +33,6 @@ from blender_core.aggregation import (
     max_wins_scores,
     one_way_pairs,
 )
-from blender_core.batching import DEFAULT_BATCH_TOKENS
 from blender_core.pair_cache import PairLogitCache
 from blender_core.pair_scheduler import DEFAULT_WINDOW_S, PairScheduler, RoundReport
 from blender_core.ranking import BaseRanker, Ranking, check_pairwise_size, validate_rank_inputs
@@ -145,7 +144,10 @@ class PairRanker(BaseRanker):
             AVX512-BF16, else fp32; bf16 on CUDA where supported, else fp16; see
             :func:`~blender_core.devices.choose_precision`). ``"float32"``, ``"bfloat16"``,
             ``"float16"`` or a ``torch.dtype`` force one.
-        batch_tokens: Padded tokens per forward pass (memory bound and speed knob).
+        batch_tokens: Padded tokens per forward pass (memory bound and speed knob); ``None``:
+            tuned for the device (:func:`~blender_core.devices.choose_batch_tokens`: on CPU
+            the most that keeps each layer's largest block under glibc's mmap threshold, on
+            CUDA a share of the free memory).
         source_maxlength: Override the checkpoint's source budget (tokens).
         candidate_maxlength: Override the checkpoint's candidate budget (tokens).
         fast_attention: Run DeBERTa-v2/v3 backbones through
@@ -175,7 +177,7 @@ class PairRanker(BaseRanker):
         *,
         device: Any = None,
         dtype: Any = None,
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        batch_tokens: int | None = None,
         source_maxlength: int | None = None,
         candidate_maxlength: int | None = None,
         fast_attention: bool = True,
@@ -183,10 +185,12 @@ class PairRanker(BaseRanker):
         coalesce_window_ms: float = DEFAULT_WINDOW_S * 1000,
         coalesce_max_tokens: int | None = None,
     ) -> None:
-        from blender_core.devices import choose_precision, resolve_device
+        from blender_core.devices import choose_batch_tokens, choose_precision, resolve_device
         from blender_core.encoding import PairEncoder
 
-        if not isinstance(batch_tokens, int) or batch_tokens < 1:
+        if batch_tokens is not None and (
+            isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1
+        ):
             raise ValueError(f"batch_tokens must be a positive int, got {batch_tokens!r}")
         if not isinstance(coalesce_window_ms, int | float) or coalesce_window_ms < 0:
             raise ValueError(f"coalesce_window_ms must be >= 0, got {coalesce_window_ms!r}")
@@ -206,12 +210,22 @@ class PairRanker(BaseRanker):
             enable_fast_attention(self.model)
         self.tokenizer = tokenizer
         self.encoder: PairEncoder = PairEncoder(tokenizer, config)
+        backbone = config.backbone
+        self.budget = choose_batch_tokens(
+            batch_tokens,
+            self.device,
+            self.dtype,
+            hidden_size=config.hidden_size,
+            intermediate_size=int(getattr(backbone, "intermediate_size", 4 * config.hidden_size)),
+            num_heads=int(getattr(backbone, "num_attention_heads", 1)),
+            max_pair_length=config.max_pair_length,
+        )
         self._stats_lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._scheduler = PairScheduler(
             self._run_batch,
-            batch_tokens=batch_tokens,
+            batch_tokens=self.budget.tokens,
             window_s=coalesce_window_ms / 1000,
             max_round_tokens=coalesce_max_tokens,
             on_round=self._record_round,
@@ -233,7 +247,7 @@ class PairRanker(BaseRanker):
         *,
         device: Any = None,
         dtype: Any = None,
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        batch_tokens: int | None = None,
         source_maxlength: int | None = None,
         candidate_maxlength: int | None = None,
         fast_attention: bool = True,
@@ -825,5 +839,5 @@ class PairRanker(BaseRanker):
             f"hidden={config.hidden_size}, lengths={config.source_maxlength}/"
             f"{config.candidate_maxlength}, device={str(self.device)!r}, "
             f"dtype={self.precision.name} ({self.precision.reason}), "
-            f"batch_tokens={self.batch_tokens})"
+            f"batch_tokens={self.batch_tokens} ({self.budget.reason}))"
         )

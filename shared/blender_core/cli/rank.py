@@ -102,7 +102,8 @@ def rank_command(
         typer.Option("--resume/--no-resume", help="Skip the records already in --out (by id)."),
     ] = True,
     batch_tokens: Annotated[
-        int | None, typer.Option(help="Padded tokens per forward pass (default 8192).")
+        int | None,
+        typer.Option(help="Padded tokens per forward pass (default: tuned for the device)."),
     ] = None,
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: best).")
@@ -265,7 +266,6 @@ def _run_local(
     progress: bool,
     ranker_options: dict[str, Any],
 ) -> None:
-    from blender_core.batching import DEFAULT_BATCH_TOKENS
     from blender_core.pair_ranker import PairRanker
     from blender_core.preferences import preference_pairs, prompt_text
     from blender_core.rank_output import ranking_row
@@ -289,7 +289,7 @@ def _run_local(
         model,
         device=ranker_options["device"],
         dtype=ranker_options["dtype"],
-        batch_tokens=ranker_options["batch_tokens"] or DEFAULT_BATCH_TOKENS,
+        batch_tokens=ranker_options["batch_tokens"] or None,  # None: tuned for the device
     )
     top_k = ranker_options["top_k"]
     label = _run_label(strategy, ranker_options["pairs"], top_k)
