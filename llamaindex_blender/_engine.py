@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from llama_index.core.llms import LLM
 
 from blender_core.generators.base import Generator
+from blender_core.lazy import Lazy
 from llamaindex_blender._adapters import LlamaIndexGenerator, to_core_fuser
 
 if TYPE_CHECKING:
@@ -45,53 +45,42 @@ class BlendEngine:
         self._top_k = top_k
         self._strategy = strategy
         self._device = device
-        self._lock = threading.Lock()
-        self._ranker: Ranker | None = None
-        self._blender: Blender | None = None
-        self._selector: Blender | None = None
+        self._ranker: Lazy[Ranker] = Lazy(self._load_ranker)
+        self._blender: Lazy[Blender] = Lazy(lambda: self._build(select_only=False))
+        self._selector: Lazy[Blender] = Lazy(lambda: self._build(select_only=True))
 
     @property
     def loaded(self) -> bool:
         """Whether the ranker is loaded."""
-        return self._ranker is not None
+        return self._ranker.loaded
+
+    def _load_ranker(self) -> Ranker:
+        from blender_core.loading import load_ranker
+
+        return load_ranker(self._ranker_spec, device=self._device)
 
     def _build(self, select_only: bool) -> Blender:
-        with self._lock:
-            built = self._selector if select_only else self._blender
-            if built is not None:
-                return built
-            from blender_core.blend import Blender
-            from blender_core.loading import load_fuser, load_ranker
+        from blender_core.blend import Blender
+        from blender_core.loading import load_fuser
 
-            if self._ranker is None:
-                self._ranker = load_ranker(self._ranker_spec, device=self._device)
-            generators: dict[str, Generator] = {
-                name: LlamaIndexGenerator(llm, name=name) for name, llm in self._members.items()
-            }
-            if select_only:
-                built = Blender(
-                    generators, self._ranker, load_fuser("select"), top_k=1, strategy=self._strategy
-                )
-                self._selector = built
-            else:
-                fuser = load_fuser(to_core_fuser(self._fuser_spec), device=self._device)
-                built = Blender(
-                    generators, self._ranker, fuser, top_k=self._top_k, strategy=self._strategy
-                )
-                self._blender = built
-            return built
+        generators: dict[str, Generator] = {
+            name: LlamaIndexGenerator(llm, name=name) for name, llm in self._members.items()
+        }
+        if select_only:
+            fuser = load_fuser("select")
+            return Blender(generators, self._ranker.get(), fuser, top_k=1, strategy=self._strategy)
+        fuser = load_fuser(to_core_fuser(self._fuser_spec), device=self._device)
+        return Blender(
+            generators, self._ranker.get(), fuser, top_k=self._top_k, strategy=self._strategy
+        )
 
     def blender(self, *, select_only: bool = False) -> Blender:
         """The Blender (built on first call, once, under a lock)."""
-        built = self._selector if select_only else self._blender
-        return built if built is not None else self._build(select_only)
+        return (self._selector if select_only else self._blender).get()
 
     async def ablender(self, *, select_only: bool = False) -> Blender:
         """:meth:`blender`, building in a worker thread so that the event loop never blocks."""
-        built = self._selector if select_only else self._blender
-        if built is not None:
-            return built
-        return await asyncio.to_thread(self._build, select_only)
+        return await (self._selector if select_only else self._blender).aget()
 
     def blend(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +10,7 @@ from llama_index.core.evaluation import BaseEvaluator, EvaluationResult
 from llama_index.core.evaluation.pairwise import EvaluationSource
 from llama_index.core.prompts.mixin import PromptDictType
 
+from blender_core.lazy import Lazy
 from blender_core.loading import DEFAULT_RANKER
 
 __all__ = ["PairRankerEvaluator"]
@@ -65,11 +65,12 @@ class PairRankerEvaluator(BaseEvaluator):
         if tie_margin < 0:
             raise ValueError(f"tie_margin must be >= 0, got {tie_margin}")
         self._model = model
-        self._ranker = ranker
+        self._ranker: Lazy[Any] = Lazy(self._load_pairranker)
+        if ranker is not None:
+            self._ranker.set(ranker)
         self._device = device
         self._tie_margin = float(tie_margin)
         self._enforce_consensus = enforce_consensus
-        self._lock = threading.Lock()
 
     def _get_prompts(self) -> PromptDictType:
         return {}
@@ -79,13 +80,12 @@ class PairRankerEvaluator(BaseEvaluator):
 
     def load(self) -> Any:
         """The PairRanker, loaded on first call (once, under a lock)."""
-        if self._ranker is None:
-            with self._lock:
-                if self._ranker is None:
-                    from blender_core.pair_ranker import PairRanker
+        return self._ranker.get()
 
-                    self._ranker = PairRanker.from_pretrained(self._model, device=self._device)
-        return self._ranker
+    def _load_pairranker(self) -> Any:
+        from blender_core.pair_ranker import PairRanker
+
+        return PairRanker.from_pretrained(self._model, device=self._device)
 
     def _logits(self, query: str, first: str, second: str) -> tuple[float, float]:
         """(logit that ``first`` beats ``second``, logit that ``second`` beats ``first``)."""
