@@ -2,11 +2,12 @@
 
 The gateway wraps each shared ranker in a :class:`SharedBatchRanker`. Its :meth:`arank` does
 not rank at once: calls that arrive while a batch is being ranked (or within ``max_wait``
-seconds of the first) are collected and ranked together by one ``rank_batch`` in a worker
-thread. A PairRanker then packs the pairs of every request into its length-sorted, token-budget
-batches (fuller batches, fewer forward passes); the consensus ranker embeds every text of the
-batch in one encoder pass. A result never depends on what else shares the batch (the rankers
-truncate and score per pair), so sharing changes speed, not answers.
+seconds of the first) are collected and ranked together by one ``rank_batch`` on the ranker's
+own thread (one per shared ranker, so that its tensors' memory stays in one allocator arena). A
+PairRanker then packs the pairs of every request into its length-sorted, token-budget batches
+(fuller batches, fewer forward passes); the consensus ranker embeds every text of the batch in
+one encoder pass. A result never depends on what else shares the batch (the rankers truncate and
+score per pair), so sharing changes speed, not answers.
 
 Example:
     .. code-block:: python
@@ -18,13 +19,17 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from blender_core.ranking import Ranker, Ranking
 
 __all__ = ["SharedBatchRanker"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -68,6 +73,9 @@ class SharedBatchRanker:
         self.on_batch = on_batch
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
+        # One thread does all the ranking: the models lock per call anyway, and one thread keeps
+        # the tensors' memory in one allocator arena instead of one per pool thread.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blender-rank")
 
     @property
     def stats(self) -> Any:
@@ -100,6 +108,11 @@ class SharedBatchRanker:
             pending.future.cancel()  # dropped from its batch if it has not started yet
             raise
 
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on the ranking thread (other work on the same model)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, functools.partial(fn, *args, **kwargs))
+
     async def _drain(self) -> None:
         while self._queue:
             if self.max_wait:
@@ -111,10 +124,8 @@ class SharedBatchRanker:
             if self.on_batch is not None:
                 self.on_batch(len(batch))
             try:
-                rankings = await asyncio.to_thread(
-                    self.rank_batch,
-                    [p.instruction for p in batch],
-                    [p.candidates for p in batch],
+                rankings = await self.run(
+                    self.rank_batch, [p.instruction for p in batch], [p.candidates for p in batch]
                 )
             except Exception as exc:
                 await self._fail_alone(batch, exc)
@@ -133,7 +144,7 @@ class SharedBatchRanker:
             if p.future.done():
                 continue
             try:
-                ranking = await asyncio.to_thread(self.rank, p.instruction, p.candidates)
+                ranking = await self.run(self.rank, p.instruction, p.candidates)
             except Exception as one:
                 p.future.set_exception(one)
             else:

@@ -467,7 +467,10 @@ class Gateway:
         start = time.perf_counter()
         inner = ranker.ranker if isinstance(ranker, SharedBatchRanker) else ranker
         try:
-            if isinstance(inner, PairRanker) and top_n is not None and top_n < len(documents):
+            knockout = top_n is not None and top_n < len(documents)
+            if isinstance(inner, PairRanker) and knockout and isinstance(ranker, SharedBatchRanker):
+                ranking = await ranker.run(inner.rank, query, documents, top_k=top_n)
+            elif isinstance(inner, PairRanker) and knockout:
                 ranking = await asyncio.to_thread(inner.rank, query, documents, top_k=top_n)
             else:
                 ranking = await ranker.arank(query, documents)
