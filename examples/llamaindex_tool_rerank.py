@@ -67,7 +67,7 @@ def make_ranker(spec: str | None) -> dict[str, Any]:
         print(
             "Ranker: MiniLM relevance (cosine similarity of each tool description to the request)"
         )
-        return {"ranker": ConsensusRanker(instruction_weight=1.0)}
+        return {"model": ConsensusRanker(instruction_weight=1.0)}
     if spec == "tiny":
         from blender_core.testing import make_tiny_pairranker
 

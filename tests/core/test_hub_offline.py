@@ -134,7 +134,7 @@ def test_eager_and_lazy_loading_give_the_same_error(hub_cache: Path) -> None:
     eager = _error(lambda: Blender([member], ranker=MISSING))
     chat = ChatBlender(models=[FakeListChatModel(responses=["x"])], ranker=MISSING)  # no load yet
     lazy_chat = _error(lambda: chat.invoke("hi"))
-    lc_rerank = LangChainRerank(ranker=MISSING)
+    lc_rerank = LangChainRerank(model=MISSING)
     lazy_lc = _error(lambda: lc_rerank.rerank(["a", "b"], "query"))
     li_rerank = LlamaIndexRerank(model=MISSING)
     lazy_li = _error(li_rerank.load)
