@@ -119,12 +119,13 @@ def pair_flops(tokens: int, shape: dict[str, int]) -> float:
     """Forward FLOPs (2 per multiply-add) of one pair of ``tokens`` tokens in a DeBERTa-v3 encoder.
 
     Per layer: Q/K/V/output projections ``8 T d^2``, FFN ``4 T d f``, content attention
-    ``4 T^2 d`` (scores and weighted sum), the two disentangled terms (c2p, p2c) ``2 * 2 T (2k) d``
-    against the ``2k`` relative positions, and projecting those positions with the shared Q/K
-    weights ``2 * 2 (2k) d^2``. Embeddings, layer norms and softmax are left out (a few %).
+    ``4 T^2 d`` (scores and weighted sum), and the two disentangled terms (c2p, p2c)
+    ``2 * 2 T (2k) d`` against the ``2k`` relative positions. Left out: projecting the relative
+    position embeddings (``8 k d^2``, once per forward pass, shared by the whole batch),
+    embeddings, layer norms and softmax (a few %).
     """
     t, d, f, k = tokens, shape["hidden"], shape["ffn"], _POSITION_BUCKETS
-    per_layer = 8 * t * d * d + 4 * t * d * f + 4 * t * t * d + 8 * t * k * d + 8 * k * d * d
+    per_layer = 8 * t * d * d + 4 * t * d * f + 4 * t * t * d + 8 * t * k * d
     return float(shape["layers"] * per_layer)
 
 

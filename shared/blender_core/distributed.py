@@ -16,8 +16,10 @@ Example:
         ray.init()
         ranked = rank_dataset(read_records("data/*.jsonl"), "llm-blender/PairRM", concurrency=4,
                               num_gpus=1)
-        ranked.select_columns(["id", "order", "best_model"]).write_parquet("ranked/")
-        preference_dataset(ranked, policy="best-worst").write_json("prefs/")
+        ranked.write_parquet("ranked/")  # lazy: every consumer reruns the ranking, so write once
+        preference_dataset(ray.data.read_parquet("ranked/"), policy="best-worst").write_json(
+            "prefs/"
+        )
 """
 
 from __future__ import annotations

@@ -73,6 +73,13 @@ def test_rank_dataset_matches_the_local_ranker(tiny_pairrm_dir: Path, tmp_path: 
     assert sorted(p["id"] for p in pairs) == sorted(untied)  # one pair each, none for a tie
     assert {"prompt", "chosen", "rejected", "score_chosen", "score_rejected"} <= set(pairs[0])
     assert all(p["score_chosen"] > p["score_rejected"] for p in pairs)
+    # The documented two-step use: write the ranked records, build the pairs from the files.
+    ranked.write_parquet(str(tmp_path / "ranked"))
+    again = preference_dataset(ray.data.read_parquet(str(tmp_path / "ranked"))).take_all()
+    key = ("id", "chosen", "rejected", "score_chosen")
+    assert sorted(tuple(p[k] for k in key) for p in again) == sorted(
+        tuple(p[k] for k in key) for p in pairs
+    )
 
 
 def test_cli_ray_equals_local_jsonl_and_parquet(cli_app, tiny_pairrm_dir, tmp_path) -> None:
