@@ -43,7 +43,7 @@ def child(args: argparse.Namespace) -> None:
 
     records = read_mixinstruct(args.data, limit=args.limit)
     sources = [r.source for r in records]
-    lists = [[c.text for c in r.candidates] for r in records]
+    lists = [[c.text for c in r.candidates][: args.candidates] for r in records]
     ranker = PairRanker.from_pretrained(
         args.checkpoint,
         device="cpu",
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--candidates", type=int, default=10, help="per record, at most")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "auto"])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
                 str(args.limit),
                 "--threads",
                 str(args.threads),
+                "--candidates",
+                str(args.candidates),
                 "--dtype",
                 dtype,
                 "--batch-tokens",
