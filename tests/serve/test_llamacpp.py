@@ -69,7 +69,7 @@ type = "openai"
 base_url = "{llama_url}"
 model = "smollm2"
 temperature = 0
-max_tokens = 16
+max_tokens = 8
 timeout = 240
 
 [members.static]
