@@ -17,9 +17,10 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from blender_core.blend import Blender as CoreBlender
-from blender_core.blend import BlendError, BlendResult, ModelFailure
+from blender_core.blend import BlendError, BlendResult
 from blender_core.lazy import Lazy
 from blender_core.loading import load_fuser, load_ranker
+from blender_core.members import MemberResults
 from blender_core.ranking import Ranker, Ranking
 from langchain_blender._adapters import (
     LangChainGenerator,
@@ -207,24 +208,6 @@ class Engine:
     # -- text answers: the core pipeline ----------------------------------------------------
 
     @staticmethod
-    def _text_inputs(
-        outcomes: Sequence[MemberOutcome],
-    ) -> tuple[dict[str, str], list[ModelFailure], dict[str, float], dict[str, float]]:
-        candidates: dict[str, str] = {}
-        failures: list[ModelFailure] = []
-        latencies: dict[str, float] = {}
-        queueing: dict[str, float] = {}
-        for o in outcomes:
-            latencies[o.name] = o.latency
-            if o.queued:
-                queueing[o.name] = o.queued
-            if o.failure is not None:
-                failures.append(o.failure)
-            else:
-                candidates[o.name] = message_text(o.output)
-        return candidates, failures, latencies, queueing
-
-    @staticmethod
     def _text_result(result: BlendResult, usage: UsageMetadata | None) -> Blended:
         metadata = blend_metadata(result, "text")
         return Blended(
@@ -253,18 +236,18 @@ class Engine:
             return self._tool_result(
                 instruction, outcomes, calls, texts, ranking, time.perf_counter() - start
             )
-        candidates, failures, latencies, queueing = self._text_inputs(outcomes)
+        members: MemberResults[str] = MemberResults.from_outcomes(outcomes, message_text)
         config, collector = self._fuse_config(callbacks)
 
         def blend_candidates() -> BlendResult:
             with use_call_config(config):
                 return self.core.blend_candidates(
                     instruction,
-                    candidates,
+                    members.outputs,
                     input=input,
-                    failures=failures,
-                    latencies=latencies,
-                    queueing=queueing,
+                    failures=members.failures,
+                    latencies=members.latencies,
+                    queueing=members.queueing,
                 )
 
         result = run_sync(blend_candidates)
@@ -288,16 +271,16 @@ class Engine:
             return self._tool_result(
                 instruction, outcomes, calls, texts, ranking, time.perf_counter() - start
             )
-        candidates, failures, latencies, queueing = self._text_inputs(outcomes)
+        members: MemberResults[str] = MemberResults.from_outcomes(outcomes, message_text)
         config, collector = self._fuse_config(callbacks)
         core = await self._core.aget()  # a first load (model weights) runs off the event loop
         with use_call_config(config):
             result = await core.ablend_candidates(
                 instruction,
-                candidates,
+                members.outputs,
                 input=input,
-                failures=failures,
-                latencies=latencies,
-                queueing=queueing,
+                failures=members.failures,
+                latencies=members.latencies,
+                queueing=members.queueing,
             )
         return self._text_result(result, collector.usage)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,7 @@ from llama_index.core.llms import LLM
 
 from blender_core.generators.base import Generator
 from blender_core.lazy import Lazy
+from blender_core.members import MemberResults
 from llamaindex_blender._adapters import LlamaIndexGenerator, to_core_fuser
 
 if TYPE_CHECKING:
@@ -87,23 +88,16 @@ class BlendEngine:
         instruction: str,
         candidates: Mapping[str, str],
         *,
-        failures: Sequence[Any] = (),
-        latencies: Mapping[str, float] | None = None,
-        queueing: Mapping[str, float] | None = None,
+        results: MemberResults[Any] | None = None,
         select_only: bool = False,
         input: str = "",
     ) -> BlendResult:
+        """Rank and fuse ``candidates``; ``results`` (the members' run) adds their failures,
+        latencies and queueing to the blend."""
         blender = self.blender(select_only=select_only)
 
         def run() -> BlendResult:
-            return blender.blend_candidates(
-                instruction,
-                candidates,
-                input=input,
-                failures=failures,
-                latencies=latencies,
-                queueing=queueing,
-            )
+            return blender.blend_candidates(instruction, candidates, input=input, **_run(results))
 
         try:
             asyncio.get_running_loop()
@@ -119,21 +113,25 @@ class BlendEngine:
         instruction: str,
         candidates: Mapping[str, str],
         *,
-        failures: Sequence[Any] = (),
-        latencies: Mapping[str, float] | None = None,
-        queueing: Mapping[str, float] | None = None,
+        results: MemberResults[Any] | None = None,
         select_only: bool = False,
         input: str = "",
     ) -> BlendResult:
+        """Async :meth:`blend`."""
         blender = await self.ablender(select_only=select_only)
         return await blender.ablend_candidates(
-            instruction,
-            candidates,
-            input=input,
-            failures=failures,
-            latencies=latencies,
-            queueing=queueing,
+            instruction, candidates, input=input, **_run(results)
         )
+
+
+def _run(results: MemberResults[Any] | None) -> dict[str, Any]:
+    if results is None:
+        return {}
+    return {
+        "failures": results.failures,
+        "latencies": results.latencies,
+        "queueing": results.queueing,
+    }
 
 
 def blend_info(result: BlendResult, mode: str = "text") -> dict[str, Any]:

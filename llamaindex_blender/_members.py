@@ -1,43 +1,18 @@
 """Call several members (LLMs, synthesizers) at once with the core runner; collect answers,
-failures, generation latencies and queueing by member name."""
+failures, generation latencies and queueing by member name (the core's ``MemberResults``)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Generic, TypeVar
+from typing import TypeVar
 
-from blender_core.members import ModelFailure, Outcome, arun_members, run_members
+from blender_core.members import MemberResults, arun_members, run_members
 
 __all__ = ["MemberResults", "acall_members", "call_members"]
 
 T = TypeVar("T")
 M = TypeVar("M")
-
-
-@dataclass
-class MemberResults(Generic[T]):
-    """What each member returned, in member order; failures, latencies (generation seconds)
-    and queueing (seconds waited for a shared model) by member name."""
-
-    outputs: dict[str, T] = field(default_factory=dict)
-    failures: list[ModelFailure] = field(default_factory=list)
-    latencies: dict[str, float] = field(default_factory=dict)
-    queueing: dict[str, float] = field(default_factory=dict)
-
-    @classmethod
-    def from_outcomes(cls, outcomes: Sequence[Outcome[T]]) -> MemberResults[T]:
-        results: MemberResults[T] = cls()
-        for outcome in outcomes:
-            results.latencies[outcome.name] = outcome.latency
-            if outcome.queued:
-                results.queueing[outcome.name] = outcome.queued
-            if outcome.failure is not None:
-                results.failures.append(outcome.failure)
-            else:
-                results.outputs[outcome.name] = outcome.output  # type: ignore[assignment]
-        return results
 
 
 def call_members(

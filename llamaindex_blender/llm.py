@@ -155,22 +155,10 @@ class BlenderLLM(FunctionCallingLLM):
         return await acall_members(self.member_names, self.llms, call, timeout=self.timeout)
 
     def _blend(self, instruction: str, results: MemberResults[str]) -> BlendResult:
-        return self._engine.blend(
-            instruction,
-            results.outputs,
-            failures=results.failures,
-            latencies=results.latencies,
-            queueing=results.queueing,
-        )
+        return self._engine.blend(instruction, results.outputs, results=results)
 
     async def _ablend(self, instruction: str, results: MemberResults[str]) -> BlendResult:
-        return await self._engine.ablend(
-            instruction,
-            results.outputs,
-            failures=results.failures,
-            latencies=results.latencies,
-            queueing=results.queueing,
-        )
+        return await self._engine.ablend(instruction, results.outputs, results=results)
 
     @staticmethod
     def _chat_response(result: BlendResult) -> ChatResponse:
@@ -347,8 +335,7 @@ class BlenderLLM(FunctionCallingLLM):
         result = self._engine.blend(
             instruction_from_messages(messages),
             texts,
-            failures=results.failures,
-            latencies=results.latencies,
+            results=results,
             select_only=True,
         )
         return self._select(result, results.outputs)
@@ -383,8 +370,7 @@ class BlenderLLM(FunctionCallingLLM):
         result = await self._engine.ablend(
             instruction_from_messages(messages),
             texts,
-            failures=results.failures,
-            latencies=results.latencies,
+            results=results,
             select_only=True,
         )
         return self._select(result, results.outputs)

@@ -201,13 +201,7 @@ class FusionSynthesizer(BaseSynthesizer):
             lambda synth: str(synth.get_response(query_str, text_chunks, **response_kwargs)),
             timeout=self._timeout,
         )
-        result = self._engine.blend(
-            query_str,
-            results.outputs,
-            failures=results.failures,
-            latencies=results.latencies,
-            queueing=results.queueing,
-        )
+        result = self._engine.blend(query_str, results.outputs, results=results)
         return self._stream_or_text(result)
 
     async def aget_response(
@@ -222,13 +216,7 @@ class FusionSynthesizer(BaseSynthesizer):
             return str(await synth.aget_response(query_str, text_chunks, **response_kwargs))
 
         results = await acall_members(self._names, self._member_synths, call, timeout=self._timeout)
-        result = await self._engine.ablend(
-            query_str,
-            results.outputs,
-            failures=results.failures,
-            latencies=results.latencies,
-            queueing=results.queueing,
-        )
+        result = await self._engine.ablend(query_str, results.outputs, results=results)
         return self._astream_or_text(result)
 
     def synthesize(

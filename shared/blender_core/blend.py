@@ -36,7 +36,7 @@ from blender_core.fusion.base import Fuser
 from blender_core.generators.base import Generator
 from blender_core.generators.deadline import DeadlineExceeded, aiterate_with_deadline
 from blender_core.loading import load_fuser, load_ranker
-from blender_core.members import ModelFailure, arun_members, describe_error
+from blender_core.members import MemberResults, ModelFailure, arun_members, describe_error
 from blender_core.ranking import Ranker, Ranking
 
 __all__ = ["BlendError", "BlendResult", "BlendStreamEvent", "Blender", "ModelFailure"]
@@ -597,19 +597,8 @@ class Blender:
             },
             timeout=self.timeout,
         )
-        answers: dict[str, Any] = {}
-        failures: list[ModelFailure] = []
-        latencies: dict[str, float] = {}
-        queueing: dict[str, float] = {}
-        for outcome in outcomes:
-            latencies[outcome.name] = outcome.latency
-            if outcome.queued:
-                queueing[outcome.name] = outcome.queued
-            if outcome.failure is not None:
-                failures.append(outcome.failure)
-            else:
-                answers[outcome.name] = outcome.output
-        return answers, failures, latencies, queueing
+        results: MemberResults[Any] = MemberResults.from_outcomes(outcomes)
+        return results.outputs, results.failures, results.latencies, results.queueing
 
     async def ablend_batch(
         self,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -40,6 +40,7 @@ from blender_core.generators.timing import measure_queueing
 from blender_core.secrets import redact
 
 __all__ = [
+    "MemberResults",
     "ModelFailure",
     "Outcome",
     "Stage",
@@ -131,6 +132,40 @@ class Outcome(Generic[T]):
     def ok(self) -> bool:
         """Whether the member answered."""
         return self.failure is None
+
+
+@dataclass
+class MemberResults(Generic[T]):
+    """The outcomes gathered by member name: what the pipeline's ranking stage takes.
+
+    Attributes:
+        outputs: Member -> its answer, for the members that answered (in member order).
+        failures: The members that gave no answer.
+        latencies: Member -> generation seconds (failed members included).
+        queueing: Member -> seconds waited for a shared model (only members that waited).
+    """
+
+    outputs: dict[str, T] = field(default_factory=dict)
+    failures: list[ModelFailure] = field(default_factory=list)
+    latencies: dict[str, float] = field(default_factory=dict)
+    queueing: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_outcomes(
+        cls, outcomes: Sequence[Outcome[Any]], convert: Callable[[Any], T] | None = None
+    ) -> MemberResults[T]:
+        """Gather ``outcomes``; ``convert`` turns each answer into its output (e.g. its text)."""
+        results: MemberResults[T] = cls()
+        for outcome in outcomes:
+            results.latencies[outcome.name] = outcome.latency
+            if outcome.queued:
+                results.queueing[outcome.name] = outcome.queued
+            if outcome.failure is not None:
+                results.failures.append(outcome.failure)
+            else:
+                output = outcome.output if convert is None else convert(outcome.output)
+                results.outputs[outcome.name] = output  # type: ignore[assignment]
+        return results
 
 
 def _checked(name: str, output: Any, check: Callable[[Any], Any] | None) -> Outcome[Any]:
