@@ -1,10 +1,12 @@
-"""SharedBatchRanker: concurrent requests share rank_batch calls without changing answers."""
+"""SharedBatchRanker: concurrent requests share rank_batch calls without changing answers; and
+the streamed response's clean-up."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,36 @@ def test_pairranker_answers_do_not_depend_on_the_batch(tiny_pairrm_dir: Path) ->
         alone = ranker.rank(query, candidates)
         assert ranking.order == alone.order
         assert ranking.scores == pytest.approx(alone.scores, abs=1e-5)
+
+
+def test_stream_clean_up_runs_when_the_client_left_before_the_first_byte() -> None:
+    from blender_core.serve.app import _Stream
+
+    started: list[bool] = []
+    cleaned: list[str] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        started.append(True)
+        yield b"data: never sent\n\n"
+
+    async def main() -> None:
+        response = _Stream(body(), media_type="text/event-stream")
+
+        async def cleanup() -> None:
+            cleaned.append("done")
+
+        response.cleanups.append(cleanup)
+
+        async def receive() -> dict[str, str]:
+            return {"type": "http.disconnect"}  # the client is already gone
+
+        async def send(message: object) -> None:
+            await asyncio.sleep(0.05)
+            raise OSError("client gone")
+
+        with contextlib.suppress(OSError):
+            await response({"type": "http", "asgi": {"spec_version": "2.0"}}, receive, send)
+
+    asyncio.run(main())
+    assert started == []  # the body never ran: its own finally could not have cleaned up
+    assert cleaned == ["done"]  # the in-flight slot and the blend are released either way
