@@ -15,6 +15,9 @@ Printed per mode: seconds, pairs/s, the ratio to queued, forward calls, scheduli
 requests per round, batch fill (computed / budget tokens), padding efficiency, user and kernel
 (``ru_stime``) CPU seconds; and whether every result equals the queued (solo) one exactly.
 
+``--small`` swaps in a small random ranker (2 layers, hidden 128, same tokenizer and lengths)
+where the mid-size one is too slow for the machine at hand.
+
 Usage::
 
     python benchmarks/ranker_concurrency.py                       # 32 callers, 3 candidates
@@ -90,6 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-tokens", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--malloc", action="store_true", help="call tune_malloc() first")
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help="a small random ranker (2 layers, hidden 128) instead of the mid-size one",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -112,8 +120,21 @@ def main(argv: list[str] | None = None) -> None:
     texts = [t for source, cands in calls for t in (source, *cands)]
     with tempfile.TemporaryDirectory() as tmp:
         built = build_ranker(texts, Path(tmp), 8192)
+        model = built.model
+        if args.small:
+            import copy
+
+            from blender_core.modeling import PairRankerModel
+
+            config = copy.deepcopy(model.config)
+            config.backbone.hidden_size = 128
+            config.backbone.num_hidden_layers = 2
+            config.backbone.num_attention_heads = 4
+            config.backbone.intermediate_size = 512
+            torch.manual_seed(0)
+            model = PairRankerModel(config).eval()
         ranker = PairRanker(
-            built.model,
+            model,
             built.tokenizer,
             dtype=args.dtype,
             **({"batch_tokens": args.batch_tokens} if args.batch_tokens else {}),
