@@ -116,6 +116,12 @@ def main() -> None:
     parser.add_argument("--source-maxlength", type=int, default=48)
     parser.add_argument("--candidate-maxlength", type=int, default=96)
     parser.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument(
+        "--token-budget",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="length-bucketed token-budget batches (--no-token-budget: fixed batches)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--skip-train", action="store_true", help="reuse the model in --out")
@@ -176,6 +182,7 @@ def main() -> None:
             weight_decay=0.01,
             seed=args.seed,
             bf16=bf16,
+            token_budget=args.token_budget,
             logging_steps=10,
             max_train_seconds=args.minutes * 60,
             num_threads=args.threads,

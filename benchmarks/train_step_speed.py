@@ -104,11 +104,11 @@ def main() -> None:
         flush=True,
     )
 
-    def step(batch: list[int], bf16: bool) -> tuple[float, int, int]:
+    def step(batch: list[int], bf16: bool) -> tuple[float, int, int, float]:
         tensors = encoder.collate([encoded[i] for i in batch])
         a = torch.tensor([pairs[i].scores_a for i in batch])
         b = torch.tensor([pairs[i].scores_b for i in batch])
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             left, right = model(tensors["input_ids"], tensors["attention_mask"])
             loss = pair_loss("instructgpt", left, right, a, b)
@@ -116,7 +116,7 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         real = sum(lengths[i] for i in batch)
-        return time.perf_counter() - started, len(batch), real
+        return time.perf_counter() - started, len(batch), real, time.process_time() - cpu0
 
     variants = {
         "fixed-fp32": (fixed, False),
@@ -125,7 +125,7 @@ def main() -> None:
         "budget-bf16": (bucketed, True),
     }
     chosen = {name: variants[name] for name in args.variants}
-    results: dict[str, list[tuple[float, int, int]]] = {name: [] for name in chosen}
+    results: dict[str, list[tuple[float, int, int, float]]] = {name: [] for name in chosen}
     padded: dict[str, int] = dict.fromkeys(chosen, 0)
     cursor = dict.fromkeys(chosen, 0)
     for round_index in range(args.warmup + args.steps):
@@ -140,8 +140,12 @@ def main() -> None:
 
     base = None
     print()
-    print("| variant | steps/s | pairs/s | real tokens/s | padded/real | pairs/s vs fixed-fp32 |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| variant | steps/s | pairs/s | real tokens/s | padded/real | pairs/s vs fixed-fp32 "
+        "| pairs per CPU-s | CPU-s ratio vs fixed-fp32 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    base_cpu = None
     for name, rows in results.items():
         seconds = sum(r[0] for r in rows)
         n_pairs = sum(r[1] for r in rows)
@@ -150,9 +154,14 @@ def main() -> None:
         if base is None and name == "fixed-fp32":
             base = pairs_per_s
         ratio = f"{pairs_per_s / base:.2f}x" if base else "-"
+        cpu = sum(r[3] for r in rows)
+        per_cpu = n_pairs / cpu
+        if base_cpu is None and name == "fixed-fp32":
+            base_cpu = per_cpu
+        cpu_ratio = f"{per_cpu / base_cpu:.2f}x" if base_cpu else "-"
         print(
             f"| {name} | {len(rows) / seconds:.3f} | {pairs_per_s:.2f} | {tokens / seconds:.0f} | "
-            f"{padded[name] / tokens:.2f} | {ratio} |"
+            f"{padded[name] / tokens:.2f} | {ratio} | {per_cpu:.2f} | {cpu_ratio} |"
         )
 
 
