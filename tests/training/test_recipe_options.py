@@ -58,9 +58,21 @@ def test_informative_sampling_prefers_large_gaps_and_the_top() -> None:
 
 
 def test_informative_takes_all_when_few_pairs() -> None:
-    from conftest import toy_records
+    from blender_core.data import MixCandidate, MixRecord
 
     pairs = sample_pairs([1.0, 0.0], mode="informative", num_pairs=5, rng=random.Random(0))
     assert sorted(map(sorted, pairs)) == [[0, 1]]
-    built = build_pairs(toy_records(8, 0), ["q"], mode="informative", num_pairs=2, seed=0)
+    records = [
+        MixRecord(
+            id=f"r{k}",
+            instruction="q",
+            candidates=tuple(
+                MixCandidate(model=f"m{i}", text=f"t{k}-{i}", scores={"q": s})
+                for i, s in enumerate([0.9, 0.9, 0.1, 0.1, 0.5])
+            ),
+        )
+        for k in range(8)
+    ]
+    built = build_pairs(records, ["q"], mode="informative", num_pairs=2, seed=0)
+    assert len(built) == 16
     assert built and all(p.scores_a != p.scores_b for p in built)
