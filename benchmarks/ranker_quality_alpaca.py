@@ -233,6 +233,21 @@ def main() -> None:
     if priors is not None:
         combined = PriorRanker(ranker, priors).rerank(dev_rankings, members)
         rows.append(Precomputed("ranker + priors", combined))
+        # Priors from all train records, only the scale from the held-out ones.
+        scale_only = fit_priors(
+            held_out,
+            rankings=calibration_rankings,
+            metric=metric,
+            min_gap=MIN_GAP[args.set],
+            fixed_priors=alone,
+            ranker_name=str(args.out),
+        )
+        rows.append(
+            Precomputed(
+                "ranker + train priors (scale on held-out)",
+                PriorRanker(ranker, scale_only).rerank(dev_rankings, members),
+            )
+        )
     results = evaluate(dev, rows, judge_metric=metric, beats_reference=all_train, seed=0)
     table = results.table()
     markdown = table.to_markdown()
@@ -246,6 +261,10 @@ def main() -> None:
         "set": args.set,
         "settings": vars(args) | {"out": str(args.out), "bf16": bf16},
         "dev_ranker": numbers,
+        "dev_scores": [list(r.scores) for r in dev_rankings],
+        "calibration_scores": (
+            [list(r.scores) for r in calibration_rankings] if calibration_rankings else None
+        ),
         "priors": None if priors is None else priors.to_dict(),
         "training": json.loads((args.out / "report.json").read_text()).get("training")
         if (args.out / "report.json").is_file()

@@ -195,19 +195,28 @@ def _ids_digest(records: Sequence[MixRecord]) -> str:
 
 
 def _fit_logistic(
-    x: np.ndarray, y: np.ndarray, penalty: np.ndarray, *, max_iter: int = 100, tol: float = 1e-9
+    x: np.ndarray,
+    y: np.ndarray,
+    penalty: np.ndarray,
+    *,
+    offset: np.ndarray | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-9,
 ) -> tuple[np.ndarray, int]:
-    """Minimise ``sum log(1 + exp(-y_signed * x @ w)) + 0.5 * sum(penalty * w**2)`` (Newton)."""
+    """Minimise ``sum log(1 + exp(-y_signed * (offset + x @ w))) + 0.5 * sum(penalty * w**2)``."""
     w = np.zeros(x.shape[1])
     sign = 2.0 * y - 1.0
+    base = np.zeros(len(y)) if offset is None else offset
 
     def objective(v: np.ndarray) -> float:
-        return float(np.logaddexp(0.0, -sign * (x @ v)).sum() + 0.5 * (penalty * v * v).sum())
+        return float(
+            np.logaddexp(0.0, -sign * (base + x @ v)).sum() + 0.5 * (penalty * v * v).sum()
+        )
 
     current = objective(w)
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is returned
-        z = x @ w
+        z = base + x @ w
         p = 1.0 / (1.0 + np.exp(-z))
         grad = x.T @ (p - y) + penalty * w
         hess = (x * (p * (1.0 - p))[:, None]).T @ x + np.diag(penalty)
@@ -242,6 +251,7 @@ def fit_priors(
     ranker_name: str | None = None,
     batch_size: int = 16,
     show_progress: bool = False,
+    fixed_priors: MemberPriors | None = None,
 ) -> MemberPriors:
     """Fit per-member priors (and the ranker's scale) on labelled MixInstruct records.
 
@@ -258,6 +268,10 @@ def fit_priors(
         ranker_name: A description or spec of the ranker, recorded (default: its class name).
         batch_size: Records per ``rank_batch`` call.
         show_progress: A progress bar while ranking.
+        fixed_priors: Keep these priors (e.g. fitted without a ranker on all labelled records)
+            and fit only the ranker's scale on ``records`` (e.g. a held-out part the ranker never
+            trained on): a few held-out records are enough for one number, not for a dozen
+            priors. Needs a ranker or ``rankings``.
 
     Returns:
         The fitted priors; ``fitted_on`` records the data, the ranker and the fit's numbers.
@@ -288,6 +302,8 @@ def fit_priors(
                     f"record {record.id!r}: ranking of {len(ranking)} candidates for "
                     f"{len(record.candidates)}"
                 )
+    if fixed_priors is not None and rankings is None:
+        raise ValueError("fixed_priors: only the ranker's scale is fitted, so give a ranker")
     members = sorted({c.model for r in records for c in r.candidates})
     column = {m: k for k, m in enumerate(members)}
     with_scale = rankings is not None
@@ -321,8 +337,15 @@ def fit_priors(
     penalty = np.full(x.shape[1], float(l2))
     if with_scale:
         penalty[0] = 1e-6  # the scale is (practically) unpenalised
-    w, iterations = _fit_logistic(x, y, penalty)
-    z = x @ w
+    if fixed_priors is not None:
+        known = np.array([fixed_priors.prior(m) for m in members])
+        prior_part = x[:, offset:] @ known
+        w_scale, iterations = _fit_logistic(x[:, :1], y, penalty[:1], offset=prior_part)
+        w = np.concatenate([w_scale, known])
+        z = x @ w
+    else:
+        w, iterations = _fit_logistic(x, y, penalty)
+        z = x @ w
     log_loss = float(np.logaddexp(0.0, -(2.0 * y - 1.0) * z).mean())
     accuracy = float(np.where(z == 0, 0.5, (z > 0) == (y > 0.5)).mean())
     fitted_on: dict[str, Any] = {
@@ -338,13 +361,17 @@ def fit_priors(
         "pairs": len(labels),
         "min_gap": min_gap,
         "l2": l2,
+        "priors_fixed_from": (fixed_priors.fitted_on.get("data") if fixed_priors else None),
         "member_pairs": pair_counts,
         "fit": {"iterations": iterations, "log_loss": log_loss, "pairwise_accuracy": accuracy},
     }
+    priors = {m: float(w[offset + column[m]]) for m in members}
+    if fixed_priors is not None:
+        priors = {**fixed_priors.priors, **priors}
     return MemberPriors(
-        priors={m: float(w[offset + column[m]]) for m in members},
+        priors=priors,
         scale=float(w[0]) if with_scale else None,
-        neutral=0.0,
+        neutral=fixed_priors.neutral if fixed_priors is not None else 0.0,
         metric=metric,
         fitted_on=fitted_on,
     )

@@ -293,7 +293,38 @@ def test_calibrate_cli(tmp_path: Path) -> None:
     saved = json.loads(out2.read_text())
     assert saved["fitted_on"]["ranker"] == "random" and saved["fitted_on"]["data"]["records"] == 10
     assert isinstance(saved["scale"], float)
+    out3 = tmp_path / "scale-only.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "calibrate",
+            str(data),
+            "--ranker",
+            "random",
+            "--out",
+            str(out3),
+            "--priors-from",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(out3.read_text())["priors"] == json.loads(out.read_text())["priors"]
     bad = CliRunner().invoke(
         app, ["calibrate", str(data), "--ranker", "none", "--out", str(tmp_path / "no" / "p.json")]
     )
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_fixed_priors_fit_only_the_scale() -> None:
+    # Priors from many records without a ranker, the scale from a few held-out ones.
+    alone = fit_priors(synthetic(600, seed=7, strength=STRENGTH, scale=0.1))
+    held_out = synthetic(60, seed=8, strength=STRENGTH, scale=0.1)
+    priors = fit_priors(held_out, LengthScore(), fixed_priors=alone, ranker_name="length")
+    assert priors.priors == alone.priors
+    assert priors.scale == pytest.approx(0.1, rel=0.35)
+    assert priors.fitted_on["priors_fixed_from"] == alone.fitted_on["data"]
+    # Members only the fixed priors know stay in the file.
+    extra = MemberPriors({**alone.priors, "other": 0.7})
+    assert fit_priors(held_out, LengthScore(), fixed_priors=extra).priors["other"] == 0.7
+    with pytest.raises(ValueError, match="give a ranker"):
+        fit_priors(held_out, fixed_priors=alone)

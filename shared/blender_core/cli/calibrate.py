@@ -64,13 +64,20 @@ def calibrate_command(
         help="PairRanker strategy (max_logits, max_wins, bubble; default its own).",
     ),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N records."),
+    priors_from: Path | None = typer.Option(  # noqa: B008
+        None,
+        "--priors-from",
+        help="Keep the priors of this file (e.g. --ranker none on all labelled data) and fit "
+        "only the ranker's scale on DATA (e.g. records the ranker never trained on).",
+        exists=True,
+    ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, mps (default: auto)."),
 ) -> None:
     """Fit per-member priors and the ranker's scale (a logistic model on pairwise outcomes)."""
     from blender_core.data import read_mixinstruct
     from blender_core.io import check_output_file
     from blender_core.loading import load_ranker
-    from blender_core.priors import fit_priors
+    from blender_core.priors import MemberPriors, fit_priors
 
     started = time.perf_counter()
     check_output_file(out)
@@ -94,6 +101,7 @@ def calibrate_command(
         data_name=data.name,
         ranker_name=None if loaded is None else spec,
         show_progress=True,
+        fixed_priors=MemberPriors.load(priors_from) if priors_from is not None else None,
     )
     fitted = dict(priors.fitted_on)
     fitted["data"] = {**fitted["data"], "sha256": file_sha256(data), "limit": limit}
