@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,37 @@ def local_rankings(checkpoint: Path, records: list[dict[str, Any]], strategy: st
         strategy=strategy,  # type: ignore[arg-type]
     )
     return {r["id"]: ranking for r, ranking in zip(records, rankings, strict=True)}
+
+
+def stop_ray(*stops: Callable[[], Any], timeout: float = 30.0) -> None:
+    """Run ``stops`` (``ray.shutdown``, ``cluster.shutdown``...), then wait until every process
+    Ray started from this test process has exited.
+
+    Ray's processes are the descendants of this process that run Ray's programs (a local
+    instance's raylet and GCS, the actors' worker processes, a cluster's nodes; other tests'
+    children are left alone); they are listed before stopping (an orphaned
+    worker is no longer a descendant). Actor workers exit on their own shortly after their raylet;
+    any still alive after ``timeout`` is killed and the test fails.
+    """
+    import psutil
+
+    procs = [p for p in psutil.Process().children(recursive=True) if _is_ray(p)]
+    assert procs, "no Ray process found under this test process"
+    for stop in stops:
+        stop()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        proc.kill()
+    assert not alive, f"Ray processes still running {timeout} s after stopping: {alive}"
+
+
+def _is_ray(proc: Any) -> bool:
+    import psutil
+
+    try:
+        command = " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+    return command.startswith("ray::") or any(
+        part in command for part in ("/ray/", "raylet", "gcs_server")
+    )

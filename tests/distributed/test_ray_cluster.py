@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ray_helpers import RAY_LOCAL, configure_ray_data, local_rankings, make_records
+from ray_helpers import RAY_LOCAL, configure_ray_data, local_rankings, make_records, stop_ray
 from typer.testing import CliRunner
 
 from blender_core.data import write_mixinstruct
@@ -47,8 +47,7 @@ def cluster() -> Iterator[Any]:
         cluster.wait_for_nodes(timeout=60)
         yield cluster
     finally:
-        ray.shutdown()
-        cluster.shutdown()
+        stop_ray(ray.shutdown, cluster.shutdown)
         assert not any(node.any_processes_alive() for node in nodes)
 
 

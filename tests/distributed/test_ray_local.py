@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ray_helpers import RAY_LOCAL, configure_ray_data, local_rankings, make_records
+from ray_helpers import RAY_LOCAL, configure_ray_data, local_rankings, make_records, stop_ray
 from typer.testing import CliRunner
 
 from blender_core.data import write_mixinstruct
@@ -22,7 +22,7 @@ def ray_local() -> Iterator[None]:
     ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", **RAY_LOCAL)
     configure_ray_data()
     yield
-    ray.shutdown()
+    stop_ray(ray.shutdown)
 
 
 @pytest.fixture(scope="module")
