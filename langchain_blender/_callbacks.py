@@ -7,8 +7,10 @@ parent's child callbacks, a run name and a tag.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from langchain_core.callbacks import (
@@ -21,18 +23,25 @@ from langchain_core.callbacks import (
 from langchain_core.messages import AIMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGeneration, LLMResult
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import ContextThreadPoolExecutor
+
+from blender_core.blend import RankStep
+from blender_core.ranking import Ranking
 
 __all__ = [
     "FUSER_TAG",
     "MEMBER_TAG",
+    "RANKER_TAG",
     "ChildCallbacks",
     "UsageCollector",
     "achild_callbacks",
     "child_callbacks",
     "child_config",
     "run_sync",
+    "trace_ranking",
+    "trace_ranking_sync",
+    "use_rank_callbacks",
     "with_handler",
 ]
 
@@ -40,6 +49,8 @@ MEMBER_TAG = "llm_blender:member"
 """Tag on every member run (filter member events out of ``astream_events`` with it)."""
 FUSER_TAG = "llm_blender:fuser"
 """Tag on the fuser's run when the fuser is a LangChain model."""
+RANKER_TAG = "llm_blender:ranker"
+"""Tag on the ranker's run (named for the ranker, with N, strategy, top-K and passes)."""
 
 T = TypeVar("T")
 
@@ -122,3 +133,52 @@ def with_handler(callbacks: ChildCallbacks, handler: BaseCallbackHandler) -> Chi
     manager = callbacks.copy()
     manager.add_handler(handler, inherit=True)
     return manager
+
+
+_RANK_CALLBACKS: contextvars.ContextVar[ChildCallbacks] = contextvars.ContextVar(
+    "llm_blender_rank_callbacks", default=None
+)
+
+
+@contextmanager
+def use_rank_callbacks(callbacks: ChildCallbacks) -> Iterator[None]:
+    """Make ``callbacks`` the parent of the ranker's run (:func:`trace_ranking`) in the block."""
+    token = _RANK_CALLBACKS.set(callbacks)
+    try:
+        yield
+    finally:
+        _RANK_CALLBACKS.reset(token)
+
+
+def _rank_config(step: RankStep) -> RunnableConfig:
+    config = child_config(_RANK_CALLBACKS.get(), step.ranker, RANKER_TAG)
+    config["metadata"] = {f"llm_blender_{key}": value for key, value in step.to_dict().items()}
+    return config
+
+
+async def trace_ranking(step: RankStep, rank: Callable[[], Awaitable[Ranking]]) -> Ranking:
+    """The core pipeline's rank tracer: the ranking runs as a chain run named for the ranker,
+    a child of the callbacks set by :func:`use_rank_callbacks` (the ensemble's run); its inputs
+    are the :class:`~blender_core.blend.RankStep`, its outputs the ranking."""
+    box: list[Ranking] = []
+
+    async def run(inputs: dict[str, Any]) -> dict[str, Any]:
+        ranking = await rank()
+        box.append(ranking)
+        return {"ranking": ranking.to_dict()}
+
+    await RunnableLambda(run, name=step.ranker).ainvoke(step.to_dict(), _rank_config(step))
+    return box[0]
+
+
+def trace_ranking_sync(step: RankStep, rank: Callable[[], Ranking]) -> Ranking:
+    """Sync :func:`trace_ranking` (the tool-call path ranks outside the core pipeline)."""
+    box: list[Ranking] = []
+
+    def run(inputs: dict[str, Any]) -> dict[str, Any]:
+        ranking = rank()
+        box.append(ranking)
+        return {"ranking": ranking.to_dict()}
+
+    RunnableLambda(run, name=step.ranker).invoke(step.to_dict(), _rank_config(step))
+    return box[0]

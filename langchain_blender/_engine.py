@@ -17,7 +17,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from blender_core.blend import Blender as CoreBlender
-from blender_core.blend import BlendError, BlendResult
+from blender_core.blend import BlendError, BlendResult, RankStep
 from blender_core.lazy import Lazy
 from blender_core.loading import load_fuser, load_ranker
 from blender_core.members import MemberResults
@@ -35,6 +35,9 @@ from langchain_blender._callbacks import (
     UsageCollector,
     child_config,
     run_sync,
+    trace_ranking,
+    trace_ranking_sync,
+    use_rank_callbacks,
     with_handler,
 )
 from langchain_blender._members import MemberOutcome
@@ -120,6 +123,7 @@ class Engine:
             timeout=self.timeout,
             min_candidates=self.min_candidates,
             strategy=self.strategy,
+            rank_tracer=trace_ranking,
         )
 
     # -- tool calls: rank, select the best --------------------------------------------------
@@ -132,19 +136,35 @@ class Engine:
             return None
         return calls, [render_tool_calls(cast(AIMessage, o.output)) for o in calls]
 
-    def _rank_sync(self, instruction: str, texts: list[str]) -> Ranking:
-        if len(texts) == 1:
-            return Ranking.from_scores([0.0])
+    def _rank_step(self, texts: list[str]) -> RankStep:
+        return RankStep.of(self.ranker, len(texts), strategy=self.strategy, top_k=1)
+
+    def _rank_untraced(self, instruction: str, texts: list[str]) -> Ranking:
         if self.strategy is not None:
             return self.ranker.rank(instruction, texts, strategy=self.strategy)  # type: ignore[call-arg]
         return self.ranker.rank(instruction, texts)
 
-    async def _rank_async(self, instruction: str, texts: list[str]) -> Ranking:
+    def _rank_sync(self, instruction: str, texts: list[str], callbacks: ChildCallbacks) -> Ranking:
         if len(texts) == 1:
             return Ranking.from_scores([0.0])
-        if self.strategy is not None:
-            return await asyncio.to_thread(self._rank_sync, instruction, texts)
-        return await self.ranker.arank(instruction, texts)
+        with use_rank_callbacks(callbacks):
+            return trace_ranking_sync(
+                self._rank_step(texts), lambda: self._rank_untraced(instruction, texts)
+            )
+
+    async def _rank_async(
+        self, instruction: str, texts: list[str], callbacks: ChildCallbacks
+    ) -> Ranking:
+        if len(texts) == 1:
+            return Ranking.from_scores([0.0])
+
+        async def rank() -> Ranking:
+            if self.strategy is not None:
+                return await asyncio.to_thread(self._rank_untraced, instruction, texts)
+            return await self.ranker.arank(instruction, texts)
+
+        with use_rank_callbacks(callbacks):
+            return await trace_ranking(self._rank_step(texts), rank)
 
     def _tool_result(
         self,
@@ -232,7 +252,7 @@ class Engine:
         if tools is not None:
             calls, texts = tools
             start = time.perf_counter()
-            ranking = run_sync(lambda: self._rank_sync(instruction, texts))
+            ranking = run_sync(lambda: self._rank_sync(instruction, texts, callbacks))
             return self._tool_result(
                 instruction, outcomes, calls, texts, ranking, time.perf_counter() - start
             )
@@ -240,7 +260,7 @@ class Engine:
         config, collector = self._fuse_config(callbacks)
 
         def blend_candidates() -> BlendResult:
-            with use_call_config(config):
+            with use_call_config(config), use_rank_callbacks(callbacks):
                 return self.core.blend_candidates(
                     instruction,
                     members.outputs,
@@ -267,14 +287,14 @@ class Engine:
         if tools is not None:
             calls, texts = tools
             start = time.perf_counter()
-            ranking = await self._rank_async(instruction, texts)
+            ranking = await self._rank_async(instruction, texts, callbacks)
             return self._tool_result(
                 instruction, outcomes, calls, texts, ranking, time.perf_counter() - start
             )
         members: MemberResults[str] = MemberResults.from_outcomes(outcomes, message_text)
         config, collector = self._fuse_config(callbacks)
         core = await self._core.aget()  # a first load (model weights) runs off the event loop
-        with use_call_config(config):
+        with use_call_config(config), use_rank_callbacks(callbacks):
             result = await core.ablend_candidates(
                 instruction,
                 members.outputs,

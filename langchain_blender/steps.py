@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from blender_core.blend import BlendResult
 from blender_core.ranking import Ranking
 from langchain_blender._adapters import message_text, use_call_config
-from langchain_blender._callbacks import FUSER_TAG, child_config, run_sync
+from langchain_blender._callbacks import FUSER_TAG, child_config, run_sync, use_rank_callbacks
 from langchain_blender._settings import BlendSettings
 
 __all__ = [
@@ -182,21 +182,25 @@ class RankCandidates(_Step):
     def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         return RankingOutput
 
-    def _rank(self, value: Any) -> dict[str, Any]:
+    def _rank(self, value: Any, run_manager: CallbackManagerForChainRun | None = None) -> Any:
         data = _coerce(value)
         named = data.named_texts()
         names, texts = list(named), list(named.values())
         engine = self._get_engine()
-        ranking = run_sync(lambda: engine._rank_sync(_source(data), texts))
+        callbacks = run_manager.get_child() if run_manager else None
+        ranking = run_sync(lambda: engine._rank_sync(_source(data), texts, callbacks))
         return _ranking_output(names, texts, ranking)
 
-    async def _arank(self, value: Any) -> dict[str, Any]:
+    async def _arank(
+        self, value: Any, run_manager: AsyncCallbackManagerForChainRun | None = None
+    ) -> Any:
         data = _coerce(value)
         named = data.named_texts()
         names, texts = list(named), list(named.values())
         engine = self._get_engine()
         await asyncio.to_thread(lambda: engine.core)  # load off the event loop
-        ranking = await engine._rank_async(_source(data), texts)
+        callbacks = run_manager.get_child() if run_manager else None
+        ranking = await engine._rank_async(_source(data), texts, callbacks)
         return _ranking_output(names, texts, ranking)
 
     def invoke(
@@ -290,7 +294,7 @@ class RankAndFuse(_Step):
         config = child_config(callbacks, "fuser", FUSER_TAG)
 
         def blend() -> BlendResult:
-            with use_call_config(config):
+            with use_call_config(config), use_rank_callbacks(callbacks):
                 return engine.core.blend_candidates(
                     data.instruction, data.named_texts(), input=data.input
                 )
@@ -304,7 +308,8 @@ class RankAndFuse(_Step):
         engine = self._get_engine()
         core = await asyncio.to_thread(lambda: engine.core)
         callbacks = run_manager.get_child() if run_manager else None
-        with use_call_config(child_config(callbacks, "fuser", FUSER_TAG)):
+        config = child_config(callbacks, "fuser", FUSER_TAG)
+        with use_call_config(config), use_rank_callbacks(callbacks):
             result = await core.ablend_candidates(
                 data.instruction, data.named_texts(), input=data.input
             )

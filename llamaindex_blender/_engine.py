@@ -14,6 +14,7 @@ from blender_core.generators.base import Generator
 from blender_core.lazy import Lazy
 from blender_core.members import MemberResults
 from llamaindex_blender._adapters import LlamaIndexGenerator, to_core_fuser
+from llamaindex_blender._tracing import trace_ranking
 
 if TYPE_CHECKING:
     from blender_core.blend import Blender, BlendResult
@@ -69,10 +70,22 @@ class BlendEngine:
         }
         if select_only:
             fuser = load_fuser("select")
-            return Blender(generators, self._ranker.get(), fuser, top_k=1, strategy=self._strategy)
+            return Blender(
+                generators,
+                self._ranker.get(),
+                fuser,
+                top_k=1,
+                strategy=self._strategy,
+                rank_tracer=trace_ranking,
+            )
         fuser = load_fuser(to_core_fuser(self._fuser_spec), device=self._device)
         return Blender(
-            generators, self._ranker.get(), fuser, top_k=self._top_k, strategy=self._strategy
+            generators,
+            self._ranker.get(),
+            fuser,
+            top_k=self._top_k,
+            strategy=self._strategy,
+            rank_tracer=trace_ranking,
         )
 
     def blender(self, *, select_only: bool = False) -> Blender:

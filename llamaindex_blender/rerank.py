@@ -14,9 +14,11 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
+from blender_core.blend import RankStep
 from blender_core.lazy import Lazy
 from blender_core.loading import DEFAULT_RANKER
 from blender_core.ranking import Ranker, Ranking
+from llamaindex_blender._tracing import trace_ranking, trace_ranking_sync
 
 __all__ = ["DEFAULT_PAIRRM_MODEL", "PairRankerRerank"]
 
@@ -167,6 +169,10 @@ class PairRankerRerank(BaseNodePostprocessor):
     def _rank_kwargs(self) -> dict[str, Any]:
         return {"strategy": self.strategy} if self.strategy is not None else {}
 
+    def _step(self, ranker: Ranker, nodes: list[NodeWithScore]) -> RankStep:
+        top_n = self.top_n if self.top_n is not None else len(nodes)
+        return RankStep.of(ranker, len(nodes), strategy=self.strategy, top_k=top_n)
+
     @staticmethod
     def _texts(nodes: list[NodeWithScore]) -> list[str]:
         return [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
@@ -212,7 +218,11 @@ class PairRankerRerank(BaseNodePostprocessor):
         payload = self._start(nodes, query_bundle)
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
             ranker = self.load()
-            ranking = ranker.rank(query_bundle.query_str, self._texts(nodes), **self._rank_kwargs())
+            texts = self._texts(nodes)
+            ranking = trace_ranking_sync(
+                self._step(ranker, nodes),
+                lambda: ranker.rank(query_bundle.query_str, texts, **self._rank_kwargs()),
+            )
             reranked = self._apply(nodes, ranking)
             event.on_end(payload={EventPayload.NODES: reranked})
         dispatcher.event(ReRankEndEvent(nodes=reranked))
@@ -231,8 +241,11 @@ class PairRankerRerank(BaseNodePostprocessor):
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
             ranker = await self.aload()
             texts = self._texts(nodes)
-            ranking = await asyncio.to_thread(
-                ranker.rank, query_bundle.query_str, texts, **self._rank_kwargs()
+            ranking = await trace_ranking(
+                self._step(ranker, nodes),
+                lambda: asyncio.to_thread(
+                    ranker.rank, query_bundle.query_str, texts, **self._rank_kwargs()
+                ),
             )
             reranked = self._apply(nodes, ranking)
             event.on_end(payload={EventPayload.NODES: reranked})

@@ -39,9 +39,102 @@ from blender_core.loading import load_fuser, load_ranker
 from blender_core.members import MemberResults, ModelFailure, arun_members, describe_error
 from blender_core.ranking import Ranker, Ranking
 
-__all__ = ["BlendError", "BlendResult", "BlendStreamEvent", "Blender", "ModelFailure"]
+__all__ = [
+    "BlendError",
+    "BlendResult",
+    "BlendStreamEvent",
+    "Blender",
+    "ModelFailure",
+    "RankStep",
+    "RankTracer",
+    "planned_passes",
+]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RankStep:
+    """What one ranking call of a blend does, for traces (a LangChain run, a LlamaIndex span).
+
+    Attributes:
+        ranker: The ranker's name (its class, and the LLM it wraps if any).
+        n: The number of distinct candidates ranked.
+        strategy: The strategy asked for (``None``: the ranker's default).
+        top_k: How many of the best go to the fuser.
+        passes: Pair comparisons (forward passes, before the pair cache) the call makes, where
+            the ranker's cost is known (a PairRanker); ``None`` otherwise.
+    """
+
+    ranker: str
+    n: int
+    strategy: str | None
+    top_k: int
+    passes: int | None
+
+    @classmethod
+    def of(
+        cls,
+        ranker: Any,
+        n: int,
+        *,
+        strategy: str | None,
+        top_k: int,
+        selects_top_k: bool = False,
+    ) -> RankStep:
+        """The step of ranking ``n`` candidates with ``ranker`` (``selects_top_k``: a PairRanker
+        asked only for the best ``top_k``)."""
+        return cls(
+            ranker=_component_name(ranker),
+            n=n,
+            strategy=strategy,
+            top_k=top_k,
+            passes=planned_passes(ranker, n, strategy, top_k if selects_top_k else None),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The step as a JSON-serialisable dict (the traces' inputs and metadata)."""
+        return {
+            "ranker": self.ranker,
+            "n": self.n,
+            "strategy": self.strategy,
+            "top_k": self.top_k,
+            "passes": self.passes,
+        }
+
+
+RankTracer = Callable[[RankStep, Callable[[], Awaitable[Ranking]]], Awaitable[Ranking]]
+"""A hook around the ranking call: ``tracer(step, rank)`` awaits ``rank()`` inside the
+framework's run or span and returns its ranking (see ``langchain_blender`` and
+``llamaindex_blender``)."""
+
+
+def planned_passes(ranker: Any, n: int, strategy: str | None, top_k: int | None) -> int | None:
+    """The pair comparisons a ranking of ``n`` candidates makes (``None`` where unknown).
+
+    A PairRanker: ``n(n-1)`` for ``"max_logits"``/``"max_wins"``, ``2(n-1)`` for ``"bubble"``,
+    and with ``top_k`` (max_logits) a seeded knockout (two passes a match) down to ``2*top_k``
+    survivors (one for ``top_k=1``) that max_logits then orders. Other rankers: ``None``.
+    """
+    from blender_core.pair_ranker import PairRanker
+
+    if not isinstance(ranker, PairRanker):
+        return None
+    if n < 2:
+        return 0
+    if strategy == "bubble":
+        return 2 * (n - 1)
+    if strategy not in (None, "max_logits", "max_wins"):
+        return None
+    if top_k is None or strategy == "max_wins":
+        return n * (n - 1)
+    keep = 1 if top_k == 1 else 2 * top_k
+    passes, alive = 0, n
+    while alive > keep:
+        matches = alive // 2
+        passes += 2 * matches
+        alive -= matches
+    return passes + alive * (alive - 1)
 
 
 class _StageTimeout(Exception):
@@ -274,6 +367,9 @@ class Blender:
             ``blender calibrate``): the ranker is wrapped in a
             :class:`~blender_core.priors.PriorRanker`. A ranker that declares
             ``accepts_members`` (such as a PriorRanker) is told which member(s) gave each answer.
+        rank_tracer: A hook around each ranking call (:data:`RankTracer`): the adapters pass one
+            that runs the ranking as a LangChain child run or a LlamaIndex span, with the
+            :class:`RankStep` (ranker, N, strategy, top-K, passes).
 
     Example:
         .. code-block:: python
@@ -305,7 +401,9 @@ class Blender:
         rank_timeout: float | EllipsisType | None = ...,
         fuse_timeout: float | EllipsisType | None = ...,
         priors: Any = None,
+        rank_tracer: RankTracer | None = None,
     ) -> None:
+        self.rank_tracer = rank_tracer
         self.generators: Mapping[str, Generator] = MappingProxyType(
             self._named_generators(generators)
         )
@@ -779,26 +877,40 @@ class Blender:
             raise BlendError(self._shortfall_message(len(texts), candidates, failures), failures)
 
         source = self.prompt_for(instruction, input)
-        start = time.perf_counter()
-        ranking_call: Awaitable[Ranking]
-        if getattr(self.ranker, "accepts_members", False):  # e.g. a PriorRanker
-            ranking_call = self.ranker.arank(  # type: ignore[call-arg]
-                source, texts, members=models_by_text, strategy=self.strategy
-            )
-        elif _top_k_aware(self.ranker, self.strategy):
-            # Only the best top_k are needed: a PairRanker selects them without a full order.
-            ranking_call = self.ranker.arank(source, texts, top_k=self.top_k)  # type: ignore[call-arg]
-        elif self.strategy is None:
-            ranking_call = self.ranker.arank(source, texts)
-        else:
-            ranking_call = asyncio.to_thread(
+        top_k_aware = _top_k_aware(self.ranker, self.strategy)
+
+        def ranking_call() -> Awaitable[Ranking]:
+            if getattr(self.ranker, "accepts_members", False):  # e.g. a PriorRanker
+                return self.ranker.arank(  # type: ignore[call-arg]
+                    source, texts, members=models_by_text, strategy=self.strategy
+                )
+            if top_k_aware:
+                # Only the best top_k are needed: a PairRanker selects them without a full order.
+                return self.ranker.arank(source, texts, top_k=self.top_k)  # type: ignore[call-arg]
+            if self.strategy is None:
+                return self.ranker.arank(source, texts)
+            return asyncio.to_thread(
                 self.ranker.rank,
                 source,
                 texts,
                 strategy=self.strategy,  # type: ignore[call-arg]
             )
+
+        traced: Awaitable[Ranking]
+        if self.rank_tracer is None:
+            traced = ranking_call()
+        else:
+            step = RankStep.of(
+                self.ranker,
+                len(texts),
+                strategy=self.strategy,
+                top_k=self.top_k,
+                selects_top_k=top_k_aware,
+            )
+            traced = self.rank_tracer(step, ranking_call)
+        start = time.perf_counter()
         try:
-            ranking = await _within(ranking_call, self.rank_timeout)
+            ranking = await _within(traced, self.rank_timeout)
         except (_StageTimeout, TimeoutError) as exc:
             if isinstance(exc, _StageTimeout):
                 message = f"no ranking within {self.rank_timeout:g} s"

@@ -69,7 +69,7 @@ def _assert_nested(recorder: RunRecorder, ensemble_kind: str, count: int = 1) ->
     ]
     assert len(roots) == count, recorder.runs
     for _, _, run_id, _ in roots:
-        assert recorder.children_of(run_id) == ["alpha", "beta"]
+        assert recorder.children_of(run_id) == ["LengthRanker", "alpha", "beta"]
 
 
 async def test_member_runs_nest_under_the_ensemble_in_every_mode(members: dict[str, Any]) -> None:
@@ -128,7 +128,7 @@ def test_chat_model_fuser_nests_and_counts_usage(members: dict[str, Any]) -> Non
     message = chat.invoke("hi", {"callbacks": [recorder]})
     assert message.content == "the fused answer"
     (root,) = recorder.run_id_of("ChatBlender")
-    assert recorder.children_of(root) == ["alpha", "beta", "fuser"]
+    assert recorder.children_of(root) == ["LengthRanker", "alpha", "beta", "fuser"]
     assert fuser.calls == 1
     usage = message.usage_metadata
     assert usage is not None

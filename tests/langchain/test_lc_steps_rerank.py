@@ -81,7 +81,7 @@ def test_rank_and_fuse_with_a_chat_model_fuser_traces_it() -> None:
     assert out["text"] == "fused by a model"
     assert out["top_k"] == ["short", "medium one"]
     (root,) = recorder.run_id_of("RankAndFuse")
-    assert recorder.children_of(root) == ["fuser"]
+    assert recorder.children_of(root) == ["ShortestRanker", "fuser"]
 
 
 def test_steps_reject_bad_input() -> None:

@@ -1,0 +1,125 @@
+"""The ranker's step: a child run of the ensemble, named for the ranker, with N/strategy/passes."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.tools import tool
+from lc_fakes import JoinFuser, LengthRanker, ScriptedChatModel
+
+from langchain_blender import Blender, ChatBlender, RankAndFuse, RankCandidates
+from langchain_blender._callbacks import RANKER_TAG
+
+
+class ChainRuns(BaseCallbackHandler):
+    """Records every run start: name, run id, parent id, inputs, tags, metadata; and outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts: list[dict[str, Any]] = []
+        self.outputs: dict[UUID, Any] = {}
+
+    def _start(self, serialized: Any, inputs: Any, kwargs: dict[str, Any]) -> None:
+        self.starts.append(
+            {
+                "name": kwargs.get("name") or (serialized or {}).get("name", ""),
+                "run_id": kwargs["run_id"],
+                "parent": kwargs.get("parent_run_id"),
+                "inputs": inputs,
+                "tags": kwargs.get("tags") or [],
+                "metadata": kwargs.get("metadata") or {},
+            }
+        )
+
+    def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
+        self._start(serialized, inputs, kwargs)
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self._start(serialized, messages, kwargs)
+
+    def on_llm_start(self, serialized: Any, prompts: Any, **kwargs: Any) -> None:
+        self._start(serialized, prompts, kwargs)
+
+    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+        self.outputs[kwargs["run_id"]] = outputs
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [s for s in self.starts if s["name"] == name]
+
+
+def _check_ranker_run(
+    runs: ChainRuns, root_name: str, n: int, top_k: int, *, longest_first: bool = True
+) -> None:
+    roots = runs.named(root_name)
+    rankers = runs.named("LengthRanker")
+    assert len(roots) == len(rankers) >= 1, runs.starts
+    root_ids = {r["run_id"] for r in roots}
+    for ranker in rankers:
+        assert ranker["parent"] in root_ids
+        assert ranker["inputs"] == {
+            "ranker": "LengthRanker",
+            "n": n,
+            "strategy": None,
+            "top_k": top_k,
+            "passes": None,
+        }
+        assert RANKER_TAG in ranker["tags"]
+        assert ranker["metadata"]["llm_blender_n"] == n
+        assert ranker["metadata"]["llm_blender_passes"] is None
+        assert "llm_blender_strategy" in ranker["metadata"]
+        order = runs.outputs[ranker["run_id"]]["ranking"]["order"]
+        assert sorted(order) == list(range(n))
+        if longest_first:
+            assert order == list(range(n))[::-1]
+
+
+async def test_the_ranker_run_is_a_child_of_the_chat_ensemble(members: dict[str, Any]) -> None:
+    chat = ChatBlender(models=members, ranker=LengthRanker(), fuser=JoinFuser(), top_k=2)
+    for mode in ("invoke", "ainvoke", "batch"):
+        runs = ChainRuns()
+        config: Any = {"callbacks": [runs]}
+        if mode == "invoke":
+            chat.invoke("hi", config)
+        elif mode == "ainvoke":
+            await chat.ainvoke("hi", config)
+        else:
+            chat.batch(["hi", "yo"], config)
+        _check_ranker_run(runs, "ChatBlender", 2, 2)
+        ranker_ids = {r["run_id"] for r in runs.named("LengthRanker")}
+        # beside the members: the members' parent is the ensemble, not the ranker
+        member_parents = {s["parent"] for s in runs.starts if s["name"] in ("alpha", "beta")}
+        assert member_parents.isdisjoint(ranker_ids)
+
+
+async def test_the_ranker_run_is_a_child_of_the_llm_ensemble(members: dict[str, Any]) -> None:
+    llm = Blender(llms=members, ranker=LengthRanker(), fuser=JoinFuser(), top_k=1)
+    runs = ChainRuns()
+    await llm.ainvoke("hi", {"callbacks": [runs]})
+    _check_ranker_run(runs, "Blender", 2, 1)
+
+
+def test_tool_call_answers_are_ranked_in_a_ranker_run() -> None:
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    members = {name: ScriptedChatModel(model_name=name) for name in ("adder", "summer")}
+    chat = ChatBlender(models=members, ranker=LengthRanker()).bind_tools([add])
+    runs = ChainRuns()
+    message = chat.invoke("please add 2 and 3", {"callbacks": [runs]})
+    assert message.response_metadata["blend_mode"] == "tool_calls"
+    _check_ranker_run(runs, "ChatBlender", 2, 1, longest_first=False)
+
+
+def test_the_lcel_steps_trace_the_ranker() -> None:
+    candidates = {"a": "short", "b": "a longer one"}
+    for step, name in (
+        (RankCandidates(ranker=LengthRanker()), "RankCandidates"),
+        (RankAndFuse(ranker=LengthRanker(), top_k=2), "RankAndFuse"),
+    ):
+        runs = ChainRuns()
+        step.invoke({"instruction": "q", "candidates": candidates}, {"callbacks": [runs]})
+        _check_ranker_run(runs, name, 2, 1 if name == "RankCandidates" else 2)
