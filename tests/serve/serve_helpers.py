@@ -187,6 +187,23 @@ class FakeUpstream:
                     self._send(200, b'{"result": "no choices here"}', "application/json")
                     return
                 last = [m for m in body.get("messages", []) if m.get("role") == "user"][-1]
+                text = f"upstream answer to: {last['content']}"
+                usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+                if body.get("stream"):  # OpenAI's chunks; the usage event only when asked
+                    events: list[object] = [
+                        {
+                            "choices": [
+                                {"index": 0, "delta": {"content": word if i == 0 else " " + word}}
+                            ]
+                        }
+                        for i, word in enumerate(text.split(" "))
+                    ]
+                    events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                    if (body.get("stream_options") or {}).get("include_usage"):
+                        events.append({"choices": [], "usage": usage})
+                    sse = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events)
+                    self._send(200, sse + b"data: [DONE]\n\n", "text/event-stream")
+                    return
                 answer = {
                     "id": "up-1",
                     "object": "chat.completion",
@@ -195,12 +212,12 @@ class FakeUpstream:
                             "index": 0,
                             "message": {
                                 "role": "assistant",
-                                "content": f"upstream answer to: {last['content']}",
+                                "content": text,
                             },
                             "finish_reason": "stop",
                         }
                     ],
-                    "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+                    "usage": usage,
                 }
                 self._send(200, json.dumps(answer).encode(), "application/json")
 

@@ -241,6 +241,21 @@ def test_passthrough_member_and_upstream_usage(
     assert sent["body"]["max_tokens"] == 32  # type: ignore[index]
 
 
+def test_streamed_passthrough_counts_the_upstream_usage(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    stream = client.chat.completions.create(
+        model="up", messages=QUESTION, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "upstream answer to: What is the capital of France?"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (7, 5)
+    sent = [r for r in upstream.requests if r["mode"] == "ok"][-1]
+    assert sent["body"]["stream_options"] == {"include_usage": True}  # type: ignore[index]
+
+
 def test_usage_is_summed_over_members(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(model="mixed", messages=QUESTION)
     assert response.usage is not None and response.usage.total_tokens == 12

@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
-import json
 import os
-import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
 
 from blender_core.fusion.base import Fuser
 from blender_core.generators.base import BaseGenerator, Generator
@@ -48,7 +43,6 @@ from blender_core.types import Prompt, chat_messages, prompt_to_text
 __all__ = [
     "USAGE_METER",
     "MemberError",
-    "MeteredOpenAIGenerator",
     "StaticGenerator",
     "Usage",
     "UsageMeter",
@@ -187,40 +181,15 @@ class StaticGenerator(BaseGenerator):
             yield word if i == 0 else " " + word
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One verifying TLS context for every upstream client (certifi's CA bundle, as httpx's
-    default): building it per client costs tens of milliseconds of CPU per member call."""
-    import certifi
+def _metered(member: str) -> Callable[[dict[str, int]], None]:
+    """An ``on_usage`` hook that adds ``member``'s reported tokens to the request's meter."""
 
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-class MeteredOpenAIGenerator(OpenAICompatibleGenerator):
-    """:class:`OpenAICompatibleGenerator` that reports the upstream's ``usage`` to the meter.
-
-    Its per-call httpx clients share one TLS context (:func:`_tls_context`): the server makes
-    thousands of member calls, and loading the CA bundle for each was its largest CPU cost.
-    """
-
-    def _client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            timeout=self.timeout, follow_redirects=False, verify=_tls_context()
-        )
-
-    def _parse(self, status_code: int, raw: bytes, *args: Any, **kwargs: Any) -> str:
-        text = super()._parse(status_code, raw, *args, **kwargs)
+    def add(usage: dict[str, int]) -> None:
         meter = current_meter()
         if meter is not None:
-            try:
-                usage = json.loads(raw).get("usage") or {}
-                prompt = usage.get("prompt_tokens", 0)
-                completion = usage.get("completion_tokens", 0)
-            except (ValueError, AttributeError):
-                return text
-            if isinstance(prompt, int) and isinstance(completion, int):
-                meter.add(self.name, prompt, completion)
-        return text
+            meter.add(member, usage["prompt_tokens"], usage["completion_tokens"])
+
+    return add
 
 
 class _LocalMember(BaseGenerator):
@@ -294,7 +263,7 @@ def build_members(config: ServeConfig) -> dict[str, Generator]:
                 word_delay=spec.word_delay,
             )
         elif isinstance(spec, OpenAIMember):
-            members[name] = MeteredOpenAIGenerator(
+            members[name] = OpenAICompatibleGenerator(
                 spec.model,
                 base_url=spec.base_url,
                 api_key=_env_key(name, name, spec.api_key_env),
@@ -305,6 +274,7 @@ def build_members(config: ServeConfig) -> dict[str, Generator]:
                 timeout=spec.timeout,
                 max_retries=spec.max_retries,
                 extra_body=spec.extra_body,
+                on_usage=_metered(name),
             )
         else:
             members[name] = _local_member(name, spec, shared)
