@@ -290,11 +290,12 @@ def main() -> None:
     peak = max((rss for _, rss in sampler.samples), default=0.0)
 
     def metric(name: str) -> float:
-        match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", metrics, re.MULTILINE)
+        pattern = rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$"
+        match = re.search(pattern, metrics, re.MULTILINE)
         return float(match.group(1)) if match else 0.0
 
-    batches = metric("blender_rank_batch_requests_count")
-    ranked = metric("blender_rank_batch_requests_sum")
+    rounds = metric("blender_ranker_rounds_total")
+    ranked = metric("blender_ranker_requests_total")
     print(
         f"{args.requests} requests, {args.concurrency} at a time (server max_concurrency {limit}); "
         f"members: 2 static + 1 fake upstream, ranker {args.ranker}, static streaming writer"
@@ -311,10 +312,13 @@ def main() -> None:
         f"last quarter {last:.0f} MiB (change {last - first:+.1f} MiB); by quarter: "
         + ", ".join(f"{q:.0f}" for q in quarters)
     )
-    if batches:
+    if rounds:
         print(
-            f"ranking: {ranked:.0f} requests in {batches:.0f} shared batches "
-            f"({ranked / batches:.1f} requests per batch)"
+            f"PairRanker: {ranked:.0f} rank requests in {rounds:.0f} shared rounds "
+            f"({metric('blender_ranker_requests_per_round'):.1f} requests per round), "
+            f"{metric('blender_ranker_forward_calls_total'):.0f} forward calls, batch fill "
+            f"{metric('blender_ranker_batch_fill'):.2f}, padding efficiency "
+            f"{metric('blender_ranker_padding_efficiency'):.2f}"
         )
 
 

@@ -1,124 +1,117 @@
-"""SharedBatchRanker: concurrent requests share rank_batch calls without changing answers; and
-the streamed response's clean-up."""
+"""Concurrent requests share one PairRanker, whose own scheduler coalesces their ranking into
+shared rounds (no batching layer in the gateway) without changing answers; the metrics export
+the ranker's real stats; and the streamed response's clean-up."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
+from blender_core.serve.config import parse_config
+from blender_core.serve.gateway import Gateway
 
-from blender_core.ranking import BaseRanker, Ranking
-from blender_core.serve.batching import SharedBatchRanker
-
-
-class CountingRanker(BaseRanker):
-    """Scores by length; records every rank_batch call; 'boom' in a candidate raises."""
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-        self.gate = threading.Event()
-        self.gate.set()
-
-    def rank_batch(
-        self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
-    ) -> list[Ranking]:
-        self.gate.wait(10)
-        self.calls.append(len(instructions))
-        if any("boom" in c for cands in candidate_lists for c in cands):
-            raise ValueError("boom candidate")
-        return [Ranking.from_scores([float(len(c)) for c in cands]) for cands in candidate_lists]
+QUESTIONS = [f"question {i}: which answer is best?" for i in range(24)]
 
 
-def test_concurrent_calls_share_one_batch() -> None:
-    inner = CountingRanker()
-    sizes: list[int] = []
-    shared = SharedBatchRanker(inner, max_wait=0.01, on_batch=sizes.append)
+def _gateway(pairrm: Path) -> Gateway:
+    members = "\n".join(
+        f'[members.m{i}]\ntype = "static"\ntext = "{text} {{prompt}}"\n'
+        for i, text in enumerate(["Paris, of course:", "maybe Lyon", "I think it is Paris"])
+    )
+    config = parse_config(
+        f"""{members}
+[ensembles.ranked]
+members = ["m0", "m1", "m2"]
+ranker = {{ type = "pairrm", checkpoint = "{pairrm}", device = "cpu", dtype = "float32" }}
+fuser = {{ type = "select" }}
 
-    async def main() -> list[Ranking]:
-        return await asyncio.gather(
-            *(shared.arank(f"q{i}", ["a" * (i + 1), "bb", "c"]) for i in range(20))
-        )
+[ensembles.wins]
+members = ["m0", "m1", "m2"]
+ranker = {{ type = "pairrm", checkpoint = "{pairrm}", device = "cpu", dtype = "float32" }}
+fuser = {{ type = "select" }}
+strategy = "max_wins"
 
-    rankings = asyncio.run(main())
-    assert inner.calls == [20] and sizes == [20]
-    for i, ranking in enumerate(rankings):
-        assert ranking == inner.rank(f"q{i}", ["a" * (i + 1), "bb", "c"])
-
-
-def test_calls_arriving_during_a_batch_form_the_next_one() -> None:
-    inner = CountingRanker()
-    shared = SharedBatchRanker(inner, max_wait=0.0, max_requests=4)
-
-    async def main() -> None:
-        inner.gate.clear()
-        first = asyncio.ensure_future(shared.arank("q", ["x", "yy"]))
-        await asyncio.sleep(0.05)  # the first batch (one call) is running, blocked
-        rest = [asyncio.ensure_future(shared.arank("q", ["x", "yy"])) for _ in range(6)]
-        await asyncio.sleep(0.05)
-        inner.gate.set()
-        await asyncio.gather(first, *rest)
-
-    asyncio.run(main())
-    assert inner.calls == [1, 4, 2]
+[rerankers.tiny]
+type = "pairrm"
+checkpoint = "{pairrm}"
+device = "cpu"
+dtype = "float32"
+"""
+    )
+    gateway = Gateway(config)
+    gateway.load()
+    assert gateway.load_error is None
+    return gateway
 
 
-def test_a_failing_request_fails_alone() -> None:
-    inner = CountingRanker()
-    shared = SharedBatchRanker(inner, max_wait=0.01)
-
-    async def main() -> list[object]:
-        return await asyncio.gather(
-            shared.arank("q", ["ok", "fine"]),
-            shared.arank("q", ["boom", "x"]),
-            shared.arank("q", ["also", "good"]),
-            return_exceptions=True,
-        )
-
-    good, bad, other = asyncio.run(main())
-    assert isinstance(good, Ranking) and isinstance(other, Ranking)
-    assert isinstance(bad, ValueError)
-
-
-def test_a_cancelled_request_leaves_the_others() -> None:
-    inner = CountingRanker()
-    shared = SharedBatchRanker(inner, max_wait=0.05)
-
-    async def main() -> Ranking:
-        doomed = asyncio.ensure_future(shared.arank("q", ["a", "bb"]))
-        kept = asyncio.ensure_future(shared.arank("q", ["ccc", "d"]))
-        await asyncio.sleep(0)
-        doomed.cancel()
-        return await kept
-
-    assert asyncio.run(main()).best == 0
-    assert inner.calls == [1]  # the cancelled request was dropped before its batch ran
-
-
-def test_pairranker_answers_do_not_depend_on_the_batch(tiny_pairrm_dir: Path) -> None:
+def test_concurrent_requests_share_the_pairrankers_rounds(tiny_pairrm_dir: Path) -> None:
     from blender_core.pair_ranker import PairRanker
 
-    ranker = PairRanker.from_pretrained(tiny_pairrm_dir, device="cpu", dtype="float32")
-    shared = SharedBatchRanker(ranker, max_wait=0.01)
-    requests = [
-        ("Say hi", ["hi!", "go away", "hello there, friend"]),
-        ("Add 2 and 2", ["4", "five", "2 + 2 = 4", "four"]),
-        ("Name a colour", ["blue", "a banana"]),
-    ]
+    gateway = _gateway(tiny_pairrm_dir)
+    ranker = gateway.rankers["ranked"]
+    assert isinstance(ranker, PairRanker)  # the shared ranker itself, no wrapper
+    assert gateway.rankers["wins"] is ranker and gateway.rerankers["tiny"] is ranker
 
-    async def main() -> list[Ranking]:
-        return await asyncio.gather(*(shared.arank(q, c) for q, c in requests))
+    def ask(name: str, question: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": question}]
 
-    ranker.reset_stats()
-    together = asyncio.run(main())
-    assert ranker.stats.sequences == 6 + 12 + 2
-    for (query, candidates), ranking in zip(requests, together, strict=True):
-        alone = ranker.rank(query, candidates)
-        assert ranking.order == alone.order
-        assert ranking.scores == pytest.approx(alone.scores, abs=1e-5)
+    async def together(name: str) -> list[object]:
+        answers = await asyncio.gather(*(gateway.blend(name, ask(name, q), {}) for q in QUESTIONS))
+        return [(a.text, a.blend["ranking"]) for a in answers]
+
+    for name in ("ranked", "wins"):
+        ranker.reset_stats()
+        shared = asyncio.run(together(name))
+        stats = ranker.stats
+        assert stats.requests >= len(QUESTIONS)
+        assert stats.requests_per_round > 1, stats  # the requests' rank calls overlapped
+        alone = []
+        for q in QUESTIONS:
+            answer = asyncio.run(gateway.blend(name, ask(name, q), {}))
+            alone.append((answer.text, answer.blend["ranking"]))
+        assert shared == alone  # sharing changes speed, not answers
+
+
+def test_concurrent_reranks_share_rounds_and_equal_solo(tiny_pairrm_dir: Path) -> None:
+    gateway = _gateway(tiny_pairrm_dir)
+    ranker = gateway.rerankers["tiny"]
+    documents = ["Paris", "Lyon is nice", "the capital is Paris", "bananas"]
+
+    async def together(top_n: int | None) -> list[list[tuple[int, float]]]:
+        return list(
+            await asyncio.gather(*(gateway.rerank(ranker, q, documents, top_n) for q in QUESTIONS))
+        )
+
+    for top_n in (None, 1):
+        ranker.reset_stats()  # type: ignore[attr-defined]
+        shared = asyncio.run(together(top_n))
+        assert ranker.stats.requests_per_round > 1  # type: ignore[attr-defined]
+        alone = [asyncio.run(gateway.rerank(ranker, q, documents, top_n)) for q in QUESTIONS]
+        assert shared == alone
+
+
+def test_metrics_export_the_pairrankers_stats(tiny_pairrm_dir: Path) -> None:
+    gateway = _gateway(tiny_pairrm_dir)
+    ranker = gateway.rankers["ranked"]
+    ranker.reset_stats()  # type: ignore[attr-defined]
+    asyncio.run(gateway.blend("ranked", [{"role": "user", "content": "hi"}], {}))
+    stats = ranker.stats  # type: ignore[attr-defined]
+    text = gateway.metrics.render().decode()
+    values = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("blender_ranker_") and 'ranker="ensemble:ranked"' in line
+    }
+    assert values["blender_ranker_pairs_total"] == stats.sequences > 0
+    assert values["blender_ranker_forward_calls_total"] == stats.forward_calls
+    assert values["blender_ranker_rounds_total"] == stats.rounds >= 1
+    assert values["blender_ranker_requests_total"] == stats.requests
+    assert values["blender_ranker_requests_per_round"] == stats.requests_per_round
+    assert values["blender_ranker_batch_fill"] == stats.batch_fill
+    assert values["blender_ranker_padding_efficiency"] == stats.padding_efficiency
+    assert 0 < stats.batch_fill <= 1 and 0 < stats.padding_efficiency <= 1
 
 
 def test_stream_clean_up_runs_when_the_client_left_before_the_first_byte() -> None:

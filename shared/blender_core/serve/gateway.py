@@ -3,13 +3,13 @@
 :class:`Gateway` owns the members, the shared rankers and fusers and the metrics. For each chat
 request it builds a light per-request :class:`~blender_core.blend.Blender` whose members are the
 configured ones bound to the request's chat (:class:`~blender_core.serve.members.RequestMember`)
-while the ranker and fuser objects are shared by every request (loaded once; a PairRanker shared
-by concurrent requests batches their pairs when it supports shared batching).
+while the ranker and fuser objects are shared by every request (loaded once). Concurrent requests
+call one shared PairRanker, which coalesces their pairs into shared rounds and batches itself
+(:class:`~blender_core.pair_scheduler.PairScheduler`); the gateway adds no batching of its own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -21,12 +21,10 @@ from blender_core.blend import Blender, BlendError, BlendResult, BlendStreamEven
 from blender_core.fusion.base import Fuser
 from blender_core.generators.base import BaseGenerator, Generator
 from blender_core.ranking import Ranker
-from blender_core.serve.batching import SharedBatchRanker
 from blender_core.serve.config import (
     EnsembleConfig,
     JudgeRankerSpec,
     LLMFuserSpec,
-    RandomRankerSpec,
     ServeConfig,
 )
 from blender_core.serve.errors import ApiError
@@ -174,8 +172,10 @@ class Gateway:
             for member in self.members.values():
                 load_member(member)
             shared: dict[str, Any] = {}  # spec -> loaded model, shared by every user of it
-            batchers: dict[tuple[str, str | None], SharedBatchRanker] = {}
 
+            # Concurrent requests call one shared ranker: a PairRanker coalesces their pairs into
+            # shared rounds and batches itself (its async methods run in its own thread pool);
+            # the other rankers run each call in a worker thread.
             def loaded_ranker(spec: Any, *, rerank: bool = False) -> Ranker:
                 key = spec.model_dump_json()
                 if key not in shared:
@@ -184,24 +184,12 @@ class Gateway:
                     )
                 return cast(Ranker, shared[key])
 
-            def batched(spec: Any, ranker: Ranker, strategy: str | None) -> Ranker:
-                if isinstance(spec, RandomRankerSpec):
-                    return ranker  # nothing to batch
-                key = (spec.model_dump_json(), strategy)
-                if key not in batchers:
-                    batchers[key] = SharedBatchRanker(
-                        ranker,
-                        strategy=strategy,
-                        on_batch=self.metrics.rank_batch_requests.observe,
-                    )
-                return batchers[key]
-
             watched: dict[str, Any] = {}
             for name, ensemble in self.config.ensembles.items():
                 spec = ensemble.ranker
                 if not isinstance(spec, JudgeRankerSpec):  # a judge is built per request
                     ranker = loaded_ranker(spec)
-                    self.rankers[name] = batched(spec, ranker, ensemble.strategy)
+                    self.rankers[name] = ranker
                     watched.setdefault(str(id(ranker)), (f"ensemble:{name}", ranker))
                 if not isinstance(ensemble.fuser, LLMFuserSpec):
                     key = ensemble.fuser.model_dump_json()
@@ -210,7 +198,7 @@ class Gateway:
                     self.fusers[name] = shared[key]
             for name, rspec in self.config.rerankers.items():
                 ranker = loaded_ranker(rspec, rerank=True)
-                self.rerankers[name] = batched(rspec, ranker, None)
+                self.rerankers[name] = ranker
                 watched.setdefault(str(id(ranker)), (f"rerank:{name}", ranker))
             self.metrics.watch_rankers(dict(watched.values()))
         except Exception as exc:
@@ -307,7 +295,7 @@ class Gateway:
             rank_timeout=ensemble.rank_timeout if ensemble.rank_timeout is not None else ...,
             fuse_timeout=ensemble.fuse_timeout if ensemble.fuse_timeout is not None else ...,
             min_candidates=ensemble.min_candidates,
-            strategy=None if isinstance(ranker, SharedBatchRanker) else ensemble.strategy,
+            strategy=ensemble.strategy,
         )
 
     def _blend_failed(self, name: str, exc: BlendError) -> ApiError:
@@ -465,13 +453,10 @@ class Gateway:
         from blender_core.pair_ranker import PairRanker
 
         start = time.perf_counter()
-        inner = ranker.ranker if isinstance(ranker, SharedBatchRanker) else ranker
         try:
             knockout = top_n is not None and top_n < len(documents)
-            if isinstance(inner, PairRanker) and knockout and isinstance(ranker, SharedBatchRanker):
-                ranking = await ranker.run(inner.rank, query, documents, top_k=top_n)
-            elif isinstance(inner, PairRanker) and knockout:
-                ranking = await asyncio.to_thread(inner.rank, query, documents, top_k=top_n)
+            if isinstance(ranker, PairRanker) and knockout:
+                ranking = await ranker.arank(query, documents, top_k=top_n)
             else:
                 ranking = await ranker.arank(query, documents)
         except ValueError as exc:  # e.g. too many documents for pairwise ranking

@@ -8,9 +8,12 @@ Names (all prefixed ``blender_``):
 - ``cancelled_total{endpoint}``: requests whose client went away (their member calls cancelled).
 - ``stage_seconds{stage}``: ``generation`` (each member call), ``ranking``, ``fusion``.
 - ``member_calls_total{member}`` and ``member_failures_total{member, kind}``.
-- ``ranker_pairs_total{ranker}``, ``ranker_forward_calls_total{ranker}`` and
-  ``ranker_batch_fill{ranker}`` (real / padded tokens) read from each PairRanker's own stats at
-  scrape time; ``rank_batch_requests`` (requests that shared one ranking batch).
+- From each PairRanker's own stats (:class:`~blender_core.pair_ranker.PairRankerStats`), read at
+  scrape time: ``ranker_pairs_total{ranker}``, ``ranker_forward_calls_total{ranker}``,
+  ``ranker_rounds_total{ranker}`` and ``ranker_requests_total{ranker}`` (scheduling rounds and the
+  caller requests they served: concurrent requests share rounds), ``ranker_requests_per_round``,
+  ``ranker_batch_fill{ranker}`` (computed / budget tokens of the forward calls) and
+  ``ranker_padding_efficiency{ranker}`` (real / computed tokens).
 - ``tokens_total{kind}``: prompt and completion tokens reported by members.
 """
 
@@ -37,27 +40,55 @@ class _RankerStats(Collector):
         self.rankers: dict[str, Any] = {}
 
     def collect(self) -> Iterable[Any]:
-        pairs = CounterMetricFamily(
-            "blender_ranker_pairs", "Candidate pairs scored by the PairRanker", labels=["ranker"]
-        )
-        calls = CounterMetricFamily(
-            "blender_ranker_forward_calls", "PairRanker forward passes (batches)", labels=["ranker"]
-        )
-        fill = GaugeMetricFamily(
-            "blender_ranker_batch_fill",
-            "Real tokens / computed (padded) tokens of the PairRanker batches",
-            labels=["ranker"],
-        )
+        counters: dict[str, CounterMetricFamily] = {
+            "sequences": CounterMetricFamily(
+                "blender_ranker_pairs",
+                "Candidate pairs scored by the PairRanker",
+                labels=["ranker"],
+            ),
+            "forward_calls": CounterMetricFamily(
+                "blender_ranker_forward_calls",
+                "PairRanker forward passes (batches)",
+                labels=["ranker"],
+            ),
+            "rounds": CounterMetricFamily(
+                "blender_ranker_rounds",
+                "PairRanker scheduling rounds (each serves every caller with pending pairs)",
+                labels=["ranker"],
+            ),
+            "requests": CounterMetricFamily(
+                "blender_ranker_requests",
+                "Caller requests served by the PairRanker's rounds",
+                labels=["ranker"],
+            ),
+        }
+        gauges: dict[str, GaugeMetricFamily] = {
+            "requests_per_round": GaugeMetricFamily(
+                "blender_ranker_requests_per_round",
+                "Mean caller requests sharing a PairRanker round (> 1: requests coalesced)",
+                labels=["ranker"],
+            ),
+            "batch_fill": GaugeMetricFamily(
+                "blender_ranker_batch_fill",
+                "Computed tokens / token budget of the PairRanker forward calls",
+                labels=["ranker"],
+            ),
+            "padding_efficiency": GaugeMetricFamily(
+                "blender_ranker_padding_efficiency",
+                "Real tokens / computed (padded) tokens of the PairRanker forward calls",
+                labels=["ranker"],
+            ),
+        }
         for name, ranker in self.rankers.items():
             stats = getattr(ranker, "stats", None)
             if stats is None:
                 continue
-            pairs.add_metric([name], float(stats.sequences))
-            calls.add_metric([name], float(stats.forward_calls))
-            fill.add_metric([name], float(stats.padding_efficiency))
-        yield pairs
-        yield calls
-        yield fill
+            for field, counter in counters.items():
+                counter.add_metric([name], float(getattr(stats, field)))
+            for field, gauge in gauges.items():
+                gauge.add_metric([name], float(getattr(stats, field)))
+        yield from counters.values()
+        yield from gauges.values()
 
 
 class Metrics:
@@ -95,12 +126,6 @@ class Metrics:
         )
         self.member_failures = Counter(
             "blender_member_failures", "Member calls that failed", ["member", "kind"], registry=r
-        )
-        self.rank_batch_requests = Histogram(
-            "blender_rank_batch_requests",
-            "Requests whose ranking shared one batch",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-            registry=r,
         )
         self.tokens = Counter("blender_tokens", "Tokens reported by members", ["kind"], registry=r)
         self.ranker_stats = _RankerStats()
