@@ -2,13 +2,13 @@
 
 The server blends three fake members: two ``static`` members (deterministic, a small delay) and
 an OpenAI-compatible fake upstream served from this process (so the httpx path is exercised);
-a tiny random PairRanker checkpoint ranks (shared batches across requests) and a ``static``
+a tiny random PairRanker checkpoint ranks (it coalesces concurrent requests) and a ``static``
 writer streams the fused answer word by word. A fifth of the requests stream.
 
 Prints: errors (non-200 answers or exceptions), lost requests (sent but never answered), p50 /
 p90 / p99 latency, throughput, the server's peak RSS and its mean RSS over the first and the
-last quarter of the run (flat memory: the two agree), and how many requests shared each
-ranking batch (from ``/metrics``).
+last quarter of the run (flat memory: the two agree), and the PairRanker's rounds, requests per
+round, batch fill and padding efficiency (from ``/metrics``).
 
     python benchmarks/serve_load.py [--requests 1000] [--concurrency 64] [--delay 0.02]
 """
