@@ -232,7 +232,7 @@ def main() -> None:
         "--ranker",
         choices=("pairrm", "random"),
         default="pairrm",
-        help="pairrm: a tiny random PairRanker checkpoint (shared batches); random: no model",
+        help="pairrm: a tiny random PairRanker checkpoint (coalesces requests); random: no model",
     )
     args = parser.parse_args()
     limit = args.limit or 2 * args.concurrency
