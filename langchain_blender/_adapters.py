@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -58,6 +58,12 @@ def use_call_config(config: RunnableConfig | None) -> Iterator[None]:
         yield
     finally:
         _CALL_CONFIG.reset(token)
+
+
+def set_call_config(config: RunnableConfig | None) -> None:
+    """Set the :func:`use_call_config` config for the rest of the current context (for a
+    context made to run one call in, e.g. ``contextvars.copy_context()``)."""
+    _CALL_CONFIG.set(config)
 
 
 def invoke_in_context(
@@ -188,3 +194,19 @@ class LangChainGenerator(BaseGenerator):
         config = self._config(kwargs)
         output = await ainvoke_in_context(self.runnable, _prompt_to_lc(prompt), config, **kwargs)
         return message_text(output)
+
+    def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[str]:
+        """The runnable's ``stream``: its text as it is generated (a fuser's tokens)."""
+        config = self._config(kwargs)
+        for chunk in self.runnable.stream(_prompt_to_lc(prompt), config, **kwargs):
+            text = message_text(chunk)
+            if text:
+                yield text
+
+    async def astream(self, prompt: Prompt, **kwargs: Any) -> AsyncIterator[str]:
+        """Async :meth:`stream` (the runnable's native ``astream``)."""
+        config = self._config(kwargs)
+        async for chunk in self.runnable.astream(_prompt_to_lc(prompt), config, **kwargs):
+            text = message_text(chunk)
+            if text:
+                yield text

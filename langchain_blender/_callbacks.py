@@ -39,6 +39,7 @@ __all__ = [
     "child_callbacks",
     "child_config",
     "run_sync",
+    "set_rank_callbacks",
     "trace_ranking",
     "trace_ranking_sync",
     "use_rank_callbacks",
@@ -148,6 +149,11 @@ def use_rank_callbacks(callbacks: ChildCallbacks) -> Iterator[None]:
         yield
     finally:
         _RANK_CALLBACKS.reset(token)
+
+
+def set_rank_callbacks(callbacks: ChildCallbacks) -> None:
+    """Set the :func:`use_rank_callbacks` callbacks for the rest of the current context."""
+    _RANK_CALLBACKS.set(callbacks)
 
 
 def _rank_config(step: RankStep) -> RunnableConfig:

@@ -7,8 +7,9 @@ answers are ranked over a text rendering of the calls and the best is selected, 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -17,7 +18,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from blender_core.blend import Blender as CoreBlender
-from blender_core.blend import BlendError, BlendResult, RankStep
+from blender_core.blend import BlendError, BlendResult, BlendStreamEvent, RankStep
 from blender_core.lazy import Lazy
 from blender_core.loading import load_fuser, load_ranker
 from blender_core.members import MemberResults
@@ -27,6 +28,7 @@ from langchain_blender._adapters import (
     has_tool_calls,
     message_text,
     render_tool_calls,
+    set_call_config,
     use_call_config,
 )
 from langchain_blender._callbacks import (
@@ -35,6 +37,7 @@ from langchain_blender._callbacks import (
     UsageCollector,
     child_config,
     run_sync,
+    set_rank_callbacks,
     trace_ranking,
     trace_ranking_sync,
     use_rank_callbacks,
@@ -304,3 +307,101 @@ class Engine:
                 queueing=members.queueing,
             )
         return self._text_result(result, collector.usage)
+
+    # -- streaming: the fused answer as it is written -----------------------------------------
+    # The fuser's and ranker's configs travel in context variables; a generator cannot set one
+    # across its yields (its consumer may resume it in another context), so the core stream runs
+    # in a context of its own, one step at a time.
+
+    @staticmethod
+    def _stream_context(config: RunnableConfig, callbacks: ChildCallbacks) -> contextvars.Context:
+        context = contextvars.copy_context()
+        context.run(set_call_config, config)
+        context.run(set_rank_callbacks, callbacks)
+        return context
+
+    def stream(
+        self,
+        instruction: str,
+        outcomes: Sequence[MemberOutcome],
+        *,
+        callbacks: ChildCallbacks = None,
+        input: str = "",
+    ) -> Iterator[str | Blended]:
+        """:meth:`blend`, yielding the fused text's deltas (an LLM fuser's tokens as generated;
+        other fusers: one delta), then the :class:`Blended` answer. Tool calls: the answer only.
+        """
+        self._check_enough(outcomes)
+        try:
+            asyncio.get_running_loop()
+            in_loop = True
+        except RuntimeError:
+            in_loop = False
+        if in_loop or self._tool_inputs(outcomes) is not None:
+            # The core's sync stream runs its own loop, which cannot nest: one piece then.
+            yield self.blend(instruction, outcomes, callbacks=callbacks, input=input)
+            return
+        members: MemberResults[str] = MemberResults.from_outcomes(outcomes, message_text)
+        config, collector = self._fuse_config(callbacks)
+        context = self._stream_context(config, callbacks)
+        events = context.run(
+            self.core.stream_candidates,
+            instruction,
+            members.outputs,
+            input=input,
+            failures=members.failures,
+            latencies=members.latencies,
+            queueing=members.queueing,
+        )
+        try:
+            while (event := context.run(next, events, None)) is not None:
+                if event.kind == "delta":
+                    yield event.text
+                elif event.result is not None:
+                    yield self._text_result(event.result, collector.usage)
+        finally:
+            context.run(events.close)  # type: ignore[attr-defined]
+
+    async def astream(
+        self,
+        instruction: str,
+        outcomes: Sequence[MemberOutcome],
+        *,
+        callbacks: ChildCallbacks = None,
+        input: str = "",
+    ) -> AsyncIterator[str | Blended]:
+        """Async :meth:`stream`."""
+        self._check_enough(outcomes)
+        if self._tool_inputs(outcomes) is not None:
+            yield await self.ablend(instruction, outcomes, callbacks=callbacks, input=input)
+            return
+        members: MemberResults[str] = MemberResults.from_outcomes(outcomes, message_text)
+        config, collector = self._fuse_config(callbacks)
+        core = await self._core.aget()
+        context = self._stream_context(config, callbacks)
+        events = context.run(
+            core.astream_candidates,
+            instruction,
+            members.outputs,
+            input=input,
+            failures=members.failures,
+            latencies=members.latencies,
+            queueing=members.queueing,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    event = await loop.create_task(_next_event(events), context=context)
+                except StopAsyncIteration:
+                    return
+                if event.kind == "delta":
+                    yield event.text
+                elif event.result is not None:
+                    yield self._text_result(event.result, collector.usage)
+        finally:
+            await loop.create_task(events.aclose(), context=context)  # type: ignore[attr-defined]
+
+
+async def _next_event(events: AsyncIterator[BlendStreamEvent]) -> BlendStreamEvent:
+    return await anext(events)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -21,13 +19,13 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables import Runnable, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, field_validator
 
 from langchain_blender._adapters import instruction_from_messages
-from langchain_blender._callbacks import achild_callbacks, child_callbacks
+from langchain_blender._callbacks import ChildCallbacks, achild_callbacks, child_callbacks
 from langchain_blender._engine import Blended
 from langchain_blender._members import (
     MemberOutcome,
@@ -40,9 +38,6 @@ from langchain_blender._members import (
 from langchain_blender._settings import EnsembleSettings
 
 __all__ = ["ChatBlender", "apply_stop", "text_pieces"]
-
-_STREAM_CALL = "_llm_blender_stream_call"
-"""Private kwarg carrying the stream call's config from ``stream()`` to ``_stream()``."""
 
 _PIECES = re.compile(r"\s*\S+\s*|\s+")
 
@@ -58,11 +53,6 @@ def apply_stop(text: str, stop: Sequence[str] | None) -> str:
         return text
     cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
     return text[:cut]
-
-
-@dataclass(frozen=True)
-class _StreamCall:
-    config: RunnableConfig
 
 
 def _member_kwargs(
@@ -134,7 +124,8 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
     stop: list[str] | None = None
     """Default stop sequences: passed to members and applied to the fused text."""
     streaming: bool = False
-    """Accepted for compatibility; ``stream``/``astream`` always stream the final answer."""
+    """Set it to stream through ``_stream`` in ``invoke`` too (LangChain's ``streaming`` flag);
+    ``stream``/``astream`` always stream."""
     ensemble_name: str | None = Field(default=None)
     """Name reported as ``model_name`` (default ``"blend(<member>, ...)"``)."""
 
@@ -166,12 +157,6 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
             params["ls_stop"] = stop or self.stop
         return params
 
-    def _get_invocation_params(
-        self, stop: list[str] | None = None, **kwargs: Any
-    ) -> dict[str, Any]:
-        kwargs.pop(_STREAM_CALL, None)
-        return super()._get_invocation_params(stop=stop, **kwargs)
-
     # -- tools ----------------------------------------------------------------------------------
 
     def bind_tools(
@@ -199,7 +184,6 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         self, stop: list[str] | None, kwargs: dict[str, Any]
     ) -> Callable[[str, Runnable[Any, Any]], tuple[Runnable[Any, Any], dict[str, Any]]]:
         kwargs = dict(kwargs)
-        kwargs.pop(_STREAM_CALL, None)
         kwargs.pop("ls_structured_output_format", None)
         tools = kwargs.pop("tools", None)
         tool_choice = kwargs.pop("tool_choice", None)
@@ -301,104 +285,17 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     # -- streaming ------------------------------------------------------------------------------
-    # ``BaseChatModel.stream``/``astream`` do not hand their run manager to ``_stream`` or
-    # ``_astream``. To nest member runs under the ensemble's stream run, ``stream``/``astream``
-    # fix the run id in the config and pass the config along (a private kwarg, dropped from the
-    # traced params); ``_stream`` rebuilds the run's callback manager from them.
+    # ``BaseChatModel.stream``/``astream`` call ``_stream``/``_astream`` without their run manager
+    # (by design), so in those calls the members', ranker's and fuser's runs attach to the
+    # ambient run (``ensure_config()``: the caller's chain step, if any), not to the ensemble's
+    # stream run. When LangChain does pass a run manager (``invoke`` under a streaming handler,
+    # ``streaming=True``), they nest under the ensemble's run as in ``invoke``.
 
-    def stream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Iterator[AIMessageChunk]:
-        config = _with_run_id(config)
-        kwargs[_STREAM_CALL] = _StreamCall(config)
-        yield from super().stream(input, config, stop=stop, **kwargs)
-
-    async def astream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[AIMessageChunk]:
-        config = _with_run_id(config)
-        kwargs[_STREAM_CALL] = _StreamCall(config)
-        async for chunk in super().astream(input, config, stop=stop, **kwargs):
-            yield chunk
-
-    def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
-        # Only ``stream``/``astream`` (and the v3 event protocol, which passes its run manager)
-        # take the streaming path; ``invoke`` always blends through ``_generate``.
-        if _STREAM_CALL not in kwargs:
-            return False
-        return super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
-
-    def _stream_callbacks(
-        self, run_manager: CallbackManagerForLLMRun | None, kwargs: dict[str, Any]
-    ) -> CallbackManager | None:
-        call = kwargs.pop(_STREAM_CALL, None)
+    @staticmethod
+    def _stream_parent(run_manager: CallbackManagerForLLMRun | None) -> ChildCallbacks:
         if run_manager is not None:
             return child_callbacks(run_manager)
-        if call is None:
-            return None
-        config = call.config
-        manager = CallbackManager.configure(
-            config.get("callbacks"),
-            self.callbacks,
-            self.verbose,
-            config.get("tags"),
-            self.tags,
-            config.get("metadata"),
-            self.metadata,
-        )
-        return child_callbacks(
-            CallbackManagerForLLMRun(
-                run_id=config["run_id"],
-                handlers=manager.handlers,
-                inheritable_handlers=manager.inheritable_handlers,
-                parent_run_id=manager.parent_run_id,
-                tags=manager.tags,
-                inheritable_tags=manager.inheritable_tags,
-                metadata=manager.metadata,
-                inheritable_metadata=manager.inheritable_metadata,
-            )
-        )
-
-    def _astream_callbacks(
-        self, run_manager: AsyncCallbackManagerForLLMRun | None, kwargs: dict[str, Any]
-    ) -> AsyncCallbackManager | None:
-        call = kwargs.pop(_STREAM_CALL, None)
-        if run_manager is not None:
-            return achild_callbacks(run_manager)
-        if call is None:
-            return None
-        config = call.config
-        manager = AsyncCallbackManager.configure(
-            config.get("callbacks"),
-            self.callbacks,
-            self.verbose,
-            config.get("tags"),
-            self.tags,
-            config.get("metadata"),
-            self.metadata,
-        )
-        return achild_callbacks(
-            AsyncCallbackManagerForLLMRun(
-                run_id=config["run_id"],
-                handlers=manager.handlers,
-                inheritable_handlers=manager.inheritable_handlers,
-                parent_run_id=manager.parent_run_id,
-                tags=manager.tags,
-                inheritable_tags=manager.inheritable_tags,
-                metadata=manager.metadata,
-                inheritable_metadata=manager.inheritable_metadata,
-            )
-        )
+        return cast(ChildCallbacks, ensure_config().get("callbacks"))
 
     def _stream(
         self,
@@ -407,9 +304,24 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        callbacks = self._stream_callbacks(run_manager, kwargs)
-        message = self._blend(messages, stop, callbacks, kwargs)
-        yield from _message_chunks(message)
+        callbacks = self._stream_parent(run_manager)
+        outcomes = invoke_members(
+            self.models,
+            messages,
+            callbacks=callbacks,
+            prepare=self._prepare(stop, kwargs),
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
+        pieces = self._get_engine().stream(
+            instruction_from_messages(messages), outcomes, callbacks=callbacks
+        )
+        cutter = _StopCutter(stop if stop is not None else self.stop)
+        for piece in pieces:
+            if isinstance(piece, str):
+                yield from cutter.feed(piece)
+            else:
+                yield from cutter.finish(self._finish(piece, outcomes, stop))
 
     async def _astream(
         self,
@@ -418,21 +330,63 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        callbacks = self._astream_callbacks(run_manager, kwargs)
-        message = await self._ablend(messages, stop, callbacks, kwargs)
-        for chunk in _message_chunks(message):
-            yield chunk
+        callbacks: ChildCallbacks = (
+            achild_callbacks(run_manager)
+            if run_manager is not None
+            else cast(ChildCallbacks, ensure_config().get("callbacks"))
+        )
+        outcomes = await ainvoke_members(
+            self.models,
+            messages,
+            callbacks=callbacks,
+            prepare=self._prepare(stop, kwargs),
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
+        cutter = _StopCutter(stop if stop is not None else self.stop)
+        async for piece in self._get_engine().astream(
+            instruction_from_messages(messages), outcomes, callbacks=callbacks
+        ):
+            if isinstance(piece, str):
+                for chunk in cutter.feed(piece):
+                    yield chunk
+            else:
+                for chunk in cutter.finish(self._finish(piece, outcomes, stop)):
+                    yield chunk
 
 
-def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:
-    config = ensure_config(config)
-    if config.get("run_id") is None:
-        config = {**config, "run_id": uuid.uuid4()}
-    return config
+class _StopCutter:
+    """Turns the fused text's deltas into chunks, cut at the first stop sequence (a tail as long
+    as the longest stop is held back until it cannot start one); one delta behind, so that the
+    last chunk carries the metadata (a fuser that does not stream gives one chunk)."""
+
+    def __init__(self, stop: Sequence[str] | None) -> None:
+        self.stop = [s for s in stop or [] if s]
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self.text = ""
+        self.sent = 0
+        self.pending: str | None = None
+
+    def feed(self, delta: str) -> Iterator[ChatGenerationChunk]:
+        self.text += delta
+        cut = apply_stop(self.text, self.stop)
+        ready = len(cut) if len(cut) < len(self.text) else max(self.sent, len(cut) - self.hold)
+        if ready > self.sent:
+            if self.pending is not None:
+                yield ChatGenerationChunk(message=AIMessageChunk(content=self.pending))
+            self.pending = cut[self.sent : ready]
+            self.sent = ready
+
+    def finish(self, message: AIMessage) -> Iterator[ChatGenerationChunk]:
+        if message.response_metadata.get("blend_mode") != "text":
+            yield from _message_chunks(message)
+            return
+        rest = (self.pending or "") + message.text[self.sent :]
+        yield from _message_chunks(message.model_copy(update={"content": rest}))
 
 
 def _message_chunks(message: AIMessage) -> Iterator[ChatGenerationChunk]:
-    """The final message as stream chunks; the last carries usage, metadata and tool calls."""
+    """The final message as one stream chunk, with usage, metadata and tool calls."""
     last: dict[str, Any] = {
         "response_metadata": message.response_metadata,
         "usage_metadata": message.usage_metadata,
@@ -459,7 +413,4 @@ def _message_chunks(message: AIMessage) -> Iterator[ChatGenerationChunk]:
             message=AIMessageChunk(content=message.content, tool_call_chunks=chunks, **last)
         )
         return
-    pieces = text_pieces(message.text)
-    for piece in pieces[:-1]:
-        yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-    yield ChatGenerationChunk(message=AIMessageChunk(content=pieces[-1], **last))
+    yield ChatGenerationChunk(message=AIMessageChunk(content=message.text, **last))

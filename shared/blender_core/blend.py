@@ -667,6 +667,10 @@ class Blender:
         ranked = await self._rank(
             instruction, input, answers, failures, latencies, queueing=queueing
         )
+        async for event in self._stream_ranked(ranked):
+            yield event
+
+    async def _stream_ranked(self, ranked: _Ranked) -> AsyncIterator[BlendStreamEvent]:
         start = time.perf_counter()
         parts: list[str] = []
         async for delta in self._fuse_stream(ranked):
@@ -749,6 +753,70 @@ class Blender:
         queueing: Mapping[str, float] | None = None,
     ) -> BlendResult:
         """Async :meth:`blend_candidates`."""
+        answers = self._candidate_answers(instruction, candidates, input, failures)
+        return await self._rank_and_fuse(
+            instruction,
+            input,
+            answers,
+            list(failures),
+            dict(latencies or {}),
+            queueing=queueing,
+        )
+
+    def stream_candidates(
+        self,
+        instruction: str,
+        candidates: Sequence[str] | Mapping[str, str],
+        *,
+        input: str = "",
+        failures: Sequence[ModelFailure] = (),
+        latencies: Mapping[str, float] | None = None,
+        queueing: Mapping[str, float] | None = None,
+    ) -> Iterator[BlendStreamEvent]:
+        """:meth:`blend_candidates` with the fused answer streamed (the events of :meth:`stream`).
+
+        The adapters call their members themselves (for tracing) and stream the fusion of their
+        answers with this.
+        """
+        loop, executor = self._private_loop("stream_candidates")
+        return self._iterate(
+            loop,
+            executor,
+            self.astream_candidates(
+                instruction,
+                candidates,
+                input=input,
+                failures=failures,
+                latencies=latencies,
+                queueing=queueing,
+            ),
+        )
+
+    async def astream_candidates(
+        self,
+        instruction: str,
+        candidates: Sequence[str] | Mapping[str, str],
+        *,
+        input: str = "",
+        failures: Sequence[ModelFailure] = (),
+        latencies: Mapping[str, float] | None = None,
+        queueing: Mapping[str, float] | None = None,
+    ) -> AsyncIterator[BlendStreamEvent]:
+        """Async :meth:`stream_candidates`."""
+        answers = self._candidate_answers(instruction, candidates, input, failures)
+        ranked = await self._rank(
+            instruction, input, answers, list(failures), dict(latencies or {}), queueing=queueing
+        )
+        async for event in self._stream_ranked(ranked):
+            yield event
+
+    @staticmethod
+    def _candidate_answers(
+        instruction: str,
+        candidates: Sequence[str] | Mapping[str, str],
+        input: str,
+        failures: Sequence[ModelFailure],
+    ) -> dict[str, Any]:
         _check_text("instruction", instruction)
         _check_text("input", input)
         if isinstance(candidates, Mapping):
@@ -765,14 +833,7 @@ class Blender:
                 raise TypeError(f"failures must be ModelFailure objects, got {failure!r}")
             if failure.model in answers:
                 raise ValueError(f"model {failure.model!r} is both a candidate and a failure")
-        return await self._rank_and_fuse(
-            instruction,
-            input,
-            answers,
-            list(failures),
-            dict(latencies or {}),
-            queueing=queueing,
-        )
+        return answers
 
     # -- the shared second half ---------------------------------------------------------------
 

@@ -51,13 +51,46 @@ async def test_chat_and_llm_chains_give_the_same_text(members: dict[str, Any]) -
     assert BlenderLLM is Blender
 
 
-def test_stream_yields_several_chunks_then_the_last(members: dict[str, Any]) -> None:
+def test_a_fuser_that_does_not_stream_gives_one_chunk(members: dict[str, Any]) -> None:
     chunks = list(_chat(members).stream("hello world"))
-    assert len(chunks) > 2
+    assert len(chunks) == 1
     assert chunks[-1].chunk_position == "last"
     assert chunks[-1].response_metadata["blend_mode"] == "text"
-    assert all(not c.response_metadata for c in chunks[:-1])
+    assert chunks[-1].content == "Beta says, at length: hello world + Alpha: hello world"
     assert [c for c in _llm(members).stream("hello world")][-1]
+
+
+def _streaming_fuser() -> GenericFakeChatModel:
+    return GenericFakeChatModel(
+        messages=iter([AIMessage(content="the fused answer, token by token")])
+    )
+
+
+def test_a_chat_model_fuser_streams_its_tokens(members: dict[str, Any]) -> None:
+    async def astream(chat: ChatBlender) -> list[Any]:
+        return [c async for c in chat.astream("hi")]
+
+    for mode in ("stream", "astream"):
+        chat = ChatBlender(models=members, ranker=LengthRanker(), fuser=_streaming_fuser(), top_k=2)
+        chunks = list(chat.stream("hi")) if mode == "stream" else asyncio.run(astream(chat))
+        assert len(chunks) > 2  # GenericFakeChatModel streams word by word
+        assert "".join(str(c.content) for c in chunks) == "the fused answer, token by token"
+        assert all(not c.response_metadata for c in chunks[:-1])
+        last = chunks[-1]
+        assert last.chunk_position == "last"
+        invoked = ChatBlender(
+            models=members, ranker=LengthRanker(), fuser=_streaming_fuser(), top_k=2
+        ).invoke("hi")
+        # the same metadata schema as invoke (latencies differ run to run)
+        assert set(last.response_metadata) == set(invoked.response_metadata)
+        assert last.response_metadata["text"] == "the fused answer, token by token"
+
+
+def test_stop_cuts_a_streamed_answer(members: dict[str, Any]) -> None:
+    chat = ChatBlender(models=members, ranker=LengthRanker(), fuser=_streaming_fuser(), top_k=2)
+    chunks = list(chat.stream("hi", stop=["token by"]))
+    assert "".join(str(c.content) for c in chunks) == "the fused answer, "
+    assert chunks[-1].response_metadata["text"].startswith("the fused answer, token")
 
 
 # -- tracing: members are children of the ensemble's run ----------------------------------------
@@ -73,35 +106,61 @@ def _assert_nested(recorder: RunRecorder, ensemble_kind: str, count: int = 1) ->
 
 
 async def test_member_runs_nest_under_the_ensemble_in_every_mode(members: dict[str, Any]) -> None:
+    """invoke/ainvoke/batch/abatch: members (and the ranker) are children of the ensemble run.
+
+    stream/astream: langchain-core calls ``_stream``/``_astream`` without the run manager (by
+    design), so there the members' and ranker's runs attach to the ambient run instead (the
+    caller's: here a RunnableLambda, or the chain), as siblings of the ensemble's run.
+    """
     chat = _chat(members)
-    for mode in ("invoke", "ainvoke", "stream", "astream", "batch", "abatch", "chain-stream"):
+    for mode in ("invoke", "ainvoke", "batch", "abatch"):
         recorder = RunRecorder()
         config: Any = {"callbacks": [recorder]}
         if mode == "invoke":
             chat.invoke("hi", config)
         elif mode == "ainvoke":
             await chat.ainvoke("hi", config)
-        elif mode == "stream":
-            list(chat.stream("hi", config))
-        elif mode == "astream":
-            [c async for c in chat.astream("hi", config)]
         elif mode == "batch":
             chat.batch(["hi", "yo"], config)
-        elif mode == "abatch":
-            await chat.abatch(["hi", "yo"], config)
         else:
-            list((PROMPT | chat | StrOutputParser()).stream({"q": "hi"}, config))
+            await chat.abatch(["hi", "yo"], config)
         _assert_nested(recorder, "chat", 2 if "batch" in mode else 1)
 
+    async def astream(x: str) -> str:
+        return "".join([str(c.content) async for c in chat.astream(x)])
 
-async def test_member_runs_nest_in_astream_events(members: dict[str, Any]) -> None:
-    chat = _chat(members)
-    events = [e async for e in chat.astream_events("hi", version="v2")]
+    for mode in ("stream", "astream", "chain-stream"):
+        recorder = RunRecorder()
+        config = {"callbacks": [recorder]}
+        if mode == "stream":
+            RunnableLambda(lambda x: "".join(str(c.content) for c in chat.stream(x))).invoke(
+                "hi", config
+            )
+        elif mode == "astream":
+            await RunnableLambda(astream).ainvoke("hi", config)
+        else:
+            list((PROMPT | chat | StrOutputParser()).stream({"q": "hi"}, config))
+        (ensemble,) = [r for r in recorder.runs if r[1] == "ChatBlender"]
+        parent = ensemble[3]
+        assert parent is not None
+        chain_steps = ["PromptTemplate", "StrOutputParser"] if mode == "chain-stream" else []
+        assert recorder.children_of(parent) == sorted(
+            ["ChatBlender", "LengthRanker", "alpha", "beta", *chain_steps]
+        ), (mode, recorder.runs)
+
+
+async def test_member_runs_in_astream_events(members: dict[str, Any]) -> None:
+    # Streamed, the members' runs are siblings of the ensemble's (see the test above): in a
+    # chain, children of the chain's run, still in astream_events and tagged.
+    chat = ChatBlender(models=members, ranker=LengthRanker(), fuser=_streaming_fuser(), top_k=2)
+    chain = PROMPT | chat
+    events = [e async for e in chain.astream_events({"q": "hi"}, version="v2")]
     starts = [e for e in events if e["event"] == "on_chat_model_start"]
     ensemble = next(e for e in starts if e["name"] == "ChatBlender")
-    children = [e for e in starts if e["parent_ids"] and e["parent_ids"][-1] == ensemble["run_id"]]
-    assert sorted(e["name"] for e in children) == ["alpha", "beta"]
-    assert all(MEMBER_TAG in e["tags"] for e in children)
+    members_seen = [e for e in starts if e["name"] in ("alpha", "beta")]
+    assert sorted(e["name"] for e in members_seen) == ["alpha", "beta"]
+    assert all(e["parent_ids"] == ensemble["parent_ids"] for e in members_seen)
+    assert all(MEMBER_TAG in e["tags"] for e in members_seen)
     streamed = [
         e for e in events if e["event"] == "on_chat_model_stream" and e["name"] == "ChatBlender"
     ]

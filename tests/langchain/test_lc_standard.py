@@ -116,7 +116,7 @@ class TestChatBlenderIntegration(_Declared, ChatModelIntegrationTests):
         for chunk in chat.stream("Tell me a joke about cats.", config={"callbacks": [handler]}):
             validate(chunk)
         assert chunk is not None
-        _check_root_options(handler, schema)
+        _check_root_options(handler, schema, streamed=True)
 
     @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
     async def test_structured_output_root_run_async(
@@ -137,7 +137,7 @@ class TestChatBlenderIntegration(_Declared, ChatModelIntegrationTests):
         ):
             validate(chunk)
         assert chunk is not None
-        _check_root_options(handler, schema)
+        _check_root_options(handler, schema, streamed=True)
 
 
 class _RootCallbackHandler(_TestCallbackHandler):
@@ -153,12 +153,28 @@ class _RootCallbackHandler(_TestCallbackHandler):
         self.runs.append((kwargs["run_id"], kwargs.get("parent_run_id"), options))
 
 
-def _check_root_options(handler: _RootCallbackHandler, schema: Any) -> None:
+def _check_root_options(handler: _RootCallbackHandler, schema: Any, streamed: bool = False) -> None:
+    """One ensemble run with the structured-output options and one run per member.
+
+    Invoked, the members' runs are children of the ensemble's run. Streamed, langchain-core
+    calls ``_stream``/``_astream`` without the run manager (by design), so the members' runs
+    attach to the ambient run, the structured-output chain's: siblings of the ensemble's run.
+    """
     chat_runs = {run_id for run_id, _, _ in handler.runs}
     roots = [(r, o) for r, parent, o in handler.runs if parent not in chat_runs]
-    assert len(roots) == 1, "expected one on_chat_model_start for the ensemble"
-    root_id, options = roots[0]
-    children = [r for r, parent, _ in handler.runs if parent == root_id]
-    assert len(children) == 2, "expected one child chat-model run per member"
+    if streamed:
+        ensembles = [
+            (r, o) for r, o in roots if isinstance(o, dict) and "ls_structured_output_format" in o
+        ]
+        assert len(ensembles) == 1, "expected one on_chat_model_start for the ensemble"
+        assert len(roots) == 3, "expected the ensemble's run and one run per member"
+        parents = {parent for _, parent, _ in handler.runs}
+        assert len(parents) == 1 and None not in parents, "expected siblings under the chain"
+        root_id, options = ensembles[0]
+    else:
+        assert len(roots) == 1, "expected one on_chat_model_start for the ensemble"
+        root_id, options = roots[0]
+        children = [r for r, parent, _ in handler.runs if parent == root_id]
+        assert len(children) == 2, "expected one child chat-model run per member"
     assert isinstance(options, dict)
     assert options["ls_structured_output_format"]["schema"] == convert_to_json_schema(schema)

@@ -93,3 +93,36 @@ def test_planned_passes_match_the_pairs_a_pair_ranker_scores(
     expected = {(10, 1): 18, (10, 3): 30}.get((n, top_k))
     if strategy is None and expected is not None:
         assert step.passes == expected  # the figures of PairRanker.rank's docs
+
+
+class _Pieces(CallableGenerator):
+    """Answers in three streamed pieces."""
+
+    def stream(self, prompt: object, **kwargs: object):  # type: ignore[no-untyped-def,override]
+        yield from ("fused ", "in ", "pieces")
+
+    async def astream(self, prompt: object, **kwargs: object):  # type: ignore[no-untyped-def,override]
+        for piece in ("fused ", "in ", "pieces"):
+            yield piece
+
+
+def test_stream_candidates_streams_the_fusion_of_given_answers() -> None:
+    from blender_core import LLMFuser
+
+    fuser = LLMFuser(_Pieces(lambda p: "fused in pieces", name="fuser"))
+    blender = Blender(ranker="consensus", fuser=fuser, top_k=2)
+    answers = {"a": "one answer", "b": "another answer"}
+    events = list(blender.stream_candidates("q", answers, latencies={"a": 1.0}))
+    deltas = [e.text for e in events if e.kind == "delta"]
+    assert len(deltas) == 3 and "".join(deltas) == "fused in pieces"
+    result = events[-1].result
+    assert result is not None and result.text == "fused in pieces"
+    assert result.candidates == answers and result.latencies == {"a": 1.0}
+
+    async def collect() -> list[str]:
+        return [e.text async for e in blender.astream_candidates("q", answers) if e.kind == "delta"]
+
+    deltas = asyncio.run(collect())  # the async path streams the same three pieces
+    assert len(deltas) == 3 and "".join(deltas) == "fused in pieces"
+    with pytest.raises(TypeError, match="candidates"):
+        list(blender.stream_candidates("q", "not a list"))  # type: ignore[arg-type]
