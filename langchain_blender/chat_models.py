@@ -37,7 +37,7 @@ from langchain_blender._members import (
 )
 from langchain_blender._settings import EnsembleSettings
 
-__all__ = ["ChatBlender", "apply_stop", "text_pieces"]
+__all__ = ["ChatBlender", "StopCutter", "apply_stop", "text_pieces"]
 
 _PIECES = re.compile(r"\s*\S+\s*|\s+")
 
@@ -316,12 +316,13 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         pieces = self._get_engine().stream(
             instruction_from_messages(messages), outcomes, callbacks=callbacks
         )
-        cutter = _StopCutter(stop if stop is not None else self.stop)
+        cutter = StopCutter(stop if stop is not None else self.stop)
         for piece in pieces:
             if isinstance(piece, str):
-                yield from cutter.feed(piece)
+                for text in cutter.feed(piece):
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
             else:
-                yield from cutter.finish(self._finish(piece, outcomes, stop))
+                yield from _last_chunks(self._finish(piece, outcomes, stop), cutter)
 
     async def _astream(
         self,
@@ -343,22 +344,25 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
             timeout=self.timeout,
             max_retries=self.max_retries,
         )
-        cutter = _StopCutter(stop if stop is not None else self.stop)
+        cutter = StopCutter(stop if stop is not None else self.stop)
         async for piece in self._get_engine().astream(
             instruction_from_messages(messages), outcomes, callbacks=callbacks
         ):
             if isinstance(piece, str):
-                for chunk in cutter.feed(piece):
-                    yield chunk
+                for text in cutter.feed(piece):
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
             else:
-                for chunk in cutter.finish(self._finish(piece, outcomes, stop)):
+                for chunk in _last_chunks(self._finish(piece, outcomes, stop), cutter):
                     yield chunk
 
 
-class _StopCutter:
-    """Turns the fused text's deltas into chunks, cut at the first stop sequence (a tail as long
-    as the longest stop is held back until it cannot start one); one delta behind, so that the
-    last chunk carries the metadata (a fuser that does not stream gives one chunk)."""
+class StopCutter:
+    """The fused text's deltas as pieces to stream, cut at the first stop sequence.
+
+    A tail as long as the longest stop sequence is held back until it cannot start one, and the
+    pieces run one delta behind, so that the last piece (:meth:`finish`) goes out with the
+    metadata: a fuser that does not stream gives one piece.
+    """
 
     def __init__(self, stop: Sequence[str] | None) -> None:
         self.stop = [s for s in stop or [] if s]
@@ -367,22 +371,27 @@ class _StopCutter:
         self.sent = 0
         self.pending: str | None = None
 
-    def feed(self, delta: str) -> Iterator[ChatGenerationChunk]:
+    def feed(self, delta: str) -> Iterator[str]:
+        """Take a delta; yield the pieces now ready to stream."""
         self.text += delta
         cut = apply_stop(self.text, self.stop)
         ready = len(cut) if len(cut) < len(self.text) else max(self.sent, len(cut) - self.hold)
         if ready > self.sent:
             if self.pending is not None:
-                yield ChatGenerationChunk(message=AIMessageChunk(content=self.pending))
+                yield self.pending
             self.pending = cut[self.sent : ready]
             self.sent = ready
 
-    def finish(self, message: AIMessage) -> Iterator[ChatGenerationChunk]:
-        if message.response_metadata.get("blend_mode") != "text":
-            yield from _message_chunks(message)
-            return
-        rest = (self.pending or "") + message.text[self.sent :]
-        yield from _message_chunks(message.model_copy(update={"content": rest}))
+    def finish(self, text: str) -> str:
+        """The last piece, given the whole answer with the stop applied."""
+        return (self.pending or "") + text[self.sent :]
+
+
+def _last_chunks(message: AIMessage, cutter: StopCutter) -> Iterator[ChatGenerationChunk]:
+    if message.response_metadata.get("blend_mode") != "text":
+        yield from _message_chunks(message)  # tool calls: the whole message, in one chunk
+        return
+    yield from _message_chunks(message.model_copy(update={"content": cutter.finish(message.text)}))
 
 
 def _message_chunks(message: AIMessage) -> Iterator[ChatGenerationChunk]:

@@ -19,6 +19,7 @@ from langchain_core.runnables.config import ContextThreadPoolExecutor
 from pydantic import ConfigDict, Field, field_validator
 
 from langchain_blender._callbacks import achild_callbacks, child_callbacks
+from langchain_blender._engine import Blended
 from langchain_blender._members import (
     MemberOutcome,
     ainvoke_members,
@@ -28,7 +29,7 @@ from langchain_blender._members import (
     name_members,
 )
 from langchain_blender._settings import EnsembleSettings
-from langchain_blender.chat_models import apply_stop, text_pieces
+from langchain_blender.chat_models import StopCutter, apply_stop
 
 __all__ = ["Blender"]
 
@@ -284,6 +285,9 @@ class Blender(EnsembleSettings, BaseLLM):
                 manager.on_llm_end(LLMResult(generations=[[outcome]]))
         return self._batch_result(outcomes, run_managers)
 
+    # ``BaseLLM.stream``/``astream`` hand ``_stream``/``_astream`` their run manager: members
+    # nest under the stream's run, and the fuser's tokens go out as it generates them.
+
     def _stream(
         self,
         prompt: str,
@@ -291,11 +295,25 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        generation = self._blend_one(prompt, stop, run_manager, kwargs)
-        for chunk in _chunks(generation):
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        callbacks = child_callbacks(run_manager)
+        outcomes = invoke_members(
+            self.llms,
+            prompt,
+            callbacks=callbacks,
+            prepare=self._prepare(stop, kwargs),
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
+        cutter = StopCutter(stop if stop is not None else self.stop)
+        for piece in self._get_engine().stream(prompt, outcomes, callbacks=callbacks):
+            if isinstance(piece, str):
+                chunks = [GenerationChunk(text=text) for text in cutter.feed(piece)]
+            else:
+                chunks = [self._last_chunk(piece, outcomes, stop, cutter)]
+            for chunk in chunks:
+                if run_manager:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
 
     async def _astream(
         self,
@@ -304,11 +322,39 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        generation = await self._ablend_one(prompt, stop, run_manager, kwargs)
-        for chunk in _chunks(generation):
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        callbacks = achild_callbacks(run_manager)
+        outcomes = await ainvoke_members(
+            self.llms,
+            prompt,
+            callbacks=callbacks,
+            prepare=self._prepare(stop, kwargs),
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+        )
+        cutter = StopCutter(stop if stop is not None else self.stop)
+        async for piece in self._get_engine().astream(prompt, outcomes, callbacks=callbacks):
+            if isinstance(piece, str):
+                chunks = [GenerationChunk(text=text) for text in cutter.feed(piece)]
+            else:
+                chunks = [self._last_chunk(piece, outcomes, stop, cutter)]
+            for chunk in chunks:
+                if run_manager:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+
+    def _last_chunk(
+        self,
+        blended: Blended,
+        outcomes: Sequence[MemberOutcome],
+        stop: list[str] | None,
+        cutter: StopCutter,
+    ) -> GenerationChunk:
+        generation = self._generation(
+            blended.message.text, blended.metadata, outcomes, blended.usage, stop
+        )
+        return GenerationChunk(
+            text=cutter.finish(generation.text), generation_info=generation.generation_info
+        )
 
 
 def __getattr__(name: str) -> Any:
@@ -320,10 +366,3 @@ def __getattr__(name: str) -> Any:
 
 
 """Alias of :class:`Blender` (the name the design notes use for the string-LLM ensemble)."""
-
-
-def _chunks(generation: Generation) -> Iterator[GenerationChunk]:
-    pieces = text_pieces(generation.text)
-    for piece in pieces[:-1]:
-        yield GenerationChunk(text=piece)
-    yield GenerationChunk(text=pieces[-1], generation_info=generation.generation_info)

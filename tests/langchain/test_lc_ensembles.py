@@ -86,6 +86,16 @@ def test_a_chat_model_fuser_streams_its_tokens(members: dict[str, Any]) -> None:
         assert last.response_metadata["text"] == "the fused answer, token by token"
 
 
+def test_the_llm_ensemble_streams_a_fusers_tokens_under_its_run(members: dict[str, Any]) -> None:
+    # BaseLLM.stream hands _stream its run manager: the members, ranker and fuser nest under it.
+    llm = Blender(llms=members, ranker=LengthRanker(), fuser=_streaming_fuser(), top_k=2)
+    recorder = RunRecorder()
+    chunks = list(llm.stream("hi", {"callbacks": [recorder]}))
+    assert len(chunks) > 2 and "".join(chunks) == "the fused answer, token by token"
+    (root,) = recorder.run_id_of("Blender")
+    assert recorder.children_of(root) == ["LengthRanker", "alpha", "beta", "fuser"]
+
+
 def test_stop_cuts_a_streamed_answer(members: dict[str, Any]) -> None:
     chat = ChatBlender(models=members, ranker=LengthRanker(), fuser=_streaming_fuser(), top_k=2)
     chunks = list(chat.stream("hi", stop=["token by"]))
