@@ -25,33 +25,57 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import threading
 
-__all__ = ["DEFAULT_THRESHOLD", "tune_malloc"]
+__all__ = ["DEFAULT_THRESHOLD", "SERVER_MAX_ARENAS", "tune_malloc"]
 
 #: Both thresholds, in bytes (1 GiB: the largest block served from the heap, and the most free
 #: memory the heap keeps at its top before returning it to the kernel).
 DEFAULT_THRESHOLD = 1 << 30
 
+#: The arena cap ``blender serve`` asks for: a server's many worker threads would otherwise each
+#: get an arena (up to 8 per core), and each arena keeps its own freed blocks.
+SERVER_MAX_ARENAS = 2
+
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 _lock = threading.Lock()
-_applied: int | None = None
+_applied: tuple[int, int | None] | None = None
 
 
-def tune_malloc(threshold: int = DEFAULT_THRESHOLD) -> bool:
+def tune_malloc(threshold: int = DEFAULT_THRESHOLD, *, max_arenas: int | None = None) -> bool:
     """Raise glibc's mmap and trim thresholds to ``threshold`` bytes; whether it was applied.
 
     Does nothing (and returns ``False``) where the C library is not glibc.
 
+    Args:
+        threshold: Both thresholds, in bytes.
+        max_arenas: Also cap glibc's malloc arenas (``mallopt(M_ARENA_MAX)``). Each thread that
+            allocates may get its own arena, and each arena keeps its freed blocks, so a process
+            whose model runs on many threads (a server) grows by one set of blocks per arena.
+            Left alone when ``None``, or when ``MALLOC_ARENA_MAX`` is set in the environment
+            (glibc has read it already, and the operator's choice wins). Call it before the
+            threads start: arenas that exist are kept.
+
     Raises:
-        ValueError: ``threshold`` is not in ``[128 KiB, 2**31 - 1]`` (``mallopt`` takes an int).
+        ValueError: ``threshold`` is not in ``[128 KiB, 2**31 - 1]`` (``mallopt`` takes an int),
+            or ``max_arenas`` is not a positive int.
     """
     global _applied
     if not isinstance(threshold, int) or not (128 * 1024 <= threshold <= 2**31 - 1):
         raise ValueError(f"threshold must be an int in [131072, 2**31 - 1], got {threshold!r}")
+    if max_arenas is not None and (
+        not isinstance(max_arenas, int) or isinstance(max_arenas, bool) or max_arenas < 1
+    ):
+        raise ValueError(f"max_arenas must be a positive int or None, got {max_arenas!r}")
+    if "MALLOC_ARENA_MAX" in os.environ:
+        max_arenas = None
     with _lock:
-        if _applied == threshold:
+        if _applied == (threshold, max_arenas) or (
+            max_arenas is None and _applied is not None and _applied[0] == threshold
+        ):
             return True
         name = ctypes.util.find_library("c")
         try:
@@ -65,6 +89,8 @@ def tune_malloc(threshold: int = DEFAULT_THRESHOLD) -> bool:
         ok = bool(mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(
             mallopt(_M_TRIM_THRESHOLD, threshold)
         )
+        if ok and max_arenas is not None:
+            ok = bool(mallopt(_M_ARENA_MAX, max_arenas))
         if ok:
-            _applied = threshold
+            _applied = (threshold, max_arenas)
         return ok

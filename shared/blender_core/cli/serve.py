@@ -58,9 +58,12 @@ def serve(
             raise ValueError(
                 f"the environment variable {variable} (the server's API key) is not set or empty"
             )
+    from blender_core.allocator import SERVER_MAX_ARENAS, tune_malloc
     from blender_core.serve.app import run
     from blender_core.threads import apply_thread_budget
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Before uvicorn and the rankers start their threads: see blender_core.allocator.
+    tune_malloc(max_arenas=SERVER_MAX_ARENAS)
     apply_thread_budget()
     run(settings, host=host, port=port, api_key=api_key, log_level=log_level)
