@@ -63,6 +63,7 @@ from blender_core.encoding import (
     CAND_PREFIX,
     SOURCE_PREFIX,
 )
+from blender_core.io import atomic_path
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -717,6 +718,7 @@ class PairRankerModel(nn.Module):
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+        with atomic_path(out / "model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
         write_ranker_files(self, tokenizer, out)
         return out

@@ -12,6 +12,7 @@ import pytest
 from blender_core.io import (
     OutputPathError,
     atomic_open,
+    atomic_path,
     atomic_write_bytes,
     atomic_write_text,
     check_output_dir,
@@ -87,3 +88,18 @@ def test_check_output_file(tmp_path: Path) -> None:
         check_output_file(tmp_path / "missing" / "x.jsonl")
     with pytest.raises(OutputPathError, match="is a folder"):
         check_output_file(tmp_path)
+
+
+def test_atomic_path_renames_on_success_and_cleans_up_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "weights.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.bin"]
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.bin"]

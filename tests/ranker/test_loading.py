@@ -143,6 +143,24 @@ def test_save_load_round_trip(tiny_dirs, tmp_path, layout) -> None:
     assert set(again.model.state_dict()) == set(original.model.state_dict())
 
 
+def test_save_pretrained_is_atomic(tiny_dirs, tmp_path, monkeypatch) -> None:
+    import safetensors.torch
+
+    original = PairRanker.from_pretrained(tiny_dirs[("hf", "deberta")])
+    out = original.save_pretrained(tmp_path / "saved")
+    before = (out / "model.safetensors").read_bytes()
+
+    def killed(state, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        original.save_pretrained(out)
+    assert (out / "model.safetensors").read_bytes() == before  # the old weights, whole
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_bert_round_trip_architecture(tiny_dirs, tmp_path) -> None:
     original = PairRanker.from_pretrained(tiny_dirs[("pairrm", "bert")])
     out = original.save_pretrained(tmp_path / "bert")
