@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
@@ -95,6 +95,26 @@ class LlamaIndexGenerator(BaseGenerator):
             return (await self.llm.acomplete(prompt, **kwargs)).text
         response = await self.llm.achat(to_llama_messages(prompt), **kwargs)
         return response.message.content or ""
+
+    def stream(self, prompt: Prompt, **kwargs: Any) -> Iterator[str]:
+        """The LLM's ``stream_complete``/``stream_chat`` deltas (a fuser's tokens)."""
+        if isinstance(prompt, str):
+            responses: Any = self.llm.stream_complete(prompt, **kwargs)
+        else:
+            responses = self.llm.stream_chat(to_llama_messages(prompt), **kwargs)
+        for response in responses:
+            if response.delta:
+                yield response.delta
+
+    async def astream(self, prompt: Prompt, **kwargs: Any) -> AsyncIterator[str]:
+        """Async :meth:`stream` (``astream_complete``/``astream_chat``)."""
+        if isinstance(prompt, str):
+            responses: Any = await self.llm.astream_complete(prompt, **kwargs)
+        else:
+            responses = await self.llm.astream_chat(to_llama_messages(prompt), **kwargs)
+        async for response in responses:
+            if response.delta:
+                yield response.delta
 
 
 def to_core_fuser(fuser: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ from llamaindex_blender._adapters import LlamaIndexGenerator, to_core_fuser
 from llamaindex_blender._tracing import trace_ranking
 
 if TYPE_CHECKING:
-    from blender_core.blend import Blender, BlendResult
+    from blender_core.blend import Blender, BlendResult, BlendStreamEvent
     from blender_core.ranking import Ranker
 
 __all__ = ["BlendEngine", "blend_info"]
@@ -135,6 +135,40 @@ class BlendEngine:
         return await blender.ablend_candidates(
             instruction, candidates, input=input, **_run(results)
         )
+
+    def stream(
+        self,
+        instruction: str,
+        candidates: Mapping[str, str],
+        *,
+        results: MemberResults[Any] | None = None,
+        input: str = "",
+    ) -> Iterator[BlendStreamEvent] | None:
+        """:meth:`blend`'s events (:meth:`Blender.stream_candidates`: the fused answer's deltas,
+        an LLM fuser's tokens as generated, then the result); ``None`` inside a running event
+        loop, where the core's sync stream cannot run (use :meth:`blend` then)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self.blender().stream_candidates(
+                instruction, candidates, input=input, **_run(results)
+            )
+        return None
+
+    async def astream(
+        self,
+        instruction: str,
+        candidates: Mapping[str, str],
+        *,
+        results: MemberResults[Any] | None = None,
+        input: str = "",
+    ) -> AsyncIterator[BlendStreamEvent]:
+        """Async :meth:`stream`."""
+        blender = await self.ablender()
+        async for event in blender.astream_candidates(
+            instruction, candidates, input=input, **_run(results)
+        ):
+            yield event
 
 
 def _run(results: MemberResults[Any] | None) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.llms.types import (
@@ -32,7 +33,7 @@ from llamaindex_blender._members import MemberResults, acall_members, call_membe
 if TYPE_CHECKING:
     from llama_index.core.tools import BaseTool
 
-    from blender_core.blend import BlendResult
+    from blender_core.blend import BlendResult, BlendStreamEvent
 
 __all__ = ["BlenderLLM"]
 
@@ -57,8 +58,9 @@ class BlenderLLM(FunctionCallingLLM):
     failing or timed-out member is reported in ``failures`` and the call still answers; if
     every member fails, ``blender_core.blend.BlendError`` names each one and its cause.
 
-    Streaming methods compute the blended answer and yield it as one chunk: the fusion needs
-    every member's complete answer first.
+    Streaming methods call the members and rank first (the fusion needs every member's complete
+    answer), then stream the fused answer: an LLM fuser's tokens as it generates them, another
+    fuser's answer as one chunk; the last chunk carries the blend.
 
     With tools (``chat_with_tools``/``achat_with_tools``, as used by ``FunctionAgent`` and
     ``predict_and_call``), function-calling members propose tool calls with their own
@@ -219,30 +221,53 @@ class BlenderLLM(FunctionCallingLLM):
     ) -> CompletionResponse:
         return await self._acomplete(prompt, formatted, **kwargs)
 
-    # The streaming forms blend eagerly (inside this method's span, so that members' spans nest
-    # under it) and yield the blended answer as one chunk.
+    # The streaming forms call the members and rank eagerly (inside this method's span, so that
+    # the members' and the ranker's spans nest under it), then stream the fused answer: an LLM
+    # fuser's tokens as it generates them, another fuser's answer as one chunk. The last chunk
+    # carries the blend (``additional_kwargs``, ``raw``).
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        return _one_chat_chunk(self._chat(messages, **kwargs))
+        instruction = instruction_from_messages(messages)
+        results = self._call(lambda m: m.chat(messages, **kwargs).message.content or "")
+        events = self._engine.stream(instruction, results.outputs, results=results)
+        if events is None:  # inside a running event loop: blend, one chunk
+            return _one_chat_chunk(self._chat_response(self._blend(instruction, results)))
+        return _chat_chunks(_primed(events))
 
     @llm_completion_callback()
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        return _one_completion_chunk(self._complete(prompt, formatted, **kwargs))
+        results = self._call(lambda m: m.complete(prompt, formatted=formatted, **kwargs).text)
+        events = self._engine.stream(prompt, results.outputs, results=results)
+        if events is None:
+            return _one_completion_chunk(self._completion_response(self._blend(prompt, results)))
+        return _completion_chunks(_primed(events))
 
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        return _aone_chat_chunk(await self._achat(messages, **kwargs))
+        instruction = instruction_from_messages(messages)
+
+        async def call(member: LLM) -> str:
+            return (await member.achat(messages, **kwargs)).message.content or ""
+
+        results = await self._acall(call)
+        events = self._engine.astream(instruction, results.outputs, results=results)
+        return _achat_chunks(await _aprimed(events))
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        return _aone_completion_chunk(await self._acomplete(prompt, formatted, **kwargs))
+        async def call(member: LLM) -> str:
+            return (await member.acomplete(prompt, formatted=formatted, **kwargs)).text
+
+        results = await self._acall(call)
+        events = self._engine.astream(prompt, results.outputs, results=results)
+        return _acompletion_chunks(await _aprimed(events))
 
     # ------------------------------------------------------------------ tools
 
@@ -450,6 +475,80 @@ async def _aone_chat_chunk(response: ChatResponse) -> ChatResponseAsyncGen:
     yield response
 
 
-async def _aone_completion_chunk(response: CompletionResponse) -> CompletionResponseAsyncGen:
-    response.delta = response.text
-    yield response
+def _primed(events: Iterator[BlendStreamEvent]) -> Iterator[BlendStreamEvent]:
+    """``events`` with the first taken now (the ranking runs in the caller's span)."""
+    return itertools.chain([next(events)], events)
+
+
+async def _aprimed(events: AsyncIterator[BlendStreamEvent]) -> AsyncIterator[BlendStreamEvent]:
+    """Async :func:`_primed`."""
+    first = await anext(events)
+
+    async def chained() -> AsyncIterator[BlendStreamEvent]:
+        yield first
+        async for event in events:
+            yield event
+
+    return chained()
+
+
+def _pieces(
+    pending: str | None, event: BlendStreamEvent
+) -> tuple[str | None, tuple[str, BlendResult | None] | None]:
+    """One delta behind, so that the last piece goes out with the result: the new pending
+    delta and the piece to send now (``None``: nothing yet)."""
+    if event.kind == "delta":
+        return event.text, (pending, None) if pending is not None else None
+    return None, (pending or "", event.result)
+
+
+def _chat_chunks(events: Iterator[BlendStreamEvent]) -> ChatResponseGen:
+    text, pending = "", None
+    for event in events:
+        pending, piece = _pieces(pending, event)
+        if piece is not None:
+            yield _chat_chunk(text := text + piece[0], piece[0], piece[1])
+
+
+async def _achat_chunks(events: AsyncIterator[BlendStreamEvent]) -> ChatResponseAsyncGen:
+    text, pending = "", None
+    async for event in events:
+        pending, piece = _pieces(pending, event)
+        if piece is not None:
+            yield _chat_chunk(text := text + piece[0], piece[0], piece[1])
+
+
+def _completion_chunks(events: Iterator[BlendStreamEvent]) -> CompletionResponseGen:
+    text, pending = "", None
+    for event in events:
+        pending, piece = _pieces(pending, event)
+        if piece is not None:
+            yield _completion_chunk(text := text + piece[0], piece[0], piece[1])
+
+
+async def _acompletion_chunks(
+    events: AsyncIterator[BlendStreamEvent],
+) -> CompletionResponseAsyncGen:
+    text, pending = "", None
+    async for event in events:
+        pending, piece = _pieces(pending, event)
+        if piece is not None:
+            yield _completion_chunk(text := text + piece[0], piece[0], piece[1])
+
+
+def _chat_chunk(text: str, delta: str, result: BlendResult | None) -> ChatResponse:
+    return ChatResponse(
+        message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
+        delta=delta,
+        raw=result,
+        additional_kwargs=blend_info(result) if result is not None else {},
+    )
+
+
+def _completion_chunk(text: str, delta: str, result: BlendResult | None) -> CompletionResponse:
+    return CompletionResponse(
+        text=text,
+        delta=delta,
+        raw=result,
+        additional_kwargs=blend_info(result) if result is not None else {},
+    )
