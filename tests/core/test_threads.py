@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -46,12 +47,45 @@ def test_the_setting_overrides_the_budget(monkeypatch: pytest.MonkeyPatch) -> No
             threads.thread_budget()
 
 
-def test_free_cores_come_from_the_load_average(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_free_cores_come_from_the_runnable_tasks_of_other_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(threads, "cpu_cores", lambda: 4)
-    for load, free in ((0.3, 4), (1.7, 3), (6.5, 1)):
+    for busy, free in ((0.0, 4), (1.0, 3), (6.0, 1)):
         monkeypatch.setattr(threads, "_free_cores", None)
-        monkeypatch.setattr(threads.os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        monkeypatch.setattr(threads, "_runnable_elsewhere", lambda busy=busy: busy)
         assert threads._cores_left_free() == free
+
+
+def test_runnable_count_is_read_from_proc_loadavg(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import builtins
+
+    # The least of the samples, less the thread that reads: a blip does not cap the budget.
+    lines = iter(["0.5 0.4 0.3 4/200 123\n", "9.0 0.4 0.3 2/200 123\n", "0.5 0.4 0.3 7/200 1\n"])
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):
+        if path == "/proc/loadavg":
+            target = tmp_path / "loadavg"
+            target.write_text(next(lines))
+            return real_open(target, *args, **kwargs)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    assert threads._runnable_elsewhere(samples=3, interval=0) == 1.0
+
+
+def test_without_proc_the_load_average_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    def no_proc(path, *args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (2.5, 0.0, 0.0))
+    assert threads._runnable_elsewhere(samples=1) == 2.5
 
 
 @pytest.mark.usefixtures("four_free_cores")
