@@ -15,24 +15,15 @@ from langchain_blender import BestOfModelsMiddleware, ChatBlender
 
 
 def _schema_keys() -> set[str]:
-    """The keys of ``BlendResult.to_dict()`` (tests/pipeline pins them)."""
-    return {
-        "text",
-        "instruction",
-        "input",
-        "candidates",
-        "texts",
-        "models_by_text",
-        "ranking",
-        "best",
-        "best_models",
-        "top_k",
-        "latencies",
-        "queueing",
-        "rank_latency",
-        "fuse_latency",
-        "failures",
-    }
+    """The keys of the core's ``BlendResult.to_dict()`` (tests/pipeline pins them)."""
+    from blender_core import Blender
+    from blender_core.generators.callable import CallableGenerator
+
+    generators = [
+        CallableGenerator(lambda p: "a", name="x"),
+        CallableGenerator(lambda p: "bb", name="y"),
+    ]
+    return set(Blender(generators, ranker=LengthRanker()).blend("q").to_dict())
 
 
 def test_chat_blender_metadata_is_the_blend_result_schema() -> None:
