@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
+    BaseCallbackManager,
     CallbackManagerForLLMRun,
+    Callbacks,
 )
 from langchain_core.language_models import BaseLLM
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages.ai import UsageMetadata, add_usage
-from langchain_core.outputs import Generation, GenerationChunk, LLMResult, RunInfo
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 from pydantic import ConfigDict, Field, field_validator
@@ -181,21 +184,6 @@ class Blender(EnsembleSettings, BaseLLM):
         llm_output = {"token_usage": dict(usage) if usage else {}}
         return LLMResult(generations=[[g] for g in generations], llm_output=llm_output)
 
-    def _batch_result(
-        self,
-        outcomes: Sequence[Generation | BaseException],
-        run_managers: Sequence[CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun],
-    ) -> LLMResult:
-        """The batch's result once every run is closed: the first failure re-raised, or the
-        generations with one run id per prompt."""
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        result = self._result([o for o in outcomes if isinstance(o, Generation)])
-        if run_managers:
-            result.run = [RunInfo(run_id=m.run_id) for m in run_managers]
-        return result
-
     def _generate(
         self,
         prompts: list[str],
@@ -217,73 +205,83 @@ class Blender(EnsembleSettings, BaseLLM):
         )
         return self._result(list(generations))
 
-    # ``BaseLLM.generate`` hands ``_generate`` every prompt but only the first prompt's run
-    # manager; these overrides blend each prompt under its own run (members nest under it).
+    # ``BaseLLM.generate`` opens one run per prompt but hands ``_generate`` only the first
+    # prompt's run manager, so members of every prompt would nest under the first prompt's run.
+    # The public ``generate``/``agenerate`` (which ``batch``/``abatch`` call) therefore run each
+    # prompt as its own one-prompt ``generate``, concurrently; each run closes with its own
+    # outcome, and the first failure is raised once every prompt has finished.
 
-    def _generate_helper(
+    def generate(
         self,
         prompts: list[str],
-        stop: list[str] | None,
-        run_managers: list[CallbackManagerForLLMRun],
+        stop: list[str] | None = None,
+        callbacks: Callbacks | list[Callbacks] | None = None,
         *,
-        new_arg_supported: bool,
+        tags: list[str] | list[list[str]] | None = None,
+        metadata: dict[str, Any] | list[dict[str, Any]] | None = None,
+        run_name: str | list[str] | None = None,
+        run_id: uuid.UUID | list[uuid.UUID | None] | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        managers: list[CallbackManagerForLLMRun | None] = (
-            list(run_managers) if run_managers else [None] * len(prompts)
-        )
-        with ContextThreadPoolExecutor(max_workers=min(len(prompts), 8) or 1) as pool:
+        if not isinstance(prompts, list) or len(prompts) < 2:
+            return super().generate(
+                prompts,
+                stop,
+                callbacks,
+                tags=tags,
+                metadata=metadata,
+                run_name=run_name,
+                run_id=run_id,
+                **kwargs,
+            )
+        runs = per_prompt_run_args(len(prompts), callbacks, tags, metadata, run_name, run_id)
+        generate_one = super().generate
+        with ContextThreadPoolExecutor(max_workers=min(len(prompts), 8)) as pool:
             futures = [
-                pool.submit(self._blend_one, p, stop, m, kwargs)
-                for p, m in zip(prompts, managers, strict=True)
+                pool.submit(generate_one, [prompt], stop, **run, **kwargs)
+                for prompt, run in zip(prompts, runs, strict=True)
             ]
-            outcomes: list[Generation | BaseException] = []
+            outcomes: list[LLMResult | BaseException] = []
             for future in futures:
                 try:
                     outcomes.append(future.result())
-                except BaseException as exc:
+                except BaseException as exc:  # raised below, once every prompt has finished
                     outcomes.append(exc)
-        return self._close_runs(outcomes, managers, run_managers)
+        return merge_results(outcomes)
 
-    async def _agenerate_helper(
+    async def agenerate(
         self,
         prompts: list[str],
-        stop: list[str] | None,
-        run_managers: list[AsyncCallbackManagerForLLMRun],
+        stop: list[str] | None = None,
+        callbacks: Callbacks | list[Callbacks] | None = None,
         *,
-        new_arg_supported: bool,
+        tags: list[str] | list[list[str]] | None = None,
+        metadata: dict[str, Any] | list[dict[str, Any]] | None = None,
+        run_name: str | list[str] | None = None,
+        run_id: uuid.UUID | list[uuid.UUID | None] | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        managers: list[AsyncCallbackManagerForLLMRun | None] = (
-            list(run_managers) if run_managers else [None] * len(prompts)
-        )
+        if not isinstance(prompts, list) or len(prompts) < 2:
+            return await super().agenerate(
+                prompts,
+                stop,
+                callbacks,
+                tags=tags,
+                metadata=metadata,
+                run_name=run_name,
+                run_id=run_id,
+                **kwargs,
+            )
+        runs = per_prompt_run_args(len(prompts), callbacks, tags, metadata, run_name, run_id)
+        agenerate_one = super().agenerate
         outcomes = await asyncio.gather(
-            *(self._ablend_one(p, stop, m, kwargs) for p, m in zip(prompts, managers, strict=True)),
+            *(
+                agenerate_one([prompt], stop, **run, **kwargs)
+                for prompt, run in zip(prompts, runs, strict=True)
+            ),
             return_exceptions=True,
         )
-        for outcome, manager in zip(outcomes, managers, strict=True):
-            if manager is None:
-                continue
-            if isinstance(outcome, BaseException):
-                await manager.on_llm_error(outcome, response=LLMResult(generations=[]))
-            else:
-                await manager.on_llm_end(LLMResult(generations=[[outcome]]))
-        return self._batch_result(outcomes, run_managers)
-
-    def _close_runs(
-        self,
-        outcomes: list[Generation | BaseException],
-        managers: list[CallbackManagerForLLMRun | None],
-        run_managers: list[CallbackManagerForLLMRun],
-    ) -> LLMResult:
-        for outcome, manager in zip(outcomes, managers, strict=True):
-            if manager is None:
-                continue
-            if isinstance(outcome, BaseException):
-                manager.on_llm_error(outcome, response=LLMResult(generations=[]))
-            else:
-                manager.on_llm_end(LLMResult(generations=[[outcome]]))
-        return self._batch_result(outcomes, run_managers)
+        return merge_results(outcomes)
 
     # ``BaseLLM.stream``/``astream`` hand ``_stream``/``_astream`` their run manager: members
     # nest under the stream's run, and the fuser's tokens go out as it generates them.
@@ -355,6 +353,63 @@ class Blender(EnsembleSettings, BaseLLM):
         return GenerationChunk(
             text=cutter.finish(generation.text), generation_info=generation.generation_info
         )
+
+
+def per_prompt_run_args(
+    n: int,
+    callbacks: Callbacks | list[Callbacks] | None,
+    tags: list[str] | list[list[str]] | None,
+    metadata: dict[str, Any] | list[dict[str, Any]] | None,
+    run_name: str | list[str] | None,
+    run_id: uuid.UUID | list[uuid.UUID | None] | None,
+) -> list[dict[str, Any]]:
+    """Split ``BaseLLM.generate``'s run arguments into one set per prompt, as it reads them: a
+    list of per-prompt values (callbacks given per prompt, tags as a list of lists, metadata,
+    run names and run ids as lists) must have one entry per prompt; anything else is shared;
+    a single ``run_id`` names the first prompt's run."""
+
+    def split(name: str, value: Any, per_prompt: bool) -> list[Any]:
+        if not per_prompt:
+            return [value] * n
+        if len(value) != n:
+            raise ValueError(f"{name} must be a list of the same length as prompts")
+        return list(value)
+
+    per_prompt_callbacks = (
+        isinstance(callbacks, list)
+        and bool(callbacks)
+        and (isinstance(callbacks[0], list | BaseCallbackManager) or callbacks[0] is None)
+    )
+    per_prompt_tags = isinstance(tags, list) and bool(tags) and isinstance(tags[0], list)
+    columns = {
+        "callbacks": split("callbacks", callbacks, per_prompt_callbacks),
+        "tags": split("tags", tags, per_prompt_tags),
+        "metadata": split("metadata", metadata, isinstance(metadata, list)),
+        "run_name": split("run_name", run_name, isinstance(run_name, list)),
+    }
+    if isinstance(run_id, list):
+        columns["run_id"] = split("run_id", run_id, True)
+    else:
+        columns["run_id"] = [run_id] + [None] * (n - 1)
+    return [{key: column[k] for key, column in columns.items()} for k in range(n)]
+
+
+def merge_results(outcomes: Sequence[LLMResult | BaseException]) -> LLMResult:
+    """One ``LLMResult`` from one-prompt results, in prompt order: generations, run ids and the
+    summed ``token_usage``; the first failure is raised instead."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    results = [o for o in outcomes if isinstance(o, LLMResult)]
+    usage: UsageMetadata | None = None
+    for result in results:
+        if (result.llm_output or {}).get("token_usage"):
+            usage = add_usage(usage, result.llm_output["token_usage"])  # type: ignore[index]
+    return LLMResult(
+        generations=[g for r in results for g in r.generations],
+        llm_output={"token_usage": dict(usage) if usage else {}},
+        run=[info for r in results for info in (r.run or [])] or None,
+    )
 
 
 def __getattr__(name: str) -> Any:
