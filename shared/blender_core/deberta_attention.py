@@ -10,8 +10,9 @@ Here the two relative-position terms are gathered once each into one additive bi
 folded into the small operands, the padding mask is added in place) and the attention itself is
 ``torch.nn.functional.scaled_dot_product_attention`` with that bias, which never materialises the
 scores or the probabilities. Relative-position indices and the key-padding bias are built once per
-forward instead of once per layer. For long inputs the bias is built a few heads at a time so its
-size stays under :data:`MAX_BIAS_BYTES`.
+forward instead of once per layer, from the ``2L - 1`` distinct offsets rather than elementwise over
+``L x L`` (the bucketed position depends only on ``i - j``). For long inputs the bias is built a
+few heads at a time so its size stays under :data:`MAX_BIAS_BYTES`.
 
 The replacement is structural and local: :func:`enable_fast_attention` swaps the ``encoder`` of a
 loaded ``DebertaV2Model`` and the ``attention.self`` module of each layer for modules of this file
@@ -43,6 +44,7 @@ __all__ = [
     "FastDebertaV2Encoder",
     "FastDisentangledSelfAttention",
     "enable_fast_attention",
+    "relative_index",
 ]
 
 #: Largest attention bias built at once (bytes); above it, heads are processed in groups. Kept
@@ -60,17 +62,49 @@ ACCELERATOR_MAX_BIAS_BYTES = 2**30
 class _KeyBias:
     """What the fast encoder hands each layer instead of the ``(B, 1, L, L)`` 0/1 mask."""
 
-    __slots__ = ("additive", "c2p_index", "p2c_index")
+    __slots__ = ("additive", "index")
 
-    def __init__(
-        self, additive: torch.Tensor, c2p_index: torch.Tensor, p2c_index: torch.Tensor
-    ) -> None:
+    def __init__(self, additive: torch.Tensor, index: torch.Tensor) -> None:
         self.additive = additive  # (B, 1, 1, L): 0 for real keys, -inf-like for padding
-        self.c2p_index = c2p_index  # (L, L) int64 into the 2 * span relative embeddings
-        self.p2c_index = p2c_index  # (L, L) transposed, for the position->content gather
+        # (L, L) int64 into the 2 * span relative embeddings. transformers builds a second,
+        # transposed index for the position->content term from -relative; the bucketing is odd
+        # (f(-d) = -f(d)), so that index equals this one and is not built.
+        self.index = index
 
     def dim(self) -> int:  # transformers' layers only pass the mask on
         return 4
+
+
+def relative_index(
+    length: int, bucket_size: int, max_position: int, span: int, device: torch.device
+) -> torch.Tensor:
+    """transformers' clamped relative-position index for ``length`` tokens, ``(L, L)`` int64.
+
+    Entry ``[i, j]`` is ``clamp(bucket(i - j) + span, 0, 2 * span - 1)`` with DeBERTa's log
+    buckets (transformers' own ``make_log_bucket_position``). It depends only on ``i - j``, so the
+    bucketing (about ten float ops) runs over the ``2L - 1`` offsets and the matrix is one lookup,
+    instead of all of it running over ``L x L`` entries (a second per forward at 2048 tokens).
+    """
+    from transformers.models.deberta_v2.modeling_deberta_v2 import make_log_bucket_position
+
+    offsets = torch.arange(1 - length, length, dtype=torch.long, device=device)
+    if bucket_size > 0 and max_position > 0:
+        offsets = make_log_bucket_position(offsets, bucket_size, max_position).to(torch.long)
+    table = torch.clamp(offsets + span, 0, 2 * span - 1)
+    positions = torch.arange(length, dtype=torch.long, device=device)
+    return table[positions[:, None] - positions[None, :] + (length - 1)]
+
+
+def _gather(values: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``torch.gather``; 2-byte floats go through an ``int16`` view of the same bits.
+
+    The result is bit-identical (gather only moves values), but on CPU torch's bf16/fp16 gather
+    copies the expanded index twice, which made it 2-3x slower than the integer one at PairRM
+    lengths and the largest cost of a bf16 forward.
+    """
+    if values.is_floating_point() and values.element_size() == 2:
+        return torch.gather(values.view(torch.int16), dim, index).view(values.dtype)
+    return torch.gather(values, dim, index)
 
 
 class FastDisentangledSelfAttention(nn.Module):
@@ -169,12 +203,12 @@ class FastDisentangledSelfAttention(nn.Module):
             bias: torch.Tensor | None = None
             if pos_key is not None:
                 c2p = torch.matmul(q * scale, pos_key[part].transpose(-1, -2))  # (B, h, L, 2S)
-                bias = torch.gather(c2p, -1, mask.c2p_index.expand(shape))
+                bias = _gather(c2p, -1, mask.index.expand(shape))
                 del c2p
             if pos_query is not None:
                 p2c = torch.matmul(k, pos_query[part].transpose(-1, -2))  # (B, h, L, 2S)
-                # bias[i, j] += p2c[j, p2c_index[j, i]]: gather along the key axis of p2c^T.
-                p2c_t = torch.gather(p2c.transpose(-1, -2), -2, mask.p2c_index.expand(shape))
+                # bias[i, j] += p2c[j, index[i, j]]: gather along the key axis of p2c^T.
+                p2c_t = _gather(p2c.transpose(-1, -2), -2, mask.index.expand(shape))
                 del p2c
                 bias = p2c_t if bias is None else bias.add_(p2c_t)
                 del p2c_t
@@ -254,23 +288,20 @@ class FastDebertaV2Encoder(nn.Module):
                 return_dict=return_dict,
             )
         from transformers.modeling_outputs import BaseModelOutput
-        from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
 
         length = hidden_states.shape[1]
-        relative = build_relative_position(
-            hidden_states,
-            hidden_states,
-            bucket_size=self.position_buckets,
-            max_position=self.max_relative_positions,
-        )[0]
-        span = self._span
-        c2p_index = torch.clamp(relative + span, 0, 2 * span - 1)
-        p2c_index = torch.clamp(-relative + span, 0, 2 * span - 1).transpose(0, 1).contiguous()
+        index = relative_index(
+            length,
+            self.position_buckets,
+            self.max_relative_positions,
+            self._span,
+            hidden_states.device,
+        )
         valid = attention_mask.to(torch.bool)
         additive = torch.zeros(
             valid.shape, dtype=hidden_states.dtype, device=hidden_states.device
         ).masked_fill_(~valid, torch.finfo(hidden_states.dtype).min)
-        key_bias = _KeyBias(additive.view(-1, 1, 1, length), c2p_index, p2c_index)
+        key_bias = _KeyBias(additive.view(-1, 1, 1, length), index)
 
         rel_embeddings = self.get_rel_embedding()
         all_hidden: tuple[torch.Tensor, ...] = (hidden_states,)

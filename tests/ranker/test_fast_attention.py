@@ -11,6 +11,7 @@ from blender_core.deberta_attention import (
     FastDebertaV2Encoder,
     FastDisentangledSelfAttention,
     enable_fast_attention,
+    relative_index,
 )
 
 
@@ -64,6 +65,58 @@ def test_fast_path_equals_transformers(overrides, monkeypatch) -> None:
     valid = mask.bool()
     assert (got - expected)[valid].abs().max() < 1e-5
     assert (grouped - expected)[valid].abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("buckets", "max_position", "span"), [(256, 512, 256), (-1, -1, 64), (16, 40, 16)]
+)
+@pytest.mark.parametrize("length", [1, 2, 7, 8, 9, 127, 128, 129, 300, 2048])
+def test_relative_index_is_transformers_c2p_and_p2c_index(buckets, max_position, span, length):
+    from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+
+    hidden = torch.zeros(1, length, 4)
+    relative = build_relative_position(
+        hidden, hidden, bucket_size=buckets, max_position=max_position
+    )
+    relative = relative[0]
+    c2p = torch.clamp(relative + span, 0, 2 * span - 1)
+    p2c = torch.clamp(-relative + span, 0, 2 * span - 1).transpose(0, 1)
+    ours = relative_index(length, buckets, max_position, span, torch.device("cpu"))
+    assert ours.dtype == torch.long
+    assert torch.equal(ours, c2p)
+    assert torch.equal(ours, p2c)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_fast_path_matches_transformers(dtype) -> None:
+    model = _backbone().to(dtype)
+    ids = torch.randint(5, 300, (2, 70))
+    mask = torch.ones_like(ids)
+    mask[1, 50:] = 0
+    with torch.inference_mode():
+        expected = model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+        enable_fast_attention(model)
+        got = model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+    valid = mask.bool()
+    # Rounding differs (one fused bias and SDPA instead of separate half-precision tensors).
+    assert (got - expected)[valid].abs().max() < 0.1
+    assert torch.nn.functional.cosine_similarity(got[valid], expected[valid]).min() > 0.999
+
+
+def test_half_precision_gather_is_bit_identical() -> None:
+    from blender_core.deberta_attention import _gather
+
+    torch.manual_seed(0)
+    index = torch.randint(0, 12, (9, 9)).expand(2, 3, 9, 9)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        values = torch.randn(2, 3, 9, 12).to(dtype)
+        values[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -0.0])
+        assert torch.equal(
+            _gather(values, -1, index).view(torch.uint8),
+            torch.gather(values, -1, index).view(torch.uint8),
+        )
+        transposed = torch.randn(2, 3, 9, 12).to(dtype).transpose(-1, -2)
+        assert torch.equal(_gather(transposed, -2, index), torch.gather(transposed, -2, index))
 
 
 def test_training_and_attention_outputs_use_transformers_code() -> None:
