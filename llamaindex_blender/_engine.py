@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from blender_core.blend import Blender, BlendResult, BlendStreamEvent
     from blender_core.ranking import Ranker
 
-__all__ = ["BlendEngine", "blend_info"]
+__all__ = ["BlendEngine", "aprimed", "blend_info", "primed"]
 
 
 class BlendEngine:
@@ -186,3 +187,21 @@ def blend_info(result: BlendResult, mode: str = "text") -> dict[str, Any]:
     ``metadata["blend"]``): ``blend_mode`` (``"text"`` or ``"tool_calls"``) and
     :meth:`~blender_core.blend.BlendResult.to_dict`, the schema LangChain answers carry too."""
     return {"blend_mode": mode, **result.to_dict()}
+
+
+def primed(events: Iterator[BlendStreamEvent]) -> Iterator[BlendStreamEvent]:
+    """``events`` with the first one taken now: the members' answers are ranked (and an error
+    raised) in the caller's span and call, not on the consumer's first ``next``."""
+    return itertools.chain([next(events)], events)
+
+
+async def aprimed(events: AsyncIterator[BlendStreamEvent]) -> AsyncIterator[BlendStreamEvent]:
+    """Async :func:`primed`."""
+    first = await anext(events)
+
+    async def chained() -> AsyncIterator[BlendStreamEvent]:
+        yield first
+        async for event in events:
+            yield event
+
+    return chained()

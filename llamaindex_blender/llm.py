@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from llama_index.core.llms.llm import LLM, ToolSelection
 
 from blender_core.loading import DEFAULT_RANKER
 from llamaindex_blender._adapters import instruction_from_messages, member_names
-from llamaindex_blender._engine import BlendEngine, blend_info
+from llamaindex_blender._engine import BlendEngine, aprimed, blend_info, primed
 from llamaindex_blender._members import MemberResults, acall_members, call_members
 
 if TYPE_CHECKING:
@@ -233,7 +232,7 @@ class BlenderLLM(FunctionCallingLLM):
         events = self._engine.stream(instruction, results.outputs, results=results)
         if events is None:  # inside a running event loop: blend, one chunk
             return _one_chat_chunk(self._chat_response(self._blend(instruction, results)))
-        return _chat_chunks(_primed(events))
+        return _chat_chunks(primed(events))
 
     @llm_completion_callback()
     def stream_complete(
@@ -243,7 +242,7 @@ class BlenderLLM(FunctionCallingLLM):
         events = self._engine.stream(prompt, results.outputs, results=results)
         if events is None:
             return _one_completion_chunk(self._completion_response(self._blend(prompt, results)))
-        return _completion_chunks(_primed(events))
+        return _completion_chunks(primed(events))
 
     @llm_chat_callback()
     async def astream_chat(
@@ -256,7 +255,7 @@ class BlenderLLM(FunctionCallingLLM):
 
         results = await self._acall(call)
         events = self._engine.astream(instruction, results.outputs, results=results)
-        return _achat_chunks(await _aprimed(events))
+        return _achat_chunks(await aprimed(events))
 
     @llm_completion_callback()
     async def astream_complete(
@@ -267,7 +266,7 @@ class BlenderLLM(FunctionCallingLLM):
 
         results = await self._acall(call)
         events = self._engine.astream(prompt, results.outputs, results=results)
-        return _acompletion_chunks(await _aprimed(events))
+        return _acompletion_chunks(await aprimed(events))
 
     # ------------------------------------------------------------------ tools
 
@@ -473,23 +472,6 @@ def _one_completion_chunk(response: CompletionResponse) -> CompletionResponseGen
 async def _aone_chat_chunk(response: ChatResponse) -> ChatResponseAsyncGen:
     response.delta = response.message.content or ""
     yield response
-
-
-def _primed(events: Iterator[BlendStreamEvent]) -> Iterator[BlendStreamEvent]:
-    """``events`` with the first taken now (the ranking runs in the caller's span)."""
-    return itertools.chain([next(events)], events)
-
-
-async def _aprimed(events: AsyncIterator[BlendStreamEvent]) -> AsyncIterator[BlendStreamEvent]:
-    """Async :func:`_primed`."""
-    first = await anext(events)
-
-    async def chained() -> AsyncIterator[BlendStreamEvent]:
-        yield first
-        async for event in events:
-            yield event
-
-    return chained()
 
 
 def _pieces(

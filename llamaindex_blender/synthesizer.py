@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.response.schema import RESPONSE_TYPE
@@ -23,16 +23,17 @@ from llama_index.core.types import RESPONSE_TEXT_TYPE
 
 from blender_core.loading import DEFAULT_RANKER
 from llamaindex_blender._adapters import member_names
-from llamaindex_blender._engine import BlendEngine, blend_info
-from llamaindex_blender._members import acall_members, call_members
+from llamaindex_blender._engine import BlendEngine, aprimed, blend_info, primed
+from llamaindex_blender._members import MemberResults, acall_members, call_members
 
 if TYPE_CHECKING:
-    from blender_core.blend import BlendResult
+    from blender_core.blend import BlendStreamEvent
 
 __all__ = ["FusionSynthesizer"]
 
-# The blend of the current synthesize() call, so that it can go into the Response's metadata.
-_current_blend: contextvars.ContextVar[BlendResult | None] = contextvars.ContextVar(
+# The blend metadata of the current synthesize() call, for the Response's metadata. Streaming
+# puts an empty dict here that the stream fills in once it has been consumed.
+_current_blend: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "llamaindex_blender_current_blend", default=None
 )
 
@@ -53,8 +54,10 @@ class FusionSynthesizer(BaseSynthesizer):
     engines, so ``FusionSynthesizer(ranker=..., fuser=...)`` ranks and fuses those.
 
     ``synthesize``/``asynthesize`` (query engines) put the blend in ``response.metadata["blend"]``
-    (candidates, ranking, failures, latencies); with ``streaming=True`` the fused answer is
-    streamed as one chunk.
+    (candidates, ranking, failures, latencies). With ``streaming=True`` the members answer and are
+    ranked when the query runs, then the fused answer streams: an LLM fuser's tokens as it
+    generates them, another fuser's answer as one chunk; ``metadata["blend"]`` is filled in once
+    ``response_gen`` has been consumed.
 
     Args:
         llms: The members (a list, or a mapping of name to LLM); ``None`` to blend the chunks.
@@ -167,57 +170,58 @@ class FusionSynthesizer(BaseSynthesizer):
 
     # ------------------------------------------------------------------ responses
 
-    def _stream_or_text(self, result: BlendResult) -> RESPONSE_TEXT_TYPE:
-        _current_blend.set(result)
+    def _respond(
+        self, query_str: str, candidates: Mapping[str, str], results: MemberResults[Any] | None
+    ) -> RESPONSE_TEXT_TYPE:
+        events = (
+            self._engine.stream(query_str, candidates, results=results) if self._streaming else None
+        )
+        if events is None:  # not streaming, or inside a running event loop: one chunk
+            result = self._engine.blend(query_str, candidates, results=results)
+            _current_blend.set(blend_info(result))
+            return _one_chunk(result.text) if self._streaming else result.text
+        info: dict[str, Any] = {}
+        _current_blend.set(info)
+        return _deltas(primed(events), info)
+
+    async def _arespond(
+        self, query_str: str, candidates: Mapping[str, str], results: MemberResults[Any] | None
+    ) -> RESPONSE_TEXT_TYPE:
         if not self._streaming:
+            result = await self._engine.ablend(query_str, candidates, results=results)
+            _current_blend.set(blend_info(result))
             return result.text
-
-        def gen() -> Generator[str, None, None]:
-            yield result.text
-
-        return gen()
-
-    def _astream_or_text(self, result: BlendResult) -> RESPONSE_TEXT_TYPE:
-        _current_blend.set(result)
-        if not self._streaming:
-            return result.text
-
-        async def gen() -> AsyncGenerator[str, None]:
-            yield result.text
-
-        return gen()
+        info: dict[str, Any] = {}
+        _current_blend.set(info)
+        events = self._engine.astream(query_str, candidates, results=results)
+        return _adeltas(await aprimed(events), info)
 
     def get_response(
         self, query_str: str, text_chunks: Sequence[str], **response_kwargs: Any
     ) -> RESPONSE_TEXT_TYPE:
         """Blend the members' answers over ``text_chunks`` (or the chunks themselves)."""
         if not self._members:
-            return self._stream_or_text(
-                self._engine.blend(query_str, _chunks_as_candidates(text_chunks))
-            )
+            return self._respond(query_str, _chunks_as_candidates(text_chunks), None)
         results = call_members(
             self._names,
             self._member_synths,
             lambda synth: str(synth.get_response(query_str, text_chunks, **response_kwargs)),
             timeout=self._timeout,
         )
-        result = self._engine.blend(query_str, results.outputs, results=results)
-        return self._stream_or_text(result)
+        return self._respond(query_str, results.outputs, results)
 
     async def aget_response(
         self, query_str: str, text_chunks: Sequence[str], **response_kwargs: Any
     ) -> RESPONSE_TEXT_TYPE:
         """Async :meth:`get_response`: members answer concurrently."""
         if not self._members:
-            result = await self._engine.ablend(query_str, _chunks_as_candidates(text_chunks))
-            return self._astream_or_text(result)
+            return await self._arespond(query_str, _chunks_as_candidates(text_chunks), None)
 
         async def call(synth: BaseSynthesizer) -> str:
             return str(await synth.aget_response(query_str, text_chunks, **response_kwargs))
 
         results = await acall_members(self._names, self._member_synths, call, timeout=self._timeout)
-        result = await self._engine.ablend(query_str, results.outputs, results=results)
-        return self._astream_or_text(result)
+        return await self._arespond(query_str, results.outputs, results)
 
     def synthesize(
         self,
@@ -256,8 +260,34 @@ def _chunks_as_candidates(text_chunks: Sequence[str]) -> dict[str, str]:
     return {f"answer_{i}": str(chunk) for i, chunk in enumerate(text_chunks)}
 
 
-def _with_blend(response: RESPONSE_TYPE, result: BlendResult | None) -> RESPONSE_TYPE:
-    if result is not None:
+def _with_blend(response: RESPONSE_TYPE, info: dict[str, Any] | None) -> RESPONSE_TYPE:
+    if info is not None:
         response.metadata = dict(response.metadata or {})
-        response.metadata["blend"] = blend_info(result)
+        response.metadata["blend"] = info  # the same dict a stream fills in when it ends
     return response
+
+
+def _one_chunk(text: str) -> Generator[str, None, None]:
+    yield text
+
+
+def _deltas(events: Iterator[BlendStreamEvent], info: dict[str, Any]) -> Generator[str, None, None]:
+    """The fused answer's deltas; the blend goes into ``info`` at the end."""
+    for event in events:
+        if event.kind == "delta":
+            if event.text:
+                yield event.text
+        elif event.result is not None:
+            info.update(blend_info(event.result))
+
+
+async def _adeltas(
+    events: AsyncIterator[BlendStreamEvent], info: dict[str, Any]
+) -> AsyncGenerator[str, None]:
+    """Async :func:`_deltas`."""
+    async for event in events:
+        if event.kind == "delta":
+            if event.text:
+                yield event.text
+        elif event.result is not None:
+            info.update(blend_info(event.result))

@@ -69,6 +69,25 @@ class FixedLLM(CustomLLM):
         return gen()
 
 
+TOKEN_PIECES = ("fused ", "token ", "by ", "token")
+
+
+class TokenLLM(FixedLLM):
+    """Streams its answer in four pieces (a fuser that streams)."""
+
+    @llm_completion_callback()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        def gen() -> CompletionResponseGen:
+            text = ""
+            for piece in TOKEN_PIECES:
+                text += piece
+                yield CompletionResponse(text=text, delta=piece)
+
+        return gen()
+
+
 class LengthRanker(BaseRanker):
     """Longer candidates rank higher; counts its calls."""
 

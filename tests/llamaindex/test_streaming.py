@@ -5,31 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage, CompletionResponse, CompletionResponseGen
-from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.base.llms.types import ChatMessage
 
 from llamaindex_blender import BlenderLLM
 
-from .conftest import FixedLLM, JoinFuser, LengthRanker
+from .conftest import FixedLLM, JoinFuser, LengthRanker, TokenLLM
 
 USER = [ChatMessage(role="user", content="name a fruit")]
-PIECES = ("fused ", "token ", "by ", "token")
-
-
-class TokenLLM(FixedLLM):
-    """Streams its answer in four pieces (a fuser that streams)."""
-
-    @llm_completion_callback()
-    def stream_complete(
-        self, prompt: str, formatted: bool = False, **kwargs: Any
-    ) -> CompletionResponseGen:
-        def gen() -> CompletionResponseGen:
-            text = ""
-            for piece in PIECES:
-                text += piece
-                yield CompletionResponse(text=text, delta=piece)
-
-        return gen()
 
 
 def _members() -> list[FixedLLM]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from llama_index.core import VectorStoreIndex
-from llama_index.core.base.response.schema import StreamingResponse
+from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RouterQueryEngine
 from llama_index.core.selectors import LLMMultiSelector
@@ -16,7 +16,7 @@ from llama_index.core.tools import QueryEngineTool
 from blender_core.blend import BlendError
 from llamaindex_blender import FusionSynthesizer
 
-from .conftest import FixedLLM, JoinFuser, LengthRanker
+from .conftest import FixedLLM, JoinFuser, LengthRanker, TokenLLM
 
 QUESTION = "What is the capital of France?"
 
@@ -62,7 +62,50 @@ def test_streaming_yields_the_fused_answer(documents: Any, embed_model: Any) -> 
     synth = FusionSynthesizer(members(), ranker=LengthRanker(), streaming=True)
     response = engine(documents, embed_model, synth).query(QUESTION)
     assert isinstance(response, StreamingResponse)
-    assert "".join(response.response_gen) == "The capital of France is Paris."
+    assert response.metadata["blend"] == {}  # filled in when the stream has been consumed
+    assert list(response.response_gen) == ["The capital of France is Paris."]
+    assert response.metadata["blend"]["best_models"] == ["full"]
+
+
+def test_streaming_an_llm_fuser_streams_its_tokens(documents: Any, embed_model: Any) -> None:
+    llms = members()
+    fuser = TokenLLM(answer="fused token by token", name="fuser")
+    synth = FusionSynthesizer(llms, ranker=LengthRanker(), fuser=fuser, top_k=2, streaming=True)
+    response = engine(documents, embed_model, synth).query(QUESTION)
+    # The members answered and were ranked when the query ran, before any token was read.
+    assert all(len(m.prompts) == 1 for m in llms)
+    assert list(response.response_gen) == ["fused", " token", " by", " token"]
+    blend = response.metadata["blend"]
+    assert blend["text"] == "fused token by token"
+    assert set(blend["candidates"]) == {"terse", "full"}
+    assert blend["failures"][0]["model"] == "broken"
+
+
+async def test_async_streaming_an_llm_fuser(documents: Any, embed_model: Any) -> None:
+    fuser = TokenLLM(answer="fused token by token", name="fuser")
+    synth = FusionSynthesizer(members(), ranker=LengthRanker(), fuser=fuser, streaming=True)
+    response = await engine(documents, embed_model, synth).aquery(QUESTION)
+    assert isinstance(response, AsyncStreamingResponse)
+    pieces = [piece async for piece in response.async_response_gen()]
+    assert pieces == ["fused", " token", " by", " token"]
+    assert response.metadata["blend"]["text"] == "fused token by token"
+
+
+def test_streaming_with_every_member_failing_raises_at_query_time(
+    documents: Any, embed_model: Any
+) -> None:
+    llms = [FixedLLM(answer="", name=n, error="down") for n in ("x", "y")]
+    synth = FusionSynthesizer(llms, ranker=LengthRanker(), streaming=True)
+    with pytest.raises(BlendError, match="x"):
+        engine(documents, embed_model, synth).query(QUESTION)
+
+
+async def test_streaming_inside_a_running_loop_gives_one_chunk() -> None:
+    synth = FusionSynthesizer(ranker=LengthRanker(), fuser=JoinFuser(), top_k=2, streaming=True)
+    # A sync call from a coroutine (a notebook cell): the core's sync stream cannot nest its
+    # loop, so the answer comes as one chunk.
+    gen = synth.get_response("q", ["short", "the longest one"])
+    assert list(gen) == ["the longest one | short"]
 
 
 def test_all_members_failing(documents: Any, embed_model: Any) -> None:
