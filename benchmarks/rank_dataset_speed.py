@@ -45,13 +45,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "alpaca-v1" / "dev.jsonl"
 
-#: Backbone sizes of ``--shape`` (DeBERTa-v3 structure).
-SHAPES: dict[str, dict[str, int]] = {
-    "tiny": {"layers": 2, "hidden": 32, "heads": 2, "ffn": 64},
-    "mid": {"layers": 6, "hidden": 384, "heads": 6, "ffn": 1536},
-    "large": {"layers": 24, "hidden": 1024, "heads": 16, "ffn": 4096},
-}
-_POSITION_BUCKETS = 256
+_POSITION_BUCKETS = 256  # deberta_v3_config
 
 
 def load_records(path: Path, limit: int, candidates: int) -> list[dict[str, Any]]:
@@ -78,41 +72,12 @@ def load_records(path: Path, limit: int, candidates: int) -> list[dict[str, Any]
 
 def build_checkpoint(shape: str, records: list[dict[str, Any]], workdir: Path) -> Path:
     """A random PairRanker checkpoint of ``shape`` (PairRM lengths 1224/412)."""
-    import torch
-    from transformers import DebertaV2Config
-
-    from blender_core.modeling import PairRankerConfig, PairRankerModel
-    from blender_core.testing.pairranker import train_deberta_tokenizer
+    from blender_core.testing.pairranker import make_random_pairranker
 
     texts = [r["instruction"] for r in records] + [
         c["text"] for r in records for c in r["candidates"]
     ]  # the whole data file's texts: the same tokenizer whatever --limit
-    tok_dir = workdir / "tokenizer"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_deberta_tokenizer(tok_dir, texts, vocab_size=8000)
-    size = SHAPES[shape]
-    backbone = DebertaV2Config(  # type: ignore[call-arg]
-        vocab_size=len(tokenizer),
-        hidden_size=size["hidden"],
-        num_hidden_layers=size["layers"],
-        num_attention_heads=size["heads"],
-        intermediate_size=size["ffn"],
-        relative_attention=True,
-        position_buckets=_POSITION_BUCKETS,
-        norm_rel_ebd="layer_norm",
-        share_att_key=True,
-        pos_att_type=["p2c", "c2p"],
-        layer_norm_eps=1e-7,
-        max_relative_positions=-1,
-        position_biased_input=False,
-        type_vocab_size=0,
-    )
-    config = PairRankerConfig(backbone=backbone, source_maxlength=1224, candidate_maxlength=412)
-    config.set_token_ids(tokenizer)
-    torch.manual_seed(0)
-    out = workdir / shape
-    PairRankerModel(config).save_pretrained(out, tokenizer)
-    return out
+    return make_random_pairranker(workdir / shape, texts, shape=shape)
 
 
 def pair_flops(tokens: int, shape: dict[str, int]) -> float:
@@ -289,8 +254,10 @@ def main(argv: list[str] | None = None) -> None:
     if init_s is not None:
         print(f"ray.init: {init_s:.1f} s (not in the walls above)")
     local = results.get("local, 1 thread")
-    if args.flops and local is not None and args.shape in SHAPES:
-        shape, full = SHAPES[args.shape], local[1]
+    if args.flops and local is not None:
+        from blender_core.testing.pairranker import RANDOM_RANKER_SHAPES
+
+        shape, full = RANDOM_RANKER_SHAPES[args.shape], local[1]
         pairs = int(full["pairs"])
         tokens = full["computed_tokens"] / pairs
         gflop = pair_flops(round(tokens), shape) / 1e9

@@ -40,9 +40,6 @@ SHARED = REPO_ROOT.parent / "shared"
 DEFAULT_DATA = SHARED / "data" / "alpaca-v1" / "dev.jsonl"
 REFERENCE_TOOLS = SHARED / "tools" / "reference"
 
-LARGE = {"hidden": 1024, "layers": 24, "heads": 16, "ffn": 4096}
-TINY = {"hidden": 64, "layers": 2, "heads": 2, "ffn": 128}
-
 # Run with the reference virtualenv's python: build the checkpoint (once) with its tools, as
 # ../shared/tools/reference/bench.py does, at the shape given on the command line.
 REFERENCE_BUILD = r"""
@@ -109,39 +106,11 @@ print(json.dumps({"seconds": dt, "pairs": sum(len(c) * (len(c) - 1) for c in tex
 """
 
 
-def build_ours(workdir: Path, texts: list[str], shape: dict[str, int]) -> Path:
+def build_ours(workdir: Path, texts: list[str], shape: str) -> Path:
     """The same shape built with our tools (hf layout) when the reference is not available."""
-    import torch
-    from transformers import DebertaV2Config
+    from blender_core.testing.pairranker import make_random_pairranker
 
-    from blender_core.modeling import PairRankerConfig, PairRankerModel
-    from blender_core.testing.pairranker import train_deberta_tokenizer
-
-    tok_dir = workdir / "tokenizer"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_deberta_tokenizer(tok_dir, texts, vocab_size=8000)
-    backbone = DebertaV2Config(  # type: ignore[call-arg]
-        vocab_size=len(tokenizer),
-        hidden_size=shape["hidden"],
-        num_hidden_layers=shape["layers"],
-        num_attention_heads=shape["heads"],
-        intermediate_size=shape["ffn"],
-        relative_attention=True,
-        position_buckets=256,
-        norm_rel_ebd="layer_norm",
-        share_att_key=True,
-        pos_att_type=["p2c", "c2p"],
-        layer_norm_eps=1e-7,
-        max_relative_positions=-1,
-        position_biased_input=False,
-        type_vocab_size=0,
-    )
-    config = PairRankerConfig(backbone=backbone, source_maxlength=1224, candidate_maxlength=412)
-    config.set_token_ids(tokenizer)
-    torch.manual_seed(0)
-    out = workdir / "ranker"
-    PairRankerModel(config).save_pretrained(out, tokenizer)
-    return out
+    return make_random_pairranker(workdir, texts, shape=shape)
 
 
 def matmul_peak(device: str, dtype: str) -> float:
@@ -238,7 +207,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("no CUDA device: pass --device cpu (with --tiny) to check the script")
-    shape = TINY if args.tiny else LARGE
+    from blender_core.testing.pairranker import RANDOM_RANKER_SHAPES
+
+    shape_name = "tiny" if args.tiny else "large"
+    shape = RANDOM_RANKER_SHAPES[shape_name]
     limit, cands = (2, 4) if args.tiny else (args.limit, args.candidates)
     records = read_mixinstruct(args.data, limit=limit)
     sources = [r.source for r in records]
@@ -264,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
                     check=True,
                 )
             else:
-                build_ours(work, all_texts, shape)
+                build_ours(work, all_texts, shape_name)
         print(f"shape {shape}, {len(records)} records, device {args.device}")
         rows: list[tuple[str, dict[str, Any], float]] = []
         reference: dict[str, dict[str, Any]] = {}

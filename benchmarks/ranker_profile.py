@@ -25,27 +25,12 @@ from typing import Any
 def build(large: bool) -> Any:
     """A random ranker (no tokenizer needed: the pairs are random ids)."""
     import torch
-    from transformers import DebertaV2Config
 
     from blender_core.modeling import PairRankerConfig, PairRankerModel
+    from blender_core.testing.pairranker import RANDOM_RANKER_SHAPES, deberta_v3_config
 
-    hidden, layers, heads, ffn = (1024, 24, 16, 4096) if large else (384, 6, 6, 1536)
-    backbone = DebertaV2Config(  # type: ignore[call-arg]
-        vocab_size=8000,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=ffn,
-        relative_attention=True,
-        position_buckets=256,
-        norm_rel_ebd="layer_norm",
-        share_att_key=True,
-        pos_att_type=["p2c", "c2p"],
-        layer_norm_eps=1e-7,
-        max_relative_positions=-1,
-        position_biased_input=False,
-        type_vocab_size=0,
-    )
+    shape = RANDOM_RANKER_SHAPES["large" if large else "mid"]
+    backbone = deberta_v3_config(vocab_size=8000, **shape)
     config = PairRankerConfig(backbone=backbone, source_maxlength=1224, candidate_maxlength=412)
     config.source_prefix_id, config.cand1_prefix_id, config.cand2_prefix_id = 5, 6, 7
     torch.manual_seed(0)

@@ -66,37 +66,11 @@ class PeakRSS:
 
 def build_ranker(texts: list[str], workdir: Path, batch_tokens: int) -> Any:
     """A random mid-size PairRanker with a sentencepiece tokenizer trained on ``texts``."""
-    import torch
-    from transformers import DebertaV2Config
-
-    from blender_core.modeling import PairRankerConfig, PairRankerModel
     from blender_core.pair_ranker import PairRanker
-    from blender_core.testing.pairranker import train_deberta_tokenizer
+    from blender_core.testing.pairranker import make_random_pairranker
 
-    tok_dir = workdir / "tokenizer"
-    tok_dir.mkdir()
-    tokenizer = train_deberta_tokenizer(tok_dir, texts, vocab_size=8000)
-    backbone = DebertaV2Config(  # type: ignore[call-arg]
-        vocab_size=len(tokenizer),
-        hidden_size=384,
-        num_hidden_layers=6,
-        num_attention_heads=6,
-        intermediate_size=1536,
-        relative_attention=True,
-        position_buckets=256,
-        norm_rel_ebd="layer_norm",
-        share_att_key=True,
-        pos_att_type=["p2c", "c2p"],
-        layer_norm_eps=1e-7,
-        max_relative_positions=-1,
-        position_biased_input=False,
-        type_vocab_size=0,
-    )
-    config = PairRankerConfig(backbone=backbone, source_maxlength=1224, candidate_maxlength=412)
-    config.set_token_ids(tokenizer)
-    torch.manual_seed(0)
-    PairRankerModel(config).save_pretrained(workdir / "ranker", tokenizer)
-    return PairRanker.from_pretrained(workdir / "ranker", device="cpu", batch_tokens=batch_tokens)
+    checkpoint = make_random_pairranker(workdir, texts, shape="mid")
+    return PairRanker.from_pretrained(checkpoint, device="cpu", batch_tokens=batch_tokens)
 
 
 def naive_fixed_batches(

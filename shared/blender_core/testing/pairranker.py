@@ -20,7 +20,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["TINY_CORPUS", "make_tiny_pairranker", "train_deberta_tokenizer"]
+__all__ = [
+    "RANDOM_RANKER_SHAPES",
+    "TINY_CORPUS",
+    "deberta_v3_config",
+    "make_random_pairranker",
+    "make_tiny_pairranker",
+    "train_deberta_tokenizer",
+]
+
+#: Backbone sizes of the benchmarks' random rankers (DeBERTa-v3 structure): ``"mid"`` is a fast
+#: stand-in for PairRM, ``"large"`` PairRM's own shape (deberta-v3-large).
+RANDOM_RANKER_SHAPES: dict[str, dict[str, int]] = {
+    "tiny": {"layers": 2, "hidden": 32, "heads": 2, "ffn": 64},
+    "mid": {"layers": 6, "hidden": 384, "heads": 6, "ffn": 1536},
+    "large": {"layers": 24, "hidden": 1024, "heads": 16, "ffn": 4096},
+}
 
 TINY_CORPUS = """\
 The quick brown fox jumps over the lazy dog. Hello, how are you? I am fine, thanks!
@@ -120,37 +135,93 @@ def _bert_tokenizer(workdir: Path) -> Any:
     return tokenizer
 
 
-def _backbone_config(backbone: Backbone, vocab_size: int) -> Any:
-    from transformers import BertConfig, DebertaV2Config
+def deberta_v3_config(
+    *, vocab_size: int, hidden: int, layers: int, heads: int, ffn: int, **overrides: Any
+) -> Any:
+    """A ``DebertaV2Config`` with deberta-v3's (and so PairRM's) structure at the given sizes:
+    relative attention with 256 log buckets, shared c2p/p2c keys, no absolute positions."""
+    from transformers import DebertaV2Config
 
-    common: dict[str, Any] = {
+    settings: dict[str, Any] = {
         "vocab_size": vocab_size,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        # Larger than the usual 0.02 so that random rankers give clearly different scores.
-        "initializer_range": 0.2,
-        "pad_token_id": 0,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": ffn,
+        "relative_attention": True,
+        "position_buckets": 256,
+        "norm_rel_ebd": "layer_norm",
+        "share_att_key": True,
+        "pos_att_type": ["p2c", "c2p"],
+        "layer_norm_eps": 1e-7,
+        "max_relative_positions": -1,
+        "position_biased_input": False,
+        "type_vocab_size": 0,
     }
+    settings.update(overrides)
+    return DebertaV2Config(**settings)
+
+
+def _backbone_config(backbone: Backbone, vocab_size: int) -> Any:
+    from transformers import BertConfig
+
+    sizes = RANDOM_RANKER_SHAPES["tiny"]
+    # Larger than the usual 0.02 so that random rankers give clearly different scores.
+    common: dict[str, Any] = {"initializer_range": 0.2, "pad_token_id": 0}
     if backbone == "deberta":
-        # The structure of deberta-v3 (relative attention, no absolute positions), tiny sizes.
-        return DebertaV2Config(  # type: ignore[call-arg]
+        return deberta_v3_config(
+            vocab_size=vocab_size,
+            **sizes,
             **common,
             hidden_act="gelu",
             max_position_embeddings=512,
-            relative_attention=True,
-            position_buckets=256,
-            norm_rel_ebd="layer_norm",
-            share_att_key=True,
-            pos_att_type=["p2c", "c2p"],
-            layer_norm_eps=1e-7,
-            max_relative_positions=-1,
-            position_biased_input=False,
-            type_vocab_size=0,
         )
     # BERT has absolute positions: room for the longest PairRM pair (1224 + 2 * 412 tokens).
-    return BertConfig(**common, max_position_embeddings=2048, type_vocab_size=2)
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=sizes["hidden"],
+        num_hidden_layers=sizes["layers"],
+        num_attention_heads=sizes["heads"],
+        intermediate_size=sizes["ffn"],
+        max_position_embeddings=2048,
+        type_vocab_size=2,
+        **common,
+    )
+
+
+def make_random_pairranker(
+    path: str | os.PathLike[str],
+    texts: Iterable[str],
+    *,
+    shape: str = "mid",
+    vocab_size: int = 8000,
+    seed: int = 0,
+) -> Path:
+    """Write a random PairRanker of a benchmark ``shape`` with PairRM's lengths (1224/412).
+
+    Its sentencepiece tokenizer is trained on ``texts`` (the benchmark's own data, so that
+    token counts are realistic); ``path/tokenizer`` holds it and ``path/ranker`` the checkpoint
+    (``save_pretrained`` layout), which is returned.
+    """
+    import torch
+
+    from blender_core.modeling import PairRankerConfig, PairRankerModel
+
+    if shape not in RANDOM_RANKER_SHAPES:
+        raise ValueError(
+            f"unknown shape {shape!r}; choose one of {', '.join(RANDOM_RANKER_SHAPES)}"
+        )
+    workdir = Path(path)
+    tok_dir = workdir / "tokenizer"
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_deberta_tokenizer(tok_dir, texts, vocab_size=vocab_size)
+    backbone = deberta_v3_config(vocab_size=len(tokenizer), **RANDOM_RANKER_SHAPES[shape])
+    config = PairRankerConfig(backbone=backbone, source_maxlength=1224, candidate_maxlength=412)
+    config.set_token_ids(tokenizer)
+    torch.manual_seed(seed)
+    out = workdir / "ranker"
+    PairRankerModel(config).save_pretrained(out, tokenizer)
+    return out
 
 
 def make_tiny_pairranker(
