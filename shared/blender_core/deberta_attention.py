@@ -207,12 +207,18 @@ class FastDisentangledSelfAttention(nn.Module):
                 del c2p
             if pos_query is not None:
                 p2c = torch.matmul(k, pos_query[part].transpose(-1, -2))  # (B, h, L, 2S)
+                # Row j of p2c only ever lands in key column j, so the key-padding bias is
+                # added here, to 2S columns, instead of to the L x L bias afterwards.
+                p2c.add_(mask.additive.transpose(-1, -2))
                 # bias[i, j] += p2c[j, index[i, j]]: gather along the key axis of p2c^T.
                 p2c_t = _gather(p2c.transpose(-1, -2), -2, mask.index.expand(shape))
                 del p2c
                 bias = p2c_t if bias is None else bias.add_(p2c_t)
                 del p2c_t
-            bias = mask.additive.expand(shape) if bias is None else bias.add_(mask.additive)
+            elif bias is None:
+                bias = mask.additive.expand(shape)
+            else:
+                bias = bias.add_(mask.additive)
             outputs.append(
                 nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
             )
