@@ -98,6 +98,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="a small random ranker (2 layers, hidden 128) instead of the mid-size one",
     )
+    parser.add_argument(
+        "--share",
+        choices=["auto", "on", "off"],
+        default="on",
+        help="share_batches of the ranker (default on: what this benchmark measures; auto: "
+        "the ranker's default, off on CPU)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -137,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             model,
             built.tokenizer,
             dtype=args.dtype,
+            share_batches={"auto": None, "on": True, "off": False}[args.share],
             **({"batch_tokens": args.batch_tokens} if args.batch_tokens else {}),
         )
     print(ranker)

@@ -96,6 +96,9 @@ class PairScheduler:
             :data:`ROUND_BUDGET_BATCHES` x ``batch_tokens``). A large request is split over
             rounds, so that small requests arriving meanwhile are served between its parts.
         on_round: Called by the leader after each successful round with a :class:`RoundReport`.
+        share: ``False``: a round serves one request only (callers still do not spin on a lock,
+            but each request gets the batch plan it would get alone). For backends whose
+            kernels do not give a row the same bits whatever the batch size.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class PairScheduler:
         window_s: float = DEFAULT_WINDOW_S,
         max_round_tokens: int | None = None,
         on_round: Callable[[RoundReport], object] | None = None,
+        share: bool = True,
     ) -> None:
         if not isinstance(window_s, int | float) or window_s < 0:
             raise ValueError(f"window_s must be a number >= 0, got {window_s!r}")
@@ -120,6 +124,7 @@ class PairScheduler:
         self.window_s = float(window_s)
         self.max_round_tokens = max_round_tokens
         self._on_round = on_round
+        self.share = bool(share)
         self._cond = threading.Condition(threading.Lock())
         self._pending: list[_Request] = []
         self._pending_tokens = 0
@@ -200,7 +205,7 @@ class PairScheduler:
 
     def _collect(self) -> None:
         """Wait up to the window while callers are still encoding and the round is not full."""
-        if self.window_s <= 0:
+        if self.window_s <= 0 or not self.share:
             return
         deadline = time.monotonic() + self.window_s
         while self._active > self._waiting and self._pending_tokens < self._cap():
@@ -231,6 +236,8 @@ class PairScheduler:
             if req.next == len(req.order):
                 self._pending.pop(0)
             else:
+                break
+            if not self.share:
                 break
         return taken
 

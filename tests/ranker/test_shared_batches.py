@@ -125,7 +125,9 @@ def small_model(tiny_pairrm_dir: Path) -> tuple[Any, Any]:
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_concurrent_threads_get_their_solo_results(small_model, dtype: str) -> None:
     model, tokenizer = small_model
-    ranker = PairRanker(copy.deepcopy(model), tokenizer, dtype=dtype, coalesce_window_ms=50)
+    ranker = PairRanker(
+        copy.deepcopy(model), tokenizer, dtype=dtype, coalesce_window_ms=50, share_batches=True
+    )
     calls = _calls()
     solo = [_call(ranker, kind, args) for kind, args in calls]
     assert ranker.stats.requests_per_round == 1.0
@@ -157,7 +159,9 @@ def test_concurrent_threads_get_their_solo_results(small_model, dtype: str) -> N
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_concurrent_asyncio_tasks_get_their_solo_results(small_model, dtype: str) -> None:
     model, tokenizer = small_model
-    ranker = PairRanker(copy.deepcopy(model), tokenizer, dtype=dtype, coalesce_window_ms=50)
+    ranker = PairRanker(
+        copy.deepcopy(model), tokenizer, dtype=dtype, coalesce_window_ms=50, share_batches=True
+    )
     calls = _calls()
     solo = [_call(ranker, kind, args) for kind, args in calls]
     ranker.reset_stats()
@@ -169,6 +173,51 @@ def test_concurrent_asyncio_tasks_get_their_solo_results(small_model, dtype: str
     shared = asyncio.run(main())
     _assert_identical(solo, list(shared))
     assert ranker.stats.requests_per_round > 1.0
+
+
+def test_cpu_default_serves_each_caller_its_own_batches(small_model) -> None:
+    model, tokenizer = small_model
+    ranker = PairRanker(copy.deepcopy(model), tokenizer, dtype="float32", coalesce_window_ms=50)
+    assert ranker.share_batches is False  # CPU
+    calls = _calls()
+    solo = [_call(ranker, kind, args) for kind, args in calls]
+    ranker.reset_stats()
+    _gate_first_round(ranker, CALLERS)
+    shared: list[Any] = [None] * CALLERS
+    start = threading.Barrier(CALLERS)
+
+    def worker(k: int) -> None:
+        start.wait()
+        shared[k] = _call(ranker, *calls[k])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    _assert_identical(solo, shared)
+    stats = ranker.stats
+    assert stats.requests_per_round == 1.0 and stats.rounds >= CALLERS
+
+
+def test_scheduler_without_sharing_runs_one_request_per_round() -> None:
+    log: list[tuple[int, int]] = []
+    rounds: list[Any] = []
+    scheduler = PairScheduler(_fake_run(log), batch_tokens=64, share=False, on_round=rounds.append)
+    results: list[Any] = [None] * 4
+    start = threading.Barrier(4)
+
+    def worker(k: int) -> None:
+        start.wait()
+        results[k] = scheduler.compute([[k + 1] * 3, [k + 1] * 5])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [[3.0 * (k + 1), 5.0 * (k + 1)] for k in range(4)]
+    assert [r.requests for r in rounds] == [1, 1, 1, 1]
 
 
 def test_a_record_scores_the_same_alone_and_among_others(small_model) -> None:

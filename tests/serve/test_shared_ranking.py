@@ -20,16 +20,21 @@ def _gateway(pairrm: Path) -> Gateway:
         f'[members.m{i}]\ntype = "static"\ntext = "{text} {{prompt}}"\n'
         for i, text in enumerate(["Paris, of course:", "maybe Lyon", "I think it is Paris"])
     )
+    # share_batches: on CPU a PairRanker serves concurrent callers one at a time by default.
+    ranker = (
+        f'{{ type = "pairrm", checkpoint = "{pairrm}", device = "cpu", dtype = "float32", '
+        "share_batches = true }"
+    )
     config = parse_config(
         f"""{members}
 [ensembles.ranked]
 members = ["m0", "m1", "m2"]
-ranker = {{ type = "pairrm", checkpoint = "{pairrm}", device = "cpu", dtype = "float32" }}
+ranker = {ranker}
 fuser = {{ type = "select" }}
 
 [ensembles.wins]
 members = ["m0", "m1", "m2"]
-ranker = {{ type = "pairrm", checkpoint = "{pairrm}", device = "cpu", dtype = "float32" }}
+ranker = {ranker}
 fuser = {{ type = "select" }}
 strategy = "max_wins"
 
@@ -38,6 +43,7 @@ type = "pairrm"
 checkpoint = "{pairrm}"
 device = "cpu"
 dtype = "float32"
+share_batches = true
 """
     )
     gateway = Gateway(config)

@@ -231,12 +231,15 @@ class PairRMRankerSpec(_Strict):
         checkpoint: Hub id or local directory.
         device: ``cpu``, ``cuda``, ``mps`` (default: auto).
         dtype: ``float32``, ``bfloat16``, ``float16`` (default: by hardware).
+        share_batches: Whether concurrent requests' pairs share forward passes (default: on
+            accelerators, not on CPU; see ``PairRanker``).
     """
 
     type: Literal["pairrm"]
     checkpoint: str = Field(default="llm-blender/PairRM", min_length=1)
     device: str | None = None
     dtype: str | None = None
+    share_batches: bool | None = None
 
 
 class JudgeRankerSpec(_Strict):

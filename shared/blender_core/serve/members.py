@@ -328,7 +328,12 @@ def build_ranker(spec: Any, members: Mapping[str, Generator]) -> Ranker:
     if isinstance(spec, PairRMRankerSpec):
         from blender_core.pair_ranker import PairRanker
 
-        return PairRanker.from_pretrained(spec.checkpoint, device=spec.device, dtype=spec.dtype)
+        return PairRanker.from_pretrained(
+            spec.checkpoint,
+            device=spec.device,
+            dtype=spec.dtype,
+            share_batches=spec.share_batches,
+        )
     if isinstance(spec, JudgeRankerSpec):
         from blender_core.rankers.llm_judge import LLMJudgeRanker
 
