@@ -4,8 +4,9 @@
 request it builds a light per-request :class:`~blender_core.blend.Blender` whose members are the
 configured ones bound to the request's chat (:class:`~blender_core.serve.members.RequestMember`)
 while the ranker and fuser objects are shared by every request (loaded once). Concurrent requests
-call one shared PairRanker, which coalesces their pairs into shared rounds and batches itself
-(:class:`~blender_core.pair_scheduler.PairScheduler`); the gateway adds no batching of its own.
+call one shared PairRanker, which schedules their pairs itself
+(:class:`~blender_core.pair_scheduler.PairScheduler`: shared rounds on accelerators, one request
+per round on CPU unless ``share_batches``); the gateway adds no batching of its own.
 """
 
 from __future__ import annotations
@@ -173,8 +174,8 @@ class Gateway:
                 load_member(member)
             shared: dict[str, Any] = {}  # spec -> loaded model, shared by every user of it
 
-            # Concurrent requests call one shared ranker: a PairRanker coalesces their pairs into
-            # shared rounds and batches itself (its async methods run in its own thread pool);
+            # Concurrent requests call one shared ranker: a PairRanker schedules their pairs
+            # itself (shared rounds where share_batches; its async methods run in its own pool);
             # the other rankers run each call in a worker thread.
             def loaded_ranker(spec: Any, *, rerank: bool = False) -> Ranker:
                 key = spec.model_dump_json()
