@@ -223,23 +223,21 @@ class Blender(EnsembleSettings, BaseLLM):
         run_id: uuid.UUID | list[uuid.UUID | None] | None = None,
         **kwargs: Any,
     ) -> LLMResult:
+        run: dict[str, Any] = {
+            "callbacks": callbacks,
+            "tags": tags,
+            "metadata": metadata,
+            "run_name": run_name,
+            "run_id": run_id,
+        }
         if not isinstance(prompts, list) or len(prompts) < 2:
-            return super().generate(
-                prompts,
-                stop,
-                callbacks,
-                tags=tags,
-                metadata=metadata,
-                run_name=run_name,
-                run_id=run_id,
-                **kwargs,
-            )
-        runs = per_prompt_run_args(len(prompts), callbacks, tags, metadata, run_name, run_id)
+            return super().generate(prompts, stop, **run, **kwargs)
+        runs = per_prompt_run_args(len(prompts), **run)
         generate_one = super().generate
         with ContextThreadPoolExecutor(max_workers=min(len(prompts), 8)) as pool:
             futures = [
-                pool.submit(generate_one, [prompt], stop, **run, **kwargs)
-                for prompt, run in zip(prompts, runs, strict=True)
+                pool.submit(generate_one, [prompt], stop, **one, **kwargs)
+                for prompt, one in zip(prompts, runs, strict=True)
             ]
             outcomes: list[LLMResult | BaseException] = []
             for future in futures:
@@ -261,23 +259,21 @@ class Blender(EnsembleSettings, BaseLLM):
         run_id: uuid.UUID | list[uuid.UUID | None] | None = None,
         **kwargs: Any,
     ) -> LLMResult:
+        run: dict[str, Any] = {
+            "callbacks": callbacks,
+            "tags": tags,
+            "metadata": metadata,
+            "run_name": run_name,
+            "run_id": run_id,
+        }
         if not isinstance(prompts, list) or len(prompts) < 2:
-            return await super().agenerate(
-                prompts,
-                stop,
-                callbacks,
-                tags=tags,
-                metadata=metadata,
-                run_name=run_name,
-                run_id=run_id,
-                **kwargs,
-            )
-        runs = per_prompt_run_args(len(prompts), callbacks, tags, metadata, run_name, run_id)
+            return await super().agenerate(prompts, stop, **run, **kwargs)
+        runs = per_prompt_run_args(len(prompts), **run)
         agenerate_one = super().agenerate
         outcomes = await asyncio.gather(
             *(
-                agenerate_one([prompt], stop, **run, **kwargs)
-                for prompt, run in zip(prompts, runs, strict=True)
+                agenerate_one([prompt], stop, **one, **kwargs)
+                for prompt, one in zip(prompts, runs, strict=True)
             ),
             return_exceptions=True,
         )

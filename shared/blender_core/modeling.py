@@ -73,6 +73,7 @@ __all__ = [
     "CAND1_PREFIX",
     "CAND2_PREFIX",
     "CAND_PREFIX",
+    "DEBERTA_V3_STRUCTURE",
     "KNOWN_BACKBONES",
     "SOURCE_PREFIX",
     "CheckpointError",
@@ -86,7 +87,8 @@ __all__ = [
 ]
 
 
-_DEBERTA_V3 = {
+#: The structure shared by the deberta-v3 backbones (and so PairRM), apart from their sizes.
+DEBERTA_V3_STRUCTURE: dict[str, Any] = {
     "model_type": "deberta-v2",
     "attention_probs_dropout_prob": 0.1,
     "hidden_act": "gelu",
@@ -109,28 +111,28 @@ _DEBERTA_V3 = {
 #: Backbone configs known without a download (the hub's ``config.json`` of each model).
 KNOWN_BACKBONES: dict[str, dict[str, Any]] = {
     "microsoft/deberta-v3-large": {
-        **_DEBERTA_V3,
+        **DEBERTA_V3_STRUCTURE,
         "hidden_size": 1024,
         "num_hidden_layers": 24,
         "num_attention_heads": 16,
         "intermediate_size": 4096,
     },
     "microsoft/deberta-v3-base": {
-        **_DEBERTA_V3,
+        **DEBERTA_V3_STRUCTURE,
         "hidden_size": 768,
         "num_hidden_layers": 12,
         "num_attention_heads": 12,
         "intermediate_size": 3072,
     },
     "microsoft/deberta-v3-small": {
-        **_DEBERTA_V3,
+        **DEBERTA_V3_STRUCTURE,
         "hidden_size": 768,
         "num_hidden_layers": 6,
         "num_attention_heads": 12,
         "intermediate_size": 3072,
     },
     "microsoft/deberta-v3-xsmall": {
-        **_DEBERTA_V3,
+        **DEBERTA_V3_STRUCTURE,
         "hidden_size": 384,
         "num_hidden_layers": 12,
         "num_attention_heads": 6,

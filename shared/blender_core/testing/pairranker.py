@@ -139,24 +139,19 @@ def deberta_v3_config(
     *, vocab_size: int, hidden: int, layers: int, heads: int, ffn: int, **overrides: Any
 ) -> Any:
     """A ``DebertaV2Config`` with deberta-v3's (and so PairRM's) structure at the given sizes:
-    relative attention with 256 log buckets, shared c2p/p2c keys, no absolute positions."""
+    relative attention with 256 log buckets, shared c2p/p2c keys, no absolute positions (the
+    structure of :data:`blender_core.modeling.KNOWN_BACKBONES`' deberta-v3 entries)."""
     from transformers import DebertaV2Config
 
+    from blender_core.modeling import DEBERTA_V3_STRUCTURE
+
     settings: dict[str, Any] = {
+        **{k: v for k, v in DEBERTA_V3_STRUCTURE.items() if k != "model_type"},
         "vocab_size": vocab_size,
         "hidden_size": hidden,
         "num_hidden_layers": layers,
         "num_attention_heads": heads,
         "intermediate_size": ffn,
-        "relative_attention": True,
-        "position_buckets": 256,
-        "norm_rel_ebd": "layer_norm",
-        "share_att_key": True,
-        "pos_att_type": ["p2c", "c2p"],
-        "layer_norm_eps": 1e-7,
-        "max_relative_positions": -1,
-        "position_biased_input": False,
-        "type_vocab_size": 0,
     }
     settings.update(overrides)
     return DebertaV2Config(**settings)
