@@ -185,6 +185,7 @@ def main() -> None:
     import torch
 
     from blender_core import PairRanker
+    from blender_core.allocator import tune_malloc
     from blender_core.data import read_mixinstruct
     from blender_core.devices import cpu_bf16_support
     from blender_core.evaluation.runner import evaluate
@@ -199,6 +200,7 @@ def main() -> None:
     )
     from blender_core.training import RankerTrainingConfig, train_ranker
 
+    tune_malloc()  # our process, as the `blender` CLI does: see blender_core.allocator
     torch.set_num_threads(args.threads)
     metric = METRICS[args.set]
     train_file = DATA / args.set / "train.jsonl"
