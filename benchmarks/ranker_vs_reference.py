@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         ("ours fp32", [*base, "--dtype", "float32"]),
         ("ours fp32 + tune_malloc (CLI)", [*base, "--dtype", "float32", "--malloc"]),
+        ("ours all-bf16 + tune_malloc", [*base, "--dtype", "bfloat16", "--malloc"]),
         ("ours auto precision + tune_malloc", [*base, "--malloc"]),
         ("ours auto, one-way pairs", [*base, "--malloc", "--pairs", "one-way"]),
     ]
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         f"bf16 {peaks['bfloat16']:.0f}; model {flops / 1e9:.0f} GFLOP for all pairs"
     )
     header = (
-        f"{'run':<36}{'dtype':>9}{'pairs/s':>9}{'x ref':>7}{'tok/s':>8}{'pad eff':>8}"
+        f"{'run':<36}{'dtype':>15}{'pairs/s':>9}{'x ref':>7}{'tok/s':>8}{'pad eff':>8}"
         f"{'peak MB':>8}{'user s':>7}{'sys s':>6}{'%peak':>6}{'same order':>11}{'top-1':>6}"
     )
     print(header)
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         pps = r["pairs"] / r["seconds"]
         ratio = f"{pps / (ref['pairs'] / ref['seconds']):.2f}" if ref else "-"
         # one-way runs half the passes: its "pairs/s" counts the ordered pairs it stands for.
-        peak = peaks.get(r["dtype"], peaks["float32"])
+        peak = peaks.get(r["dtype"].removesuffix("-mixed"), peaks["float32"])
         passes = r.get("passes", r["pairs"])
         useful = flops * passes / r["pairs"] / r["seconds"] / 1e9
         if ref_orders is not None:
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             agree = f"{'-':>11}{'-':>6}"
         print(
-            f"{name:<36}{r['dtype']:>9}{pps:>9.2f}{ratio:>7}{r['real'] / r['seconds']:>8.0f}"
+            f"{name:<36}{r['dtype']:>15}{pps:>9.2f}{ratio:>7}{r['real'] / r['seconds']:>8.0f}"
             f"{r['real'] / r['computed']:>8.3f}{r['peak_rss_mb']:>8.0f}{r['user']:>7.1f}"
             f"{r['sys']:>6.1f}{100 * useful / peak:>6.0f}{agree}"
         )

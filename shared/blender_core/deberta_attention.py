@@ -192,7 +192,7 @@ class FastDisentangledSelfAttention(nn.Module):
                 proj = self.query_proj if self.share_att_key else self.pos_query_proj
                 pos_query = self._heads(proj(rel)) * scale  # scale folded in (small)
         # Heads per group so that one (B, h, L, L) bias stays within MAX_BIAS_BYTES.
-        per_head = batch * length * length * hidden.element_size()
+        per_head = batch * length * length * query.element_size()
         limit = MAX_BIAS_BYTES if hidden.device.type == "cpu" else ACCELERATOR_MAX_BIAS_BYTES
         group = max(1, min(heads, limit // max(per_head, 1)))
         outputs = []
@@ -304,9 +304,17 @@ class FastDebertaV2Encoder(nn.Module):
             hidden_states.device,
         )
         valid = attention_mask.to(torch.bool)
-        additive = torch.zeros(
-            valid.shape, dtype=hidden_states.dtype, device=hidden_states.device
-        ).masked_fill_(~valid, torch.finfo(hidden_states.dtype).min)
+        # The bias joins the attention scores, so it takes their dtype: autocast's under a
+        # mixed precision (float32 residual stream, bf16/fp16 products), else the stream's.
+        device_type = hidden_states.device.type
+        dtype = (
+            torch.get_autocast_dtype(device_type)
+            if torch.is_autocast_enabled(device_type)
+            else hidden_states.dtype
+        )
+        additive = torch.zeros(valid.shape, dtype=dtype, device=hidden_states.device).masked_fill_(
+            ~valid, torch.finfo(dtype).min
+        )
         key_bias = _KeyBias(additive.view(-1, 1, 1, length), index)
 
         rel_embeddings = self.get_rel_embedding()

@@ -140,10 +140,12 @@ class PairRanker(BaseRanker):
         model: A :class:`~blender_core.modeling.PairRankerModel`.
         tokenizer: Its tokenizer (with the four prefix tokens).
         device: ``None`` = CUDA, else MPS, else CPU.
-        dtype: ``None``/``"auto"``: chosen by the hardware (bf16 on CPUs with AMX or
-            AVX512-BF16, else fp32; bf16 on CUDA where supported, else fp16; see
-            :func:`~blender_core.devices.choose_precision`). ``"float32"``, ``"bfloat16"``,
-            ``"float16"`` or a ``torch.dtype`` force one.
+        dtype: ``None``/``"auto"``: chosen by the hardware (on CPUs with AMX or AVX512-BF16
+            ``"bf16-mixed"``, else fp32; bf16 on CUDA where supported, else fp16; see
+            :func:`~blender_core.devices.choose_precision`). ``"float32"``, ``"bfloat16"``
+            (every weight and activation in bf16), ``"float16"``, ``"bf16-mixed"`` /
+            ``"fp16-mixed"`` (linear layers in bf16/fp16 under autocast; embeddings, norms,
+            residual stream and head in fp32) or a ``torch.dtype`` force one.
         batch_tokens: Padded tokens per forward pass (memory bound and speed knob); ``None``:
             tuned for the device (:func:`~blender_core.devices.choose_batch_tokens`: on CPU
             the most that keeps each layer's largest block under glibc's mmap threshold, on
@@ -193,7 +195,12 @@ class PairRanker(BaseRanker):
         coalesce_max_tokens: int | None = None,
         share_batches: bool | None = None,
     ) -> None:
-        from blender_core.devices import choose_batch_tokens, choose_precision, resolve_device
+        from blender_core.devices import (
+            choose_batch_tokens,
+            choose_precision,
+            place_module,
+            resolve_device,
+        )
         from blender_core.encoding import PairEncoder
 
         if batch_tokens is not None and (
@@ -211,7 +218,9 @@ class PairRanker(BaseRanker):
         if candidate_maxlength is not None:
             config.candidate_maxlength = int(candidate_maxlength)
         config.check_lengths()
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.model = place_module(
+            model, self.precision, self.device, keep_float32=model.head_layer
+        ).eval()
         if fast_attention:
             from blender_core.deberta_attention import enable_fast_attention
 
@@ -455,12 +464,15 @@ class PairRanker(BaseRanker):
         """
         import torch
 
+        from blender_core.devices import compute_context
+
         input_ids = tensors["input_ids"].to(self.device)
         attention_mask = tensors["attention_mask"].to(self.device)
         model = self.model
-        hidden = model.pretrained_model(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state
+        with compute_context(self.precision, self.device):
+            hidden = model.pretrained_model(
+                input_ids=input_ids, attention_mask=attention_mask
+            ).last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         source_id, cand1_id, cand2_id = model.config.prefix_ids
         parts = [
@@ -468,10 +480,11 @@ class PairRanker(BaseRanker):
             for token_id in (source_id, cand1_id, cand2_id)
         ]
         h_source, h_a, h_b = parts
+        head_dtype = next(model.head_layer.parameters()).dtype
         logits = []
         for r in range(hidden.shape[0]):
             pair = torch.stack([torch.cat([h_source[r], h_a[r]]), torch.cat([h_source[r], h_b[r]])])
-            left_right = model.head_layer(pair).float()  # (2, n_tasks)
+            left_right = model.head_layer(pair.to(head_dtype)).float()  # (2, n_tasks)
             logits.append((left_right[0] - left_right[1]).mean())
         return [float(x) for x in torch.stack(logits).cpu().tolist()]
 

@@ -144,3 +144,24 @@ def test_ranker_uses_it_and_keeps_the_logits(tiny_pairrm_dir) -> None:
     b = slow.rank("Say hi", cands)
     assert a.order == b.order
     assert a.scores == pytest.approx(b.scores, abs=1e-5)
+
+
+def test_mixed_precision_fast_path_matches_transformers() -> None:
+    """bf16 linear layers under autocast, fp32 elsewhere: the bias takes the scores' dtype."""
+    from blender_core.devices import choose_precision, compute_context, place_module
+
+    cpu = torch.device("cpu")
+    precision = choose_precision("bf16-mixed", cpu)
+    model = place_module(_backbone(), precision, cpu)
+    ids = torch.randint(5, 300, (2, 70))
+    mask = torch.ones_like(ids)
+    mask[1, 50:] = 0
+    with torch.inference_mode(), compute_context(precision, cpu):
+        expected = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        enable_fast_attention(model)
+        got = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert got.dtype == torch.float32 and expected.dtype == torch.float32
+    valid = mask.bool()
+    assert torch.isfinite(got[valid]).all()
+    assert (got - expected)[valid].abs().max() < 0.1
+    assert torch.nn.functional.cosine_similarity(got[valid], expected[valid]).min() > 0.999

@@ -39,6 +39,7 @@ def test_auto_precision_on_cpu(fake_cpu, flags, capability, expected) -> None:
     precision = devices.choose_precision(None, CPU)
     assert precision.dtype == expected
     assert precision.auto
+    assert precision.mixed == (expected == torch.bfloat16)
     assert capability in precision.reason
     assert devices.choose_precision("auto", CPU).dtype == expected
 
@@ -63,6 +64,7 @@ def test_cuda_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert devices.choose_precision(None, cuda).dtype == torch.bfloat16
+    assert not devices.choose_precision(None, cuda).mixed
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert devices.choose_precision(None, cuda).dtype == torch.float16
 
@@ -82,12 +84,13 @@ def test_ranker_reports_its_precision(fake_cpu, tiny_pairrm_dir) -> None:
     assert ranker.stats.precision == "float32"
     fake_cpu({"amx_bf16", "avx512_bf16"}, "AVX512")
     fast = PairRanker.from_pretrained(tiny_pairrm_dir, device="cpu")
-    assert fast.dtype == torch.bfloat16
-    assert next(fast.model.parameters()).dtype == torch.bfloat16
-    assert "bfloat16 (auto: CPU has amx_bf16, avx512_bf16; torch AVX512)" in repr(fast)
+    assert fast.dtype == torch.bfloat16 and fast.precision.mixed
+    # bf16-mixed: the linear layers' weights in bf16, the rest (embeddings, norms, head) fp32.
+    assert {p.dtype for p in fast.model.parameters()} == {torch.bfloat16, torch.float32}
+    assert "bfloat16-mixed (auto: CPU has amx_bf16, avx512_bf16; torch AVX512)" in repr(fast)
     fast.reset_stats()
     ranking = fast.rank("Say hi", ["hi!", "go away", "hello"])
-    assert fast.stats.precision == "bfloat16" and "amx_bf16" in fast.stats.precision_reason
+    assert fast.stats.precision == "bfloat16-mixed" and "amx_bf16" in fast.stats.precision_reason
     assert fast.stats.sequences == 6 and len(ranking) == 3
     forced = PairRanker.from_pretrained(tiny_pairrm_dir, device="cpu", dtype="float32")
     assert "float32 (forced: dtype='float32')" in repr(forced)
@@ -95,3 +98,55 @@ def test_ranker_reports_its_precision(fake_cpu, tiny_pairrm_dir) -> None:
     exact = forced.compare("Say hi", "hi!", "go away", both_directions=False)
     approx = fast.compare("Say hi", "hi!", "go away", both_directions=False)
     assert approx == pytest.approx(exact, abs=5e-2)
+
+
+@pytest.mark.parametrize("spec", ["bf16-mixed", "bfloat16-mixed", "BF16-Mixed", "fp16-mixed"])
+def test_mixed_precisions_parse(fake_cpu, spec) -> None:
+    fake_cpu({"avx2"}, "AVX2")
+    precision = devices.choose_precision(spec, CPU)
+    assert precision.mixed and not precision.auto
+    assert precision.dtype in (torch.bfloat16, torch.float16)
+    assert precision.name == f"{str(precision.dtype).removeprefix('torch.')}-mixed"
+    with pytest.raises(ValueError, match="mixed precision needs"):
+        devices.choose_precision("float32-mixed", CPU)
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        devices.choose_precision("int8-mixed", CPU)
+
+
+def test_mixed_ranker_keeps_a_float32_stream(tiny_pairrm_dir) -> None:
+    """bf16 linear weights and products; embeddings, norms, head and residual stream in fp32."""
+    ranker = PairRanker.from_pretrained(tiny_pairrm_dir, device="cpu", dtype="bf16-mixed")
+    model = ranker.model
+    linears = [m for m in model.pretrained_model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    others = [
+        p
+        for m in model.pretrained_model.modules()
+        if not isinstance(m, torch.nn.Linear)
+        for p in m.parameters(recurse=False)
+    ]
+    assert others and all(p.dtype == torch.float32 for p in others)
+    assert all(p.dtype == torch.float32 for p in model.head_layer.parameters())
+    assert ranker.stats.precision == "bfloat16-mixed"
+    assert "bfloat16-mixed (forced: dtype='bf16-mixed')" in repr(ranker)
+
+    exact = PairRanker.from_pretrained(tiny_pairrm_dir, device="cpu", dtype="float32")
+    pure = PairRanker.from_pretrained(tiny_pairrm_dir, device="cpu", dtype="bfloat16")
+    source, texts = "Say hi", ["hi!", "go away", "hello", "Hello there, friend."]
+    want = exact.rank(source, texts, strategy="max_logits")
+    got = ranker.rank(source, texts, strategy="max_logits")
+    rough = pure.rank(source, texts, strategy="max_logits")
+
+    def error(ranking) -> float:
+        return max(
+            abs(a - b)
+            for ra, rb in zip(ranking.matrix, want.matrix, strict=True)
+            for a, b in zip(ra, rb, strict=True)
+            if a is not None and b is not None
+        )
+
+    assert error(got) < 5e-2
+    # Same products, fp32 stream: closer to fp32 than all-bf16 (or as close).
+    assert error(got) <= error(rough) + 1e-6
+    # The cache tells the precisions apart.
+    assert ranker._identity() != pure._identity()

@@ -122,7 +122,7 @@ def small_model(tiny_pairrm_dir: Path) -> tuple[Any, Any]:
     return PairRankerModel(config), tokenizer
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "bf16-mixed"])
 def test_concurrent_threads_get_their_solo_results(small_model, dtype: str) -> None:
     model, tokenizer = small_model
     ranker = PairRanker(
@@ -156,7 +156,7 @@ def test_concurrent_threads_get_their_solo_results(small_model, dtype: str) -> N
     assert 0.0 < stats.batch_fill <= 1.0
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "bf16-mixed"])
 def test_concurrent_asyncio_tasks_get_their_solo_results(small_model, dtype: str) -> None:
     model, tokenizer = small_model
     ranker = PairRanker(

@@ -230,7 +230,7 @@ class PairRMRankerSpec(_Strict):
     Attributes:
         checkpoint: Hub id or local directory.
         device: ``cpu``, ``cuda``, ``mps`` (default: auto).
-        dtype: ``float32``, ``bfloat16``, ``float16`` (default: by hardware).
+        dtype: ``float32``, ``bfloat16``, ``float16``, ``bf16-mixed`` (default: by hardware).
         share_batches: Whether concurrent requests' pairs share forward passes (default: on
             accelerators, not on CPU; see ``PairRanker``).
     """
