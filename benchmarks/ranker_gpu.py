@@ -179,6 +179,15 @@ def flops_per_pair_set(ranker: Any, sources: list[str], lists: list[list[str]]) 
     return total
 
 
+def _base_dtype(dtype: str, device: str) -> str:
+    """The torch dtype name of the products: ``"bfloat16"`` for ``"bf16-mixed"``, etc."""
+    import torch
+
+    from blender_core.devices import choose_precision
+
+    return choose_precision(dtype, torch.device(device)).name.removesuffix("-mixed")
+
+
 def _order(scores: list[float]) -> tuple[int, ...]:
     return tuple(sorted(range(len(scores)), key=lambda i: -scores[i]))
 
@@ -187,7 +196,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtypes", nargs="+", default=["float16", "bfloat16"])
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float16", "bfloat16", "bfloat16-mixed"],
+        help="PairRanker dtypes; a mixed one is compared with the reference in its base dtype",
+    )
     parser.add_argument("--limit", type=int, default=4, help="records")
     parser.add_argument("--candidates", type=int, default=10, help="per record, at most")
     parser.add_argument("--tiny", action="store_true", help="tiny shape: check that it runs")
@@ -241,15 +255,16 @@ def main(argv: list[str] | None = None) -> None:
         rows: list[tuple[str, dict[str, Any], float]] = []
         reference: dict[str, dict[str, Any]] = {}
         for dtype in args.dtypes:
-            peak = matmul_peak(args.device, dtype)
-            if has_reference:
+            base = _base_dtype(dtype, args.device)
+            peak = matmul_peak(args.device, base)
+            if has_reference and base not in reference:
                 out = subprocess.run(
                     [
                         str(ref_python),
                         "-c",
                         REFERENCE_RUN,
                         args.device,
-                        dtype,
+                        base,
                         str(args.data),
                         str(checkpoint),
                         str(limit),
@@ -261,10 +276,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
                 if lines:
-                    reference[dtype] = json.loads(lines[-1])
-                    rows.append((f"reference {dtype}", reference[dtype], peak))
+                    reference[base] = json.loads(lines[-1])
+                    rows.append((f"reference {base}", reference[base], peak))
                 else:
-                    print(f"reference {dtype} failed:\n{out.stderr[-2000:]}")
+                    print(f"reference {base} failed:\n{out.stderr[-2000:]}")
             ranker = PairRanker.from_pretrained(checkpoint, device=args.device, dtype=dtype)
             flops = flops_per_pair_set(ranker, sources, lists)
             result = run_ours(ranker, sources, lists, args.device)
@@ -281,8 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         flops = next((r["flops"] for _, r, _ in rows if "flops" in r), 0.0)
         for name, row, peak in rows:
             rate = row["pairs"] / row["seconds"]
-            dtype = name.split()[-1]
-            ref = reference.get(dtype)
+            ref = reference.get(_base_dtype(name.split()[-1], args.device))
             ratio = f"{rate / (ref['pairs'] / ref['seconds']):6.2f}" if ref else "     -"
             real = f"{row['real'] / row['seconds']:10.0f}" if row.get("real") else "         -"
             pad = f"{row['real'] / row['computed']:7.3f}" if row.get("computed") else "      -"
