@@ -185,7 +185,7 @@ def _base_dtype(dtype: str, device: str) -> str:
 
     from blender_core.devices import choose_precision
 
-    return choose_precision(dtype, torch.device(device)).name.removesuffix("-mixed")
+    return str(choose_precision(dtype, torch.device(device)).dtype).removeprefix("torch.")
 
 
 def _order(scores: list[float]) -> tuple[int, ...]:
