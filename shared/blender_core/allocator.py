@@ -8,10 +8,14 @@ pages: measured on a 2-core CPU, 40 of 92 CPU-seconds of a ranking run went to t
 
 :func:`tune_malloc` raises both thresholds (``mallopt(M_MMAP_THRESHOLD)`` and
 ``mallopt(M_TRIM_THRESHOLD)``) so those blocks are reused from the heap. It changes the whole
-process, so the library never calls it on import or from a model: the ``blender`` CLI does, and an
-embedder may (or may set ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in the
-environment before start-up, which glibc reads itself). Memory stays bounded: freed blocks are
-kept for reuse, not leaked; the trim threshold bounds what the heap keeps beyond what is in use.
+process. The ``blender`` CLI calls it at start-up; a :class:`~blender_core.PairRanker` loaded on
+CPU calls it once, on the first load in the process (:func:`tune_malloc_on_load`), so the plain
+Python API inside an app runs at the CLI's speed (without it, 0.85-0.90x). Opt out with
+``PairRanker(..., tune_malloc=False)`` or ``BLENDER_TUNE_MALLOC=0`` in the environment; it is
+skipped as well when ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` is set (the
+operator's glibc settings win). Memory stays bounded: freed blocks are kept for reuse, not leaked;
+the trim threshold bounds what the heap keeps beyond what is in use (up to 1 GiB of freed memory
+may stay mapped to the process).
 
 Example:
     .. code-block:: python
@@ -28,7 +32,13 @@ import ctypes.util
 import os
 import threading
 
-__all__ = ["DEFAULT_THRESHOLD", "SERVER_MAX_ARENAS", "tune_malloc"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "SERVER_MAX_ARENAS",
+    "TUNE_MALLOC_ENV",
+    "tune_malloc",
+    "tune_malloc_on_load",
+]
 
 #: Both thresholds, in bytes (1 GiB: the largest block served from the heap, and the most free
 #: memory the heap keeps at its top before returning it to the kernel).
@@ -38,11 +48,18 @@ DEFAULT_THRESHOLD = 1 << 30
 #: get an arena (up to 8 per core), and each arena keeps its own freed blocks.
 SERVER_MAX_ARENAS = 2
 
+#: Environment variable: ``0`` (or ``false``/``off``/``no``) stops model loads from calling
+#: :func:`tune_malloc` (see :func:`tune_malloc_on_load`).
+TUNE_MALLOC_ENV = "BLENDER_TUNE_MALLOC"
+
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _lock = threading.Lock()
 _applied: tuple[int, int | None] | None = None
+#: How many times a model load applied the setting in this process (0 or 1).
+_load_applications = 0
+_load_decided = False
 
 
 def tune_malloc(threshold: int = DEFAULT_THRESHOLD, *, max_arenas: int | None = None) -> bool:
@@ -94,3 +111,37 @@ def tune_malloc(threshold: int = DEFAULT_THRESHOLD, *, max_arenas: int | None = 
         if ok:
             _applied = (threshold, max_arenas)
         return ok
+
+
+def tune_malloc_on_load(requested: bool | None = None) -> bool:
+    """What a model load calls: :func:`tune_malloc` once per process, unless opted out.
+
+    The first call that is not opted out decides for the process; later calls do nothing and
+    return whether the setting is in effect.
+
+    Args:
+        requested: ``False``: do nothing (the caller's opt-out). ``True`` or ``None``: apply it,
+            unless ``BLENDER_TUNE_MALLOC`` is ``0``/``false``/``off``/``no`` or glibc's own
+            ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` are set (``True`` overrides
+            ``BLENDER_TUNE_MALLOC`` but never glibc's variables).
+
+    Returns:
+        Whether the thresholds are raised in this process (by this call or an earlier one).
+    """
+    global _load_applications, _load_decided
+    if requested is False:
+        return _applied is not None
+    if any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return _applied is not None
+    env = os.environ.get(TUNE_MALLOC_ENV, "1").strip().lower()
+    if requested is None and env in {"0", "false", "off", "no"}:
+        return _applied is not None
+    with _lock:
+        if _load_decided:
+            return _applied is not None
+        _load_decided = True
+    ok = tune_malloc()
+    if ok:
+        with _lock:
+            _load_applications += 1
+    return ok

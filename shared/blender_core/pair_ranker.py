@@ -167,6 +167,10 @@ class PairRanker(BaseRanker):
             and on two cores it was slower than serving callers one at a time (0.75-0.91x).
             ``False``: each caller's pairs run in their own batches (results exactly those of a
             solo call).
+        tune_malloc: On CPU, the first ranker loaded in a process raises glibc's mmap and trim
+            thresholds (:func:`~blender_core.allocator.tune_malloc_on_load`), which the fast
+            path needs for full speed (0.85-0.90x without). ``False`` (or
+            ``BLENDER_TUNE_MALLOC=0`` in the environment) leaves the process's allocator alone.
 
     Example:
         .. code-block:: python
@@ -194,7 +198,9 @@ class PairRanker(BaseRanker):
         coalesce_window_ms: float = DEFAULT_WINDOW_S * 1000,
         coalesce_max_tokens: int | None = None,
         share_batches: bool | None = None,
+        tune_malloc: bool | None = None,
     ) -> None:
+        from blender_core.allocator import tune_malloc_on_load
         from blender_core.devices import (
             choose_batch_tokens,
             choose_precision,
@@ -210,6 +216,8 @@ class PairRanker(BaseRanker):
         if not isinstance(coalesce_window_ms, int | float) or coalesce_window_ms < 0:
             raise ValueError(f"coalesce_window_ms must be >= 0, got {coalesce_window_ms!r}")
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            tune_malloc_on_load(tune_malloc)
         self.precision = choose_precision(dtype, self.device)
         self.dtype = self.precision.dtype
         config = model.config
@@ -273,6 +281,7 @@ class PairRanker(BaseRanker):
         coalesce_window_ms: float = DEFAULT_WINDOW_S * 1000,
         coalesce_max_tokens: int | None = None,
         share_batches: bool | None = None,
+        tune_malloc: bool | None = None,
         **hub_kwargs: Any,
     ) -> PairRanker:
         """Load ``llm-blender/PairRM``, ``llm-blender/PairRM-hf``, ``llm-blender/pair-ranker``, a
@@ -303,6 +312,7 @@ class PairRanker(BaseRanker):
             coalesce_window_ms=coalesce_window_ms,
             coalesce_max_tokens=coalesce_max_tokens,
             share_batches=share_batches,
+            tune_malloc=tune_malloc,
         )
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> Path:

@@ -45,3 +45,57 @@ def test_arena_cap_in_a_fresh_process(env: str | None) -> None:
     assert out.returncode == 0, out.stderr
     expected_cap = None if env is not None else 2  # the operator's MALLOC_ARENA_MAX wins
     assert out.stdout.split(None, 1) == ["True", f"({1 << 30}, {expected_cap})\n"]
+
+
+_LOAD_TWICE = (
+    "import sys\n"
+    "from blender_core import PairRanker, allocator as a\n"
+    "from blender_core.testing import make_tiny_pairranker\n"
+    "path = make_tiny_pairranker(sys.argv[1], layout='pairrm', backbone='bert')\n"
+    "kw = eval(sys.argv[2])\n"
+    "before = a._applied\n"
+    "PairRanker.from_pretrained(path, device='cpu', dtype='float32', **kw)\n"
+    "PairRanker.from_pretrained(path, device='cpu', dtype='float32', **kw)\n"
+    "print(f'{before}|{a._applied}|{a._load_applications}')\n"
+)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+@pytest.mark.parametrize(
+    ("kwargs", "env", "applied"),
+    [
+        ("{}", {}, True),  # the plain Python API gets the CLI's allocator setting, once
+        ("{'tune_malloc': False}", {}, False),  # the argument opts out
+        ("{}", {"BLENDER_TUNE_MALLOC": "0"}, False),  # so does the environment
+        ("{'tune_malloc': True}", {"BLENDER_TUNE_MALLOC": "0"}, True),  # the argument wins
+        ("{}", {"MALLOC_MMAP_THRESHOLD_": "4194304"}, False),  # glibc's own variables win
+    ],
+)
+def test_first_cpu_load_tunes_malloc_once(tmp_path, kwargs, env, applied) -> None:
+    # A fresh process each: the setting is process-wide.
+    import os
+    import subprocess
+    import sys
+
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"BLENDER_TUNE_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}
+    }
+    environ.update(env)
+    out = subprocess.run(
+        [sys.executable, "-c", _LOAD_TWICE, str(tmp_path / "r"), kwargs],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    before, after, times = out.stdout.strip().splitlines()[-1].split("|")
+    assert before == "None"
+    if applied:
+        assert after == f"({1 << 30}, None)"
+        assert times == "1"  # two loads, applied once
+    else:
+        assert after == "None"
+        assert times == "0"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from transformers import DebertaV2Config, DebertaV2Model
@@ -165,3 +167,71 @@ def test_mixed_precision_fast_path_matches_transformers() -> None:
     assert torch.isfinite(got[valid]).all()
     assert (got - expected)[valid].abs().max() < 0.1
     assert torch.nn.functional.cosine_similarity(got[valid], expected[valid]).min() > 0.999
+
+
+def _position_scores(dtype, terms, length=37, batch=2, heads=3, span=16):
+    from blender_core.deberta_attention import _KeyBias, relative_table
+
+    generator = torch.Generator().manual_seed(0)
+    c2p = torch.randn(batch, heads, length, 2 * span, generator=generator).to(dtype)
+    p2c = torch.randn(batch, heads, length, 2 * span, generator=generator).to(dtype)
+    additive = torch.zeros(batch, 1, 1, length, dtype=dtype)
+    additive[1, ..., 30:] = torch.finfo(dtype).min  # a padded row
+    table = relative_table(length, 8, 24, span, torch.device("cpu"))
+    return (
+        c2p if "c2p" in terms else None,
+        p2c if "p2c" in terms else None,
+        _KeyBias(additive, table),
+    )
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("clang++")), reason="no C++ compiler")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("terms", [("c2p", "p2c"), ("c2p",), ("p2c",)])
+def test_compiled_bias_gives_the_eager_bits(dtype, terms, monkeypatch) -> None:
+    """The CPU default: one inductor loop, the same bits as the eager gathers and adds."""
+    from blender_core import deberta_attention as da
+
+    monkeypatch.delenv(da.COMPILE_ENV, raising=False)
+    with torch.inference_mode():
+        c2p, p2c, mask = _position_scores(dtype, terms)
+        eager = da._bias_eager(c2p, p2c, mask)
+        compiled = da._build_bias(c2p, p2c, mask)
+        shorter = _position_scores(dtype, terms, length=23, batch=3)  # dynamic shapes
+        eager_2 = da._bias_eager(*shorter)
+        compiled_2 = da._build_bias(*shorter)
+    assert not da._compiled_bias._failed  # it compiled here, it did not fall back
+    assert ("c2p" in terms, "p2c" in terms, dtype) in da._compiled_bias._warmed
+    assert compiled.shape == eager.shape == (2, 3, 37, 37)
+    bits = torch.int32 if dtype == torch.float32 else torch.int16
+    assert torch.equal(compiled.view(bits), eager.view(bits))
+    assert torch.equal(compiled_2, eager_2)
+
+
+def test_compile_opt_out_and_fallback(monkeypatch, caplog) -> None:
+    from blender_core import deberta_attention as da
+
+    c2p, p2c, mask = _position_scores(torch.float32, ("c2p", "p2c"))
+    with torch.inference_mode():
+        eager = da._bias_eager(c2p, p2c, mask)
+        # Opted out: the compiled builder is never called.
+        monkeypatch.setenv(da.COMPILE_ENV, "0")
+        monkeypatch.setattr(da, "_compiled_bias", None)
+        assert torch.equal(da._build_bias(c2p, p2c, mask), eager)
+        # A compiler that fails: one warning, the eager result, no further attempts.
+        monkeypatch.delenv(da.COMPILE_ENV)
+        builder = da._CompiledBias()
+        monkeypatch.setattr(da, "_compiled_bias", builder)
+        calls = []
+
+        def broken(*args, **kwargs):
+            calls.append(1)
+            raise RuntimeError("no compiler here")
+
+        monkeypatch.setattr(torch, "compile", broken)
+        with caplog.at_level("WARNING", logger=da.__name__):
+            assert torch.equal(da._build_bias(c2p, p2c, mask), eager)
+            assert torch.equal(da._build_bias(c2p, p2c, mask), eager)
+    assert builder._failed and not builder.available
+    assert len(calls) == 1
+    assert sum("no compiler here" in r.getMessage() for r in caplog.records) == 1
