@@ -14,15 +14,17 @@ forward instead of once per layer, from the ``2L - 1`` distinct offsets rather t
 ``L x L`` (the bucketed position depends only on ``i - j``). For long inputs the bias is built a
 few heads at a time so its size stays under :data:`MAX_BIAS_BYTES`.
 
-On CPU the bias itself (two gathers through the relative index and the padding bias) is built by
-one loop that ``torch.compile`` (inductor) generates: the ``(L, L)`` index is computed from the
-``2L - 1`` offsets inside the loop instead of being read from memory, and the two gathered terms
-and the padding are summed into the output as they are loaded, so no ``(L, L)`` temporaries are
-allocated. It gives the same bits as the eager gathers (only loads and the same additions) and is
-2-5x faster at PairRM lengths. It is compiled once per process and dtype (shapes are dynamic);
-the first call costs ~30 s on a cold machine and a few seconds once inductor's on-disk cache holds
-it. Set ``BLENDER_COMPILE_ATTENTION=0`` to keep the eager gathers (no compiler needed); any
-compile failure falls back to them with one warning.
+On CPU the bias can instead be built by one loop that ``torch.compile`` (inductor) generates
+(``BLENDER_COMPILE_ATTENTION=1``): the ``(L, L)`` index is computed from the ``2L - 1`` offsets
+inside the loop instead of being read from memory, and the two gathered terms and the padding are
+summed as they are loaded, so no ``(L, L)`` temporaries are allocated. It gives the same bits as
+the eager gathers (only loads and the same additions). It is off by default because it did not
+win: on a 2-core AMD EPYC (AVX512-BF16, no AMX), whole forwards of 580-token pairs (the mean
+PairRM-length pair of alpaca-v1) took the same time in fp32 and ~5% longer in bf16-mixed, and the
+first call costs ~30 s of compilation on a cold machine (a few seconds once inductor's on-disk
+cache holds it). It is kept as an opt-in for CPUs where the gathers are a larger share (AMX
+Xeons: bf16 matmuls 6.8x the fp32 peak); any compile failure falls back to the eager gathers with
+one warning.
 
 The replacement is structural and local: :func:`enable_fast_attention` swaps the ``encoder`` of a
 loaded ``DebertaV2Model`` and the ``attention.self`` module of each layer for modules of this file
@@ -74,8 +76,8 @@ MAX_BIAS_BYTES = 30 * 2**20
 #: fewer, larger attention calls are faster.
 ACCELERATOR_MAX_BIAS_BYTES = 2**30
 
-#: Environment variable: ``0`` (or ``false``/``off``/``no``) keeps the eager gathers on CPU
-#: instead of the compiled bias loop (see the module docstring).
+#: Environment variable: ``1`` (or ``true``/``on``/``yes``) builds the attention bias on CPU with
+#: the compiled loop instead of the eager gathers (see the module docstring); default off.
 COMPILE_ENV = "BLENDER_COMPILE_ATTENTION"
 
 _log = logging.getLogger(__name__)
@@ -155,9 +157,7 @@ def _gather(values: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor
     return torch.gather(values, dim, index)
 
 
-def _bias_eager(
-    c2p: torch.Tensor | None, p2c: torch.Tensor | None, mask: _KeyBias
-) -> torch.Tensor:
+def _bias_eager(c2p: torch.Tensor | None, p2c: torch.Tensor | None, mask: _KeyBias) -> torch.Tensor:
     """The ``(B, h, L, L)`` attention bias from the ``(B, h, L, 2S)`` position scores.
 
     ``bias[i, j] = c2p[i, index[i, j]] + (p2c[j, index[i, j]] + padding[j])`` (absent terms
@@ -228,8 +228,15 @@ def _bias_p2c(p2c: torch.Tensor, table: torch.Tensor, additive: torch.Tensor) ->
     return _bias_fused(None, p2c, table, additive)
 
 
+_TERM_BUILDERS: dict[tuple[bool, bool], Callable[..., torch.Tensor]] = {
+    (True, True): _bias_c2p_p2c,
+    (True, False): _bias_c2p,
+    (False, True): _bias_p2c,
+}
+
+
 def _compile_wanted() -> bool:
-    return os.environ.get(COMPILE_ENV, "1").strip().lower() not in {"0", "false", "off", "no"}
+    return os.environ.get(COMPILE_ENV, "0").strip().lower() in {"1", "true", "on", "yes"}
 
 
 class _CompiledBias:
@@ -255,7 +262,7 @@ class _CompiledBias:
             self._failed = True
             _log.warning(
                 "torch.compile of the DeBERTa attention bias failed (%s: %s); using the eager "
-                "gathers (set %s=0 to skip the attempt)",
+                "gathers (unset %s to skip the attempt)",
                 type(exc).__name__,
                 str(exc).splitlines()[0] if str(exc) else "",
                 COMPILE_ENV,
@@ -279,15 +286,11 @@ class _CompiledBias:
                 with self._lock:  # one thread compiles; the others wait for it
                     fn = self._fns.get(terms)
                     if fn is None:
-                        plain = {
-                            (True, True): _bias_c2p_p2c,
-                            (True, False): _bias_c2p,
-                            (False, True): _bias_p2c,
-                        }[terms]
+                        plain = _TERM_BUILDERS[terms]
                         fn = self._fns[terms] = torch.compile(plain, dynamic=True, fullgraph=True)
                     out = fn(*args, mask.table, additive)
                     self._warmed.add(key)
-        except Exception as exc:  # noqa: BLE001 - any compiler problem: stay correct
+        except Exception as exc:  # any compiler problem: stay correct
             self._fail(exc)
             return _bias_eager(c2p, p2c, mask)
         return out.view(batch, heads, length, length)
@@ -296,9 +299,7 @@ class _CompiledBias:
 _compiled_bias = _CompiledBias()
 
 
-def _build_bias(
-    c2p: torch.Tensor | None, p2c: torch.Tensor | None, mask: _KeyBias
-) -> torch.Tensor:
+def _build_bias(c2p: torch.Tensor | None, p2c: torch.Tensor | None, mask: _KeyBias) -> torch.Tensor:
     if c2p is None and p2c is None:
         return mask.additive  # (B, 1, 1, L), broadcast by SDPA
     some = c2p if c2p is not None else p2c

@@ -189,10 +189,10 @@ def _position_scores(dtype, terms, length=37, batch=2, heads=3, span=16):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("terms", [("c2p", "p2c"), ("c2p",), ("p2c",)])
 def test_compiled_bias_gives_the_eager_bits(dtype, terms, monkeypatch) -> None:
-    """The CPU default: one inductor loop, the same bits as the eager gathers and adds."""
+    """The opt-in: one inductor loop, the same bits as the eager gathers and adds."""
     from blender_core import deberta_attention as da
 
-    monkeypatch.delenv(da.COMPILE_ENV, raising=False)
+    monkeypatch.setenv(da.COMPILE_ENV, "1")
     with torch.inference_mode():
         c2p, p2c, mask = _position_scores(dtype, terms)
         eager = da._bias_eager(c2p, p2c, mask)
@@ -208,18 +208,20 @@ def test_compiled_bias_gives_the_eager_bits(dtype, terms, monkeypatch) -> None:
     assert torch.equal(compiled_2, eager_2)
 
 
-def test_compile_opt_out_and_fallback(monkeypatch, caplog) -> None:
+def test_compile_is_opt_in_and_falls_back(monkeypatch, caplog) -> None:
     from blender_core import deberta_attention as da
 
     c2p, p2c, mask = _position_scores(torch.float32, ("c2p", "p2c"))
     with torch.inference_mode():
         eager = da._bias_eager(c2p, p2c, mask)
-        # Opted out: the compiled builder is never called.
-        monkeypatch.setenv(da.COMPILE_ENV, "0")
+        # Not opted in (the default) or opted out: the compiled builder is never called.
         monkeypatch.setattr(da, "_compiled_bias", None)
+        monkeypatch.delenv(da.COMPILE_ENV, raising=False)
+        assert torch.equal(da._build_bias(c2p, p2c, mask), eager)
+        monkeypatch.setenv(da.COMPILE_ENV, "0")
         assert torch.equal(da._build_bias(c2p, p2c, mask), eager)
         # A compiler that fails: one warning, the eager result, no further attempts.
-        monkeypatch.delenv(da.COMPILE_ENV)
+        monkeypatch.setenv(da.COMPILE_ENV, "1")
         builder = da._CompiledBias()
         monkeypatch.setattr(da, "_compiled_bias", builder)
         calls = []
