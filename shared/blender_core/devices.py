@@ -32,13 +32,16 @@ ModuleT = TypeVar("ModuleT", bound="torch.nn.Module")
 __all__ = [
     "BF16_CPU_FLAGS",
     "CPU_MAX_BLOCK_BYTES",
+    "INT8_CPU_FLAGS",
     "BatchBudget",
     "CpuBf16Support",
+    "CpuInt8Support",
     "Precision",
     "choose_batch_tokens",
     "choose_precision",
     "compute_context",
     "cpu_bf16_support",
+    "cpu_int8_support",
     "place_module",
     "resolve_device",
     "resolve_dtype",
@@ -46,6 +49,13 @@ __all__ = [
 
 #: ``/proc/cpuinfo`` flags that mean native bf16 matrix arithmetic (oneDNN uses them for matmuls).
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+#: ``/proc/cpuinfo`` flags that mean native int8 dot products (AMX-INT8 tiles, AVX512-VNNI,
+#: AVX-VNNI), which torch's x86/fbgemm/onednn quantized kernels use for int8 linear layers.
+INT8_CPU_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+
+#: The spellings of the opt-in int8 precision (dynamic int8 linear layers, float32 elsewhere).
+_INT8_NAMES = ("int8", "int8-dynamic", "qint8")
 
 #: Largest activation block of one forward pass on CPU (bytes): the batch budget keeps the
 #: feed-forward intermediate ``(tokens, intermediate_size)``, the largest tensor of a layer, under
@@ -154,6 +164,41 @@ def cpu_bf16_support() -> CpuBf16Support:
 
 
 @dataclass(frozen=True)
+class CpuInt8Support:
+    """Whether this CPU runs int8 linear layers natively, and the evidence.
+
+    Attributes:
+        native: ``True`` when an int8 dot-product flag is present and torch has an x86
+            quantized engine (``x86``, ``fbgemm`` or ``onednn``).
+        flags: The int8 flags found (:data:`INT8_CPU_FLAGS`).
+        engines: ``torch.backends.quantized.supported_engines``.
+    """
+
+    native: bool
+    flags: tuple[str, ...]
+    engines: tuple[str, ...]
+
+    def describe(self) -> str:
+        """``"avx512_vnni; engines x86, fbgemm, onednn"`` or ``"no int8 flag; ..."``."""
+        found = ", ".join(self.flags) if self.flags else "no int8 dot-product flag"
+        return f"{found}; engines {', '.join(self.engines) or 'none'}"
+
+
+def _quantized_engines() -> tuple[str, ...]:
+    import torch
+
+    return tuple(str(e) for e in torch.backends.quantized.supported_engines)
+
+
+def cpu_int8_support() -> CpuInt8Support:
+    """Ask the CPU flags and torch whether int8 linear layers are native here (never assumed)."""
+    flags = tuple(f for f in INT8_CPU_FLAGS if f in _cpu_flags())
+    engines = _quantized_engines()
+    native = bool(flags) and any(e in engines for e in ("x86", "fbgemm", "onednn"))
+    return CpuInt8Support(native=native, flags=flags, engines=engines)
+
+
+@dataclass(frozen=True)
 class Precision:
     """The dtype a model runs in and why it was chosen.
 
@@ -164,16 +209,22 @@ class Precision:
         mixed: ``dtype`` is used for the linear layers only (their weights stored in it, their
             products under ``torch.autocast``), while the residual stream, norms, embeddings
             and head stay in float32 (``"bf16-mixed"``, ``"fp16-mixed"``).
+        quantized: ``"int8"``: the linear layers (outside the head) are dynamically quantized
+            to int8 weights with int8 activations quantized per call (``torch.ao``); everything
+            else is ``dtype`` (float32). Opt-in only, never chosen automatically.
     """
 
     dtype: torch.dtype
     reason: str
     auto: bool
     mixed: bool = False
+    quantized: str | None = None
 
     @property
     def name(self) -> str:
-        """``"bfloat16"``, ``"float32"``, ``"bfloat16-mixed"``..."""
+        """``"bfloat16"``, ``"float32"``, ``"bfloat16-mixed"``, ``"int8"``..."""
+        if self.quantized:
+            return self.quantized
         base = str(self.dtype).removeprefix("torch.")
         return f"{base}-mixed" if self.mixed else base
 
@@ -194,6 +245,21 @@ def choose_precision(dtype: Any, device: torch.device) -> Precision:
     """
     import torch
 
+    if isinstance(dtype, str) and dtype.lower() in _INT8_NAMES:
+        if device.type != "cpu":
+            raise ValueError(f"dtype={dtype!r} is offered on CPU only, not on {device.type}")
+        support = cpu_int8_support()
+        if not support.native:
+            raise ValueError(
+                f"dtype={dtype!r} needs a CPU with AMX-INT8 or VNNI (flags {INT8_CPU_FLAGS}) "
+                f"and torch's x86 quantized engine; this one has {support.describe()}"
+            )
+        return Precision(
+            torch.float32,
+            f"forced: dtype={dtype!r} (int8 linear layers; CPU has {support.describe()})",
+            auto=False,
+            quantized="int8",
+        )
     if isinstance(dtype, str) and dtype.lower().endswith("-mixed"):
         forced = resolve_dtype(dtype.lower().removesuffix("-mixed"), device)
         if forced == torch.float32:
@@ -230,10 +296,30 @@ def place_module(
 
     Plain precisions cast every floating tensor. Mixed ones cast only the weights of its
     ``nn.Linear`` layers (those outside ``keep_float32``), once, so that the products under
-    :func:`compute_context` read them without a per-call copy; the rest stays float32.
+    :func:`compute_context` read them without a per-call copy; the rest stays float32. int8
+    replaces those layers by ``torch.ao`` dynamically quantized ones (int8 weights, activations
+    quantized per call), in place.
     """
     import torch
 
+    if precision.quantized == "int8":
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        module.to(device=device, dtype=torch.float32)
+        kept = set() if keep_float32 is None else {id(m) for m in keep_float32.modules()}
+        names = {
+            name
+            for name, sub in module.named_modules()
+            if isinstance(sub, torch.nn.Linear) and id(sub) not in kept
+        }
+        with warnings.catch_warnings():
+            # torch.ao's eager quantization is deprecated in favour of torchao (not a
+            # dependency); it is what runs on VNNI/AMX CPUs with torch alone.
+            warnings.simplefilter("ignore")
+            quantize_dynamic(module, names, dtype=torch.qint8, inplace=True)
+        return module
     if not precision.mixed:
         return module.to(device=device, dtype=precision.dtype)
     module.to(device=device, dtype=torch.float32)

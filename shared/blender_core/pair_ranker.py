@@ -456,12 +456,20 @@ class PairRanker(BaseRanker):
             )
             digest.update(f"{self.device.type}|{self.precision.name}".encode())
             with torch.no_grad():
-                for name, tensor in self.model.state_dict().items():
-                    flat = tensor.detach().reshape(-1)
-                    step = max(1, flat.numel() // 4096)
-                    sample = flat[::step].to("cpu", torch.float32)
-                    digest.update(f"{name}{tuple(tensor.shape)}".encode())
-                    digest.update(sample.numpy().tobytes())
+                for name, value in self.model.state_dict().items():
+                    # int8 layers hold (weight, bias) tuples of quantized tensors and a dtype
+                    items = value if isinstance(value, tuple) else (value,)
+                    for tensor in items:
+                        if not isinstance(tensor, torch.Tensor):
+                            digest.update(f"{name}={tensor!r}".encode())
+                            continue
+                        if tensor.is_quantized:
+                            tensor = tensor.dequantize()
+                        flat = tensor.detach().reshape(-1)
+                        step = max(1, flat.numel() // 4096)
+                        sample = flat[::step].to("cpu", torch.float32)
+                        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+                        digest.update(sample.numpy().tobytes())
             self._model_key = digest.digest()
         return self._model_key
 

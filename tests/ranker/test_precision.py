@@ -150,3 +150,51 @@ def test_mixed_ranker_keeps_a_float32_stream(tiny_pairrm_dir) -> None:
     assert error(got) <= error(rough) + 1e-6
     # The cache tells the precisions apart.
     assert ranker._identity() != pure._identity()
+
+
+def test_int8_is_opt_in_and_needs_detected_int8_units(fake_cpu, monkeypatch) -> None:
+    fake_cpu({"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_int8"}, "AVX512")
+    monkeypatch.setattr(devices, "_quantized_engines", lambda: ("x86", "fbgemm", "onednn"))
+    assert devices.choose_precision(None, CPU).quantized is None  # never the automatic choice
+    for spec in ("int8", "INT8", "int8-dynamic", "qint8"):
+        precision = devices.choose_precision(spec, CPU)
+        assert precision.quantized == "int8" and precision.name == "int8"
+        assert precision.dtype == torch.float32 and not precision.auto and not precision.mixed
+        assert "avx512_vnni" in precision.reason and "amx_int8" in precision.reason
+    fake_cpu({"avx2", "fma"}, "AVX2")  # no VNNI, no AMX-INT8: refused, not emulated
+    with pytest.raises(ValueError, match="AMX-INT8 or VNNI"):
+        devices.choose_precision("int8", CPU)
+    fake_cpu({"avx_vnni"}, "AVX2")
+    assert devices.choose_precision("int8", CPU).quantized == "int8"
+    monkeypatch.setattr(devices, "_quantized_engines", lambda: ("none",))  # no x86 engine
+    with pytest.raises(ValueError, match="engines none"):
+        devices.choose_precision("int8", CPU)
+    with pytest.raises(ValueError, match="CPU only"):
+        devices.choose_precision("int8", torch.device("cuda"))
+
+
+@pytest.mark.skipif(
+    not {"x86", "fbgemm"} & set(torch.backends.quantized.supported_engines),
+    reason="torch without an x86 quantized engine",
+)
+def test_int8_ranker_quantizes_the_backbone_only(fake_cpu, tiny_pairrm_dir) -> None:
+    fake_cpu({"avx512_vnni"}, "AVX512")
+    ranker = PairRanker.from_pretrained(tiny_pairrm_dir, device="cpu", dtype="int8", cache=True)
+    backbone = ranker.model.pretrained_model
+    assert not any(isinstance(m, torch.nn.Linear) for m in backbone.modules())
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    assert any(isinstance(m, DynamicQuantizedLinear) for m in backbone.modules())
+    # the fast attention kept the quantized projections
+    attention = backbone.encoder.layer[0].attention.self
+    assert isinstance(attention.query_proj, DynamicQuantizedLinear)
+    assert all(p.dtype == torch.float32 for p in ranker.model.head_layer.parameters())
+    assert isinstance(ranker.model.head_layer[1], torch.nn.Linear)
+    assert ranker.stats.precision == "int8" and "int8 (forced: dtype='int8'" in repr(ranker)
+    exact = PairRanker.from_pretrained(tiny_pairrm_dir, device="cpu", dtype="float32")
+    source, texts = "Say hi", ["hi!", "go away", "hello", "Hello there, friend."]
+    got = ranker.rank(source, texts)
+    want = exact.rank(source, texts)
+    assert got.scores == pytest.approx(want.scores, abs=5e-2)
+    again = ranker.rank(source, texts)  # the cache keys an int8 model too
+    assert again.scores == got.scores and ranker.stats.cache_hits == 12
