@@ -248,15 +248,15 @@ def choose_precision(dtype: Any, device: torch.device) -> Precision:
     if isinstance(dtype, str) and dtype.lower() in _INT8_NAMES:
         if device.type != "cpu":
             raise ValueError(f"dtype={dtype!r} is offered on CPU only, not on {device.type}")
-        support = cpu_int8_support()
-        if not support.native:
+        int8 = cpu_int8_support()
+        if not int8.native:
             raise ValueError(
                 f"dtype={dtype!r} needs a CPU with AMX-INT8 or VNNI (flags {INT8_CPU_FLAGS}) "
-                f"and torch's x86 quantized engine; this one has {support.describe()}"
+                f"and torch's x86 quantized engine; this one has {int8.describe()}"
             )
         return Precision(
             torch.float32,
-            f"forced: dtype={dtype!r} (int8 linear layers; CPU has {support.describe()})",
+            f"forced: dtype={dtype!r} (int8 linear layers; CPU has {int8.describe()})",
             auto=False,
             quantized="int8",
         )
