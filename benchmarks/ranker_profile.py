@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/ranker_profile.py                  # 2 pairs, one forward each precision
     python benchmarks/ranker_profile.py --pairs 4 --top 12 --large
+    BLENDER_COMPILE_ATTENTION=1 python benchmarks/ranker_profile.py   # the compiled bias loop
 """
 
 from __future__ import annotations
