@@ -161,7 +161,8 @@ def _bias_eager(c2p: torch.Tensor | None, p2c: torch.Tensor | None, mask: _KeyBi
     """The ``(B, h, L, L)`` attention bias from the ``(B, h, L, 2S)`` position scores.
 
     ``bias[i, j] = c2p[i, index[i, j]] + (p2c[j, index[i, j]] + padding[j])`` (absent terms
-    left out), with the precomputed ``(L, L)`` index.
+    left out), with the precomputed ``(L, L)`` index. ``p2c`` is consumed: the padding is added
+    to it in place (no second ``(B, h, L, 2S)`` block per layer).
     """
     some = c2p if c2p is not None else p2c
     assert some is not None
@@ -173,7 +174,7 @@ def _bias_eager(c2p: torch.Tensor | None, p2c: torch.Tensor | None, mask: _KeyBi
     if p2c is not None:
         # Row j of p2c only ever lands in key column j, so the key-padding bias is added to
         # its 2S columns instead of to the L x L bias afterwards.
-        p2c = p2c + mask.additive.transpose(-1, -2)
+        p2c = p2c.add_(mask.additive.transpose(-1, -2))
         # bias[i, j] += p2c[j, index[i, j]]: gather along the key axis of p2c^T.
         p2c_t = _gather(p2c.transpose(-1, -2), -2, mask.index.expand(shape))
         del p2c

@@ -185,6 +185,10 @@ def _position_scores(dtype, terms, length=37, batch=2, heads=3, span=16):
     )
 
 
+def _copies(*tensors):
+    return tuple(None if t is None else t.clone() for t in tensors)
+
+
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("clang++")), reason="no C++ compiler")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("terms", [("c2p", "p2c"), ("c2p",), ("p2c",)])
@@ -195,10 +199,10 @@ def test_compiled_bias_gives_the_eager_bits(dtype, terms, monkeypatch) -> None:
     monkeypatch.setenv(da.COMPILE_ENV, "1")
     with torch.inference_mode():
         c2p, p2c, mask = _position_scores(dtype, terms)
-        eager = da._bias_eager(c2p, p2c, mask)
+        eager = da._bias_eager(*_copies(c2p, p2c), mask)  # consumes p2c
         compiled = da._build_bias(c2p, p2c, mask)
         shorter = _position_scores(dtype, terms, length=23, batch=3)  # dynamic shapes
-        eager_2 = da._bias_eager(*shorter)
+        eager_2 = da._bias_eager(*_copies(*shorter[:2]), shorter[2])
         compiled_2 = da._build_bias(*shorter)
     assert not da._compiled_bias._failed  # it compiled here, it did not fall back
     assert ("c2p" in terms, "p2c" in terms, dtype) in da._compiled_bias._warmed
@@ -213,13 +217,13 @@ def test_compile_is_opt_in_and_falls_back(monkeypatch, caplog) -> None:
 
     c2p, p2c, mask = _position_scores(torch.float32, ("c2p", "p2c"))
     with torch.inference_mode():
-        eager = da._bias_eager(c2p, p2c, mask)
+        eager = da._bias_eager(*_copies(c2p, p2c), mask)
         # Not opted in (the default) or opted out: the compiled builder is never called.
         monkeypatch.setattr(da, "_compiled_bias", None)
         monkeypatch.delenv(da.COMPILE_ENV, raising=False)
-        assert torch.equal(da._build_bias(c2p, p2c, mask), eager)
+        assert torch.equal(da._build_bias(*_copies(c2p, p2c), mask), eager)
         monkeypatch.setenv(da.COMPILE_ENV, "0")
-        assert torch.equal(da._build_bias(c2p, p2c, mask), eager)
+        assert torch.equal(da._build_bias(*_copies(c2p, p2c), mask), eager)
         # A compiler that fails: one warning, the eager result, no further attempts.
         monkeypatch.setenv(da.COMPILE_ENV, "1")
         builder = da._CompiledBias()
@@ -232,8 +236,8 @@ def test_compile_is_opt_in_and_falls_back(monkeypatch, caplog) -> None:
 
         monkeypatch.setattr(torch, "compile", broken)
         with caplog.at_level("WARNING", logger=da.__name__):
-            assert torch.equal(da._build_bias(c2p, p2c, mask), eager)
-            assert torch.equal(da._build_bias(c2p, p2c, mask), eager)
+            assert torch.equal(da._build_bias(*_copies(c2p, p2c), mask), eager)
+            assert torch.equal(da._build_bias(*_copies(c2p, p2c), mask), eager)
     assert builder._failed and not builder.available
     assert len(calls) == 1
     assert sum("no compiler here" in r.getMessage() for r in caplog.records) == 1
