@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from blender_core.serve.config import ServeConfig
 from blender_core.serve.errors import ApiError
@@ -42,8 +43,10 @@ from blender_core.serve.schemas import (
     RerankRequest,
     check_texts,
     parse_body,
+    parse_json,
+    validate_body,
 )
-from blender_core.serve.security import bearer_matches
+from blender_core.serve.security import bearer_matches, host_allowed
 
 __all__ = ["create_app", "run"]
 
@@ -54,6 +57,22 @@ T = TypeVar("T")
 
 class _ClientGone(Exception):
     """The client disconnected before the answer was ready."""
+
+
+def check_json(request: Request) -> None:
+    """415 unless the body is declared ``application/json``.
+
+    Browsers send ``text/plain`` and form types across origins without asking first; a JSON
+    body needs a CORS preflight, which this server never grants.
+    """
+    declared = request.headers.get("content-type", "")
+    media = declared.split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise ApiError(
+            415,
+            f"Content-Type must be application/json, got {declared or 'none'!r}",
+            code="unsupported_media_type",
+        )
 
 
 async def _read_body(request: Request, cap: int) -> bytes:
@@ -67,13 +86,18 @@ async def _read_body(request: Request, cap: int) -> bytes:
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise ApiError(
-                413, f"the body is more than max_body_bytes={cap} bytes", code="body_too_large"
-            )
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise ApiError(
+                    413,
+                    f"the body is more than max_body_bytes={cap} bytes",
+                    code="body_too_large",
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise _ClientGone from None
     return b"".join(chunks)
 
 
@@ -116,12 +140,24 @@ class _App:
         self.settings = gateway.settings
         self.metrics = gateway.metrics
         self.api_key = api_key
+        self.hosts = self.settings.host_names()
         self.in_flight = 0
 
     # -- admission ------------------------------------------------------------------------------
 
     def check_key(self, request: Request) -> None:
+        """401 without the right key; without a key, 403 for a foreign ``Host``/``Origin``."""
         if self.api_key is None:
+            if not host_allowed(
+                request.headers.get("host"), request.headers.get("origin"), self.hosts
+            ):
+                self.metrics.rejected.labels("host").inc()
+                raise ApiError(
+                    403,
+                    "this server answers only requests for its own host names "
+                    "(server.allowed_hosts) while it has no API key",
+                    code="host_not_allowed",
+                )
             return
         if not bearer_matches(request.headers.get("authorization"), self.api_key):
             self.metrics.rejected.labels("auth").inc()
@@ -148,14 +184,33 @@ class _App:
         self,
         request: Request,
         endpoint: str,
-        handler: Callable[[float], Awaitable[tuple[Response, str]]],
+        handler: Callable[[bytes, float], Awaitable[tuple[Response, str]]],
     ) -> Response:
-        """Admit the request (key, readiness, concurrency), run ``handler`` and count it."""
+        """Admit a POST (host or key, JSON, whole body, readiness, concurrency), run
+        ``handler(body, deadline)`` and count it.
+
+        The body is read before a concurrency slot is taken and within ``body_timeout``
+        (408 past it): clients that send their bodies slowly, or never finish them, hold a
+        connection but never a slot.
+        """
         start = time.perf_counter()
         model = "-"
         status = 500
         try:
             self.check_key(request)
+            check_json(request)
+            try:
+                async with asyncio.timeout(self.settings.body_timeout):
+                    raw = await _read_body(request, self.settings.max_body_bytes)
+            except TimeoutError:
+                self.metrics.rejected.labels("slow_body").inc()
+                raise ApiError(
+                    408,
+                    f"the request body did not arrive within body_timeout="
+                    f"{self.settings.body_timeout:g} s",
+                    code="request_timeout",
+                    headers={"Connection": "close"},
+                ) from None
             self.check_ready()
             if self.in_flight >= self.settings.max_concurrency:
                 self.metrics.rejected.labels("busy").inc()
@@ -170,7 +225,7 @@ class _App:
             self.metrics.in_flight.inc()
             try:
                 deadline = time.monotonic() + self.settings.request_timeout
-                response, model = await handler(deadline)
+                response, model = await handler(raw, deadline)
             finally:
                 self.in_flight -= 1
                 self.metrics.in_flight.dec()
@@ -255,9 +310,19 @@ class _App:
                 422, "tools: tool calls are not supported by blender serve", param="tools"
             )
 
-    async def chat(self, request: Request, deadline: float) -> tuple[Response, str]:
-        raw = await _read_body(request, self.settings.max_body_bytes)
-        body: ChatCompletionRequest = parse_body(raw, ChatCompletionRequest)
+    async def chat(self, request: Request, raw: bytes, deadline: float) -> tuple[Response, str]:
+        data = parse_json(raw)
+        messages_in = data.get("messages")
+        if isinstance(messages_in, list) and len(messages_in) > self.settings.max_messages:
+            # before the full validation, whose cost grows with the number of messages
+            raise ApiError(
+                422,
+                f"messages: at most {self.settings.max_messages} per request, "
+                f"got {len(messages_in)}",
+                param="messages",
+                code="too_many_items",
+            )
+        body: ChatCompletionRequest = validate_body(data, ChatCompletionRequest)
         kind = self.gateway.check_model(body.model, endpoint="chat")
         self._check_common(body)
         messages = body.chat()
@@ -269,6 +334,7 @@ class _App:
         )
         if not any(m["role"] == "user" for m in messages):
             raise ApiError(422, "messages: needs at least one user message", param="messages")
+        self.gateway.check_system_prompt(body.model, messages)
         options = self._options(body, kind)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         if body.stream:
@@ -303,8 +369,9 @@ class _App:
             payload["blend"] = answer.blend
         return JSONResponse(payload), body.model
 
-    async def completions(self, request: Request, deadline: float) -> tuple[Response, str]:
-        raw = await _read_body(request, self.settings.max_body_bytes)
+    async def completions(
+        self, request: Request, raw: bytes, deadline: float
+    ) -> tuple[Response, str]:
         body: CompletionRequest = parse_body(raw, CompletionRequest)
         kind = self.gateway.check_model(body.model, endpoint="completions")
         self._check_common(body)
@@ -416,6 +483,7 @@ class _App:
 
         finished = False
         source = pieces()
+        scrubber = gateway.scrub.stream()  # member keys never reach the client
 
         async def close() -> None:
             await source.aclose()  # type: ignore[attr-defined]
@@ -455,13 +523,19 @@ class _App:
                         yield _sse(exc.body())
                         break
                     except Exception as exc:
-                        message = gateway.scrub(f"{type(exc).__name__}: {exc}")
-                        log.error("stream failed: %s", message)
+                        detail = gateway.scrub(f"{type(exc).__name__}: {exc}")
+                        log.error("stream failed: %s", detail)
+                        message = "the answer failed mid-stream (details in the server log)"
                         yield _sse({"error": {"message": message, "type": "server_error"}})
                         break
                     if kind_ == "delta":
-                        yield chunk({"content": value}, None)
+                        safe = scrubber.feed(value)
+                        if safe:
+                            yield chunk({"content": safe}, None)
                         continue
+                    rest = scrubber.flush()
+                    if rest:
+                        yield chunk({"content": rest}, None)
                     extra: dict[str, Any] = {}
                     if value is not None:
                         extra["blend"] = gateway.finish_stream(model, value, meter)
@@ -495,8 +569,7 @@ class _App:
 
     # -- rerank ---------------------------------------------------------------------------------
 
-    async def rerank(self, request: Request, deadline: float) -> tuple[Response, str]:
-        raw = await _read_body(request, self.settings.max_body_bytes)
+    async def rerank(self, request: Request, raw: bytes, deadline: float) -> tuple[Response, str]:
         body: RerankRequest = parse_body(raw, RerankRequest)
         name, ranker = self.gateway.reranker_for(body.model)
         documents = body.texts()
@@ -562,21 +635,28 @@ def create_app(
         message = gateway.scrub(f"{type(exc).__name__}: {exc}")
         log.error("internal error on %s: %s", request.url.path, message)
         return JSONResponse(
-            {"error": {"message": f"internal error: {message}", "type": "server_error"}},
+            {
+                "error": {
+                    "message": "internal error (details in the server log)",
+                    "type": "server_error",
+                }
+            },
             status_code=500,
         )
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        return await state.serve(request, "chat", lambda d: state.chat(request, d))
+        return await state.serve(request, "chat", lambda b, d: state.chat(request, b, d))
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        return await state.serve(request, "completions", lambda d: state.completions(request, d))
+        return await state.serve(
+            request, "completions", lambda b, d: state.completions(request, b, d)
+        )
 
     @app.post("/v1/rerank")
     async def rerank(request: Request) -> Response:
-        return await state.serve(request, "rerank", lambda d: state.rerank(request, d))
+        return await state.serve(request, "rerank", lambda b, d: state.rerank(request, b, d))
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -611,20 +691,34 @@ def run(
     api_key: str | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve ``config`` with uvicorn until SIGINT/SIGTERM, then finish in-flight requests."""
+    """Serve ``config`` with uvicorn until SIGINT/SIGTERM, then finish in-flight requests.
+
+    Connection limits: ``server.max_header_bytes`` is uvicorn's
+    ``h11_max_incomplete_event_size``, ``server.keep_alive_timeout`` its
+    ``timeout_keep_alive``, and ``server.header_timeout`` the deadline
+    :class:`~blender_core.serve.protocol.GuardedH11Protocol` adds. The access log's query
+    strings are blanked (:class:`~blender_core.serve.security.AccessLogFilter`).
+    """
     import uvicorn
 
+    from blender_core.serve.protocol import guarded_protocol
+    from blender_core.serve.security import AccessLogFilter
+
     app = create_app(config, api_key=api_key)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host or config.server.host,
-            port=config.server.port if port is None else port,
-            log_level=log_level,
-            timeout_graceful_shutdown=int(config.server.graceful_shutdown_timeout),
-            timeout_keep_alive=config.server.keep_alive_timeout,
-            server_header=False,
-            lifespan="on",
-        )
+    settings = config.server
+    access_filter = AccessLogFilter(app.state.gateway.scrub)
+    uvicorn_config = uvicorn.Config(
+        app,
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        log_level=log_level,
+        http=guarded_protocol(settings.header_timeout),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_timeout),
+        server_header=False,
+        lifespan="on",
     )
-    server.run()
+    # uvicorn.Config configures logging when it is built: the filter goes on after that.
+    logging.getLogger("uvicorn.access").addFilter(access_filter)
+    uvicorn.Server(uvicorn_config).run()

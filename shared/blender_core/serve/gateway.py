@@ -12,6 +12,7 @@ per round on CPU unless ``share_batches``); the gateway adds no batching of its 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -44,7 +45,14 @@ from blender_core.serve.metrics import Metrics
 from blender_core.serve.security import Scrubber
 from blender_core.types import Prompt
 
-__all__ = ["Answer", "Gateway", "blend_metadata"]
+__all__ = [
+    "Answer",
+    "Gateway",
+    "blend_metadata",
+    "public_message",
+    "scrub_tree",
+    "with_operator_prompt",
+]
 
 log = logging.getLogger("blender_core.serve")
 
@@ -116,30 +124,100 @@ class _Metered(BaseGenerator):
             await deltas.aclose()
 
 
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>()]+")
+# A part that starts with a quote or holds braces or angle brackets is the upstream's text.
+_UPSTREAM_WORDS = re.compile(r"^[\"'`]|[{}<>]")
+
+
+def _upstream(match: re.Match[str]) -> str:
+    url = match.group(0)
+    trail = url[len(url.rstrip(":,.;")) :]  # punctuation after the URL is the sentence's
+    return "the upstream" + trail
+
+
+def public_message(message: str) -> str:
+    """What a client is told of a failure: no URLs and none of the upstream's own words.
+
+    ``gpt: HTTP 500 from https://host/v1/chat/completions: {"error": ...}`` becomes
+    ``gpt: HTTP 500 from the upstream (details in the server log)``: the leading
+    ``part: part`` clauses are kept while they are short and plain; the upstream's response
+    excerpt (quoted, bracketed or long) and everything after it stay in the log.
+    """
+    text = _URL.sub(_upstream, message)
+    kept: list[str] = []
+    parts = text.split(": ")
+    for part in parts:
+        if kept and (len(part) > 80 or _UPSTREAM_WORDS.search(part)):
+            break
+        kept.append(part[:200])
+    out = ": ".join(kept)
+    if len(kept) < len(parts):
+        out += " (details in the server log)"
+    return out
+
+
+def scrub_tree(value: Any, scrub: Scrubber) -> Any:
+    """``value`` with every string in it (keys included) scrubbed."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub_tree(k, scrub): scrub_tree(v, scrub) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_tree(v, scrub) for v in value]
+    return value
+
+
 def blend_metadata(
     ensemble: str, result: BlendResult, meter: UsageMeter, scrub: Scrubber
 ) -> dict[str, Any]:
     """The ``blend`` object of a response (one place, from :meth:`BlendResult.to_dict`).
 
     Candidates by member, the distinct texts and who gave them, the ranking, the top-K handed to
-    the fuser, failures (secrets scrubbed), latencies and each member's token usage. The
-    instruction and the answer are left out (they are the request and the response).
+    the fuser, failures (their details in the log only), latencies and each member's token
+    usage; known secrets scrubbed from all of it (an upstream that echoes its key in an answer
+    does not hand it to the client). The instruction and the answer are left out (they are the
+    request and the response).
     """
     data = result.to_dict()
     for key in ("text", "instruction", "input"):
         data.pop(key, None)
-    data["failures"] = [
-        {**failure, "message": scrub(failure["message"])} for failure in data["failures"]
-    ]
-    return {
-        "ensemble": ensemble,
-        **data,
-        "usage_by_member": {name: u.to_dict() for name, u in meter.by_member.items()},
-    }
+    data["failures"] = _failure_list(result.failures, scrub)
+    return scrub_tree(
+        {
+            "ensemble": ensemble,
+            **data,
+            "usage_by_member": {name: u.to_dict() for name, u in meter.by_member.items()},
+        },
+        scrub,
+    )
 
 
 def _failure_list(failures: tuple[ModelFailure, ...], scrub: Scrubber) -> list[dict[str, str]]:
-    return [{**f.to_dict(), "message": scrub(f.message)} for f in failures]
+    out = []
+    for failure in failures:
+        detail = scrub(failure.message)
+        log.warning("member %s failed (%s): %s", failure.model, failure.kind, detail)
+        out.append({**failure.to_dict(), "message": public_message(detail)})
+    return out
+
+
+def with_operator_prompt(
+    messages: list[dict[str, str]], operator: str | None, policy: str
+) -> list[dict[str, str]]:
+    """The chat a member is sent, given its configured ``system_prompt`` and the policy.
+
+    Without client ``system`` messages, or without an operator prompt, the chat is unchanged
+    (the member adds its own prompt). With both: ``"prepend"`` puts the operator's prompt
+    first, merged into the client's leading system message if there is one; ``"replace"``
+    keeps the client's; ``"refuse"`` is checked before any member is called
+    (:meth:`Gateway.check_system_prompt`).
+    """
+    if not operator or policy != "prepend" or not any(m["role"] == "system" for m in messages):
+        return messages
+    if messages[0]["role"] == "system":
+        first = {**messages[0], "content": f"{operator}\n\n{messages[0]['content']}"}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": operator}, *messages]
 
 
 class Gateway:
@@ -272,7 +350,9 @@ class Gateway:
     ) -> Blender:
         ensemble: EnsembleConfig = self.config.ensembles[name]
         members = {
-            m: _Metered(self.members[m], meter, messages=messages, options=options)
+            m: _Metered(
+                self.members[m], meter, messages=self.member_chat(m, messages), options=options
+            )
             for m in ensemble.members
         }
         ranker = self.rankers.get(name)
@@ -299,12 +379,40 @@ class Gateway:
             strategy=ensemble.strategy,
         )
 
+    def member_chat(self, name: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The chat member ``name`` is sent (see :func:`with_operator_prompt`)."""
+        operator = getattr(self.config.members[name], "system_prompt", None)
+        return with_operator_prompt(messages, operator, self.settings.system_prompt_policy)
+
+    def check_system_prompt(self, model: str, messages: list[dict[str, str]]) -> None:
+        """422 when the policy is ``"refuse"``, the chat has system messages and a member it
+        reaches has its own ``system_prompt``."""
+        if self.settings.system_prompt_policy != "refuse":
+            return
+        if not any(m["role"] == "system" for m in messages):
+            return
+        ensemble = self.config.ensembles.get(model)
+        names = list(ensemble.members) if ensemble is not None else [model]
+        fixed = [n for n in names if getattr(self.config.members[n], "system_prompt", None)]
+        if fixed:
+            raise ApiError(
+                422,
+                "messages: system and developer messages are refused: member(s) "
+                f"{', '.join(fixed)} have the operator's system prompt "
+                "(server.system_prompt_policy = 'refuse')",
+                param="messages",
+                code="system_prompt_refused",
+            )
+
     def _blend_failed(self, name: str, exc: BlendError) -> ApiError:
         self._count_failures(exc.failures)
+        log.warning("ensemble %s failed: %s", name, self.scrub(str(exc)))
         failures = _failure_list(exc.failures, self.scrub)
+        summary = ", ".join(f"{f['model']} ({f['kind']})" for f in failures) or "none"
         return ApiError(
             502,
-            self.scrub(f"ensemble {name!r}: {exc}"),
+            f"ensemble {name!r}: too few answers to blend; failed: {summary} "
+            "(details in the server log)",
             code="members_failed",
             extra={"failures": failures},
         )
@@ -338,7 +446,9 @@ class Gateway:
             raise self._blend_failed(name, exc) from None
         self._record(result, meter)
         return Answer(
-            result.text, meter.total().to_dict(), blend_metadata(name, result, meter, self.scrub)
+            self.scrub(result.text),
+            meter.total().to_dict(),
+            blend_metadata(name, result, meter, self.scrub),
         )
 
     async def blend_stream(
@@ -373,14 +483,16 @@ class Gateway:
     def _member_failed(self, name: str, exc: BaseException) -> ApiError:
         kind = "timeout" if isinstance(exc, TimeoutError) else "error"
         self.metrics.member_failures.labels(name, kind).inc()
-        text = str(exc)
-        message = self.scrub(f"member {name!r} failed ({kind}): {type(exc).__name__}: {text}")
-        failure = {
-            "model": name,
-            "kind": kind,
-            "message": self.scrub(f"{type(exc).__name__}: {text}"),
-        }
-        return ApiError(502, message, code="member_failed", extra={"failures": [failure]})
+        detail = self.scrub(f"{type(exc).__name__}: {exc}")
+        log.warning("member %s failed (%s): %s", name, kind, detail)
+        public = public_message(detail)
+        failure = {"model": name, "kind": kind, "message": public}
+        return ApiError(
+            502,
+            f"member {name!r} failed ({kind}): {public}",
+            code="member_failed",
+            extra={"failures": [failure]},
+        )
 
     def _member_timeout(self, name: str) -> float | None:
         spec = self.config.members[name]
@@ -391,27 +503,29 @@ class Gateway:
     ) -> Answer:
         """One member's answer to a chat; 502 naming it when it fails."""
         meter = UsageMeter()
-        member = _Metered(self.members[name], meter, messages=messages, options=options)
+        chat = self.member_chat(name, messages)
+        member = _Metered(self.members[name], meter, messages=chat, options=options)
         start = time.perf_counter()
         self.metrics.member_calls.labels(name).inc()
         try:
-            text = await member.agenerate(messages)
+            text = await member.agenerate(chat)
         except (Exception, TimeoutError) as exc:
             raise self._member_failed(name, exc) from None
         finally:
             self.metrics.stage_seconds.labels("generation").observe(time.perf_counter() - start)
         if not isinstance(text, str):
             raise self._member_failed(name, TypeError(f"returned {type(text).__name__}, not str"))
-        return Answer(text, meter.total().to_dict(), None)
+        return Answer(self.scrub(text), meter.total().to_dict(), None)
 
     async def passthrough_stream(
         self, name: str, messages: list[dict[str, str]], options: Mapping[str, Any]
     ) -> tuple[UsageMeter, str, AsyncIterator[str]]:
         """Start streaming one member's answer: the meter, the first delta and the rest."""
         meter = UsageMeter()
-        member = _Metered(self.members[name], meter, messages=messages, options=options)
+        chat = self.member_chat(name, messages)
+        member = _Metered(self.members[name], meter, messages=chat, options=options)
         self.metrics.member_calls.labels(name).inc()
-        deltas = member.astream(messages)
+        deltas = member.astream(chat)
         try:
             first = await anext(deltas, "")
         except (Exception, TimeoutError) as exc:

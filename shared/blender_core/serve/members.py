@@ -381,8 +381,8 @@ def secret_values(config: ServeConfig) -> list[str]:
                 secrets.append(parts.password)
             if parts.username:
                 secrets.append(parts.username)
-            if parts.query:
-                secrets.extend(v for _, _, v in (q.partition("=") for q in parts.query.split("&")))
+            # A base_url has no query string (the config refuses one), so no query values
+            # here: blanking them would blank ordinary words such as an API version.
     return sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
 

@@ -7,6 +7,7 @@ are type-checked, and a wrong type is a 422 naming the field (``messages[0].cont
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,6 +21,8 @@ __all__ = [
     "CompletionRequest",
     "RerankRequest",
     "parse_body",
+    "parse_json",
+    "validate_body",
 ]
 
 
@@ -132,16 +135,74 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return "".join(parts)
 
 
-def parse_body(raw: bytes, model: type[Any]) -> Any:
-    """Parse a JSON body into ``model``; a 400 (not JSON) or 422 (wrong fields) otherwise."""
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects a request body may have (400 past it)."""
+
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object; 400 for anything else.
+
+    Not JSON, not UTF-8, not an object, nested deeper than :data:`MAX_DEPTH`, or holding a
+    lone surrogate (``"\\ud800"``: valid JSON, but no Unicode text) are all 400s.
+    """
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise ApiError(
+            400, f"the body is nested more than {MAX_DEPTH} levels deep", code="invalid_json"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(
             400, f"the body must be a JSON object, got {type(data).__name__}", code="invalid_json"
         )
+    _check_tree(data, surrogates=_ESCAPED_SURROGATE.search(raw) is not None)
+    return data
+
+
+def _check_tree(data: Any, *, surrogates: bool) -> None:
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            if depth > MAX_DEPTH:
+                raise ApiError(
+                    400,
+                    f"the body is nested more than {MAX_DEPTH} levels deep",
+                    code="invalid_json",
+                )
+            for key, value in node.items():
+                if surrogates:
+                    _check_text(key)
+                stack.append((value, depth + 1))
+        elif isinstance(node, list):
+            if depth > MAX_DEPTH:
+                raise ApiError(
+                    400,
+                    f"the body is nested more than {MAX_DEPTH} levels deep",
+                    code="invalid_json",
+                )
+            stack.extend((item, depth + 1) for item in node)
+        elif surrogates and isinstance(node, str):
+            _check_text(node)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(
+            400,
+            f"the body holds a lone surrogate (\\u{ord(text[exc.start]):04x}), which is not text",
+            code="invalid_json",
+        ) from None
+
+
+def validate_body(data: dict[str, Any], model: type[Any]) -> Any:
+    """Check a parsed body against ``model``; a 422 naming the fields otherwise."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -155,6 +216,11 @@ def parse_body(raw: bytes, model: type[Any]) -> Any:
         raise ApiError(
             422, "; ".join(lines[:5]), param=first or None, code="invalid_value"
         ) from None
+
+
+def parse_body(raw: bytes, model: type[Any]) -> Any:
+    """Parse a JSON body into ``model``; a 400 (not JSON) or 422 (wrong fields) otherwise."""
+    return validate_body(parse_json(raw), model)
 
 
 def check_texts(
