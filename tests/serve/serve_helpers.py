@@ -5,7 +5,7 @@
 a tiny OpenAI-compatible HTTP server in a thread whose behaviour is chosen by the first path
 segment: ``/ok/v1`` answers (with ``usage``), ``/error/v1`` is a 500, ``/hang/v1`` never
 answers before the test ends, ``/garbage/v1`` sends non-JSON, ``/badshape/v1`` JSON without
-``choices``.
+``choices``, ``/leak/v1`` answers with the ``Authorization`` header it was sent.
 """
 
 from __future__ import annotations
@@ -188,6 +188,8 @@ class FakeUpstream:
                     return
                 last = [m for m in body.get("messages", []) if m.get("role") == "user"][-1]
                 text = f"upstream answer to: {last['content']}"
+                if mode == "leak":  # a careless upstream that echoes the key it was sent
+                    text = f"my key is {self.headers.get('Authorization', '')} ok"
                 usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
                 if body.get("stream"):  # OpenAI's chunks; the usage event only when asked
                     events: list[object] = [

@@ -132,6 +132,46 @@ def _sse(data: Any) -> bytes:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+class _HeadLimit:
+    """ASGI middleware: 431 for a request whose head is larger than ``max_header_bytes``.
+
+    uvicorn's ``h11_max_incomplete_event_size`` bounds a head that is still arriving (the
+    memory guard); a complete head that came in one read passes it, and is refused here.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.limit:
+                body = json.dumps(
+                    ApiError(
+                        431,
+                        f"the request head is {size} bytes, more than "
+                        f"max_header_bytes={self.limit}",
+                        code="header_too_large",
+                    ).body()
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 431,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 class _App:
     """Request handling around a :class:`Gateway`: auth, limits, deadlines, disconnects."""
 
@@ -625,6 +665,7 @@ def create_app(
         openapi_url=None,
     )
     app.state.gateway = gateway
+    app.add_middleware(_HeadLimit, limit=config.server.max_header_bytes)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
