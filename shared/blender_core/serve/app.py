@@ -35,7 +35,7 @@ from starlette.requests import ClientDisconnect
 
 from blender_core.serve.config import ServeConfig
 from blender_core.serve.errors import ApiError
-from blender_core.serve.gateway import Gateway
+from blender_core.serve.gateway import Answer, Gateway
 from blender_core.serve.metrics import CONTENT_TYPE
 from blender_core.serve.schemas import (
     ChatCompletionRequest,
@@ -170,6 +170,84 @@ class _HeadLimit:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
+
+
+def _chat_payload(model: str, answer: Answer) -> dict[str, Any]:
+    """A ``chat.completion`` body; with tool calls, ``finish_reason: "tool_calls"`` and
+    ``content: null`` when the chosen proposal has no text."""
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+    if answer.tool_calls:
+        message = {
+            "role": "assistant",
+            "content": answer.text or None,
+            "tool_calls": answer.tool_calls,
+        }
+    payload: dict[str, Any] = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "tool_calls" if answer.tool_calls else "stop",
+            }
+        ],
+        "usage": answer.usage,
+    }
+    if answer.blend is not None:
+        payload["blend"] = answer.blend
+    return payload
+
+
+def _tool_stream(model: str, answer: Answer, include_usage: bool) -> _Stream:
+    """A finished answer with tool calls as OpenAI's chunks: the role, the text, one chunk per
+    tool call (whole name and arguments, ``index`` set), the finish (with ``blend``), the usage
+    and ``[DONE]``."""
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _sse(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+                **extra,
+            }
+        )
+
+    async def body() -> AsyncIterator[bytes]:
+        yield chunk({"role": "assistant", "content": ""})
+        if answer.text:
+            yield chunk({"content": answer.text})
+        for index, call in enumerate(answer.tool_calls):
+            yield chunk({"tool_calls": [{"index": index, **call}]})
+        extra = {"blend": answer.blend} if answer.blend is not None else {}
+        yield chunk({}, "tool_calls" if answer.tool_calls else "stop", **extra)
+        if include_usage:
+            yield _sse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": answer.usage,
+                }
+            )
+        yield b"data: [DONE]\n\n"
+
+    return _Stream(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 class _App:
@@ -345,9 +423,11 @@ class _App:
     def _check_common(self, body: Any) -> None:
         if body.n not in (None, 1):
             raise ApiError(422, "n: only n=1 is supported", param="n")
-        if getattr(body, "tools", None) or getattr(body, "functions", None):
+        if getattr(body, "functions", None):
             raise ApiError(
-                422, "tools: tool calls are not supported by blender serve", param="tools"
+                422,
+                "functions: the legacy 'functions' field is not supported; send 'tools'",
+                param="functions",
             )
 
     async def chat(self, request: Request, raw: bytes, deadline: float) -> tuple[Response, str]:
@@ -377,6 +457,19 @@ class _App:
         self.gateway.check_system_prompt(body.model, messages)
         options = self._options(body, kind)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        fields = body.tool_fields()
+        if fields is not None:
+            openai_chat = body.openai_messages()
+            if kind == "ensemble":
+                work = self.gateway.blend_tools(body.model, openai_chat, messages, fields, options)
+            else:
+                work = self.gateway.passthrough_tools(
+                    body.model, openai_chat, messages, fields, options
+                )
+            answer = await self.within(request, work, deadline)
+            if body.stream:
+                return _tool_stream(body.model, answer, include_usage), body.model
+            return JSONResponse(_chat_payload(body.model, answer)), body.model
         if body.stream:
             response = await self._stream(
                 request, "chat", body.model, kind, messages, options, deadline, include_usage
@@ -390,24 +483,7 @@ class _App:
             answer = await self.within(
                 request, self.gateway.passthrough(body.model, messages, options), deadline
             )
-        payload: dict[str, Any] = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer.text},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": answer.usage,
-        }
-        if answer.blend is not None:
-            payload["blend"] = answer.blend
-        return JSONResponse(payload), body.model
+        return JSONResponse(_chat_payload(body.model, answer)), body.model
 
     async def completions(
         self, request: Request, raw: bytes, deadline: float

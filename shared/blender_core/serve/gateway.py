@@ -11,17 +11,20 @@ per round on CPU unless ``share_batches``); the gateway adds no batching of its 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 from blender_core.blend import Blender, BlendError, BlendResult, BlendStreamEvent, ModelFailure
 from blender_core.fusion.base import Fuser
 from blender_core.generators.base import BaseGenerator, Generator
+from blender_core.generators.openai_compatible import OpenAICompatibleGenerator
 from blender_core.ranking import Ranker
 from blender_core.serve.config import (
     EnsembleConfig,
@@ -43,6 +46,8 @@ from blender_core.serve.members import (
 )
 from blender_core.serve.metrics import Metrics
 from blender_core.serve.security import Scrubber
+from blender_core.serve.tools import openai_message, proposal_from_message, tool_prompt
+from blender_core.tool_calls import ToolCall, ToolProposal, aselect_tool_calls
 from blender_core.types import Prompt
 
 __all__ = [
@@ -56,14 +61,18 @@ __all__ = [
 
 log = logging.getLogger("blender_core.serve")
 
+M = TypeVar("M", bound=Mapping[str, Any])
+
 
 @dataclass
 class Answer:
-    """A finished answer: its text, the usage summed over every member call, the blend."""
+    """A finished answer: its text, the usage summed over every member call, the blend, and
+    the tool calls it makes (OpenAI ``tool_calls`` items; empty for a text answer)."""
 
     text: str
     usage: dict[str, int]
     blend: dict[str, Any] | None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Metered(BaseGenerator):
@@ -201,9 +210,7 @@ def _failure_list(failures: tuple[ModelFailure, ...], scrub: Scrubber) -> list[d
     return out
 
 
-def with_operator_prompt(
-    messages: list[dict[str, str]], operator: str | None, policy: str
-) -> list[dict[str, str]]:
+def with_operator_prompt(messages: list[M], operator: str | None, policy: str) -> list[M]:
     """The chat a member is sent, given its configured ``system_prompt`` and the policy.
 
     Without client ``system`` messages, or without an operator prompt, the chat is unchanged
@@ -214,10 +221,10 @@ def with_operator_prompt(
     """
     if not operator or policy != "prepend" or not any(m["role"] == "system" for m in messages):
         return messages
-    if messages[0]["role"] == "system":
+    if messages[0]["role"] == "system" and isinstance(messages[0].get("content"), str):
         first = {**messages[0], "content": f"{operator}\n\n{messages[0]['content']}"}
-        return [first, *messages[1:]]
-    return [{"role": "system", "content": operator}, *messages]
+        return [cast(M, first), *messages[1:]]
+    return [cast(M, {"role": "system", "content": operator}), *messages]
 
 
 class Gateway:
@@ -477,6 +484,137 @@ class Gateway:
         """Record a streamed blend's metrics; its ``blend`` object."""
         self._record(result, meter)
         return blend_metadata(name, result, meter, self.scrub)
+
+    # -- tool calls -----------------------------------------------------------------------------
+
+    def _openai_chat(self, name: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """An OpenAI-shaped chat for member ``name``, the operator's prompt kept by policy."""
+        operator = getattr(self.config.members[name], "system_prompt", None)
+        return with_operator_prompt(messages, operator, self.settings.system_prompt_policy)
+
+    async def _propose(
+        self,
+        name: str,
+        messages: list[dict[str, Any]],
+        text_chat: list[dict[str, str]],
+        fields: Mapping[str, Any],
+        options: Mapping[str, Any],
+        meter: UsageMeter,
+    ) -> ToolProposal:
+        """One member's proposal: its own tool calls (OpenAI-compatible members), else text."""
+        member = self.members[name]
+        if isinstance(member, OpenAICompatibleGenerator):
+            token = USAGE_METER.set(meter)
+            try:
+                message = await openai_message(
+                    member, self._openai_chat(name, messages), {**options, **fields}
+                )
+            finally:
+                USAGE_METER.reset(token)
+            return proposal_from_message(message)
+        chat = self.member_chat(name, text_chat)
+        text = await _Metered(member, meter, messages=chat, options=options).agenerate(chat)
+        return ToolProposal(text=str(text))
+
+    @staticmethod
+    def _openai_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+        out = []
+        for call in calls:
+            item = call.to_openai()
+            item["id"] = item["id"] or f"call_{uuid.uuid4().hex[:24]}"
+            out.append(item)
+        return out
+
+    async def blend_tools(
+        self,
+        name: str,
+        messages: list[dict[str, Any]],
+        text_chat: list[dict[str, str]],
+        fields: Mapping[str, Any],
+        options: Mapping[str, Any],
+    ) -> Answer:
+        """Ensemble ``name``'s members propose tool calls (or text); the core selects one.
+
+        Every member answers within the ensemble's ``timeout``; the proposals go to
+        :func:`blender_core.tool_calls.aselect_tool_calls` with the ensemble's ranker,
+        strategy, ``min_candidates`` and ``rank_timeout``. 502 when too few answer.
+        """
+        ensemble = self.config.ensembles[name]
+        meter = UsageMeter()
+        blender = self._blender(name, text_chat, options, meter)
+        instruction, context = tool_prompt(messages)
+        proposals: dict[str, ToolProposal] = {}
+        failures: list[ModelFailure] = []
+        latencies: dict[str, float] = {}
+
+        async def one(member: str) -> None:
+            start = time.perf_counter()
+            self.metrics.member_calls.labels(member).inc()
+            try:
+                async with asyncio.timeout(ensemble.timeout):
+                    proposals[member] = await self._propose(
+                        member, messages, text_chat, fields, options, meter
+                    )
+            except TimeoutError:
+                failures.append(
+                    ModelFailure(member, "timeout", f"no answer within {ensemble.timeout:g} s")
+                )
+            except Exception as exc:
+                failures.append(
+                    ModelFailure(member, "error", self.scrub(f"{type(exc).__name__}: {exc}"), exc)
+                )
+            finally:
+                latencies[member] = time.perf_counter() - start
+                self.metrics.stage_seconds.labels("generation").observe(latencies[member])
+
+        await asyncio.gather(*(one(m) for m in ensemble.members))
+        ordered = {m: proposals[m] for m in ensemble.members if m in proposals}
+        start = time.perf_counter()
+        try:
+            chosen = await aselect_tool_calls(
+                blender.ranker,
+                instruction,
+                ordered,
+                input=context,
+                strategy=blender.strategy,
+                min_candidates=ensemble.min_candidates,
+                failures=failures,
+                latencies=latencies,
+                rank_timeout=blender.rank_timeout,
+            )
+        except BlendError as exc:
+            raise self._blend_failed(name, exc) from None
+        finally:
+            self.metrics.stage_seconds.labels("ranking").observe(time.perf_counter() - start)
+        self._count_failures(chosen.result.failures)
+        total = meter.total()
+        self.metrics.tokens.labels("prompt").inc(total.prompt_tokens)
+        self.metrics.tokens.labels("completion").inc(total.completion_tokens)
+        blend = blend_metadata(name, chosen.result, meter, self.scrub)
+        blend["selected"] = chosen.model
+        calls = scrub_tree(self._openai_calls(chosen.tool_calls), self.scrub)
+        return Answer(self.scrub(chosen.text), total.to_dict(), blend, calls)
+
+    async def passthrough_tools(
+        self,
+        name: str,
+        messages: list[dict[str, Any]],
+        text_chat: list[dict[str, str]],
+        fields: Mapping[str, Any],
+        options: Mapping[str, Any],
+    ) -> Answer:
+        """One member's answer to a chat with tools (its tool calls when it makes any)."""
+        meter = UsageMeter()
+        start = time.perf_counter()
+        self.metrics.member_calls.labels(name).inc()
+        try:
+            proposal = await self._propose(name, messages, text_chat, fields, options, meter)
+        except (Exception, TimeoutError) as exc:
+            raise self._member_failed(name, exc) from None
+        finally:
+            self.metrics.stage_seconds.labels("generation").observe(time.perf_counter() - start)
+        calls = scrub_tree(self._openai_calls(proposal.tool_calls), self.scrub)
+        return Answer(self.scrub(proposal.text), meter.total().to_dict(), None, calls)
 
     # -- pass-through ---------------------------------------------------------------------------
 

@@ -41,12 +41,28 @@ class StreamOptions(_Open):
     include_usage: bool = False
 
 
-class ChatMessageIn(_Open):
-    """One chat message: ``role`` and ``content`` (a string or text parts)."""
+class FunctionCallIn(_Open):
+    name: str = Field(min_length=1)
+    arguments: str = ""
 
-    role: Literal["system", "developer", "user", "assistant"]
+
+class ToolCallIn(_Open):
+    """One ``tool_calls`` item of an assistant message (OpenAI's shape)."""
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class ChatMessageIn(_Open):
+    """One chat message: ``role`` and ``content`` (a string or text parts); an assistant
+    message may carry ``tool_calls`` and a ``tool`` message answers one (``tool_call_id``)."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -69,20 +85,87 @@ class _Sampling(_Open):
     user: str | None = None
 
 
+class FunctionSpec(_Open):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolSpec(_Open):
+    """One ``tools`` item: ``{"type": "function", "function": {"name", "description",
+    "parameters"}}``."""
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedToolChoice(_Open):
+    class _Name(_Open):
+        name: str
+
+    type: Literal["function"]
+    function: _Name
+
+
 class ChatCompletionRequest(_Sampling):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    tools: list[Any] | None = None
+    tools: list[ToolSpec] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
 
     def chat(self) -> list[dict[str, str]]:
-        """The messages as ``{"role", "content"}`` dicts (``developer`` read as ``system``)."""
-        return [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in self.messages
-        ]
+        """The messages as ``{"role", "content"}`` dicts (``developer`` read as ``system``;
+        tool calls and tool results written out as text, for members and rankers that read
+        text)."""
+        out = []
+        for m in self.messages:
+            if m.role == "tool":
+                out.append({"role": "user", "content": f"[tool result] {m.text()}"})
+                continue
+            text = m.text()
+            if m.tool_calls:
+                calls = "\n".join(
+                    f"{c.function.name}({c.function.arguments})" for c in m.tool_calls
+                )
+                text = f"{text}\n{calls}".strip()
+            out.append({"role": "system" if m.role == "developer" else m.role, "content": text})
+        return out
+
+    def openai_messages(self) -> list[dict[str, Any]]:
+        """The messages as sent, for members that speak OpenAI's API (``developer`` read as
+        ``system``)."""
+        out = []
+        for m in self.messages:
+            message = m.model_dump(exclude_none=True)
+            if message["role"] == "developer":
+                message["role"] = "system"
+            out.append(message)
+        return out
+
+    def tool_fields(self) -> dict[str, Any] | None:
+        """``tools``/``tool_choice``/``parallel_tool_calls`` for the members, or ``None``
+        when the request asks for no tool calls (no tools, or ``tool_choice: "none"``)."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        fields: dict[str, Any] = {"tools": [t.model_dump(exclude_none=True) for t in self.tools]}
+        if self.tool_choice is not None:
+            choice = self.tool_choice
+            fields["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
+            if isinstance(choice, NamedToolChoice):
+                names = {t.function.name for t in self.tools}
+                if choice.function.name not in names:
+                    raise ApiError(
+                        422,
+                        f"tool_choice: {choice.function.name!r} is not one of the tools",
+                        param="tool_choice",
+                    )
+        if self.parallel_tool_calls is not None:
+            fields["parallel_tool_calls"] = self.parallel_tool_calls
+        return fields
 
 
 class CompletionRequest(_Sampling):
