@@ -27,10 +27,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from blender_core.serve.config import ServeConfig
@@ -46,11 +47,16 @@ from blender_core.serve.schemas import (
     parse_json,
     validate_body,
 )
-from blender_core.serve.security import bearer_matches, host_allowed
+from blender_core.serve.security import basic_matches, bearer_matches, host_allowed
 
-__all__ = ["create_app", "run"]
+__all__ = ["INSPECTOR_PAGE", "create_app", "run"]
 
 log = logging.getLogger("blender_core.serve")
+
+INSPECTOR_PAGE = (resources.files("blender_core.serve") / "static" / "inspector.html").read_text(
+    encoding="utf-8"
+)
+"""The blend inspector (``GET /``): one self-contained page, no external resources."""
 
 T = TypeVar("T")
 
@@ -263,8 +269,13 @@ class _App:
 
     # -- admission ------------------------------------------------------------------------------
 
-    def check_key(self, request: Request) -> None:
-        """401 without the right key; without a key, 403 for a foreign ``Host``/``Origin``."""
+    def check_key(self, request: Request, *, realm: bool = False) -> None:
+        """401 without the right key; without a key, 403 for a foreign ``Host``/``Origin``.
+
+        The key comes as ``Authorization: Bearer <key>``, or as the password of HTTP Basic
+        auth (any user name): what a browser sends for the inspector page once asked
+        (``realm``: the 401 asks for Basic auth, so the browser shows its login dialog).
+        """
         if self.api_key is None:
             if not host_allowed(
                 request.headers.get("host"), request.headers.get("origin"), self.hosts
@@ -277,13 +288,15 @@ class _App:
                     code="host_not_allowed",
                 )
             return
-        if not bearer_matches(request.headers.get("authorization"), self.api_key):
+        header = request.headers.get("authorization")
+        if not (bearer_matches(header, self.api_key) or basic_matches(header, self.api_key)):
             self.metrics.rejected.labels("auth").inc()
+            challenge = 'Basic realm="blender serve", charset="UTF-8"' if realm else "Bearer"
             raise ApiError(
                 401,
                 "missing or wrong API key: send 'Authorization: Bearer <key>'",
                 code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
+                headers={"WWW-Authenticate": challenge},
             )
 
     def check_ready(self) -> None:
@@ -430,7 +443,8 @@ class _App:
                 param="functions",
             )
 
-    async def chat(self, request: Request, raw: bytes, deadline: float) -> tuple[Response, str]:
+    def _chat_request(self, raw: bytes) -> tuple[ChatCompletionRequest, str, list[dict[str, str]]]:
+        """A checked chat request: the body, ``ensemble``/``member`` and its text messages."""
         data = parse_json(raw)
         messages_in = data.get("messages")
         if isinstance(messages_in, list) and len(messages_in) > self.settings.max_messages:
@@ -455,6 +469,52 @@ class _App:
         if not any(m["role"] == "user" for m in messages):
             raise ApiError(422, "messages: needs at least one user message", param="messages")
         self.gateway.check_system_prompt(body.model, messages)
+        return body, kind, messages
+
+    async def inspect(self, request: Request, raw: bytes, deadline: float) -> tuple[Response, str]:
+        """``POST /v1/blend/stream``: a blend as the inspector's events (Server-Sent Events)."""
+        body, kind, messages = self._chat_request(raw)
+        if kind != "ensemble":
+            raise ApiError(
+                422, f"model: {body.model!r} is a member; name an ensemble", param="model"
+            )
+        options = self._options(body, kind)
+        events = self.gateway.inspect(body.model, messages, options)
+        settings = self.settings
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                            event = await anext(events)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        yield _sse(
+                            {
+                                "type": "error",
+                                "message": f"no complete blend within request_timeout="
+                                f"{settings.request_timeout:g} s",
+                                "code": "timeout",
+                            }
+                        )
+                        break
+                    yield _sse(event)
+                yield b"data: [DONE]\n\n"
+            finally:
+                await events.aclose()  # type: ignore[attr-defined]
+
+        response = _Stream(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        response.cleanups.append(events.aclose)  # type: ignore[attr-defined]
+        return response, body.model
+
+    async def chat(self, request: Request, raw: bytes, deadline: float) -> tuple[Response, str]:
+        body, kind, messages = self._chat_request(raw)
         options = self._options(body, kind)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         fields = body.tool_fields()
@@ -764,6 +824,23 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         return await state.serve(request, "chat", lambda b, d: state.chat(request, b, d))
+
+    @app.post("/v1/blend/stream")
+    async def blend_stream(request: Request) -> Response:
+        return await state.serve(request, "inspect", lambda b, d: state.inspect(request, b, d))
+
+    @app.get("/")
+    async def inspector(request: Request) -> Response:
+        state.check_key(request, realm=True)
+        return HTMLResponse(
+            INSPECTOR_PAGE,
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+                "X-Frame-Options": "DENY",
+            },
+        )
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:

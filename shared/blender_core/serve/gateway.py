@@ -54,6 +54,7 @@ __all__ = [
     "Answer",
     "Gateway",
     "blend_metadata",
+    "preference_matrix",
     "public_message",
     "scrub_tree",
     "with_operator_prompt",
@@ -208,6 +209,33 @@ def _failure_list(failures: tuple[ModelFailure, ...], scrub: Scrubber) -> list[d
         log.warning("member %s failed (%s): %s", failure.model, failure.kind, detail)
         out.append({**failure.to_dict(), "message": public_message(detail)})
     return out
+
+
+def preference_matrix(ranking: Any) -> dict[str, Any]:
+    """``P[i][j]``, how much the ranker prefers distinct answer ``i`` over ``j`` (0..1), for
+    the inspector's heat map.
+
+    From the ranker's own pair logits (``sigmoid(M[i][j])``) where it computed them
+    (PairRanker, LLM judge); otherwise from its scores (``sigmoid(s_i - s_j)``), and
+    ``source`` says which. The diagonal is ``None``.
+    """
+    import math
+
+    def sigmoid(x: float) -> float:
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
+
+    scores = list(ranking.scores)
+    n = len(scores)
+    if ranking.matrix is not None:
+        values = [[sigmoid(ranking.matrix[i][j]) for j in range(n)] for i in range(n)]
+        source = "ranker"
+    else:
+        values = [[sigmoid(scores[i] - scores[j]) for j in range(n)] for i in range(n)]
+        source = "scores"
+    matrix: list[list[float | None]] = [
+        [None if i == j else round(values[i][j], 4) for j in range(n)] for i in range(n)
+    ]
+    return {"matrix": matrix, "source": source}
 
 
 def with_operator_prompt(messages: list[M], operator: str | None, policy: str) -> list[M]:
@@ -484,6 +512,132 @@ class Gateway:
         """Record a streamed blend's metrics; its ``blend`` object."""
         self._record(result, meter)
         return blend_metadata(name, result, meter, self.scrub)
+
+    # -- the inspector's event stream -----------------------------------------------------------
+
+    async def inspect(
+        self, name: str, messages: list[dict[str, str]], options: Mapping[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A blend as events for the inspector page, each member's answer streamed on its own.
+
+        Events (``type``): ``start`` (members), ``member_delta`` (member, text),
+        ``member_done`` (member, latency, usage), ``member_error`` (member, kind, message),
+        then the core's own stream (:meth:`Blender.astream_candidates` over the answers):
+        ``fused_delta`` (text) and ``result`` (the ``blend`` object, the fused text and the
+        pairwise ``preferences``), or ``error`` when too few members answered.
+        """
+        ensemble = self.config.ensembles[name]
+        meter = UsageMeter()
+        blender = self._blender(name, messages, options, meter)
+        instruction, context = request_prompt(messages)
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        candidates: dict[str, str] = {}
+        failures: list[ModelFailure] = []
+        latencies: dict[str, float] = {}
+        scrubbers = {m: self.scrub.stream() for m in ensemble.members}
+
+        async def run(member: str) -> None:
+            chat = self.member_chat(member, messages)
+            metered = _Metered(self.members[member], meter, messages=chat, options=options)
+            parts: list[str] = []
+            start = time.perf_counter()
+            self.metrics.member_calls.labels(member).inc()
+            try:
+                async with asyncio.timeout(ensemble.timeout):
+                    async for delta in metered.astream(chat):
+                        parts.append(delta)
+                        safe = scrubbers[member].feed(delta)
+                        if safe:
+                            await queue.put(
+                                {"type": "member_delta", "member": member, "text": safe}
+                            )
+                text = "".join(parts)
+                if not text.strip():
+                    raise ValueError("empty answer")
+                rest = scrubbers[member].flush()
+                if rest:
+                    await queue.put({"type": "member_delta", "member": member, "text": rest})
+                candidates[member] = text
+                latencies[member] = time.perf_counter() - start
+                usage = meter.by_member.get(member)
+                await queue.put(
+                    {
+                        "type": "member_done",
+                        "member": member,
+                        "latency": latencies[member],
+                        "usage": usage.to_dict() if usage else None,
+                    }
+                )
+            except TimeoutError:
+                failure = ModelFailure(
+                    member, "timeout", f"no answer within {ensemble.timeout:g} s"
+                )
+                failures.append(failure)
+                await queue.put(self._failure_event(failure))
+            except Exception as exc:
+                failure = ModelFailure(
+                    member, "error", self.scrub(f"{type(exc).__name__}: {exc}"), exc
+                )
+                failures.append(failure)
+                await queue.put(self._failure_event(failure))
+            finally:
+                self.metrics.stage_seconds.labels("generation").observe(time.perf_counter() - start)
+                await queue.put(None)
+
+        yield {"type": "start", "ensemble": name, "members": list(ensemble.members)}
+        tasks = [asyncio.ensure_future(run(m)) for m in ensemble.members]
+        try:
+            running = len(tasks)
+            while running:
+                item = await queue.get()
+                if item is None:
+                    running -= 1
+                else:
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        ordered = {m: candidates[m] for m in ensemble.members if m in candidates}
+        events = blender.astream_candidates(
+            instruction, ordered, input=context, failures=failures, latencies=latencies
+        )
+        fused = self.scrub.stream()
+        try:
+            async for piece in events:
+                if piece.kind == "delta":
+                    safe = fused.feed(piece.text)
+                    if safe:
+                        yield {"type": "fused_delta", "text": safe}
+                    continue
+                rest = fused.flush()
+                if rest:
+                    yield {"type": "fused_delta", "text": rest}
+                result = piece.result
+                assert result is not None
+                self._record(result, meter)
+                yield {
+                    "type": "result",
+                    "text": self.scrub(result.text),
+                    "blend": blend_metadata(name, result, meter, self.scrub),
+                    "preferences": preference_matrix(result.ranking),
+                    "usage": meter.total().to_dict(),
+                }
+        except BlendError as exc:
+            error = self._blend_failed(name, exc)
+            yield {"type": "error", **error.body()["error"]}
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    def _failure_event(self, failure: ModelFailure) -> dict[str, Any]:
+        detail = self.scrub(failure.message)
+        log.warning("member %s failed (%s): %s", failure.model, failure.kind, detail)
+        return {
+            "type": "member_error",
+            "member": failure.model,
+            "kind": failure.kind,
+            "message": public_message(detail),
+        }
 
     # -- tool calls -----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ everything the server sends or logs.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -27,6 +28,7 @@ __all__ = [
     "AccessLogFilter",
     "Scrubber",
     "StreamScrubber",
+    "basic_matches",
     "bearer_matches",
     "host_allowed",
     "redact_query",
@@ -51,6 +53,24 @@ def bearer_matches(header: str | None, key: str) -> bool:
     if match is None:
         return False
     return hmac.compare_digest(_digest(match.group(1)), _digest(key))
+
+
+def basic_matches(header: str | None, key: str) -> bool:
+    """Whether an ``Authorization: Basic`` header carries ``key`` as its password (any user
+    name), compared as :func:`bearer_matches` does."""
+    if not header:
+        return False
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not token:
+        return False
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    _, sep, password = decoded.partition(":")
+    if not sep:
+        return False
+    return hmac.compare_digest(_digest(password), _digest(key))
 
 
 def _host_name(value: str) -> str | None:
