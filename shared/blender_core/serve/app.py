@@ -1,8 +1,15 @@
 """The FastAPI app of ``blender serve`` and the uvicorn runner.
 
-Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``,
-``POST /v1/rerank``, ``GET /health``, ``GET /ready``, ``GET /metrics``. Every ``/v1`` request
-and ``/metrics`` need the bearer key when one is set; ``/health`` and ``/ready`` never do.
+Endpoints: ``POST /v1/chat/completions`` (tool calls included), ``POST /v1/completions``,
+``GET /v1/models``, ``POST /v1/rerank``, ``GET /health``, ``GET /ready``, ``GET /metrics``, and
+the blend inspector: ``GET /`` (the page) and ``POST /v1/blend/stream`` (its events). Every
+``/v1`` request, ``/metrics`` and ``/`` need the key when one is set; without one, requests
+must name one of ``server.allowed_hosts`` in ``Host``/``Origin`` and POST bodies must be JSON.
+``/health`` and ``/ready`` never need either.
+
+Slow clients: a POST's body is read before a concurrency slot is taken, within
+``server.body_timeout`` (408); headers have ``server.header_timeout`` and
+``server.max_header_bytes`` (see :mod:`blender_core.serve.protocol`).
 
 Under load: at most ``server.max_concurrency`` requests are served at once and the next one is
 answered 429 with ``Retry-After`` (no unbounded queue); each request has a total deadline
