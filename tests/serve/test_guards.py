@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from serve_helpers import FakeUpstream
 
 from blender_core.serve import create_app, parse_config
@@ -370,3 +372,42 @@ def test_upstream_details_stay_in_the_log(
         assert "details in the server log" in text
     assert "upstream exploded" in caplog.text  # the operator still sees everything
     assert upstream.url in caplog.text
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+_BODIES = st.one_of(
+    st.binary(max_size=200),
+    _JSON.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"model": st.sampled_from(["e", "a", "nope", 3]), "messages": _JSON}).map(
+        lambda v: json.dumps(v).encode()
+    ),
+    st.fixed_dictionaries(
+        {
+            "model": st.just("e"),
+            "messages": st.lists(
+                st.fixed_dictionaries(
+                    {"role": st.sampled_from(["user", "tool", "x"]), "content": _JSON}
+                ),
+                max_size=3,
+            ),
+            "tools": _JSON,
+            "tool_choice": _JSON,
+        }
+    ).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw=_BODIES)
+def test_any_body_gets_an_answer_not_a_500(client: TestClient, raw: bytes) -> None:
+    response = client.post(
+        "/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code in (200, 400, 404, 413, 422), response.text
+    assert "error" in response.json() or response.status_code == 200
