@@ -290,8 +290,9 @@ class _App:
                 self.metrics.rejected.labels("host").inc()
                 raise ApiError(
                     403,
-                    "this server answers only requests for its own host names "
-                    "(server.allowed_hosts) while it has no API key",
+                    "without an API key this server answers only requests whose Host and "
+                    "Origin name one of its own host names (server.allowed_hosts); add the "
+                    "name there, or set a key",
                     code="host_not_allowed",
                 )
             return
