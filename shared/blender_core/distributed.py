@@ -557,41 +557,31 @@ def rank_dataset(
 
 
 def check_cluster_resources(*, concurrency: int, num_gpus: float, num_cpus: float) -> None:
-    """Fail now when the connected Ray cluster cannot hold the actor pool (it would wait forever).
+    """Fail now when no node of the connected Ray cluster can hold even one actor of the pool.
 
-    A pool of ``concurrency`` actors, each reserving ``num_gpus`` GPUs and ``num_cpus`` CPUs,
-    needs that many in all and each actor's share on one node. Ray itself only warns after a
-    minute that "the job may hang forever".
+    Ray Data starts as many of the ``concurrency`` actors as fit (4 actors on a 2-CPU machine
+    run two at a time), but an actor that fits nowhere (``--num-gpus 1`` on a CPU-only
+    machine) is waited for forever: Ray only warns after a minute that "the job may hang
+    forever". This checks each actor's ``num_gpus`` and ``num_cpus`` against the largest alive
+    node.
 
     Raises:
         ValueError: One line naming what is missing and what the cluster has.
     """
     ray = _ray()
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", False)]
-    totals = {key: sum(float(n.get(key, 0.0)) for n in nodes) for key in ("GPU", "CPU")}
-    largest = {key: max((float(n.get(key, 0.0)) for n in nodes), default=0.0) for key in totals}
     problems = []
     for key, each, flag in (("GPU", num_gpus, "--num-gpus"), ("CPU", num_cpus, "num_cpus")):
-        if not each:
-            continue
-        need = each * concurrency
-        have = totals[key]
-        if need > have:
+        largest = max((float(n.get(key, 0.0)) for n in nodes), default=0.0)
+        if each and each > largest:
+            total = sum(float(n.get(key, 0.0)) for n in nodes)
             problems.append(
-                f"{concurrency} actors x {each:g} {key} ({flag}) need {need:g} {key}s but the "
-                f"Ray cluster has {have:g}"
-            )
-        elif each > largest[key]:
-            problems.append(
-                f"one actor needs {each:g} {key}s ({flag}) but no Ray node has more than "
-                f"{largest[key]:g}"
+                f"each of the {concurrency} ranking actor(s) needs {each:g} {key} ({flag} "
+                f"{each:g}) but no node of the Ray cluster has that many ({len(nodes)} node(s), "
+                f"{total:g} {key} in all)"
             )
     if problems:
-        hint = (
-            "use --num-gpus 0 to rank on CPUs, or a smaller --concurrency"
-            if totals["GPU"] < num_gpus * concurrency
-            else "use a smaller --concurrency"
-        )
+        hint = "use --num-gpus 0 to rank on CPUs" if num_gpus else "ask for fewer per actor"
         raise ValueError("; ".join(problems) + f": {hint}")
 
 

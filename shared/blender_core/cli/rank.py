@@ -365,6 +365,23 @@ def _progress_bar(enabled: bool, total: int | None = None) -> Any:
     return tqdm(total=total, desc="rank", unit="record")
 
 
+def _quiet_ray_data_console() -> None:
+    """Ray Data's console lines (execution plans, "progress bars disabled") off; errors pass.
+
+    Our own bar counts the records. Ray Data's log file (in the Ray session folder) keeps
+    everything: only the console handler that Ray Data installs on import is raised to ERROR.
+    """
+    import logging
+
+    import ray.data  # noqa: F401 - Ray Data installs its handlers when it is imported
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.setLevel(logging.ERROR)
+
+
 def _run_ray(
     sink: RankOutput,
     files: list[str],
@@ -383,12 +400,20 @@ def _run_ray(
     started = False
     if not ray.is_initialized():
         if options["address"] is None:
+            import logging
+
             # A private local instance, never someone else's cluster found on this machine.
-            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                logging_level=logging.ERROR,
+            )
         else:
             ray.init(address=options["address"])
         started = True
     try:
+        _quiet_ray_data_console()
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # rows come out in input order
         context.enable_progress_bars = False  # our own bar counts finished records
