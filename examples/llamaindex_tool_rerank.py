@@ -5,10 +5,11 @@ Here the retriever fetches four tool candidates from an ``ObjectIndex``, ``PairR
 reranks their descriptions against the request and keeps two, and a ``FunctionAgent`` gets only
 those. A scripted ``MockFunctionCallingLLM`` (it fills in the arguments a real model would read
 from this request, then answers with the tool results) and ``MockEmbedding`` keep the script
-offline (so the retrieval itself is arbitrary and the reranker does the work). Without ``--ranker`` the reranker is MiniLM relevance (``ConsensusRanker`` with
-``instruction_weight=1``: each tool description's cosine similarity to the request), which needs
-no download; ``--ranker llm-blender/PairRM`` uses the real PairRanker, and ``--ranker tiny`` a
-tiny *untrained* PairRM checkpoint built on the fly (its choice of tools is arbitrary).
+offline (so the retrieval itself is arbitrary and the reranker does the work). Without
+``--ranker`` the reranker is MiniLM relevance (``ConsensusRanker`` with ``instruction_weight=1``:
+each tool description's cosine similarity to the request), which needs no download;
+``--ranker llm-blender/PairRM`` uses the real PairRanker, and ``--ranker tiny`` a tiny
+*untrained* PairRM checkpoint built on the fly (its choice of tools is arbitrary).
 
     python examples/llamaindex_tool_rerank.py
 """
