@@ -173,9 +173,12 @@ def test_rank_consensus_runs_offline_through_load_ranker(
 
     calls: list[Any] = []
     real = loading.load_ranker
-    monkeypatch.setattr(
-        loading, "load_ranker", lambda spec, **kw: calls.append(spec) or real(spec, **kw)
-    )
+
+    def spy(spec: Any, **kwargs: Any) -> Any:
+        calls.append(spec)
+        return real(spec, **kwargs)
+
+    monkeypatch.setattr(loading, "load_ranker", spy)
     out = tmp_path / "ranks.jsonl"
     result = CliRunner().invoke(
         cli, ["rank", str(records_file), "--model", "consensus", "--out", str(out), "--no-progress"]
