@@ -98,3 +98,16 @@ def test_minilm_loads_once_per_process_and_quietly(capfd: pytest.CaptureFixture[
     assert ranking.order[-1] == 2
     err = capfd.readouterr().err
     assert "Loading weights" not in err and "Warning" not in err
+
+
+def test_gguf_conversion_bar_is_off_within_a_section_and_restored() -> None:
+    pytest.importorskip("gguf")
+    from transformers import modeling_gguf_pytorch_utils as gguf
+
+    before = gguf.tqdm
+    with quiet_transformers():
+        assert gguf.tqdm([1, 2]).disable  # the "Converting and de-quantizing" bar is not drawn
+        with quiet_transformers():
+            pass
+        assert gguf.tqdm is not before
+    assert gguf.tqdm is before
