@@ -1,11 +1,12 @@
 """Rerank an agent's tool retrieval with PairRM: ``ObjectIndex`` of tools + ``PairRankerRerank``.
 
 With many tools, an agent retrieves the few relevant to each request instead of seeing them all.
-Here the retriever fetches four tool candidates from an ``ObjectIndex``, ``PairRankerRerank``
+Here the retriever fetches the tool candidates from an ``ObjectIndex``, ``PairRankerRerank``
 reranks their descriptions against the request and keeps two, and a ``FunctionAgent`` gets only
 those. A scripted ``MockFunctionCallingLLM`` (it fills in the arguments a real model would read
 from this request, then answers with the tool results) and ``MockEmbedding`` keep the script
-offline (so the retrieval itself is arbitrary and the reranker does the work). Without
+offline; with ``MockEmbedding`` every tool is equally similar, so the retriever returns all five
+and the reranker does the work. Without
 ``--ranker`` the reranker is MiniLM relevance (``ConsensusRanker`` with ``instruction_weight=1``:
 each tool description's cosine similarity to the request), which needs no download;
 ``--ranker llm-blender/PairRM`` uses the real PairRanker, and ``--ranker tiny`` a tiny
@@ -117,16 +118,14 @@ async def run(ranker: dict[str, Any]) -> None:
         tools, index_cls=VectorStoreIndex, embed_model=MockEmbedding(embed_dim=8)
     )
     retriever = obj_index.as_retriever(
-        similarity_top_k=4, node_postprocessors=[PairRankerRerank(**ranker, top_n=2)]
+        similarity_top_k=len(tools), node_postprocessors=[PairRankerRerank(**ranker, top_n=2)]
     )
 
-    candidates = await obj_index.as_retriever(similarity_top_k=4).aretrieve(REQUEST)
+    candidates = await obj_index.as_retriever(similarity_top_k=len(tools)).aretrieve(REQUEST)
     chosen = await retriever.aretrieve(REQUEST)
     print(f"Request: {REQUEST}")
-    print(
-        f"Retrieved (MockEmbedding: an arbitrary 4 of 5): {[t.metadata.name for t in candidates]}"
-    )
-    print(f"Kept by the reranker (top 2):                 {[t.metadata.name for t in chosen]}")
+    print(f"Retrieved (MockEmbedding: all alike): {sorted(t.metadata.name for t in candidates)}")
+    print(f"Tools after reranking (top 2):       {[t.metadata.name for t in chosen]}")
 
     agent = FunctionAgent(
         tool_retriever=retriever,
@@ -146,8 +145,8 @@ async def run(ranker: dict[str, Any]) -> None:
         + (
             "both tools this request needs were kept, so it answers both parts."
             if not missing
-            else f"{', '.join(missing)} was not kept (or not retrieved), so that part goes "
-            "unanswered: a better ranker (--ranker llm-blender/PairRM) or a larger top_n helps."
+            else f"{', '.join(missing)} was not kept, so that part goes unanswered: a better "
+            "ranker (--ranker llm-blender/PairRM) or a larger top_n helps."
         )
     )
 
