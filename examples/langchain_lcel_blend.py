@@ -67,6 +67,11 @@ def main() -> None:
     # The string-LLM form, async.
     llm_chain = prompt | Blender(llms=members(), ranker="consensus") | StrOutputParser()
     print("Blender ainvoke:", asyncio.run(llm_chain.ainvoke(questions[0])))
+    print(
+        "Why these answers: model-c answers 'Lyon' and '50 degrees', which the other two "
+        "contradict, so\nthe consensus ranker puts it last; with no fuser the ensemble returns "
+        "the top-ranked answer\n(the stream sends it once ranked, as one chunk here)."
+    )
 
 
 if __name__ == "__main__":

@@ -158,6 +158,13 @@ def main() -> None:
         print(f"  {name}: {answer}")
     print(f"Ranking (best first): {[blend['texts'][i] for i in blend['ranking']['order']]}")
     print(f"Answer: {response}")
+    print(
+        "Why: each engine answers from its own document and the ranker chooses among the "
+        "answers. The\nsecond-sentence member answers with a fact about population, off the "
+        "question; consensus alone\ncannot tell (two answers agree equally with each other) "
+        "and keeps the first; a PairRanker\n(--ranker llm-blender/PairRM) reads the question "
+        "too."
+    )
 
 
 if __name__ == "__main__":

