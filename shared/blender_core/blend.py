@@ -172,6 +172,8 @@ class BlendResult:
             as far as it was streamed).
         queueing: Seconds a model waited for a shared resource (a local model that generates
             one call at a time) before generating; models that did not wait are left out.
+        blend_mode: ``"text"`` (answers ranked and fused) or ``"tool_calls"`` (tool-call
+            proposals ranked and the best selected, never fused: :mod:`blender_core.tool_calls`).
     """
 
     text: str
@@ -187,6 +189,7 @@ class BlendResult:
     fuse_latency: float
     failures: tuple[ModelFailure, ...] = ()
     queueing: Mapping[str, float] = field(default_factory=dict)
+    blend_mode: Literal["text", "tool_calls"] = "text"
 
     @property
     def best(self) -> str:
@@ -205,7 +208,7 @@ class BlendResult:
         ``response_metadata``, the LlamaIndex responses' ``additional_kwargs`` and
         ``metadata["blend"]``, the gateway's ``blend`` object): ``text``, ``instruction``,
         ``input``, ``candidates`` (model -> answer), ``texts`` (the distinct texts ranked),
-        ``models_by_text``, ``ranking`` (:meth:`~blender_core.ranking.Ranking.to_dict`, over
+        ``models_by_text``, ``blend_mode``, ``ranking`` (:meth:`~blender_core.ranking.Ranking.to_dict`, over
         ``texts``), ``best``, ``best_models``, ``top_k``, ``latencies`` (generation seconds),
         ``queueing`` (seconds waited for a shared model), ``rank_latency``, ``fuse_latency``
         and ``failures`` (:meth:`ModelFailure.to_dict` each). See ``docs/architecture.md``.
@@ -217,6 +220,7 @@ class BlendResult:
             "candidates": dict(self.candidates),
             "texts": list(self.texts),
             "models_by_text": [list(models) for models in self.models_by_text],
+            "blend_mode": self.blend_mode,
             "ranking": self.ranking.to_dict(),
             "best": self.best,
             "best_models": list(self.best_models),

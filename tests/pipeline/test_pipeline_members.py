@@ -157,6 +157,7 @@ def test_blend_metadata_schema_keys() -> None:
         "candidates",
         "texts",
         "models_by_text",
+        "blend_mode",
         "ranking",
         "best",
         "best_models",
