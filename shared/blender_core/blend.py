@@ -26,12 +26,12 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from types import EllipsisType, MappingProxyType
 from typing import Any, Literal, TypeVar
 
+from blender_core.bridge import iterate_sync, run_sync
 from blender_core.fusion.base import Fuser
 from blender_core.generators.base import Generator
 from blender_core.generators.deadline import DeadlineExceeded, aiterate_with_deadline
@@ -208,10 +208,11 @@ class BlendResult:
         ``response_metadata``, the LlamaIndex responses' ``additional_kwargs`` and
         ``metadata["blend"]``, the gateway's ``blend`` object): ``text``, ``instruction``,
         ``input``, ``candidates`` (model -> answer), ``texts`` (the distinct texts ranked),
-        ``models_by_text``, ``blend_mode``, ``ranking`` (:meth:`~blender_core.ranking.Ranking.to_dict`, over
-        ``texts``), ``best``, ``best_models``, ``top_k``, ``latencies`` (generation seconds),
-        ``queueing`` (seconds waited for a shared model), ``rank_latency``, ``fuse_latency``
-        and ``failures`` (:meth:`ModelFailure.to_dict` each). See ``docs/architecture.md``.
+        ``models_by_text``, ``blend_mode`` (``"text"`` or ``"tool_calls"``), ``ranking``
+        (:meth:`~blender_core.ranking.Ranking.to_dict`, over ``texts``), ``best``,
+        ``best_models``, ``top_k``, ``latencies`` (generation seconds), ``queueing`` (seconds
+        waited for a shared model), ``rank_latency``, ``fuse_latency`` and ``failures``
+        (:meth:`ModelFailure.to_dict` each). See ``docs/architecture.md``.
         """
         return {
             "text": self.text,
@@ -489,59 +490,25 @@ class Blender:
 
     # -- sync entry points --------------------------------------------------------------------
 
-    def _private_loop(self, method: str) -> tuple[asyncio.AbstractEventLoop, ThreadPoolExecutor]:
-        """A fresh event loop for the sync API (refused inside a running loop)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise RuntimeError(
-                f"Blender.{method}() was called from a running event loop; "
-                f"use `{'async for ... in' if method == 'stream' else 'await'} "
-                f"blender.a{method}(...)` there"
-            )
-        loop = asyncio.new_event_loop()
-        # Enough threads for every sync model at once, plus ranking and fusion.
-        executor = ThreadPoolExecutor(
-            max_workers=len(self.generators) + 4, thread_name_prefix="blender"
-        )
-        loop.set_default_executor(executor)
-        return loop, executor
+    def _run(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run a coroutine from sync code (the one bridge, :func:`~blender_core.bridge.run_sync`),
+        with enough threads for every sync model at once, plus ranking and fusion."""
+        return run_sync(make, workers=len(self.generators) + 4)
 
-    @staticmethod
-    def _close_loop(loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
-        try:
-            # As asyncio.run does: cancel what is left (the other blends of a failed batch).
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.wait(pending))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
-            # Do not wait for a timed-out sync model still running in its thread.
-            executor.shutdown(wait=False)
-
-    def _run(self, make: Callable[[], Awaitable[T]], method: str) -> T:
-        """Run a coroutine in a private event loop (the sync API)."""
-        loop, executor = self._private_loop(method)
-        try:
-            return loop.run_until_complete(make())
-        finally:
-            self._close_loop(loop, executor)
+    def _iterate(self, make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+        return iterate_sync(make, workers=len(self.generators) + 4)
 
     def blend(self, instruction: str, *, input: str = "") -> BlendResult:
         """Blend the answers of every generator to ``instruction`` (see the class docs).
 
-        Runs the async pipeline in a private event loop, so it works from any thread without a
-        loop; inside a running event loop use :meth:`ablend`.
+        Runs the async pipeline through the sync bridge (:mod:`blender_core.bridge`): a private
+        event loop, in a worker thread when called inside a running loop (prefer :meth:`ablend`
+        there).
 
         Raises:
             BlendError: fewer than ``min_candidates`` distinct answers.
         """
-        return self._run(lambda: self.ablend(instruction, input=input), "blend")
+        return self._run(lambda: self.ablend(instruction, input=input))
 
     def stream(self, instruction: str, *, input: str = "") -> Iterator[BlendStreamEvent]:
         """:meth:`blend`, with the fused answer streamed as it is written.
@@ -565,27 +532,7 @@ class Blender:
                     else:
                         print("\n", event.result.failures)
         """
-        loop, executor = self._private_loop("stream")
-        return self._iterate(loop, executor, self.astream(instruction, input=input))
-
-    def _iterate(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        executor: ThreadPoolExecutor,
-        events: AsyncIterator[BlendStreamEvent],
-    ) -> Iterator[BlendStreamEvent]:
-        try:
-            while True:
-                try:
-                    event = loop.run_until_complete(anext(events))
-                except StopAsyncIteration:
-                    return
-                yield event
-        finally:
-            try:
-                loop.run_until_complete(events.aclose())  # type: ignore[attr-defined]
-            finally:
-                self._close_loop(loop, executor)
+        return self._iterate(lambda: self.astream(instruction, input=input))
 
     def blend_batch(
         self,
@@ -608,8 +555,7 @@ class Blender:
                 show_progress=show_progress,
                 max_concurrency=max_concurrency,
                 return_exceptions=return_exceptions,
-            ),
-            "blend_batch",
+            )
         )
 
     def blend_candidates(
@@ -637,8 +583,7 @@ class Blender:
                 failures=failures,
                 latencies=latencies,
                 queueing=queueing,
-            ),
-            "blend_candidates",
+            )
         )
 
     # -- async entry points -------------------------------------------------------------------
@@ -782,11 +727,8 @@ class Blender:
         The adapters call their members themselves (for tracing) and stream the fusion of their
         answers with this.
         """
-        loop, executor = self._private_loop("stream_candidates")
         return self._iterate(
-            loop,
-            executor,
-            self.astream_candidates(
+            lambda: self.astream_candidates(
                 instruction,
                 candidates,
                 input=input,
