@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from functools import partial
 from types import EllipsisType, MappingProxyType
 from typing import Any, Literal, TypeVar
 
+from blender_core import ranking as ranking_abilities
 from blender_core.bridge import iterate_sync, run_sync
 from blender_core.fusion.base import Fuser
 from blender_core.generators.base import Generator
@@ -110,31 +110,10 @@ framework's run or span and returns its ranking (see ``langchain_blender`` and
 
 
 def planned_passes(ranker: Any, n: int, strategy: str | None, top_k: int | None) -> int | None:
-    """The pair comparisons a ranking of ``n`` candidates makes (``None`` where unknown).
-
-    A PairRanker: ``n(n-1)`` for ``"max_logits"``/``"max_wins"``, ``2(n-1)`` for ``"bubble"``,
-    and with ``top_k`` (max_logits) a seeded knockout (two passes a match) down to ``2*top_k``
-    survivors (one for ``top_k=1``) that max_logits then orders. Other rankers: ``None``.
-    """
-    from blender_core.pair_ranker import PairRanker
-
-    if not isinstance(ranker, PairRanker):
-        return None
-    if n < 2:
-        return 0
-    if strategy == "bubble":
-        return 2 * (n - 1)
-    if strategy not in (None, "max_logits", "max_wins"):
-        return None
-    if top_k is None or strategy == "max_wins":
-        return n * (n - 1)
-    keep = 1 if top_k == 1 else 2 * top_k
-    passes, alive = 0, n
-    while alive > keep:
-        matches = alive // 2
-        passes += 2 * matches
-        alive -= matches
-    return passes + alive * (alive - 1)
+    """The comparisons a ranking of ``n`` candidates makes, as the ranker declares them
+    (:meth:`~blender_core.ranking.RankerAbilities.planned_passes`; ``None`` where it does not).
+    A PairRanker: :func:`~blender_core.ranking.pair_passes`."""
+    return ranking_abilities.planned_passes(ranker, n, strategy, top_k)
 
 
 class _StageTimeout(Exception):
@@ -285,11 +264,8 @@ class _Ranked:
 
 
 def _component_name(component: Any) -> str:
-    """A ranker's or fuser's name for failures: its class, and the LLM it wraps if any."""
-    name = type(component).__name__
-    inner = getattr(component, "generator", None) or getattr(component, "judge", None)
-    inner_name = getattr(inner, "name", None)
-    return f"{name}({inner_name})" if isinstance(inner_name, str) else name
+    """A ranker's or fuser's name for failures and traces (:func:`ranking.ranker_name`)."""
+    return ranking_abilities.ranker_name(component)
 
 
 def _check_timeout(name: str, value: Any) -> float | None:
@@ -317,14 +293,6 @@ async def _within(coro: Awaitable[T], timeout: float | None) -> T:
         await asyncio.wait({task}, timeout=1.0)  # let it clean up, but never hang on it
         raise _StageTimeout
     return task.result()
-
-
-def _accepts_keyword(func: Callable[..., Any], name: str) -> bool:
-    try:
-        parameters = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class Blender:
@@ -436,7 +404,7 @@ class Blender:
 
             self.ranker = PriorRanker(self.ranker, priors)
         self.fuser: Fuser = load_fuser(fuser)
-        if strategy is not None and not _accepts_keyword(self.ranker.rank, "strategy"):
+        if strategy is not None and not ranking_abilities.takes_strategy(self.ranker):
             raise ValueError(
                 f"strategy={strategy!r} was given but {type(self.ranker).__name__}.rank takes "
                 "no strategy"
@@ -884,23 +852,18 @@ class Blender:
             raise BlendError(self._shortfall_message(len(texts), candidates, failures), failures)
 
         source = self.prompt_for(instruction, input)
-        top_k_aware = _top_k_aware(self.ranker, self.strategy)
+        top_k_aware = ranking_abilities.selects_top_k(self.ranker, self.strategy)
 
         def ranking_call() -> Awaitable[Ranking]:
-            if getattr(self.ranker, "accepts_members", False):  # e.g. a PriorRanker
-                return self.ranker.arank(  # type: ignore[call-arg]
-                    source, texts, members=models_by_text, strategy=self.strategy
-                )
-            if top_k_aware:
-                # Only the best top_k are needed: a PairRanker selects them without a full order.
-                return self.ranker.arank(source, texts, top_k=self.top_k)  # type: ignore[call-arg]
-            if self.strategy is None:
-                return self.ranker.arank(source, texts)
-            return asyncio.to_thread(
-                self.ranker.rank,
+            # Only the best top_k are needed: a ranker that declares it selects them without a
+            # full order; a ranker that accepts members (a PriorRanker) is told who said what.
+            return ranking_abilities.arank_with(
+                self.ranker,
                 source,
                 texts,
-                strategy=self.strategy,  # type: ignore[call-arg]
+                strategy=self.strategy,
+                top_k=self.top_k,
+                members=models_by_text,
             )
 
         traced: Awaitable[Ranking]
@@ -966,12 +929,6 @@ class Blender:
         if len(candidates) > distinct:
             parts.append("answered (identical answers merged): " + ", ".join(candidates))
         return "; ".join(parts)
-
-
-def _top_k_aware(ranker: Any, strategy: str | None) -> bool:
-    from blender_core.pair_ranker import PairRanker
-
-    return isinstance(ranker, PairRanker) and strategy in (None, "max_logits")
 
 
 async def _one_fused(fuser: Fuser, ranked: _Ranked) -> AsyncIterator[str]:

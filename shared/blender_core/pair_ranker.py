@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from blender_core.aggregation import (
     STRATEGIES,
@@ -35,7 +35,13 @@ from blender_core.aggregation import (
 )
 from blender_core.pair_cache import PairLogitCache
 from blender_core.pair_scheduler import DEFAULT_WINDOW_S, PairScheduler, RoundReport
-from blender_core.ranking import BaseRanker, Ranking, check_pairwise_size, validate_rank_inputs
+from blender_core.ranking import (
+    BaseRanker,
+    Ranking,
+    check_pairwise_size,
+    pair_passes,
+    validate_rank_inputs,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -178,6 +184,17 @@ class PairRanker(BaseRanker):
             best = [r.best for r in rankings]
             ranker.reward("Add 2+2", ["4", "5"], reference="2 + 2 = 4")
     """
+
+    # Abilities declared for the pipeline (blender_core.ranking.RankerAbilities).
+    strategies: ClassVar[tuple[str, ...]] = STRATEGIES
+
+    def selects_top_k(self, strategy: str | None) -> bool:
+        """``arank(..., top_k=K)`` selects the best K (seeded knockout) with max_logits."""
+        return strategy in (None, "max_logits")
+
+    def planned_passes(self, n: int, strategy: str | None, top_k: int | None) -> int | None:
+        """Pair comparisons for ``n`` candidates (:func:`~blender_core.ranking.pair_passes`)."""
+        return pair_passes(n, strategy, top_k)
 
     def __init__(
         self,
