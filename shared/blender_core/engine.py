@@ -30,16 +30,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from types import EllipsisType
 from typing import Any
 
-from blender_core.blend import Blender, BlendResult, BlendStreamEvent, RankTracer
+from blender_core.blend import Blender, BlendResult, BlendStreamEvent, RankStep, RankTracer
 from blender_core.bridge import iterate_sync, run_sync
+from blender_core.fusion.base import Fuser
 from blender_core.lazy import Lazy
 from blender_core.loading import DEFAULT_RANKER, load_fuser, load_ranker
 from blender_core.members import MemberResults
-from blender_core.ranking import Ranker
+from blender_core.ranking import Ranker, Ranking, arank_with
 from blender_core.tool_calls import ToolCallSelection, ToolProposal, aselect_tool_calls
 
 __all__ = ["DEFAULT_OPTIONS", "Engine", "check_options"]
@@ -128,6 +129,9 @@ class Engine:
         self.fuse_timeout = fuse_timeout
         self.rank_tracer = rank_tracer
         self._ranker: Lazy[Ranker] = Lazy(self._load_ranker)
+        self._fuser: Lazy[Fuser] = Lazy(
+            lambda: load_fuser(self.fuser_spec, device=self.device, dtype=self.dtype)
+        )
         self._core: Lazy[Blender] = Lazy(self._build)
 
     def __repr__(self) -> str:
@@ -155,7 +159,7 @@ class Engine:
         return Blender(
             (),
             self._ranker.get(),
-            load_fuser(self.fuser_spec, device=self.device, dtype=self.dtype),
+            self._fuser.get(),
             top_k=self.top_k,
             timeout=self.timeout,
             rank_timeout=self.rank_timeout,
@@ -171,6 +175,11 @@ class Engine:
         return self._ranker.get()
 
     @property
+    def fuser(self) -> Fuser:
+        """The fuser (built on first access; the ranker is not loaded by this)."""
+        return self._fuser.get()
+
+    @property
     def core(self) -> Blender:
         """The core pipeline (loads the ranker and the fuser on first access)."""
         return self._core.get()
@@ -178,6 +187,42 @@ class Engine:
     async def acore(self) -> Blender:
         """:attr:`core`, a first load (model weights) run off the event loop."""
         return await self._core.aget()
+
+    # -- the stages alone: rank, fuse ----------------------------------------------------------
+
+    async def arank(
+        self, instruction: str, candidates: Sequence[str], *, input: str = ""
+    ) -> Ranking:
+        """Rank ``candidates`` fully with this engine's ranker and strategy (traced by the
+        front's tracer); a single candidate is not ranked (score 0). Loads no fuser."""
+        _check_candidates(candidates)
+        if len(candidates) == 1:
+            return Ranking.from_scores([0.0])
+        ranker = await self._ranker.aget()
+        source = Blender.prompt_for(instruction, input)
+        texts = list(candidates)
+
+        def call() -> Awaitable[Ranking]:
+            return arank_with(ranker, source, texts, strategy=self.strategy)
+
+        if self.rank_tracer is None:
+            return await call()
+        step = RankStep.of(ranker, len(texts), strategy=self.strategy, top_k=len(texts))
+        return await self.rank_tracer(step, call)
+
+    def rank(self, instruction: str, candidates: Sequence[str], *, input: str = "") -> Ranking:
+        """Sync :meth:`arank` (through the bridge)."""
+        return run_sync(lambda: self.arank(instruction, candidates, input=input))
+
+    async def afuse(self, instruction: str, candidates: Sequence[str], *, input: str = "") -> str:
+        """Fuse ``candidates`` (best first) with this engine's fuser; loads no ranker."""
+        _check_candidates(candidates)
+        fuser = await self._fuser.aget()
+        return await fuser.afuse(instruction, list(candidates), input=input)
+
+    def fuse(self, instruction: str, candidates: Sequence[str], *, input: str = "") -> str:
+        """Sync :meth:`afuse` (through the bridge)."""
+        return run_sync(lambda: self.afuse(instruction, candidates, input=input))
 
     # -- text answers: rank and fuse -----------------------------------------------------------
 
@@ -279,3 +324,10 @@ class Engine:
     ) -> ToolCallSelection:
         """Sync :meth:`aselect` (through the bridge)."""
         return run_sync(lambda: self.aselect(instruction, proposals, results=results, input=input))
+
+
+def _check_candidates(candidates: Sequence[str]) -> None:
+    if isinstance(candidates, str) or not isinstance(candidates, Sequence):
+        raise TypeError(f"candidates must be a list of strings, got {type(candidates).__name__}")
+    if not candidates:
+        raise ValueError("candidates is empty: nothing to rank or fuse")

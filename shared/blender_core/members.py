@@ -46,6 +46,7 @@ __all__ = [
     "Stage",
     "arun_members",
     "describe_error",
+    "name_members",
     "run_members",
     "timeout_failure",
 ]
@@ -168,6 +169,80 @@ class MemberResults(Generic[T]):
         return results
 
 
+def name_members(
+    models: Any, name_of: Callable[[Any], str], *, check: Callable[[str, Any], Any] | None = None
+) -> dict[str, Any]:
+    """The one way every front names its members: a mapping's keys as given, or, for a list,
+    ``name_of(model)`` with ``#2``, ``#3``... appended to repeats.
+
+    Args:
+        models: A list of models, or a mapping name -> model.
+        name_of: A model's readable name (a front's own: a LangChain model's ``model_name``, a
+            LlamaIndex LLM's ``metadata.model_name``).
+        check: Called as ``check(name, model)``; returns the model to keep (converted) or raises.
+
+    Raises:
+        TypeError: ``models`` is neither a list nor a mapping.
+        ValueError: no models, an empty name, or a duplicate name.
+    """
+    if isinstance(models, Mapping):
+        items = list(models.items())
+    elif isinstance(models, str) or not isinstance(models, Sequence):
+        raise TypeError(
+            "models must be a list of models or a mapping name -> model, "
+            f"got {type(models).__name__}"
+        )
+    else:
+        items = []
+        seen: dict[str, int] = {}
+        for model in models:
+            base = name_of(model)
+            seen[base] = seen.get(base, 0) + 1
+            items.append((base if seen[base] == 1 else f"{base}#{seen[base]}", model))
+    if not items:
+        raise ValueError("an ensemble needs at least one model")
+    named: dict[str, Any] = {}
+    for position, (name, model) in enumerate(items):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"model {position} has no name (a non-empty string)")
+        if name in named:
+            raise ValueError(f"duplicate model name {name!r}")
+        named[name] = check(name, model) if check is not None else model
+    return named
+
+
+def _retrying(call: Callable[[], T], retries: int) -> Callable[[], T]:
+    if retries <= 0:
+        return call
+
+    def retried() -> T:
+        for attempt in range(retries + 1):
+            try:
+                return call()
+            except Exception:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    return retried
+
+
+def _aretrying(call: Callable[[], Awaitable[T]], retries: int) -> Callable[[], Awaitable[T]]:
+    if retries <= 0:
+        return call
+
+    async def retried() -> T:
+        for attempt in range(retries + 1):
+            try:
+                return await call()
+            except Exception:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    return retried
+
+
 def _checked(name: str, output: Any, check: Callable[[Any], Any] | None) -> Outcome[Any]:
     if check is None:
         return Outcome(name, output=output)
@@ -193,6 +268,7 @@ def run_members(
     timeout: float | None,
     check: Callable[[Any], T] | None = None,
     executor: Callable[..., ThreadPoolExecutor] = ThreadPoolExecutor,
+    retries: int = 0,
 ) -> list[Outcome[T]]:
     """Call every member at once in worker threads; outcomes in ``calls`` order.
 
@@ -206,6 +282,7 @@ def run_members(
         check: Turns an answer into the outcome's output, or refuses it with a ``TypeError`` /
             ``ValueError`` (an ``"error"`` failure).
         executor: The pool class (LangChain's ``ContextThreadPoolExecutor`` fits).
+        retries: Times a call that raises is tried again (within the same ``timeout``).
     """
     if not calls:
         return []
@@ -224,7 +301,7 @@ def run_members(
     t0 = time.perf_counter()
     try:
         futures = {
-            name: pool.submit(contextvars.copy_context().run, one, name, call)
+            name: pool.submit(contextvars.copy_context().run, one, name, _retrying(call, retries))
             for name, call in calls.items()
         }
         done, _ = wait(futures.values(), timeout=timeout)
@@ -286,6 +363,7 @@ async def arun_members(
     *,
     timeout: float | None,
     check: Callable[[Any], T] | None = None,
+    retries: int = 0,
 ) -> list[Outcome[T]]:
     """Async :func:`run_members`: every member's coroutine at once on this event loop.
 
@@ -293,6 +371,9 @@ async def arun_members(
     """
     return list(
         await asyncio.gather(
-            *(_arun_one(name, call, timeout, check) for name, call in calls.items())
+            *(
+                _arun_one(name, _aretrying(call, retries), timeout, check)
+                for name, call in calls.items()
+            )
         )
     )
