@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.messages import AIMessage
 from langchain_core.messages.ai import UsageMetadata
@@ -44,6 +44,8 @@ from langchain_blender._callbacks import (
 from langchain_blender._members import MemberOutcome
 
 __all__ = ["Blended", "Engine", "blend_metadata", "to_proposal"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -236,47 +238,13 @@ class Engine:
 
     # -- the stages alone (the LCEL steps) ------------------------------------------------------
 
-    async def arank(
-        self,
-        instruction: str,
-        texts: Sequence[str],
-        *,
-        callbacks: ChildCallbacks = None,
-        input: str = "",
-    ) -> Any:
-        """Rank ``texts`` fully (the ranker's run nests under ``callbacks``)."""
+    async def run_in(
+        self, callbacks: ChildCallbacks, call: Callable[[CoreEngine], Coroutine[Any, Any, T]]
+    ) -> T:
+        """``call(core engine)`` with the ranker's and the fuser's runs nested under
+        ``callbacks`` (e.g. ``lambda core: core.arank(instruction, texts)``)."""
         context, _ = self._context(callbacks)
-        return await asyncio.create_task(
-            self.core.arank(instruction, texts, input=input), context=context
-        )
-
-    async def afuse(
-        self,
-        instruction: str,
-        texts: Sequence[str],
-        *,
-        callbacks: ChildCallbacks = None,
-        input: str = "",
-    ) -> str:
-        """Fuse ``texts`` (best first); loads no ranker."""
-        context, _ = self._context(callbacks)
-        return await asyncio.create_task(
-            self.core.afuse(instruction, texts, input=input), context=context
-        )
-
-    async def ablend_texts(
-        self,
-        instruction: str,
-        texts: Mapping[str, str],
-        *,
-        callbacks: ChildCallbacks = None,
-        input: str = "",
-    ) -> BlendResult:
-        """Rank and fuse named answers a chain already produced."""
-        context, _ = self._context(callbacks)
-        return await asyncio.create_task(
-            self.core.ablend(instruction, texts, input=input), context=context
-        )
+        return await asyncio.create_task(call(self.core), context=context)
 
 
 def _texts(results: MemberResults[Any]) -> MemberResults[str]:

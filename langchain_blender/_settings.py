@@ -8,19 +8,19 @@ one implementation of "call the members, then blend" that both ensembles transla
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterator, Iterator
 from typing import Any, Self
 
 from langchain_core.load.serializable import Serializable
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from blender_core.engine import engine_options
 from blender_core.lazy import Lazy
 from blender_core.loading import DEFAULT_RANKER
 from blender_core.ranking import Ranker
 from langchain_blender._adapters import runnable_name
 from langchain_blender._callbacks import ChildCallbacks
-from langchain_blender._engine import Blended, Engine
+from langchain_blender._engine import Engine
 from langchain_blender._members import (
     MemberOutcome,
     Prepare,
@@ -102,16 +102,7 @@ class BlendSettings(BaseModel):
         )
 
     def _new_engine(self) -> Engine:
-        return Engine(
-            ranker=self.ranker,
-            fuser=self.fuser,
-            top_k=self.top_k,
-            timeout=self.timeout,
-            min_candidates=self.min_candidates,
-            strategy=self.strategy,
-            priors=self.priors,
-            device=self.device,
-        )
+        return Engine(**engine_options(self))
 
     @property
     def engine(self) -> Engine:
@@ -232,10 +223,19 @@ class EnsembleSettings(BlendSettings):
 
         return prepare
 
-    def _members_then(
-        self, member_input: Any, callbacks: ChildCallbacks, prepare: Prepare
-    ) -> list[MemberOutcome]:
-        return invoke_members(
+    def _run(
+        self,
+        member_input: Any,
+        prompt: tuple[str, str],
+        callbacks: ChildCallbacks,
+        prepare: Prepare,
+        *,
+        stream: bool = False,
+    ) -> tuple[Any, list[MemberOutcome]]:
+        """Every member answers ``member_input`` (a thread each); the engine blends on
+        ``prompt`` (``(instruction, input)``, the core's chat policy): a :class:`Blended`, or
+        with ``stream`` the fused answer's deltas then the :class:`Blended` answer."""
+        outcomes = invoke_members(
             self.models,
             member_input,
             callbacks=callbacks,
@@ -243,11 +243,20 @@ class EnsembleSettings(BlendSettings):
             timeout=self.timeout,
             max_retries=self.max_retries,
         )
+        method = self.engine.stream if stream else self.engine.blend
+        return method(prompt[0], outcomes, callbacks=callbacks, input=prompt[1]), outcomes
 
-    async def _amembers_then(
-        self, member_input: Any, callbacks: ChildCallbacks, prepare: Prepare
-    ) -> list[MemberOutcome]:
-        return await ainvoke_members(
+    async def _arun(
+        self,
+        member_input: Any,
+        prompt: tuple[str, str],
+        callbacks: ChildCallbacks,
+        prepare: Prepare,
+        *,
+        stream: bool = False,
+    ) -> tuple[Any, list[MemberOutcome]]:
+        """Async :meth:`_run` (the members' native ``ainvoke``, concurrently)."""
+        outcomes = await ainvoke_members(
             self.models,
             member_input,
             callbacks=callbacks,
@@ -255,56 +264,9 @@ class EnsembleSettings(BlendSettings):
             timeout=self.timeout,
             max_retries=self.max_retries,
         )
-
-    def _run_blend(
-        self,
-        member_input: Any,
-        prompt: tuple[str, str],
-        callbacks: ChildCallbacks,
-        prepare: Prepare,
-    ) -> tuple[Blended, list[MemberOutcome]]:
-        """Every member answers ``member_input``; the engine blends on ``prompt``
-        (``(instruction, input)``, the core's chat policy)."""
-        outcomes = self._members_then(member_input, callbacks, prepare)
         instruction, input = prompt
-        blended = self.engine.blend(instruction, outcomes, callbacks=callbacks, input=input)
-        return blended, outcomes
-
-    async def _arun_blend(
-        self,
-        member_input: Any,
-        prompt: tuple[str, str],
-        callbacks: ChildCallbacks,
-        prepare: Prepare,
-    ) -> tuple[Blended, list[MemberOutcome]]:
-        """Async :meth:`_run_blend`."""
-        outcomes = await self._amembers_then(member_input, callbacks, prepare)
-        instruction, input = prompt
+        if stream:
+            pieces = self.engine.astream(instruction, outcomes, callbacks=callbacks, input=input)
+            return pieces, outcomes
         blended = await self.engine.ablend(instruction, outcomes, callbacks=callbacks, input=input)
         return blended, outcomes
-
-    def _run_stream(
-        self,
-        member_input: Any,
-        prompt: tuple[str, str],
-        callbacks: ChildCallbacks,
-        prepare: Prepare,
-    ) -> tuple[Iterator[str | Blended], list[MemberOutcome]]:
-        """:meth:`_run_blend`, the fused answer's deltas then the :class:`Blended` answer."""
-        outcomes = self._members_then(member_input, callbacks, prepare)
-        instruction, input = prompt
-        pieces = self.engine.stream(instruction, outcomes, callbacks=callbacks, input=input)
-        return pieces, outcomes
-
-    async def _arun_stream(
-        self,
-        member_input: Any,
-        prompt: tuple[str, str],
-        callbacks: ChildCallbacks,
-        prepare: Prepare,
-    ) -> tuple[AsyncIterator[str | Blended], list[MemberOutcome]]:
-        """Async :meth:`_run_stream`."""
-        outcomes = await self._amembers_then(member_input, callbacks, prepare)
-        instruction, input = prompt
-        pieces = self.engine.astream(instruction, outcomes, callbacks=callbacks, input=input)
-        return pieces, outcomes

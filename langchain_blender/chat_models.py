@@ -166,7 +166,7 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         callbacks: ChildCallbacks,
         kwargs: dict[str, Any],
     ) -> AIMessage:
-        blended, outcomes = self._run_blend(
+        blended, outcomes = self._run(
             messages, prompt_from_messages(messages), callbacks, self._prepare(stop, kwargs)
         )
         return self._finish(blended, outcomes, stop)
@@ -178,7 +178,7 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         callbacks: ChildCallbacks,
         kwargs: dict[str, Any],
     ) -> AIMessage:
-        blended, outcomes = await self._arun_blend(
+        blended, outcomes = await self._arun(
             messages, prompt_from_messages(messages), callbacks, self._prepare(stop, kwargs)
         )
         return self._finish(blended, outcomes, stop)
@@ -223,11 +223,12 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        pieces, outcomes = self._run_stream(
+        pieces, outcomes = self._run(
             messages,
             prompt_from_messages(messages),
             self._stream_parent(run_manager),
             self._prepare(stop, kwargs),
+            stream=True,
         )
         cutter = StopCutter(stop if stop is not None else self.stop)
         for piece in pieces:
@@ -245,8 +246,12 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
             if run_manager is not None
             else cast(ChildCallbacks, ensure_config().get("callbacks"))
         )
-        pieces, outcomes = await self._arun_stream(
-            messages, prompt_from_messages(messages), callbacks, self._prepare(stop, kwargs)
+        pieces, outcomes = await self._arun(
+            messages,
+            prompt_from_messages(messages),
+            callbacks,
+            self._prepare(stop, kwargs),
+            stream=True,
         )
         cutter = StopCutter(stop if stop is not None else self.stop)
         async for piece in pieces:

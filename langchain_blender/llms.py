@@ -99,7 +99,7 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
     ) -> Generation:
-        blended, outcomes = self._run_blend(
+        blended, outcomes = self._run(
             prompt, (prompt, ""), child_callbacks(run_manager), self._prepare(stop, kwargs)
         )
         return self._generation(
@@ -113,7 +113,7 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
     ) -> Generation:
-        blended, outcomes = await self._arun_blend(
+        blended, outcomes = await self._arun(
             prompt, (prompt, ""), achild_callbacks(run_manager), self._prepare(stop, kwargs)
         )
         return self._generation(
@@ -237,8 +237,12 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        pieces, outcomes = self._run_stream(
-            prompt, (prompt, ""), child_callbacks(run_manager), self._prepare(stop, kwargs)
+        pieces, outcomes = self._run(
+            prompt,
+            (prompt, ""),
+            child_callbacks(run_manager),
+            self._prepare(stop, kwargs),
+            stream=True,
         )
         cutter = StopCutter(stop if stop is not None else self.stop)
         for piece in pieces:
@@ -254,8 +258,12 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        pieces, outcomes = await self._arun_stream(
-            prompt, (prompt, ""), achild_callbacks(run_manager), self._prepare(stop, kwargs)
+        pieces, outcomes = await self._arun(
+            prompt,
+            (prompt, ""),
+            achild_callbacks(run_manager),
+            self._prepare(stop, kwargs),
+            stream=True,
         )
         cutter = StopCutter(stop if stop is not None else self.stop)
         async for piece in pieces:

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from blender_core.blend import BlendResult
 from blender_core.bridge import run_sync
+from blender_core.engine import Engine as CoreEngine
 from blender_core.ranking import Ranking
 from langchain_blender._adapters import message_text
 from langchain_blender._settings import BlendSettings
@@ -116,6 +117,18 @@ def _coerce(value: Any) -> CandidatesInput:
     return CandidatesInput.model_validate(dict(value))
 
 
+def _rank(data: CandidatesInput, texts: list[str]) -> Callable[[CoreEngine], Any]:
+    return lambda core: core.arank(data.instruction, texts, input=data.input)
+
+
+def _fuse(data: CandidatesInput, texts: list[str]) -> Callable[[CoreEngine], Any]:
+    return lambda core: core.afuse(data.instruction, texts, input=data.input)
+
+
+def _blend(data: CandidatesInput) -> Callable[[CoreEngine], Any]:
+    return lambda core: core.ablend(data.instruction, data.named_texts(), input=data.input)
+
+
 def _ranking_output(names: list[str], texts: list[str], ranking: Ranking) -> dict[str, Any]:
     return RankingOutput(
         names=names,
@@ -179,11 +192,7 @@ class RankCandidates(_Step):
         named = data.named_texts()
         names, texts = list(named), list(named.values())
         callbacks = run_manager.get_child() if run_manager else None
-        ranking = run_sync(
-            lambda: self.engine.arank(
-                data.instruction, texts, callbacks=callbacks, input=data.input
-            )
-        )
+        ranking = run_sync(lambda: self.engine.run_in(callbacks, _rank(data, texts)))
         return _ranking_output(names, texts, ranking)
 
     async def _arank(
@@ -193,9 +202,7 @@ class RankCandidates(_Step):
         named = data.named_texts()
         names, texts = list(named), list(named.values())
         callbacks = run_manager.get_child() if run_manager else None
-        ranking = await self.engine.arank(
-            data.instruction, texts, callbacks=callbacks, input=data.input
-        )
+        ranking = await self.engine.run_in(callbacks, _rank(data, texts))
         return _ranking_output(names, texts, ranking)
 
     def invoke(
@@ -230,11 +237,7 @@ class FuseCandidates(_Step):
         data = _coerce(value)
         texts = list(data.named_texts().values())[: self.top_k]
         callbacks = run_manager.get_child() if run_manager else None
-        return run_sync(
-            lambda: self.engine.afuse(
-                data.instruction, texts, callbacks=callbacks, input=data.input
-            )
-        )
+        return run_sync(lambda: self.engine.run_in(callbacks, _fuse(data, texts)))
 
     async def _afuse(
         self, value: Any, run_manager: AsyncCallbackManagerForChainRun | None = None
@@ -242,9 +245,7 @@ class FuseCandidates(_Step):
         data = _coerce(value)
         texts = list(data.named_texts().values())[: self.top_k]
         callbacks = run_manager.get_child() if run_manager else None
-        return await self.engine.afuse(
-            data.instruction, texts, callbacks=callbacks, input=data.input
-        )
+        return await self.engine.run_in(callbacks, _fuse(data, texts))
 
     def invoke(
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
@@ -281,11 +282,7 @@ class RankAndFuse(_Step):
     def _blend(self, value: Any, run_manager: CallbackManagerForChainRun | None = None) -> Any:
         data = _coerce(value)
         callbacks = run_manager.get_child() if run_manager else None
-        result = run_sync(
-            lambda: self.engine.ablend_texts(
-                data.instruction, data.named_texts(), callbacks=callbacks, input=data.input
-            )
-        )
+        result = run_sync(lambda: self.engine.run_in(callbacks, _blend(data)))
         return _blend_output(result)
 
     async def _ablend(
@@ -293,9 +290,7 @@ class RankAndFuse(_Step):
     ) -> Any:
         data = _coerce(value)
         callbacks = run_manager.get_child() if run_manager else None
-        result = await self.engine.ablend_texts(
-            data.instruction, data.named_texts(), callbacks=callbacks, input=data.input
-        )
+        result = await self.engine.run_in(callbacks, _blend(data))
         return _blend_output(result)
 
     def invoke(

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from llama_index.core.base.llms.types import (
@@ -26,7 +35,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 
 from blender_core.bridge import iterate_sync, run_sync
-from blender_core.engine import DEFAULT_OPTIONS, Engine, check_options
+from blender_core.engine import DEFAULT_OPTIONS, Engine, check_options, engine_options
 from blender_core.members import MemberResults, arun_members
 from blender_core.tool_calls import ToolCall, ToolProposal
 from llamaindex_blender._adapters import member_names, prompt_from_messages
@@ -42,6 +51,7 @@ __all__ = ["BlenderLLM"]
 dispatcher = get_dispatcher(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 Call = Callable[[LLM], Awaitable[T]]
 """How each member is called (a sync method in a worker thread, or the async one)."""
 
@@ -169,16 +179,7 @@ class BlenderLLM(FunctionCallingLLM):
                 f"{len(members)} model(s)"
             )
         super().__init__(models=members, member_names=names, **kwargs)
-        self._engine = make_engine(
-            ranker=self.ranker,
-            fuser=self.fuser,
-            top_k=self.top_k,
-            timeout=self.timeout,
-            min_candidates=self.min_candidates,
-            strategy=self.strategy,
-            priors=self.priors,
-            device=self.device,
-        )
+        self._engine = make_engine(**engine_options(self))
 
     @property
     def llms(self) -> list[LLM]:
@@ -308,7 +309,7 @@ class BlenderLLM(FunctionCallingLLM):
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         call = self._chat_call(messages, kwargs, sync=True)
         prompt = prompt_from_messages(messages)
-        return _chat_chunks(primed(iterate_sync(lambda: self._astream(call, prompt))))
+        return _chunks(primed(iterate_sync(lambda: self._astream(call, prompt))), _chat_chunk)
 
     @llm_completion_callback()
     def stream_complete(
@@ -316,7 +317,7 @@ class BlenderLLM(FunctionCallingLLM):
     ) -> CompletionResponseGen:
         call = self._complete_call(prompt, formatted, kwargs, sync=True)
         events = iterate_sync(lambda: self._astream(call, (prompt, "")))
-        return _completion_chunks(primed(events))
+        return _chunks(primed(events), _completion_chunk)
 
     @llm_chat_callback()
     async def astream_chat(
@@ -324,7 +325,7 @@ class BlenderLLM(FunctionCallingLLM):
     ) -> ChatResponseAsyncGen:
         call = self._chat_call(messages, kwargs, sync=False)
         events = self._astream(call, prompt_from_messages(messages))
-        return _achat_chunks(await aprimed(events))
+        return _achunks(await aprimed(events), _chat_chunk)
 
     @llm_completion_callback()
     async def astream_complete(
@@ -332,7 +333,7 @@ class BlenderLLM(FunctionCallingLLM):
     ) -> CompletionResponseAsyncGen:
         call = self._complete_call(prompt, formatted, kwargs, sync=False)
         events = self._astream(call, (prompt, ""))
-        return _acompletion_chunks(await aprimed(events))
+        return _achunks(await aprimed(events), _completion_chunk)
 
     # ------------------------------------------------------------------ tools
 
@@ -421,13 +422,10 @@ class BlenderLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponse:
-        """Each member proposes (tool calls or an answer); the best proposal is selected."""
-        kw = {
-            "verbose": verbose,
-            "allow_parallel_tool_calls": allow_parallel_tool_calls,
-            "tool_required": tool_required,
-            **kwargs,
-        }
+        """Each member proposes (tool calls or an answer); the best proposal is selected.
+        ``verbose``, ``allow_parallel_tool_calls``, ``tool_required`` and other kwargs go to the
+        members' ``chat_with_tools``."""
+        kw = _tool_kwargs(verbose, allow_parallel_tool_calls, tool_required, kwargs)
         return run_sync(
             lambda: self._aselect_proposal(tools, user_msg, chat_history, kw, sync=True)
         )
@@ -444,12 +442,7 @@ class BlenderLLM(FunctionCallingLLM):
         **kwargs: Any,
     ) -> ChatResponse:
         """Async :meth:`chat_with_tools`: members propose concurrently."""
-        kw = {
-            "verbose": verbose,
-            "allow_parallel_tool_calls": allow_parallel_tool_calls,
-            "tool_required": tool_required,
-            **kwargs,
-        }
+        kw = _tool_kwargs(verbose, allow_parallel_tool_calls, tool_required, kwargs)
         return await self._aselect_proposal(tools, user_msg, chat_history, kw, sync=False)
 
     def stream_chat_with_tools(
@@ -463,15 +456,8 @@ class BlenderLLM(FunctionCallingLLM):
         **kwargs: Any,
     ) -> ChatResponseGen:
         """:meth:`chat_with_tools`, yielded as one chunk."""
-        response = self.chat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+        kw = _tool_kwargs(verbose, allow_parallel_tool_calls, tool_required, kwargs)
+        response = self.chat_with_tools(tools, user_msg, chat_history, **kw)
         return _one_chat_chunk(response)
 
     async def astream_chat_with_tools(
@@ -485,15 +471,8 @@ class BlenderLLM(FunctionCallingLLM):
         **kwargs: Any,
     ) -> ChatResponseAsyncGen:
         """:meth:`achat_with_tools`, yielded as one chunk."""
-        response = await self.achat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+        kw = _tool_kwargs(verbose, allow_parallel_tool_calls, tool_required, kwargs)
+        response = await self.achat_with_tools(tools, user_msg, chat_history, **kw)
         return _aone_chat_chunk(response)
 
     def get_tool_calls_from_response(
@@ -512,13 +491,20 @@ class BlenderLLM(FunctionCallingLLM):
         return calls
 
 
+def _tool_kwargs(
+    verbose: bool, allow_parallel_tool_calls: bool, tool_required: bool, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The members' ``chat_with_tools`` kwargs."""
+    return {
+        "verbose": verbose,
+        "allow_parallel_tool_calls": allow_parallel_tool_calls,
+        "tool_required": tool_required,
+        **kwargs,
+    }
+
+
 def _one_chat_chunk(response: ChatResponse) -> ChatResponseGen:
     response.delta = response.message.content or ""
-    yield response
-
-
-def _one_completion_chunk(response: CompletionResponse) -> CompletionResponseGen:
-    response.delta = response.text
     yield response
 
 
@@ -537,38 +523,24 @@ def _pieces(
     return None, (pending or "", event.result)
 
 
-def _chat_chunks(events: Iterator[BlendStreamEvent]) -> ChatResponseGen:
+def _chunks(events: Iterator[BlendStreamEvent], make: Callable[..., R]) -> Generator[R, None, None]:
+    """The stream's responses (``make(text so far, delta, result)``), the blend on the last."""
     text, pending = "", None
     for event in events:
         pending, piece = _pieces(pending, event)
         if piece is not None:
-            yield _chat_chunk(text := text + piece[0], piece[0], piece[1])
+            yield make(text := text + piece[0], piece[0], piece[1])
 
 
-async def _achat_chunks(events: AsyncIterator[BlendStreamEvent]) -> ChatResponseAsyncGen:
+async def _achunks(
+    events: AsyncIterator[BlendStreamEvent], make: Callable[..., R]
+) -> AsyncGenerator[R, None]:
+    """Async :func:`_chunks`."""
     text, pending = "", None
     async for event in events:
         pending, piece = _pieces(pending, event)
         if piece is not None:
-            yield _chat_chunk(text := text + piece[0], piece[0], piece[1])
-
-
-def _completion_chunks(events: Iterator[BlendStreamEvent]) -> CompletionResponseGen:
-    text, pending = "", None
-    for event in events:
-        pending, piece = _pieces(pending, event)
-        if piece is not None:
-            yield _completion_chunk(text := text + piece[0], piece[0], piece[1])
-
-
-async def _acompletion_chunks(
-    events: AsyncIterator[BlendStreamEvent],
-) -> CompletionResponseAsyncGen:
-    text, pending = "", None
-    async for event in events:
-        pending, piece = _pieces(pending, event)
-        if piece is not None:
-            yield _completion_chunk(text := text + piece[0], piece[0], piece[1])
+            yield make(text := text + piece[0], piece[0], piece[1])
 
 
 def _chat_chunk(text: str, delta: str, result: BlendResult | None) -> ChatResponse:

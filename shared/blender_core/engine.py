@@ -43,7 +43,7 @@ from blender_core.members import MemberResults
 from blender_core.ranking import Ranker, Ranking, arank_with
 from blender_core.tool_calls import ToolCallSelection, ToolProposal, aselect_tool_calls
 
-__all__ = ["DEFAULT_OPTIONS", "Engine", "check_options"]
+__all__ = ["DEFAULT_OPTIONS", "Engine", "check_options", "engine_options"]
 
 DEFAULT_OPTIONS: Mapping[str, Any] = {
     "ranker": DEFAULT_RANKER,
@@ -58,6 +58,12 @@ DEFAULT_OPTIONS: Mapping[str, Any] = {
 }
 """The options every front takes, with the same names and defaults (the LangChain ensembles,
 LlamaIndex ``BlenderLLM``; the gateway's TOML ``[ensembles.NAME]`` tables use the same names)."""
+
+
+def engine_options(front: Any) -> dict[str, Any]:
+    """A front's options for :class:`Engine`, read by their shared names from its attributes
+    (the member options, ``max_retries``, stay with the front)."""
+    return {name: getattr(front, name) for name in DEFAULT_OPTIONS if name != "max_retries"}
 
 
 def check_options(
