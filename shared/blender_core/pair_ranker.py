@@ -710,6 +710,12 @@ class PairRanker(BaseRanker):
         _check_strategy(strategy)
         if pairs not in ("all", "one-way"):
             raise ValueError(f"pairs must be 'all' or 'one-way', got {pairs!r}")
+        if pairs == "one-way" and strategy == "bubble":
+            raise ValueError(
+                "pairs='one-way' applies to 'max_logits' and 'max_wins' (all pairs, each encoded "
+                "once); 'bubble' compares 2(N-1) chosen pairs and has no one-way form: drop "
+                "pairs= or pick another strategy"
+            )
         sources = self._sources(instructions, inputs)
         lists = [list(c) for c in candidate_lists]
         if strategy == "bubble":

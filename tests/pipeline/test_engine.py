@@ -98,3 +98,23 @@ def test_a_path_is_a_checkpoint_spec(tmp_path: Path) -> None:
         load_fuser(missing)
     assert not isinstance(info.value, TypeError)
     assert "no-such-fuser" in str(info.value)
+
+
+@pytest.mark.slow
+def test_one_way_pairs_with_bubble_is_refused_clearly(tiny_pairrm_dir: Path) -> None:
+    # Regression: pairs="one-way" was silently ignored with strategy="bubble".
+    from blender_core.pair_ranker import PairRanker
+
+    ranker = PairRanker.from_pretrained(tiny_pairrm_dir, device="cpu")
+    with pytest.raises(ValueError, match="'bubble' .* has no one-way form"):
+        ranker.rank("q", ["a", "b", "c"], strategy="bubble", pairs="one-way")
+    assert len(ranker.rank("q", ["a", "b", "c"], strategy="max_wins", pairs="one-way")) == 3
+
+
+def test_blender_accepts_a_path_fuser(tmp_path: Path) -> None:
+    # Regression: Blender(fuser=Path(...)) raised TypeError though the docs say a path works.
+    from blender_core.blend import Blender
+
+    with pytest.raises(Exception) as info:
+        Blender([], ranker=LengthRanker(), fuser=tmp_path / "missing-fuser")
+    assert not isinstance(info.value, TypeError)
