@@ -851,7 +851,6 @@ class Blender:
         if len(texts) < self.min_candidates:
             raise BlendError(self._shortfall_message(len(texts), candidates, failures), failures)
 
-        source = self.prompt_for(instruction, input)
         top_k_aware = ranking_abilities.selects_top_k(self.ranker, self.strategy)
 
         def ranking_call() -> Awaitable[Ranking]:
@@ -859,8 +858,9 @@ class Blender:
             # full order; a ranker that accepts members (a PriorRanker) is told who said what.
             return ranking_abilities.arank_with(
                 self.ranker,
-                source,
+                instruction,
                 texts,
+                input=input,
                 strategy=self.strategy,
                 top_k=self.top_k,
                 members=models_by_text,

@@ -205,11 +205,10 @@ class Engine:
         if len(candidates) == 1:
             return Ranking.from_scores([0.0])
         ranker = await self._ranker.aget()
-        source = Blender.prompt_for(instruction, input)
         texts = list(candidates)
 
         def call() -> Awaitable[Ranking]:
-            return arank_with(ranker, source, texts, strategy=self.strategy)
+            return arank_with(ranker, instruction, texts, input=input, strategy=self.strategy)
 
         if self.rank_tracer is None:
             return await call()

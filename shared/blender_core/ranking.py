@@ -28,6 +28,7 @@ __all__ = [
     "rank_with",
     "ranker_name",
     "selects_top_k",
+    "source_for",
     "takes_strategy",
     "validate_rank_inputs",
 ]
@@ -249,12 +250,16 @@ class RankerAbilities(Protocol):
         strategies: The ``strategy=`` values ``rank``/``arank``/``rank_batch`` accept (a
             ranker without it may still take ``strategy=``: its signature says so).
         accepts_members: ``rank``/``arank`` take ``members=`` (who gave each candidate).
+        accepts_input: ``rank``/``arank`` take ``input=`` (the context, e.g. a conversation's
+            history) apart from the instruction; other rankers read both joined as one source
+            (``instruction + "\n\n" + input``).
         trace_name: The name traces and failures give it (default: its class, and the LLM it
             wraps if any).
     """
 
     strategies: ClassVar[tuple[str, ...]]
     accepts_members: ClassVar[bool]
+    accepts_input: ClassVar[bool]
     trace_name: str
 
     def selects_top_k(self, strategy: str | None) -> bool:
@@ -312,6 +317,14 @@ def ranker_name(ranker: Any) -> str:
     return f"{name}({inner_name})" if isinstance(inner_name, str) else name
 
 
+def source_for(ranker: Any, instruction: str, input: str) -> tuple[str, dict[str, Any]]:
+    """What ``ranker`` reads as the instruction, and the ``input=`` option where it declares
+    ``accepts_input``; otherwise instruction and input joined (``"\n\n"``) as one source."""
+    if getattr(ranker, "accepts_input", False):
+        return instruction, {"input": input}
+    return (f"{instruction}\n\n{input}" if input else instruction), {}
+
+
 def _options(ranker: Any, strategy: str | None, top_k: int | None, members: Any) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if members is not None and accepts_members(ranker):
@@ -332,15 +345,18 @@ def rank_with(
     instruction: str,
     candidates: Sequence[str],
     *,
+    input: str = "",
     strategy: str | None = None,
     top_k: int | None = None,
     members: Sequence[Any] | None = None,
 ) -> Ranking:
-    """``ranker.rank`` with the options it declares: ``strategy`` (refused clearly by a ranker
-    that takes none), ``top_k`` (passed only to a ranker that selects the best K with that
-    strategy; others rank fully) and ``members`` (only to a ranker that accepts them)."""
-    options = _options(ranker, strategy, top_k, members)
-    return cast(Ranking, cast(Any, ranker).rank(instruction, candidates, **options))
+    """``ranker.rank`` with the options it declares: ``input`` (apart, or joined to the
+    instruction: :func:`source_for`), ``strategy`` (refused clearly by a ranker that takes
+    none), ``top_k`` (passed only to a ranker that selects the best K with that strategy;
+    others rank fully) and ``members`` (only to a ranker that accepts them)."""
+    source, options = source_for(ranker, instruction, input)
+    options.update(_options(ranker, strategy, top_k, members))
+    return cast(Ranking, cast(Any, ranker).rank(source, candidates, **options))
 
 
 async def arank_with(
@@ -348,18 +364,20 @@ async def arank_with(
     instruction: str,
     candidates: Sequence[str],
     *,
+    input: str = "",
     strategy: str | None = None,
     top_k: int | None = None,
     members: Sequence[Any] | None = None,
 ) -> Ranking:
     """Async :func:`rank_with`: ``ranker.arank``, or ``rank`` in a worker thread where its
     ``arank`` does not take the options (a base ranker whose ``rank`` adds a ``strategy``)."""
-    options = _options(ranker, strategy, top_k, members)
+    source, options = source_for(ranker, instruction, input)
+    options.update(_options(ranker, strategy, top_k, members))
     target = cast(Any, ranker)
     if all(_accepts(target.arank, name) for name in options):
-        return cast(Ranking, await target.arank(instruction, candidates, **options))
+        return cast(Ranking, await target.arank(source, candidates, **options))
     return cast(
-        Ranking, await asyncio.to_thread(lambda: target.rank(instruction, candidates, **options))
+        Ranking, await asyncio.to_thread(lambda: target.rank(source, candidates, **options))
     )
 
 
