@@ -65,8 +65,10 @@ class ModelFailure:
     Attributes:
         model: The model's name (for the ranking and fusion stages: the ranker's or fuser's
             name, e.g. ``"LLMFuser(gpt-4o)"``).
-        kind: ``"timeout"`` (no answer within the Blender's timeout) or ``"error"`` (it raised,
-            or returned something that is not a non-empty string).
+        kind: The cause: ``"timeout"`` (no answer within the runner's deadline, or the member's
+            own timeout: it raised a ``TimeoutError``) or ``"error"`` (it raised anything else,
+            also when it was retrying after an error as the deadline passed, or returned
+            something that is not a non-empty string).
         message: What happened, e.g. ``"RuntimeError: boom"`` (credentials redacted with
             :func:`~blender_core.secrets.redact`, whoever builds the failure).
         exception: The exception raised, when there was one.
@@ -107,8 +109,22 @@ def timeout_failure(name: str, timeout: float | None) -> ModelFailure:
 
 
 def error_failure(name: str, exc: BaseException) -> ModelFailure:
-    """The failure of a member whose call raised ``exc``."""
-    return ModelFailure(name, "error", describe_error(exc), exc)
+    """The failure of a member whose call raised ``exc``: kind ``"timeout"`` when the cause is
+    a timeout (the member's own, e.g. its HTTP client's: a ``TimeoutError``), else ``"error"``."""
+    kind: Literal["error", "timeout"] = "timeout" if isinstance(exc, TimeoutError) else "error"
+    return ModelFailure(name, kind, describe_error(exc), exc)
+
+
+def deadline_failure(name: str, timeout: float | None, timing: Any) -> ModelFailure:
+    """The failure of a member still running at the runner's deadline: a bare timeout, or,
+    when it was retrying after an error, that error (the cause) with the deadline noted."""
+    cause = getattr(timing, "retry_error", None)
+    if cause is None:
+        return timeout_failure(name, timeout)
+    failure = error_failure(name, cause)
+    when = f"{timeout:g} s" if timeout is not None else "the"
+    message = f"{failure.message} (it was being retried when the {when} deadline passed)"
+    return ModelFailure(name, failure.kind, message, cause)
 
 
 @dataclass(frozen=True)
@@ -289,9 +305,14 @@ def run_members(
     timings: dict[str, tuple[float, float]] = {}
     started: dict[str, float] = {}
 
+    timings_by_name: dict[str, Any] = {}
+
     def one(name: str, call: Callable[[], T]) -> T:
         started[name] = time.perf_counter()
         with measure_queueing() as timing:
+            timings_by_name[name] = timing
+            if timeout is not None:
+                timing.deadline = deadline
             try:
                 return call()
             finally:
@@ -299,6 +320,7 @@ def run_members(
 
     pool = executor(max_workers=len(calls), thread_name_prefix="blender-member")
     t0 = time.perf_counter()
+    deadline = time.monotonic() + timeout if timeout is not None else None
     try:
         futures = {
             name: pool.submit(contextvars.copy_context().run, one, name, _retrying(call, retries))
@@ -312,7 +334,8 @@ def run_members(
         if future not in done:
             future.cancel()
             wall = time.perf_counter() - started.get(name, t0)
-            outcomes.append(_timed(Outcome(name, failure=timeout_failure(name, timeout)), wall, 0))
+            failure = deadline_failure(name, timeout, timings_by_name.get(name))
+            outcomes.append(_timed(Outcome(name, failure=failure), wall, 0))
             continue
         wall, queued = timings.get(name, (0.0, 0.0))
         error = future.exception()
@@ -333,6 +356,8 @@ async def _arun_one(
 ) -> Outcome[T]:
     start = time.perf_counter()
     with measure_queueing() as timing:
+        if timeout is not None:
+            timing.deadline = time.monotonic() + timeout
         task = asyncio.ensure_future(call())
         # asyncio.wait (not wait_for): a TimeoutError raised by the member itself is an
         # "error"; only running out of our own time is a "timeout".
@@ -345,7 +370,8 @@ async def _arun_one(
     if not done:
         task.cancel()
         await asyncio.wait({task}, timeout=_CLEANUP_SECONDS)  # let it clean up, never hang
-        return _timed(Outcome(name, failure=timeout_failure(name, timeout)), wall, timing.queued)
+        failure = deadline_failure(name, timeout, timing)
+        return _timed(Outcome(name, failure=failure), wall, timing.queued)
     if task.cancelled():
         message = "CancelledError: the call was cancelled"
         return _timed(Outcome(name, failure=ModelFailure(name, "error", message)), wall, 0)

@@ -90,10 +90,12 @@ def test_failing_and_timed_out_models_are_recorded() -> None:
     }
 
 
-def test_a_model_raising_timeouterror_itself_is_an_error_not_a_timeout() -> None:
+def test_a_model_raising_timeouterror_itself_is_a_timeout_with_its_own_message() -> None:
+    # The kind is the cause (issue 24): the member's own timeout is a timeout, and its message
+    # (not "no answer within 5 s") tells it apart from the blend's deadline.
     generators = [FakeGenerator("ok", "fine"), FakeGenerator("t", error=TimeoutError("upstream"))]
     result = make_blender(generators, timeout=5).blend("q")
-    assert result.failures == (ModelFailure("t", "error", "TimeoutError: upstream"),)
+    assert result.failures == (ModelFailure("t", "timeout", "TimeoutError: upstream"),)
 
 
 def test_all_failing_raise_blend_error_naming_each_model_and_cause() -> None:
