@@ -106,7 +106,7 @@ def test_one_way_pairs_with_bubble_is_refused_clearly(tiny_pairrm_dir: Path) -> 
     from blender_core.pair_ranker import PairRanker
 
     ranker = PairRanker.from_pretrained(tiny_pairrm_dir, device="cpu")
-    with pytest.raises(ValueError, match="'bubble' .* has no one-way form"):
+    with pytest.raises(ValueError, match=r"'bubble' .* has no one-way form"):
         ranker.rank("q", ["a", "b", "c"], strategy="bubble", pairs="one-way")
     assert len(ranker.rank("q", ["a", "b", "c"], strategy="max_wins", pairs="one-way")) == 3
 
