@@ -684,10 +684,14 @@ class PairRanker(BaseRanker):
         )
         results = []
         for k, final in enumerate(finals):
-            scores = [float(out_round[k].get(i, 0)) for i in range(len(lists[k]))]
-            for position, local in enumerate(final.order):
-                scores[alive[k][local]] = float(round_no + len(final) - position)
-            results.append(Ranking.from_scores(scores, strategy="top_k"))
+            # Survivors keep their max_logits scores (comparable); the eliminated sit below
+            # them, one tier per knockout round reached (Ranking.ordered says where).
+            floor = min(final.scores) - 1.0
+            scores = [floor - (round_no - out_round[k].get(i, 0)) for i in range(len(lists[k]))]
+            for local, index in enumerate(alive[k]):
+                scores[index] = final.scores[local]
+            ordered = len(final) if len(final) < len(lists[k]) else None
+            results.append(Ranking.from_scores(scores, strategy="top_k", ordered=ordered))
         return results
 
     def rank_batch(

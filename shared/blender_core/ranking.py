@@ -49,6 +49,10 @@ class Ranking:
         scores: One score per candidate, in input order; higher is better.
         matrix: The pair matrix ``M[i][j] = logit(c_i, c_j)`` where the ranker computed it.
         strategy: The name of the aggregation that produced the scores.
+        ordered: How many of the best (the first ``ordered`` of :attr:`order`) were ranked
+            against each other and have comparable scores; ``None``: all of them. A top-K
+            selection (``strategy="top_k"``) orders only the knockout's survivors: the others'
+            scores say the round they reached (lower, in tiers), not how good they are.
 
     Example:
         .. code-block:: python
@@ -64,9 +68,12 @@ class Ranking:
     scores: tuple[float, ...]
     matrix: tuple[tuple[float, ...], ...] | None = None
     strategy: str | None = None
+    ordered: int | None = None
 
     def __post_init__(self) -> None:
         n = len(self.scores)
+        if self.ordered is not None and not 1 <= self.ordered <= n:
+            raise ValueError(f"ordered must be between 1 and {n}, got {self.ordered}")
         if n == 0:
             raise ValueError("a Ranking needs at least one candidate")
         if len(self.order) != n or len(self.ranks) != n:
@@ -88,6 +95,7 @@ class Ranking:
         *,
         matrix: Sequence[Sequence[float]] | None = None,
         strategy: str | None = None,
+        ordered: int | None = None,
     ) -> Ranking:
         """Build a ranking from per-candidate scores (higher is better).
 
@@ -99,7 +107,14 @@ class Ranking:
         frozen_matrix = (
             tuple(tuple(float(x) for x in row) for row in matrix) if matrix is not None else None
         )
-        return cls(order=order, ranks=ranks, scores=values, matrix=frozen_matrix, strategy=strategy)
+        return cls(
+            order=order,
+            ranks=ranks,
+            scores=values,
+            matrix=frozen_matrix,
+            strategy=strategy,
+            ordered=ordered,
+        )
 
     @property
     def best(self) -> int:
@@ -116,7 +131,7 @@ class Ranking:
         return len(self.scores)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable view."""
+        """A JSON-serialisable view (``ordered`` only for a partial order, see above)."""
         out: dict[str, Any] = {
             "order": list(self.order),
             "ranks": list(self.ranks),
@@ -127,6 +142,8 @@ class Ranking:
             out["strategy"] = self.strategy
         if self.matrix is not None:
             out["matrix"] = [list(row) for row in self.matrix]
+        if self.ordered is not None:
+            out["ordered"] = self.ordered
         return out
 
 

@@ -118,3 +118,25 @@ def test_blender_accepts_a_path_fuser(tmp_path: Path) -> None:
     with pytest.raises(Exception) as info:
         Blender([], ranker=LengthRanker(), fuser=tmp_path / "missing-fuser")
     assert not isinstance(info.value, TypeError)
+
+
+@pytest.mark.slow
+def test_top_k_selection_scores_are_comparable_or_marked(tiny_pairrm_dir: Path) -> None:
+    # Regression: with top_k, eliminated candidates got knockout positions as scores (ranks
+    # like (4, 2, 3, 4, 1, 4)) and the survivors positions too (what /v1/rerank returned as
+    # relevance_score). Now the survivors keep their max_logits scores and Ranking.ordered
+    # says how many of the best are really ordered; the eliminated sit below, in tiers.
+    from blender_core.pair_ranker import PairRanker
+
+    ranker = PairRanker.from_pretrained(tiny_pairrm_dir, device="cpu")
+    candidates = [f"answer number {i}" for i in range(7)]
+    selection = ranker.rank("Say hi", candidates, top_k=1, seed=0)
+    assert selection.strategy == "top_k" and selection.ordered is not None
+    survivors = list(selection.order[: selection.ordered])
+    full = ranker.rank("Say hi", [candidates[i] for i in survivors])
+    # The survivors' scores are those of ranking them with max_logits (not positions).
+    assert [selection.scores[i] for i in survivors] == pytest.approx(list(full.scores))
+    eliminated = [selection.scores[i] for i in selection.order[selection.ordered :]]
+    assert max(eliminated) < min(selection.scores[i] for i in survivors)
+    assert selection.to_dict()["ordered"] == selection.ordered
+    assert "ordered" not in ranker.rank("Say hi", candidates[:3]).to_dict()  # a full order
