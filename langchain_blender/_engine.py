@@ -177,18 +177,9 @@ class Engine:
         )
         return self._text_result(result, collector.usage)
 
-    def blend(
-        self,
-        instruction: str,
-        outcomes: Sequence[MemberOutcome],
-        *,
-        callbacks: ChildCallbacks = None,
-        input: str = "",
-    ) -> Blended:
-        """Sync :meth:`ablend` (through the core's one bridge)."""
-        return run_sync(
-            lambda: self.ablend(instruction, outcomes, callbacks=callbacks, input=input)
-        )
+    def blend(self, instruction: str, outcomes: Sequence[MemberOutcome], **options: Any) -> Blended:
+        """Sync :meth:`ablend` (through the core's one bridge; the same keywords)."""
+        return run_sync(lambda: self.ablend(instruction, outcomes, **options))
 
     # -- streaming: the fused answer as it is written ---------------------------------------
 
@@ -224,17 +215,10 @@ class Engine:
             await loop.create_task(_close(events), context=context)
 
     def stream(
-        self,
-        instruction: str,
-        outcomes: Sequence[MemberOutcome],
-        *,
-        callbacks: ChildCallbacks = None,
-        input: str = "",
+        self, instruction: str, outcomes: Sequence[MemberOutcome], **options: Any
     ) -> Iterator[str | Blended]:
-        """Sync :meth:`astream` (through the core's one bridge)."""
-        return iterate_sync(
-            lambda: self.astream(instruction, outcomes, callbacks=callbacks, input=input)
-        )
+        """Sync :meth:`astream` (through the core's one bridge; the same keywords)."""
+        return iterate_sync(lambda: self.astream(instruction, outcomes, **options))
 
     # -- the stages alone (the LCEL steps) ------------------------------------------------------
 

@@ -223,6 +223,9 @@ class EnsembleSettings(BlendSettings):
 
         return prepare
 
+    def _calls(self, callbacks: ChildCallbacks) -> dict[str, Any]:
+        return {"callbacks": callbacks, "timeout": self.timeout, "max_retries": self.max_retries}
+
     def _run(
         self,
         member_input: Any,
@@ -236,12 +239,7 @@ class EnsembleSettings(BlendSettings):
         ``prompt`` (``(instruction, input)``, the core's chat policy): a :class:`Blended`, or
         with ``stream`` the fused answer's deltas then the :class:`Blended` answer."""
         outcomes = invoke_members(
-            self.models,
-            member_input,
-            callbacks=callbacks,
-            prepare=prepare,
-            timeout=self.timeout,
-            max_retries=self.max_retries,
+            self.models, member_input, prepare=prepare, **self._calls(callbacks)
         )
         method = self.engine.stream if stream else self.engine.blend
         return method(prompt[0], outcomes, callbacks=callbacks, input=prompt[1]), outcomes
@@ -257,12 +255,7 @@ class EnsembleSettings(BlendSettings):
     ) -> tuple[Any, list[MemberOutcome]]:
         """Async :meth:`_run` (the members' native ``ainvoke``, concurrently)."""
         outcomes = await ainvoke_members(
-            self.models,
-            member_input,
-            callbacks=callbacks,
-            prepare=prepare,
-            timeout=self.timeout,
-            max_retries=self.max_retries,
+            self.models, member_input, prepare=prepare, **self._calls(callbacks)
         )
         instruction, input = prompt
         if stream:

@@ -320,15 +320,10 @@ class Engine:
         )
 
     def select(
-        self,
-        instruction: str,
-        proposals: Mapping[str, ToolProposal | str],
-        *,
-        results: MemberResults[Any] | None = None,
-        input: str = "",
+        self, instruction: str, proposals: Mapping[str, ToolProposal | str], **options: Any
     ) -> ToolCallSelection:
-        """Sync :meth:`aselect` (through the bridge)."""
-        return run_sync(lambda: self.aselect(instruction, proposals, results=results, input=input))
+        """Sync :meth:`aselect` (through the bridge; the same keywords)."""
+        return run_sync(lambda: self.aselect(instruction, proposals, **options))
 
 
 def _check_candidates(candidates: Sequence[str]) -> None:

@@ -357,6 +357,19 @@ def _options(ranker: Any, strategy: str | None, top_k: int | None, members: Any)
     return options
 
 
+def _prepared(
+    ranker: Any,
+    instruction: str,
+    input: str,
+    strategy: str | None,
+    top_k: int | None,
+    members: Any,
+) -> tuple[str, dict[str, Any]]:
+    source, options = source_for(ranker, instruction, input)
+    options.update(_options(ranker, strategy, top_k, members))
+    return source, options
+
+
 def rank_with(
     ranker: Ranker,
     instruction: str,
@@ -371,8 +384,7 @@ def rank_with(
     instruction: :func:`source_for`), ``strategy`` (refused clearly by a ranker that takes
     none), ``top_k`` (passed only to a ranker that selects the best K with that strategy;
     others rank fully) and ``members`` (only to a ranker that accepts them)."""
-    source, options = source_for(ranker, instruction, input)
-    options.update(_options(ranker, strategy, top_k, members))
+    source, options = _prepared(ranker, instruction, input, strategy, top_k, members)
     return cast(Ranking, cast(Any, ranker).rank(source, candidates, **options))
 
 
@@ -388,8 +400,7 @@ async def arank_with(
 ) -> Ranking:
     """Async :func:`rank_with`: ``ranker.arank``, or ``rank`` in a worker thread where its
     ``arank`` does not take the options (a base ranker whose ``rank`` adds a ``strategy``)."""
-    source, options = source_for(ranker, instruction, input)
-    options.update(_options(ranker, strategy, top_k, members))
+    source, options = _prepared(ranker, instruction, input, strategy, top_k, members)
     target = cast(Any, ranker)
     if all(_accepts(target.arank, name) for name in options):
         return cast(Ranking, await target.arank(source, candidates, **options))

@@ -14,10 +14,13 @@ import json
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from blender_core.blend import BlendResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
 
@@ -39,24 +42,8 @@ CONVERSATION = [
     ("user", "What is the capital of France?"),
 ]
 TOP_K = 2
-SCHEMA = {
-    "text",
-    "instruction",
-    "input",
-    "candidates",
-    "texts",
-    "models_by_text",
-    "blend_mode",
-    "ranking",
-    "best",
-    "best_models",
-    "top_k",
-    "latencies",
-    "queueing",
-    "rank_latency",
-    "fuse_latency",
-    "failures",
-}
+# The schema: every BlendResult field, plus the two properties to_dict() adds.
+SCHEMA = {f.name for f in fields(BlendResult)} | {"best", "best_models"}
 TIMINGS = {"latencies", "rank_latency", "fuse_latency", "queueing"}
 GATEWAY_EXTRA = {"ensemble", "usage_by_member"}  # the gateway's usage fields
 GATEWAY_LEFT_OUT = {"text", "instruction", "input"}  # in the request and the reply instead
