@@ -502,57 +502,27 @@ class Blender:
         """
         return self._iterate(lambda: self.astream(instruction, input=input))
 
-    def blend_batch(
-        self,
-        instructions: Sequence[str],
-        *,
-        inputs: Sequence[str] | None = None,
-        show_progress: bool = False,
-        max_concurrency: int = 4,
-        return_exceptions: bool = False,
-    ) -> list[BlendResult]:
-        """Blend several instructions (``max_concurrency`` blends at a time), in input order.
+    def blend_batch(self, instructions: Sequence[str], **options: Any) -> list[BlendResult]:
+        """Blend several instructions (``max_concurrency`` blends at a time), in input order;
+        the keywords of :meth:`ablend_batch` (``inputs``, ``show_progress``,
+        ``max_concurrency``, ``return_exceptions``).
 
         With ``return_exceptions=True`` a failed blend gives its :class:`BlendError` (or other
         exception) in its place instead of raising.
         """
-        return self._run(
-            lambda: self.ablend_batch(
-                instructions,
-                inputs=inputs,
-                show_progress=show_progress,
-                max_concurrency=max_concurrency,
-                return_exceptions=return_exceptions,
-            )
-        )
+        return self._run(lambda: self.ablend_batch(instructions, **options))
 
     def blend_candidates(
-        self,
-        instruction: str,
-        candidates: Sequence[str] | Mapping[str, str],
-        *,
-        input: str = "",
-        failures: Sequence[ModelFailure] = (),
-        latencies: Mapping[str, float] | None = None,
-        queueing: Mapping[str, float] | None = None,
+        self, instruction: str, candidates: Sequence[str] | Mapping[str, str], **options: Any
     ) -> BlendResult:
         """Rank and fuse precomputed answers (a list, or a mapping model name -> answer).
 
         A list's answers are named ``candidate_0``, ``candidate_1``, ... Empty answers become
-        failures, as in :meth:`blend`; ``failures``, ``latencies`` and ``queueing`` from the
-        caller's own calls (:func:`~blender_core.members.run_members` outcomes) are carried into
-        the result.
+        failures, as in :meth:`blend`; the keywords of :meth:`ablend_candidates` (``input``,
+        and ``failures``, ``latencies`` and ``queueing`` from the caller's own calls:
+        :func:`~blender_core.members.run_members` outcomes) are carried into the result.
         """
-        return self._run(
-            lambda: self.ablend_candidates(
-                instruction,
-                candidates,
-                input=input,
-                failures=failures,
-                latencies=latencies,
-                queueing=queueing,
-            )
-        )
+        return self._run(lambda: self.ablend_candidates(instruction, candidates, **options))
 
     # -- async entry points -------------------------------------------------------------------
 
@@ -681,30 +651,15 @@ class Blender:
         )
 
     def stream_candidates(
-        self,
-        instruction: str,
-        candidates: Sequence[str] | Mapping[str, str],
-        *,
-        input: str = "",
-        failures: Sequence[ModelFailure] = (),
-        latencies: Mapping[str, float] | None = None,
-        queueing: Mapping[str, float] | None = None,
+        self, instruction: str, candidates: Sequence[str] | Mapping[str, str], **options: Any
     ) -> Iterator[BlendStreamEvent]:
-        """:meth:`blend_candidates` with the fused answer streamed (the events of :meth:`stream`).
+        """:meth:`blend_candidates` with the fused answer streamed (the events of :meth:`stream`;
+        the keywords of :meth:`astream_candidates`).
 
         The adapters call their members themselves (for tracing) and stream the fusion of their
         answers with this.
         """
-        return self._iterate(
-            lambda: self.astream_candidates(
-                instruction,
-                candidates,
-                input=input,
-                failures=failures,
-                latencies=latencies,
-                queueing=queueing,
-            ),
-        )
+        return self._iterate(lambda: self.astream_candidates(instruction, candidates, **options))
 
     async def astream_candidates(
         self,
