@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -51,29 +51,30 @@ RANKER_TAG = "llm_blender:ranker"
 ChildCallbacks = CallbackManager | AsyncCallbackManager | list[BaseCallbackHandler] | None
 
 
-def child_callbacks(run_manager: CallbackManagerForLLMRun | None) -> CallbackManager | None:
-    """A callback manager for runs nested under an LLM run (LLM run managers have no
-    ``get_child``; this mirrors the chain run managers' one)."""
+M = TypeVar("M", CallbackManager, AsyncCallbackManager)
+
+
+def _child(kind: type[M], run_manager: Any) -> M | None:
     if run_manager is None:
         return None
-    manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
+    manager = kind(handlers=[], parent_run_id=run_manager.run_id)
     manager.set_handlers(run_manager.inheritable_handlers)
     manager.add_tags(run_manager.inheritable_tags)
     manager.add_metadata(run_manager.inheritable_metadata)
     return manager
+
+
+def child_callbacks(run_manager: CallbackManagerForLLMRun | None) -> CallbackManager | None:
+    """A callback manager for runs nested under an LLM run (LLM run managers have no
+    ``get_child``; this mirrors the chain run managers' one)."""
+    return _child(CallbackManager, run_manager)
 
 
 def achild_callbacks(
     run_manager: AsyncCallbackManagerForLLMRun | None,
 ) -> AsyncCallbackManager | None:
     """Async :func:`child_callbacks`."""
-    if run_manager is None:
-        return None
-    manager = AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    return manager
+    return _child(AsyncCallbackManager, run_manager)
 
 
 def child_config(callbacks: ChildCallbacks, run_name: str, tag: str) -> RunnableConfig:

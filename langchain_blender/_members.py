@@ -138,17 +138,14 @@ def invoke_members(
 
 
 async def ainvoke_members(
-    members: Mapping[str, Runnable[Any, Any]],
-    input: Any,
-    *,
-    callbacks: ChildCallbacks,
-    prepare: Prepare,
-    timeout: float | None,
-    max_retries: int = 0,
+    members: Mapping[str, Runnable[Any, Any]], input: Any, **options: Any
 ) -> list[MemberOutcome[Any]]:
-    """Async :func:`invoke_members`: every member's native ``ainvoke``, concurrently."""
-    calls = _calls(members, input, callbacks, prepare, _acall_member)
-    return await arun_members(calls, timeout=timeout, retries=max_retries)
+    """Async :func:`invoke_members` (the same keywords): every member's native ``ainvoke``,
+    concurrently."""
+    calls = _calls(members, input, options["callbacks"], options["prepare"], _acall_member)
+    return await arun_members(
+        calls, timeout=options["timeout"], retries=options.get("max_retries", 0)
+    )
 
 
 def member_usage(outcomes: Sequence[MemberOutcome[Any]]) -> UsageMetadata | None:
