@@ -297,12 +297,13 @@ def _accepts(func: Any, name: str) -> bool:
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
-def takes_strategy(ranker: Any) -> bool:
-    """Whether ``ranker`` takes ``strategy=`` (declared ``strategies``, or its signature)."""
+def takes_strategy(ranker: Any, method: str = "rank") -> bool:
+    """Whether ``ranker`` takes ``strategy=`` (declared ``strategies``, or the signature of its
+    ``method``)."""
     declared = getattr(ranker, "strategies", None)
     if declared is not None:
         return bool(declared)
-    return _accepts(getattr(ranker, "rank", None), "strategy")
+    return _accepts(getattr(ranker, method, None), "strategy")
 
 
 def accepts_members(ranker: Any) -> bool:
@@ -342,12 +343,18 @@ def source_for(ranker: Any, instruction: str, input: str) -> tuple[str, dict[str
     return (f"{instruction}\n\n{input}" if input else instruction), {}
 
 
-def _options(ranker: Any, strategy: str | None, top_k: int | None, members: Any) -> dict[str, Any]:
+def _options(
+    ranker: Any,
+    strategy: str | None,
+    top_k: int | None,
+    members: Any,
+    method: str = "rank",
+) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if members is not None and accepts_members(ranker):
         options["members"] = members
     if strategy is not None:
-        if not takes_strategy(ranker):
+        if not takes_strategy(ranker, method):
             raise ValueError(
                 f"strategy={strategy!r} was given but {ranker_name(ranker)} takes none"
             )
@@ -417,7 +424,7 @@ def rank_batch_with(
     strategy: str | None = None,
 ) -> list[Ranking]:
     """``ranker.rank_batch`` with ``strategy`` where given (see :func:`rank_with`)."""
-    options = _options(ranker, strategy, None, None)
+    options = _options(ranker, strategy, None, None, method="rank_batch")
     return list(cast(Any, ranker).rank_batch(instructions, candidate_lists, **options))
 
 
