@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from langchain_core.callbacks import (
-    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
-    CallbackManager,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -22,19 +20,12 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict
 
-from langchain_blender._adapters import instruction_from_messages
+from langchain_blender._adapters import prompt_from_messages
 from langchain_blender._callbacks import ChildCallbacks, achild_callbacks, child_callbacks
 from langchain_blender._engine import Blended
-from langchain_blender._members import (
-    MemberOutcome,
-    ainvoke_members,
-    invoke_members,
-    is_language_model,
-    member_usage,
-    name_members,
-)
+from langchain_blender._members import MemberOutcome, member_usage
 from langchain_blender._settings import EnsembleSettings
 
 __all__ = ["ChatBlender", "StopCutter", "apply_stop", "text_pieces"]
@@ -53,19 +44,6 @@ def apply_stop(text: str, stop: Sequence[str] | None) -> str:
         return text
     cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
     return text[:cut]
-
-
-def _member_kwargs(
-    member: Runnable[Any, Any], stop: list[str] | None, extra: dict[str, Any]
-) -> dict[str, Any]:
-    """Call kwargs for a member: stop and per-call params go to language models only (bare or
-    wrapped: ``.bind()``, ``.with_retry()``, ``.with_fallbacks()``)."""
-    if not is_language_model(member):
-        return {}
-    kwargs = dict(extra)
-    if stop:
-        kwargs["stop"] = stop
-    return kwargs
 
 
 class ChatBlender(EnsembleSettings, BaseChatModel):
@@ -111,28 +89,14 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
-    _members_field: ClassVar[str] = "models"
 
-    models: dict[str, Runnable[Any, Any]]
-    """The members: chat models, ``init_chat_model`` strings (``"openai:gpt-4o-mini"``) or
-    runnables returning a message (a list, or a mapping name -> model; list names come from each
-    model's ``model_name``/``model`` or runnable name)."""
     temperature: float | None = None
     """When set, passed to every member that is a language model as a per-call ``temperature``."""
     max_tokens: int | None = None
     """When set, passed to every member that is a language model as a per-call ``max_tokens``."""
-    stop: list[str] | None = None
-    """Default stop sequences: passed to members and applied to the fused text."""
     streaming: bool = False
     """Set it to stream through ``_stream`` in ``invoke`` too (LangChain's ``streaming`` flag);
     ``stream``/``astream`` always stream."""
-    ensemble_name: str | None = Field(default=None)
-    """Name reported as ``model_name`` (default ``"blend(<member>, ...)"``)."""
-
-    @field_validator("models", mode="before")
-    @classmethod
-    def _name_models(cls, value: Any) -> dict[str, Runnable[Any, Any]]:
-        return name_members(value)
 
     # -- identity -------------------------------------------------------------------------------
 
@@ -178,36 +142,7 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
             kwargs["tool_choice"] = tool_choice
         return super().bind(tools=formatted, **kwargs)
 
-    # -- one call -------------------------------------------------------------------------------
-
-    def _prepare(
-        self, stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> Callable[[str, Runnable[Any, Any]], tuple[Runnable[Any, Any], dict[str, Any]]]:
-        kwargs = dict(kwargs)
-        kwargs.pop("ls_structured_output_format", None)
-        tools = kwargs.pop("tools", None)
-        tool_choice = kwargs.pop("tool_choice", None)
-        for name in ("temperature", "max_tokens"):
-            if getattr(self, name) is not None:
-                kwargs.setdefault(name, getattr(self, name))
-        stop = stop if stop is not None else self.stop
-
-        def prepare(
-            name: str, member: Runnable[Any, Any]
-        ) -> tuple[Runnable[Any, Any], dict[str, Any]]:
-            runnable = member
-            if tools:
-                bind = getattr(member, "bind_tools", None)
-                if bind is None:
-                    raise TypeError(
-                        f"{type(member).__name__} has no bind_tools: it cannot use tools"
-                    )
-                runnable = (
-                    bind(tools) if tool_choice is None else bind(tools, tool_choice=tool_choice)
-                )
-            return runnable, _member_kwargs(member, stop, kwargs)
-
-        return prepare
+    # -- one call ------------------------------------------------------------------------------
 
     def _finish(
         self, blended: Blended, outcomes: Sequence[MemberOutcome], stop: list[str] | None
@@ -228,19 +163,11 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         self,
         messages: list[BaseMessage],
         stop: list[str] | None,
-        callbacks: CallbackManager | None,
+        callbacks: ChildCallbacks,
         kwargs: dict[str, Any],
     ) -> AIMessage:
-        outcomes = invoke_members(
-            self.models,
-            messages,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
-        blended = self._get_engine().blend(
-            instruction_from_messages(messages), outcomes, callbacks=callbacks
+        blended, outcomes = self._run(
+            messages, prompt_from_messages(messages), callbacks, self._prepare(stop, kwargs)
         )
         return self._finish(blended, outcomes, stop)
 
@@ -248,19 +175,11 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         self,
         messages: list[BaseMessage],
         stop: list[str] | None,
-        callbacks: AsyncCallbackManager | None,
+        callbacks: ChildCallbacks,
         kwargs: dict[str, Any],
     ) -> AIMessage:
-        outcomes = await ainvoke_members(
-            self.models,
-            messages,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
-        blended = await self._get_engine().ablend(
-            instruction_from_messages(messages), outcomes, callbacks=callbacks
+        blended, outcomes = await self._arun(
+            messages, prompt_from_messages(messages), callbacks, self._prepare(stop, kwargs)
         )
         return self._finish(blended, outcomes, stop)
 
@@ -304,25 +223,16 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        callbacks = self._stream_parent(run_manager)
-        outcomes = invoke_members(
-            self.models,
+        pieces, outcomes = self._run(
             messages,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
-        pieces = self._get_engine().stream(
-            instruction_from_messages(messages), outcomes, callbacks=callbacks
+            prompt_from_messages(messages),
+            self._stream_parent(run_manager),
+            self._prepare(stop, kwargs),
+            stream=True,
         )
         cutter = StopCutter(stop if stop is not None else self.stop)
         for piece in pieces:
-            if isinstance(piece, str):
-                for text in cutter.feed(piece):
-                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
-            else:
-                yield from _last_chunks(self._finish(piece, outcomes, stop), cutter)
+            yield from self._chunks(piece, outcomes, stop, cutter)
 
     async def _astream(
         self,
@@ -336,24 +246,30 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
             if run_manager is not None
             else cast(ChildCallbacks, ensure_config().get("callbacks"))
         )
-        outcomes = await ainvoke_members(
-            self.models,
+        pieces, outcomes = await self._arun(
             messages,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
+            prompt_from_messages(messages),
+            callbacks,
+            self._prepare(stop, kwargs),
+            stream=True,
         )
         cutter = StopCutter(stop if stop is not None else self.stop)
-        async for piece in self._get_engine().astream(
-            instruction_from_messages(messages), outcomes, callbacks=callbacks
-        ):
-            if isinstance(piece, str):
-                for text in cutter.feed(piece):
-                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
-            else:
-                for chunk in _last_chunks(self._finish(piece, outcomes, stop), cutter):
-                    yield chunk
+        async for piece in pieces:
+            for chunk in self._chunks(piece, outcomes, stop, cutter):
+                yield chunk
+
+    def _chunks(
+        self,
+        piece: str | Blended,
+        outcomes: Sequence[MemberOutcome],
+        stop: list[str] | None,
+        cutter: StopCutter,
+    ) -> Iterator[ChatGenerationChunk]:
+        if isinstance(piece, str):
+            for text in cutter.feed(piece):
+                yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+        else:
+            yield from _last_chunks(self._finish(piece, outcomes, stop), cutter)
 
 
 class StopCutter:

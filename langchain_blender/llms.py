@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -17,20 +17,12 @@ from langchain_core.language_models import BaseLLM
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import ContextThreadPoolExecutor
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict
 
 from langchain_blender._callbacks import achild_callbacks, child_callbacks
 from langchain_blender._engine import Blended
-from langchain_blender._members import (
-    MemberOutcome,
-    ainvoke_members,
-    invoke_members,
-    is_language_model,
-    member_usage,
-    name_members,
-)
+from langchain_blender._members import MemberOutcome, member_usage
 from langchain_blender._settings import EnsembleSettings
 from langchain_blender.chat_models import StopCutter, apply_stop
 
@@ -42,9 +34,10 @@ class Blender(EnsembleSettings, BaseLLM):
     ``top_k`` are fused (or the best is selected). The string-LLM form of
     :class:`~langchain_blender.ChatBlender` (as LangChain's ``OpenAI`` is to ``ChatOpenAI``).
 
-    * Members (``llms``) may be LLMs, chat models or runnables returning a string or a message;
-      they are called concurrently, each under ``timeout`` seconds, and their runs nest under the
-      ensemble's run for that prompt (``batch`` and ``generate`` keep one run per prompt).
+    * Members (``models``; ``llms=`` is a deprecated alias) may be LLMs, chat models or
+      runnables returning a string or a message; they are called concurrently, each under
+      ``timeout`` seconds, and their runs nest under the ensemble's run for that prompt
+      (``batch`` and ``generate`` keep one run per prompt).
     * ``stream``/``astream``: the answer is known once every member has answered and the fuser
       has run; it then arrives in word-sized chunks.
     * Each generation's ``generation_info`` holds ``candidates``, ``ranking``, ``top_k``,
@@ -60,26 +53,12 @@ class Blender(EnsembleSettings, BaseLLM):
             from langchain_core.prompts import PromptTemplate
             from langchain_blender import Blender
 
-            llm = Blender(llms=[llm_a, llm_b, llm_c], ranker="llm-blender/PairRM", top_k=2)
+            llm = Blender(models=[llm_a, llm_b, llm_c], ranker="llm-blender/PairRM", top_k=2)
             chain = PromptTemplate.from_template("Q: {question}\\nA:") | llm | StrOutputParser()
             chain.invoke({"question": "Why is the sky blue?"})
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
-    _members_field: ClassVar[str] = "llms"
-
-    llms: dict[str, Runnable[Any, Any]]
-    """The members: LLMs, chat models or runnables returning text (a list, or a mapping name ->
-    model; list names come from each model's ``model_name``/``model`` or runnable name)."""
-    stop: list[str] | None = None
-    """Default stop sequences: passed to members and applied to the fused text."""
-    ensemble_name: str | None = Field(default=None)
-    """Name reported as ``model_name`` (default ``"blend(<member>, ...)"``)."""
-
-    @field_validator("llms", mode="before")
-    @classmethod
-    def _name_llms(cls, value: Any) -> dict[str, Runnable[Any, Any]]:
-        return name_members(value)
 
     @property
     def _llm_type(self) -> str:
@@ -94,23 +73,6 @@ class Blender(EnsembleSettings, BaseLLM):
         return params
 
     # -- one prompt -------------------------------------------------------------------------
-
-    def _prepare(
-        self, stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> Callable[[str, Runnable[Any, Any]], tuple[Runnable[Any, Any], dict[str, Any]]]:
-        stop = stop if stop is not None else self.stop
-
-        def prepare(
-            name: str, member: Runnable[Any, Any]
-        ) -> tuple[Runnable[Any, Any], dict[str, Any]]:
-            if not is_language_model(member):  # bare or wrapped (.bind, .with_retry, ...)
-                return member, {}
-            call = dict(kwargs)
-            if stop:
-                call["stop"] = stop
-            return member, call
-
-        return prepare
 
     def _generation(
         self,
@@ -137,16 +99,9 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
     ) -> Generation:
-        callbacks = child_callbacks(run_manager)
-        outcomes = invoke_members(
-            self.llms,
-            prompt,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
+        blended, outcomes = self._run(
+            prompt, (prompt, ""), child_callbacks(run_manager), self._prepare(stop, kwargs)
         )
-        blended = self._get_engine().blend(prompt, outcomes, callbacks=callbacks)
         return self._generation(
             blended.message.text, blended.metadata, outcomes, blended.usage, stop
         )
@@ -158,16 +113,9 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
     ) -> Generation:
-        callbacks = achild_callbacks(run_manager)
-        outcomes = await ainvoke_members(
-            self.llms,
-            prompt,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
+        blended, outcomes = await self._arun(
+            prompt, (prompt, ""), achild_callbacks(run_manager), self._prepare(stop, kwargs)
         )
-        blended = await self._get_engine().ablend(prompt, outcomes, callbacks=callbacks)
         return self._generation(
             blended.message.text, blended.metadata, outcomes, blended.usage, stop
         )
@@ -289,22 +237,16 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        callbacks = child_callbacks(run_manager)
-        outcomes = invoke_members(
-            self.llms,
+        pieces, outcomes = self._run(
             prompt,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
+            (prompt, ""),
+            child_callbacks(run_manager),
+            self._prepare(stop, kwargs),
+            stream=True,
         )
         cutter = StopCutter(stop if stop is not None else self.stop)
-        for piece in self._get_engine().stream(prompt, outcomes, callbacks=callbacks):
-            if isinstance(piece, str):
-                chunks = [GenerationChunk(text=text) for text in cutter.feed(piece)]
-            else:
-                chunks = [self._last_chunk(piece, outcomes, stop, cutter)]
-            for chunk in chunks:
+        for piece in pieces:
+            for chunk in self._chunks(piece, outcomes, stop, cutter):
                 if run_manager:
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
@@ -316,25 +258,30 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        callbacks = achild_callbacks(run_manager)
-        outcomes = await ainvoke_members(
-            self.llms,
+        pieces, outcomes = await self._arun(
             prompt,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
+            (prompt, ""),
+            achild_callbacks(run_manager),
+            self._prepare(stop, kwargs),
+            stream=True,
         )
         cutter = StopCutter(stop if stop is not None else self.stop)
-        async for piece in self._get_engine().astream(prompt, outcomes, callbacks=callbacks):
-            if isinstance(piece, str):
-                chunks = [GenerationChunk(text=text) for text in cutter.feed(piece)]
-            else:
-                chunks = [self._last_chunk(piece, outcomes, stop, cutter)]
-            for chunk in chunks:
+        async for piece in pieces:
+            for chunk in self._chunks(piece, outcomes, stop, cutter):
                 if run_manager:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
+
+    def _chunks(
+        self,
+        piece: str | Blended,
+        outcomes: Sequence[MemberOutcome],
+        stop: list[str] | None,
+        cutter: StopCutter,
+    ) -> list[GenerationChunk]:
+        if isinstance(piece, str):
+            return [GenerationChunk(text=text) for text in cutter.feed(piece)]
+        return [self._last_chunk(piece, outcomes, stop, cutter)]
 
     def _last_chunk(
         self,

@@ -17,7 +17,6 @@ ranker and the fuser with one more step:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any
@@ -36,9 +35,10 @@ from langchain_core.runnables import (
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from blender_core.blend import BlendResult
+from blender_core.bridge import run_sync
+from blender_core.engine import Engine as CoreEngine
 from blender_core.ranking import Ranking
-from langchain_blender._adapters import message_text, use_call_config
-from langchain_blender._callbacks import FUSER_TAG, child_config, run_sync, use_rank_callbacks
+from langchain_blender._adapters import message_text
 from langchain_blender._settings import BlendSettings
 
 __all__ = [
@@ -117,8 +117,16 @@ def _coerce(value: Any) -> CandidatesInput:
     return CandidatesInput.model_validate(dict(value))
 
 
-def _source(data: CandidatesInput) -> str:
-    return f"{data.instruction}\n\n{data.input}" if data.input else data.instruction
+def _rank(data: CandidatesInput, texts: list[str]) -> Callable[[CoreEngine], Any]:
+    return lambda core: core.arank(data.instruction, texts, input=data.input)
+
+
+def _fuse(data: CandidatesInput, texts: list[str]) -> Callable[[CoreEngine], Any]:
+    return lambda core: core.afuse(data.instruction, texts, input=data.input)
+
+
+def _blend(data: CandidatesInput) -> Callable[[CoreEngine], Any]:
+    return lambda core: core.ablend(data.instruction, data.named_texts(), input=data.input)
 
 
 def _ranking_output(names: list[str], texts: list[str], ranking: Ranking) -> dict[str, Any]:
@@ -150,9 +158,6 @@ def _blend_output(result: BlendResult) -> dict[str, Any]:
 
 class _Step(BlendSettings, RunnableSerializable[dict[str, Any], Any]):
     model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    def _member_names(self) -> list[str]:
-        return []
 
     @property
     def InputType(self) -> type[Any]:
@@ -186,9 +191,8 @@ class RankCandidates(_Step):
         data = _coerce(value)
         named = data.named_texts()
         names, texts = list(named), list(named.values())
-        engine = self._get_engine()
         callbacks = run_manager.get_child() if run_manager else None
-        ranking = run_sync(lambda: engine._rank_sync(_source(data), texts, callbacks))
+        ranking = run_sync(lambda: self.engine.run_in(callbacks, _rank(data, texts)))
         return _ranking_output(names, texts, ranking)
 
     async def _arank(
@@ -197,10 +201,8 @@ class RankCandidates(_Step):
         data = _coerce(value)
         named = data.named_texts()
         names, texts = list(named), list(named.values())
-        engine = self._get_engine()
-        await asyncio.to_thread(lambda: engine.core)  # load off the event loop
         callbacks = run_manager.get_child() if run_manager else None
-        ranking = await engine._rank_async(_source(data), texts, callbacks)
+        ranking = await self.engine.run_in(callbacks, _rank(data, texts))
         return _ranking_output(names, texts, ranking)
 
     def invoke(
@@ -234,26 +236,16 @@ class FuseCandidates(_Step):
     def _fuse(self, value: Any, run_manager: CallbackManagerForChainRun | None = None) -> str:
         data = _coerce(value)
         texts = list(data.named_texts().values())[: self.top_k]
-        engine = self._get_engine()
         callbacks = run_manager.get_child() if run_manager else None
-        config = child_config(callbacks, "fuser", FUSER_TAG)
-
-        def fuse() -> str:
-            with use_call_config(config):
-                return engine.core.fuser.fuse(data.instruction, texts, input=data.input)
-
-        return run_sync(fuse)
+        return run_sync(lambda: self.engine.run_in(callbacks, _fuse(data, texts)))
 
     async def _afuse(
         self, value: Any, run_manager: AsyncCallbackManagerForChainRun | None = None
     ) -> str:
         data = _coerce(value)
         texts = list(data.named_texts().values())[: self.top_k]
-        engine = self._get_engine()
-        core = await asyncio.to_thread(lambda: engine.core)
         callbacks = run_manager.get_child() if run_manager else None
-        with use_call_config(child_config(callbacks, "fuser", FUSER_TAG)):
-            return await core.fuser.afuse(data.instruction, texts, input=data.input)
+        return await self.engine.run_in(callbacks, _fuse(data, texts))
 
     def invoke(
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
@@ -289,30 +281,16 @@ class RankAndFuse(_Step):
 
     def _blend(self, value: Any, run_manager: CallbackManagerForChainRun | None = None) -> Any:
         data = _coerce(value)
-        engine = self._get_engine()
         callbacks = run_manager.get_child() if run_manager else None
-        config = child_config(callbacks, "fuser", FUSER_TAG)
-
-        def blend() -> BlendResult:
-            with use_call_config(config), use_rank_callbacks(callbacks):
-                return engine.core.blend_candidates(
-                    data.instruction, data.named_texts(), input=data.input
-                )
-
-        return _blend_output(run_sync(blend))
+        result = run_sync(lambda: self.engine.run_in(callbacks, _blend(data)))
+        return _blend_output(result)
 
     async def _ablend(
         self, value: Any, run_manager: AsyncCallbackManagerForChainRun | None = None
     ) -> Any:
         data = _coerce(value)
-        engine = self._get_engine()
-        core = await asyncio.to_thread(lambda: engine.core)
         callbacks = run_manager.get_child() if run_manager else None
-        config = child_config(callbacks, "fuser", FUSER_TAG)
-        with use_call_config(config), use_rank_callbacks(callbacks):
-            result = await core.ablend_candidates(
-                data.instruction, data.named_texts(), input=data.input
-            )
+        result = await self.engine.run_in(callbacks, _blend(data))
         return _blend_output(result)
 
     def invoke(

