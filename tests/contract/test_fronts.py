@@ -46,7 +46,6 @@ TOP_K = 2
 SCHEMA = {f.name for f in fields(BlendResult)} | {"best", "best_models"}
 TIMINGS = {"latencies", "rank_latency", "fuse_latency", "queueing"}
 GATEWAY_EXTRA = {"ensemble", "usage_by_member"}  # the gateway's usage fields
-GATEWAY_LEFT_OUT = {"text", "instruction", "input"}  # in the request and the reply instead
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +166,7 @@ def _gateway(upstream: FakeUpstream, tmp_path: Path) -> tuple[dict[str, Any], st
 
 
 def _comparable(metadata: dict[str, Any]) -> Any:
-    out = {k: v for k, v in metadata.items() if k in SCHEMA - TIMINGS - GATEWAY_LEFT_OUT}
+    out = {k: v for k, v in metadata.items() if k in SCHEMA - TIMINGS}
     out["latencies"] = sorted(metadata["latencies"])  # who was timed, not how long
     # The judge's raw verdicts quote its prompts, whose fence nonces are random per call.
     return json.loads(re.sub(r"\b[0-9a-f]{16}\b", "<nonce>", json.dumps(out, sort_keys=True)))
@@ -208,14 +207,16 @@ def test_the_three_fronts_blend_the_same_conversation_the_same_way(
     # The same metadata schema, with the same values.
     for front in ("langchain", "llamaindex"):
         assert set(metadata[front]) == SCHEMA, front
-    assert set(metadata["gateway"]) == (SCHEMA - GATEWAY_LEFT_OUT) | GATEWAY_EXTRA
+    # The gateway's blend object is the same schema plus its usage fields: the answer, the
+    # instruction and the input included, with the same values.
+    assert set(metadata["gateway"]) == SCHEMA | GATEWAY_EXTRA
     assert (
         _comparable(metadata["langchain"])
         == _comparable(metadata["llamaindex"])
         == _comparable(metadata["gateway"])
     )
     for key in ("instruction", "input", "text"):
-        assert metadata["langchain"][key] == metadata["llamaindex"][key], key
+        assert metadata["langchain"][key] == metadata["llamaindex"][key] == metadata["gateway"][key]
     assert metadata["langchain"]["instruction"] == "What is the capital of France?"
     assert metadata["langchain"]["input"] == (
         "system: You answer in one sentence.\n\nuser: I am planning a trip to France."

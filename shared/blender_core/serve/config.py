@@ -21,7 +21,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -383,11 +383,21 @@ class EnsembleConfig(_Strict):
         fuser: Fuser spec (default: select).
         top_k: Best candidates handed to the fuser.
         strategy: PairRanker strategy (``max_logits``, ``max_wins``, ``bubble``).
-        timeout: Seconds each member may take.
+        timeout: Seconds each member may take (its retries included).
         rank_timeout: Seconds the ranking may take (default: ``timeout``).
         fuse_timeout: Seconds the fusion may take (default: ``timeout``).
         min_candidates: Fewest distinct answers to go on with (fewer: 502).
+        max_retries: Retries of a member call that raises, within ``timeout`` (a stream only
+            before its first piece); an ``openai`` member's own HTTP retries come on top.
+        device: Where the ranker and fuser models load (``cpu``, ``cuda``, ``mps``) when their
+            own spec gives no ``device`` (default: by hardware).
+        priors: A member-priors file from ``blender calibrate``: the ranker's scores plus each
+            member's prior (:class:`~blender_core.priors.PriorRanker`).
         description: Shown in ``/v1/models``.
+
+    The names and defaults shared with the LangChain and LlamaIndex fronts are those of
+    :data:`blender_core.engine.DEFAULT_OPTIONS` (the ranker's default differs: consensus, which
+    runs offline).
     """
 
     members: list[str] = Field(min_length=1)
@@ -399,7 +409,25 @@ class EnsembleConfig(_Strict):
     rank_timeout: PositiveFloat | None = None
     fuse_timeout: PositiveFloat | None = None
     min_candidates: PositiveInt = 1
+    max_retries: int = Field(default=0, ge=0)
+    device: str | None = Field(default=None, min_length=1)
+    priors: str | None = Field(default=None, min_length=1)
     description: str = ""
+
+    def _with_device(self, spec: Any) -> Any:
+        if self.device is None or "device" not in type(spec).model_fields:
+            return spec
+        if spec.device is not None:  # the spec's own device wins
+            return spec
+        return spec.model_copy(update={"device": self.device})
+
+    def ranker_spec(self) -> RankerSpec:
+        """The ranker spec, with the ensemble's ``device`` where it gives none."""
+        return cast(RankerSpec, self._with_device(self.ranker))
+
+    def fuser_spec(self) -> FuserSpec:
+        """The fuser spec, with the ensemble's ``device`` where it gives none."""
+        return cast(FuserSpec, self._with_device(self.fuser))
 
 
 class ServeConfig(_Strict):
@@ -588,6 +616,10 @@ def _references(config: ServeConfig) -> list[tuple[tuple[str | int, ...], str, s
                     f"a strategy needs a pairrm ranker, not {ensemble.ranker.type}",
                 )
             )
+        if ensemble.priors is not None:
+            problem = _priors_problem(ensemble.priors)
+            if problem is not None:
+                problems.append(((*at, "priors"), f"{key}.priors", problem))
         for part in ("ranker", "fuser"):
             spec = getattr(ensemble, part)
             ref = getattr(spec, "member", None)
@@ -604,6 +636,22 @@ def _references(config: ServeConfig) -> list[tuple[tuple[str | int, ...], str, s
             ((), "", "nothing to serve: add [members.NAME] and [ensembles.NAME] tables")
         )
     return problems
+
+
+def _priors_problem(path: str) -> str | None:
+    """What is wrong with a priors file (``None``: it loads and can be added to a ranker)."""
+    from blender_core.priors import MemberPriors
+
+    try:
+        priors = MemberPriors.load(path)
+    except (OSError, ValueError) as exc:
+        return f"cannot read the priors file {path!r}: {exc}"
+    if priors.scale is None:
+        return (
+            f"{path!r} was fitted without a ranker (no scale): fit it with this ensemble's "
+            "ranker (`blender calibrate --ranker ...`)"
+        )
+    return None
 
 
 def parse_config(text: str, *, path: str = "<string>") -> ServeConfig:

@@ -19,13 +19,22 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from blender_core.blend import Blender, BlendError, BlendResult, BlendStreamEvent, ModelFailure
 from blender_core.fusion.base import Fuser
 from blender_core.generators.base import BaseGenerator, Generator
 from blender_core.generators.openai_compatible import OpenAICompatibleGenerator
-from blender_core.ranking import Ranker
+from blender_core.generators.timing import measure_queueing, note_retry_error
+from blender_core.members import (
+    MemberResults,
+    arun_members,
+    deadline_failure,
+    error_failure,
+)
+from blender_core.priors import MemberPriors
+from blender_core.ranking import Ranker, arank_with
 from blender_core.serve.config import (
     EnsembleConfig,
     JudgeRankerSpec,
@@ -80,7 +89,10 @@ class _Metered(BaseGenerator):
     """A member whose calls count their tokens in one request's meter.
 
     When ``messages`` is given, the member answers that chat whatever prompt it is handed (the
-    per-request Blender hands it the flattened instruction).
+    per-request Blender hands it the flattened instruction). ``retries``: an ensemble's
+    ``max_retries``, the calls made again after an exception (a stream only before its first
+    piece), within the ensemble's ``timeout``; the error of an attempt about to be retried is
+    told to the runner, so a deadline that passes during the retry is reported as that error.
     """
 
     def __init__(
@@ -90,48 +102,78 @@ class _Metered(BaseGenerator):
         *,
         messages: list[dict[str, str]] | None = None,
         options: Mapping[str, Any] | None = None,
+        retries: int = 0,
     ) -> None:
         super().__init__(inner.name)
         self.inner = inner
         self.meter = meter
         self.messages = messages
         self.options = dict(options or {})
+        self.retries = retries
 
     def _prompt(self, prompt: Prompt) -> Prompt:
         return self.messages if self.messages is not None else prompt
 
+    def _retry(self, attempt: int, error: Exception) -> bool:
+        if attempt >= self.retries:
+            return False
+        note_retry_error(error)
+        return True
+
     def generate(self, prompt: Prompt, **kwargs: Any) -> str:
-        token = USAGE_METER.set(self.meter)
-        try:
-            return self.inner.generate(self._prompt(prompt), **{**self.options, **kwargs})
-        finally:
-            USAGE_METER.reset(token)
+        attempt = 0
+        while True:
+            token = USAGE_METER.set(self.meter)
+            try:
+                return self.inner.generate(self._prompt(prompt), **{**self.options, **kwargs})
+            except Exception as exc:
+                if not self._retry(attempt, exc):
+                    raise
+            finally:
+                USAGE_METER.reset(token)
+            attempt += 1
 
     async def agenerate(self, prompt: Prompt, **kwargs: Any) -> str:
-        token = USAGE_METER.set(self.meter)
-        try:
-            return await self.inner.agenerate(self._prompt(prompt), **{**self.options, **kwargs})
-        finally:
-            USAGE_METER.reset(token)
+        attempt = 0
+        while True:
+            token = USAGE_METER.set(self.meter)
+            try:
+                return await self.inner.agenerate(
+                    self._prompt(prompt), **{**self.options, **kwargs}
+                )
+            except Exception as exc:
+                if not self._retry(attempt, exc):
+                    raise
+            finally:
+                USAGE_METER.reset(token)
+            attempt += 1
 
     async def astream(self, prompt: Prompt, **kwargs: Any) -> AsyncIterator[str]:
         astream = getattr(self.inner, "astream", None)
         if not callable(astream):
             yield await self.agenerate(prompt, **kwargs)
             return
-        deltas = astream(self._prompt(prompt), **{**self.options, **kwargs})
-        try:
-            while True:
-                token = USAGE_METER.set(self.meter)
-                try:
-                    delta = await anext(deltas)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    USAGE_METER.reset(token)
-                yield delta
-        finally:
-            await deltas.aclose()
+        attempt = 0
+        started = False
+        while True:
+            deltas = astream(self._prompt(prompt), **{**self.options, **kwargs})
+            try:
+                while True:
+                    token = USAGE_METER.set(self.meter)
+                    try:
+                        delta = await anext(deltas)
+                    except StopAsyncIteration:
+                        return
+                    finally:
+                        USAGE_METER.reset(token)
+                    started = True
+                    yield delta
+            except Exception as exc:
+                if started or not self._retry(attempt, exc):
+                    raise
+            finally:
+                await deltas.aclose()
+            attempt += 1
 
 
 _URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>()]+")
@@ -180,17 +222,15 @@ def scrub_tree(value: Any, scrub: Scrubber) -> Any:
 def blend_metadata(
     ensemble: str, result: BlendResult, meter: UsageMeter, scrub: Scrubber
 ) -> dict[str, Any]:
-    """The ``blend`` object of a response (one place, from :meth:`BlendResult.to_dict`).
+    """The ``blend`` object of a response: :meth:`BlendResult.to_dict` (the schema every front
+    reports) plus the ensemble's name and each member's token usage.
 
-    Candidates by member, the distinct texts and who gave them, the ranking, the top-K handed to
-    the fuser, failures (their details in the log only), latencies and each member's token
-    usage; known secrets scrubbed from all of it (an upstream that echoes its key in an answer
-    does not hand it to the client). The instruction and the answer are left out (they are the
-    request and the response).
+    The answer, the instruction and the input the ranker and fuser read, candidates by member,
+    the distinct texts and who gave them, the ranking, the top-K handed to the fuser, failures
+    (their details in the log only) and latencies; known secrets scrubbed from all of it (an
+    upstream that echoes its key in an answer does not hand it to the client).
     """
     data = result.to_dict()
-    for key in ("text", "instruction", "input"):
-        data.pop(key, None)
     data["failures"] = _failure_list(result.failures, scrub)
     return scrub_tree(
         {
@@ -275,6 +315,7 @@ class Gateway:
         self.rankers: dict[str, Ranker] = {}
         self.fusers: dict[str, Fuser] = {}
         self.rerankers: dict[str, Ranker] = {}
+        self.priors: dict[str, MemberPriors] = {}  # ensemble -> its member priors, if any
         self.ready = threading.Event()
         self.load_error: str | None = None
 
@@ -300,16 +341,19 @@ class Gateway:
 
             watched: dict[str, Any] = {}
             for name, ensemble in self.config.ensembles.items():
-                spec = ensemble.ranker
+                spec = ensemble.ranker_spec()
                 if not isinstance(spec, JudgeRankerSpec):  # a judge is built per request
                     ranker = loaded_ranker(spec)
                     self.rankers[name] = ranker
                     watched.setdefault(str(id(ranker)), (f"ensemble:{name}", ranker))
-                if not isinstance(ensemble.fuser, LLMFuserSpec):
-                    key = ensemble.fuser.model_dump_json()
+                fuser_spec = ensemble.fuser_spec()
+                if not isinstance(fuser_spec, LLMFuserSpec):
+                    key = fuser_spec.model_dump_json()
                     if key not in shared:
-                        shared[key] = build_fuser(ensemble.fuser, self.members, top_k=1)
+                        shared[key] = build_fuser(fuser_spec, self.members, top_k=1)
                     self.fusers[name] = shared[key]
+                if ensemble.priors is not None:
+                    self.priors[name] = MemberPriors.load(ensemble.priors)
             for name, rspec in self.config.rerankers.items():
                 ranker = loaded_ranker(rspec, rerank=True)
                 self.rerankers[name] = ranker
@@ -386,7 +430,11 @@ class Gateway:
         ensemble: EnsembleConfig = self.config.ensembles[name]
         members = {
             m: _Metered(
-                self.members[m], meter, messages=self.member_chat(m, messages), options=options
+                self.members[m],
+                meter,
+                messages=self.member_chat(m, messages),
+                options=options,
+                retries=ensemble.max_retries,
             )
             for m in ensemble.members
         }
@@ -412,6 +460,7 @@ class Gateway:
             fuse_timeout=ensemble.fuse_timeout if ensemble.fuse_timeout is not None else ...,
             min_candidates=ensemble.min_candidates,
             strategy=ensemble.strategy,
+            priors=self.priors.get(name),
         )
 
     def member_chat(self, name: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -538,19 +587,27 @@ class Gateway:
 
         async def run(member: str) -> None:
             chat = self.member_chat(member, messages)
-            metered = _Metered(self.members[member], meter, messages=chat, options=options)
+            metered = _Metered(
+                self.members[member],
+                meter,
+                messages=chat,
+                options=options,
+                retries=ensemble.max_retries,
+            )
             parts: list[str] = []
             start = time.perf_counter()
             self.metrics.member_calls.labels(member).inc()
             try:
-                async with asyncio.timeout(ensemble.timeout):
-                    async for delta in metered.astream(chat):
-                        parts.append(delta)
-                        safe = scrubbers[member].feed(delta)
-                        if safe:
-                            await queue.put(
-                                {"type": "member_delta", "member": member, "text": safe}
-                            )
+                with measure_queueing() as timing:
+                    timing.deadline = time.monotonic() + ensemble.timeout
+                    async with asyncio.timeout(ensemble.timeout) as scope:
+                        async for delta in metered.astream(chat):
+                            parts.append(delta)
+                            safe = scrubbers[member].feed(delta)
+                            if safe:
+                                await queue.put(
+                                    {"type": "member_delta", "member": member, "text": safe}
+                                )
                 text = "".join(parts)
                 if not text.strip():
                     raise ValueError("empty answer")
@@ -568,16 +625,14 @@ class Gateway:
                         "usage": usage.to_dict() if usage else None,
                     }
                 )
-            except TimeoutError:
-                failure = ModelFailure(
-                    member, "timeout", f"no answer within {ensemble.timeout:g} s"
-                )
-                failures.append(failure)
-                await queue.put(self._failure_event(failure))
             except Exception as exc:
-                failure = ModelFailure(
-                    member, "error", self.scrub(f"{type(exc).__name__}: {exc}"), exc
-                )
+                # The kind is the cause: the ensemble's deadline (a bare timeout, or the error
+                # being retried when it passed), or the member's own failure (its own timeout
+                # included: a "timeout" naming it, with its message).
+                if scope.expired():
+                    failure = deadline_failure(member, ensemble.timeout, timing)
+                else:
+                    failure = error_failure(member, exc)
                 failures.append(failure)
                 await queue.put(self._failure_event(failure))
             finally:
@@ -697,32 +752,23 @@ class Gateway:
         meter = UsageMeter()
         blender = self._blender(name, text_chat, options, meter)
         instruction, context = tool_prompt(messages)
-        proposals: dict[str, ToolProposal] = {}
-        failures: list[ModelFailure] = []
-        latencies: dict[str, float] = {}
-
-        async def one(member: str) -> None:
-            start = time.perf_counter()
+        for member in ensemble.members:
             self.metrics.member_calls.labels(member).inc()
-            try:
-                async with asyncio.timeout(ensemble.timeout):
-                    proposals[member] = await self._propose(
-                        member, messages, text_chat, fields, options, meter
-                    )
-            except TimeoutError:
-                failures.append(
-                    ModelFailure(member, "timeout", f"no answer within {ensemble.timeout:g} s")
-                )
-            except Exception as exc:
-                failures.append(
-                    ModelFailure(member, "error", self.scrub(f"{type(exc).__name__}: {exc}"), exc)
-                )
-            finally:
-                latencies[member] = time.perf_counter() - start
-                self.metrics.stage_seconds.labels("generation").observe(latencies[member])
-
-        await asyncio.gather(*(one(m) for m in ensemble.members))
-        ordered = {m: proposals[m] for m in ensemble.members if m in proposals}
+        # The core's runner: its deadline, retries and failure kinds (the kind is the cause).
+        outcomes = await arun_members(
+            {
+                m: partial(self._propose, m, messages, text_chat, fields, options, meter)
+                for m in ensemble.members
+            },
+            timeout=ensemble.timeout,
+            retries=ensemble.max_retries,
+        )
+        results: MemberResults[ToolProposal] = MemberResults.from_outcomes(outcomes)
+        for outcome in outcomes:
+            self.metrics.stage_seconds.labels("generation").observe(outcome.latency)
+        failures = list(results.failures)
+        latencies = dict(results.latencies)
+        ordered = {m: results.outputs[m] for m in ensemble.members if m in results.outputs}
         start = time.perf_counter()
         try:
             chosen = await aselect_tool_calls(
@@ -854,18 +900,14 @@ class Gateway:
     ) -> list[tuple[int, float]]:
         """``(index, relevance score)`` of the ``top_n`` most relevant documents, best first.
 
-        A PairRanker asked for fewer than all documents selects them by knockout
-        (``top_k``) instead of scoring every pair.
+        A ranker that declares it selects the best K (:func:`~blender_core.ranking.selects_top_k`,
+        a PairRanker) and is asked for fewer than all documents selects them by knockout
+        (``top_k``) instead of scoring every pair; the others rank every document.
         """
-        from blender_core.pair_ranker import PairRanker
-
         start = time.perf_counter()
         try:
             knockout = top_n is not None and top_n < len(documents)
-            if isinstance(ranker, PairRanker) and knockout:
-                ranking = await ranker.arank(query, documents, top_k=top_n)
-            else:
-                ranking = await ranker.arank(query, documents)
+            ranking = await arank_with(ranker, query, documents, top_k=top_n if knockout else None)
         except ValueError as exc:  # e.g. too many documents for pairwise ranking
             raise ApiError(422, self.scrub(str(exc)), param="documents") from None
         finally:
