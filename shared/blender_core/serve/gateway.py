@@ -55,7 +55,7 @@ from blender_core.serve.members import (
 )
 from blender_core.serve.metrics import Metrics
 from blender_core.serve.security import Scrubber
-from blender_core.serve.tools import openai_message, proposal_from_message, tool_prompt
+from blender_core.serve.tools import proposal_from_result, tool_prompt
 from blender_core.tool_calls import ToolCall, ToolProposal, aselect_tool_calls
 from blender_core.types import Prompt
 
@@ -715,12 +715,12 @@ class Gateway:
         if isinstance(member, OpenAICompatibleGenerator):
             token = USAGE_METER.set(meter)
             try:
-                message = await openai_message(
-                    member, self._openai_chat(name, messages), {**options, **fields}
+                result = await member.achat_message(
+                    self._openai_chat(name, messages), **{**options, **fields}
                 )
             finally:
                 USAGE_METER.reset(token)
-            return proposal_from_message(message)
+            return proposal_from_result(result)
         chat = self.member_chat(name, text_chat)
         text = await _Metered(member, meter, messages=chat, options=options).agenerate(chat)
         return ToolProposal(text=str(text))
