@@ -9,8 +9,10 @@ OpenAI-compatible upstream; the random ranker (seeded), so nothing loads a model
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +21,7 @@ from serve_helpers import FakeUpstream
 
 from blender_core.engine import DEFAULT_OPTIONS
 from blender_core.generators.callable import CallableGenerator
+from blender_core.generators.errors import GeneratorTimeoutError
 from blender_core.priors import MemberPriors
 from blender_core.ranking import Ranking
 from blender_core.serve.config import ConfigError, EnsembleConfig, parse_config
@@ -318,3 +321,60 @@ def test_bad_ensemble_options_are_config_errors(tmp_path: Path) -> None:
     lines = info2.value.messages()
     assert any("ensembles.missing.priors: cannot read the priors file" in m for m in lines)
     assert any("ensembles.unscaled.priors:" in m and "no scale" in m for m in lines)
+
+
+# -- 3, the HTTP stream: a pass-through member's own timeout mid-stream -------------------------
+
+
+class _Drip(CallableGenerator):
+    """Streams one word, then fails as ``exc`` says (or hangs when it is ``None``)."""
+
+    def __init__(self, exc: BaseException | None) -> None:
+        super().__init__(lambda prompt, **kw: "Hello", name="drip")
+        self.exc = exc
+
+    async def astream(self, prompt: Any, **kwargs: Any) -> AsyncIterator[str]:
+        yield "Hello"
+        if self.exc is None:
+            await asyncio.sleep(60)
+        else:
+            raise self.exc
+
+
+def _sse_error(member: _Drip, request_timeout: float) -> dict[str, Any]:
+    from fastapi.testclient import TestClient
+
+    from blender_core.serve import create_app
+
+    config = parse_config(
+        f'[server]\nrequest_timeout = {request_timeout}\n\n[members.drip]\ntype = "static"\n'
+        'text = "unused"\n'
+    )
+    gateway = Gateway(config)
+    gateway.members["drip"] = member
+    with TestClient(create_app(config, gateway=gateway), base_url="http://localhost") as client:
+        deadline = time.monotonic() + 30
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        response = client.post(
+            "/v1/chat/completions", json={"model": "drip", "messages": CHAT, "stream": True}
+        )
+    events = [
+        json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")
+    ]
+    assert events[1]["choices"][0]["delta"]["content"] == "Hello"  # the stream had started
+    (error,) = [e["error"] for e in events if "error" in e]
+    return dict(error)
+
+
+def test_a_pass_through_members_own_timeout_mid_stream_names_it() -> None:
+    own = GeneratorTimeoutError("drip: no answer within the timeout of 0.5 s")
+    error = _sse_error(_Drip(own), request_timeout=30)
+    assert error["code"] == "member_failed"  # not the request's "timeout"
+    assert "'drip' failed (timeout)" in error["message"]
+    assert [(f["model"], f["kind"]) for f in error["failures"]] == [("drip", "timeout")]
+    # The request's own deadline is still the request's.
+    error = _sse_error(_Drip(None), request_timeout=1)
+    assert error["code"] == "timeout"
+    assert "request_timeout=1 s" in error["message"]

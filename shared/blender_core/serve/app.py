@@ -686,31 +686,28 @@ class _App:
                 while True:
                     remaining = deadline - time.monotonic()
                     try:
-                        async with asyncio.timeout(max(0.0, remaining)):
+                        async with asyncio.timeout(max(0.0, remaining)) as scope:
                             kind_, value = await anext(source)
-                    except TimeoutError:
-                        message = (
-                            f"no complete answer within request_timeout="
-                            f"{self.settings.request_timeout:g} s"
-                        )
-                        yield _sse(
-                            {
-                                "error": {
-                                    "message": message,
-                                    "type": "timeout_error",
-                                    "code": "timeout",
-                                }
-                            }
-                        )
-                        break
                     except ApiError as exc:
                         yield _sse(exc.body())
                         break
                     except Exception as exc:
-                        detail = gateway.scrub(f"{type(exc).__name__}: {exc}")
-                        log.error("stream failed: %s", detail)
-                        message = "the answer failed mid-stream (details in the server log)"
-                        yield _sse({"error": {"message": message, "type": "server_error"}})
+                        # The kind is the cause: the request's own deadline, or the member's
+                        # failure (its own timeout included), named.
+                        if isinstance(exc, TimeoutError) and scope.expired():
+                            message = (
+                                f"no complete answer within request_timeout="
+                                f"{self.settings.request_timeout:g} s"
+                            )
+                            error = {"message": message, "type": "timeout_error", "code": "timeout"}
+                            yield _sse({"error": error})
+                        elif kind != "ensemble":
+                            yield _sse(gateway.member_failed(model, exc).body())
+                        else:
+                            detail = gateway.scrub(f"{type(exc).__name__}: {exc}")
+                            log.error("stream failed: %s", detail)
+                            message = "the answer failed mid-stream (details in the server log)"
+                            yield _sse({"error": {"message": message, "type": "server_error"}})
                         break
                     if kind_ == "delta":
                         safe = scrubber.feed(value)

@@ -810,7 +810,7 @@ class Gateway:
         try:
             proposal = await self._propose(name, messages, text_chat, fields, options, meter)
         except (Exception, TimeoutError) as exc:
-            raise self._member_failed(name, exc) from None
+            raise self.member_failed(name, exc) from None
         finally:
             self.metrics.stage_seconds.labels("generation").observe(time.perf_counter() - start)
         calls = scrub_tree(self._openai_calls(proposal.tool_calls), self.scrub)
@@ -818,7 +818,9 @@ class Gateway:
 
     # -- pass-through ---------------------------------------------------------------------------
 
-    def _member_failed(self, name: str, exc: BaseException) -> ApiError:
+    def member_failed(self, name: str, exc: BaseException) -> ApiError:
+        """The 502 of a pass-through member that failed: its failure (``kind`` the cause, the
+        member named) counted, logged and told to the client without the upstream's words."""
         kind = "timeout" if isinstance(exc, TimeoutError) else "error"
         self.metrics.member_failures.labels(name, kind).inc()
         detail = self.scrub(f"{type(exc).__name__}: {exc}")
@@ -848,11 +850,11 @@ class Gateway:
         try:
             text = await member.agenerate(chat)
         except (Exception, TimeoutError) as exc:
-            raise self._member_failed(name, exc) from None
+            raise self.member_failed(name, exc) from None
         finally:
             self.metrics.stage_seconds.labels("generation").observe(time.perf_counter() - start)
         if not isinstance(text, str):
-            raise self._member_failed(name, TypeError(f"returned {type(text).__name__}, not str"))
+            raise self.member_failed(name, TypeError(f"returned {type(text).__name__}, not str"))
         return Answer(self.scrub(text), meter.total().to_dict(), None)
 
     async def passthrough_stream(
@@ -868,7 +870,7 @@ class Gateway:
             first = await anext(deltas, "")
         except (Exception, TimeoutError) as exc:
             await deltas.aclose()  # type: ignore[attr-defined]
-            raise self._member_failed(name, exc) from None
+            raise self.member_failed(name, exc) from None
         return meter, first, deltas
 
     # -- rerank ---------------------------------------------------------------------------------
