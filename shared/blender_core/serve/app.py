@@ -494,11 +494,13 @@ class _App:
             try:
                 while True:
                     try:
-                        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        async with asyncio.timeout(max(0.0, deadline - time.monotonic())) as scope:
                             event = await anext(events)
                     except StopAsyncIteration:
                         break
                     except TimeoutError:
+                        if not scope.expired():  # not the request's deadline: another cause
+                            raise
                         yield _sse(
                             {
                                 "type": "error",
