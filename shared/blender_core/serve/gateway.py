@@ -25,7 +25,6 @@ from typing import Any, TypeVar, cast
 from blender_core.blend import Blender, BlendError, BlendResult, BlendStreamEvent, ModelFailure
 from blender_core.fusion.base import Fuser
 from blender_core.generators.base import BaseGenerator, Generator
-from blender_core.generators.openai_compatible import OpenAICompatibleGenerator
 from blender_core.generators.timing import measure_queueing, note_retry_error
 from blender_core.members import (
     MemberResults,
@@ -710,12 +709,14 @@ class Gateway:
         options: Mapping[str, Any],
         meter: UsageMeter,
     ) -> ToolProposal:
-        """One member's proposal: its own tool calls (OpenAI-compatible members), else text."""
+        """One member's proposal: its own tool calls where it can give a whole assistant
+        message (``achat_message``: OpenAI-compatible members), else its text."""
         member = self.members[name]
-        if isinstance(member, OpenAICompatibleGenerator):
+        achat_message = getattr(member, "achat_message", None)
+        if callable(achat_message):
             token = USAGE_METER.set(meter)
             try:
-                result = await member.achat_message(
+                result = await achat_message(
                     self._openai_chat(name, messages), **{**options, **fields}
                 )
             finally:
