@@ -395,7 +395,7 @@ def test_ranker_runs_once_across_all_policies_and_thresholds(
         "cascade (router order)",
     }
     markdown = report.to_markdown()
-    assert "| cascade | t=0.5 (1) |" in markdown and "CPT(50%)" in markdown
+    assert "| cascade | t=0.5 |" in markdown and "CPT(50%)" in markdown
     png = plot_cost_quality(report, tmp_path / "curve.png", title="synthetic")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     json.dumps(report.to_dict())
@@ -471,7 +471,8 @@ def test_cli_eval_policies_and_train_router(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "| cascade | t=0.9 (1) |" in result.output
+    assert "| cascade [1] | t=0.9 |" in result.output
+    assert "| cascade (router order) [1+2] | t=0.5 |" in result.output
     for name in (
         "table.md",
         "results.json",
@@ -508,3 +509,17 @@ def test_cli_eval_policies_and_train_router(
         app, ["train-router", str(train), "--out", str(tmp_path / "x.json"), "--kind", "tree"]
     )
     assert bad.exit_code != 0 and "tree" in bad.output
+    bad = runner.invoke(
+        app,
+        [
+            "eval-policies",
+            str(dev),
+            "--train",
+            str(train),
+            "--out",
+            str(out),
+            "--stage-sizes",
+            "1;0",
+        ],
+    )
+    assert bad.exit_code != 0 and "stage sizes must be integers >= 1" in bad.output

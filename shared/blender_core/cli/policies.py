@@ -120,6 +120,23 @@ def train_router_command(
     typer.echo(f"wrote {out} in {fitted['seconds']:.0f} s", err=True)
 
 
+def _stage_configs(text: str) -> list[tuple[int, ...]]:
+    configs = []
+    for part in text.split(";"):
+        try:
+            sizes = tuple(int(v) for v in part.split(",") if v.strip())
+        except ValueError as exc:
+            raise typer.BadParameter(
+                f"{part!r} is not a comma-separated list of integers", param_hint="--stage-sizes"
+            ) from exc
+        if not sizes or min(sizes) < 1:
+            raise typer.BadParameter(
+                f"{part!r}: stage sizes must be integers >= 1", param_hint="--stage-sizes"
+            )
+        configs.append(sizes)
+    return configs
+
+
 def _cached(
     records: list[Any],
     data: Path,
@@ -202,7 +219,12 @@ def eval_policies_command(
         "0.3,0.5,0.6,0.7,0.8,0.85,0.9,0.95,0.98", "--thresholds", help="Cascade thresholds."
     ),
     masses: str = typer.Option("0.5,0.7,0.8,0.9,0.95", "--masses", help="Router masses."),
-    stage_sizes: str = typer.Option("1", "--stage-sizes", help="Cascade stage sizes, e.g. 2,1."),
+    stage_sizes: str = typer.Option(
+        "1;1,2",
+        "--stage-sizes",
+        help="Cascade stage sizes, e.g. '1,2' (one, then two at a time); several "
+        "configurations separated by ';' give one curve each.",
+    ),
     metric: str | None = typer.Option(None, "--metric", help="Judge score (default: common)."),
     bootstrap: int = typer.Option(10_000, "--bootstrap", help="Bootstrap resamples.", min=1),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
@@ -226,7 +248,7 @@ def eval_policies_command(
 
     started = time.perf_counter()
     check_output_dir(out)
-    sizes = tuple(int(v) for v in _floats(stage_sizes, "--stage-sizes"))
+    configs = _stage_configs(stage_sizes)
     records = read_mixinstruct(data, limit=limit)
     train_records = read_mixinstruct(train)
     if not records or not train_records:
@@ -269,15 +291,21 @@ def eval_policies_command(
                 ranker_name=ranker,
             )
         priors.save(out / "priors.json")
-    calibration = fit_stop_calibration(
-        train_records,
-        train_cache,
-        priors=priors,
-        metric=metric_name,
-        stage_sizes=sizes,
-        data_name=train.name,
+    calibrations = {
+        sizes: fit_stop_calibration(
+            train_records,
+            train_cache,
+            priors=priors,
+            metric=metric_name,
+            stage_sizes=sizes,
+            data_name=train.name,
+        )
+        for sizes in configs
+    }
+    atomic_write_text(
+        out / "calibration.json",
+        dumps_json({"+".join(map(str, k)): v.to_dict() for k, v in calibrations.items()}, indent=1),
     )
-    atomic_write_text(out / "calibration.json", dumps_json(calibration.to_dict(), indent=1))
     router = None
     if use_router:
         if router_file is not None:
@@ -294,12 +322,12 @@ def eval_policies_command(
         metric=metric_name,
         best_single=best_single_model(train_records, metric_name),
         priors=priors,
-        calibration=calibration,
+        calibration=calibrations,
         router=router,
         costs=costs,
         thresholds=_floats(thresholds, "--thresholds"),
         router_masses=_floats(masses, "--masses"),
-        stage_sizes=sizes,
+        stage_sizes=configs,
         bootstrap=bootstrap,
         seed=seed,
     )

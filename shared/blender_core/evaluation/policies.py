@@ -435,7 +435,7 @@ class CurveSummary:
         apgr: Average performance gap recovered: the mean, over call budgets from 1 to all
             members, of the gain fraction ``(score - best single) / (all - best single)`` on
             the curve's upper envelope (linearly interpolated, anchored at the best single
-            model's 1 call and ``all``'s N calls, negative fractions counted as 0).
+            model's 1 call and ``all``'s N calls, each fraction clipped to [0, 1]).
         crosses_best_single: Fewest mean calls of a point at or above the best single model.
     """
 
@@ -549,7 +549,7 @@ def curve_summary(
         ys = [0.0] + [(p.score - single) / gap for p in ordered] + [1.0]
         order = np.argsort(xs, kind="stable")
         env_x = np.asarray(xs)[order]
-        env_y = np.maximum.accumulate(np.clip(np.asarray(ys)[order], 0.0, None))
+        env_y = np.maximum.accumulate(np.clip(np.asarray(ys)[order], 0.0, 1.0))
         budgets = np.linspace(1.0, float(members), 400)
         apgr = float(np.mean(np.interp(budgets, env_x, env_y)))
     return CurveSummary(family, cpt(0.5), cpt(0.8), apgr, crosses)
@@ -580,6 +580,17 @@ def _point(
     )
 
 
+def _stage_configs(
+    stage_sizes: Sequence[int] | Sequence[Sequence[int]],
+) -> list[tuple[int, ...]]:
+    items = list(stage_sizes)
+    if not items:
+        raise ValueError("stage_sizes must name at least one configuration")
+    if all(isinstance(v, int) for v in items):
+        return [tuple(items)]  # type: ignore[arg-type]
+    return [tuple(v) for v in items]  # type: ignore[arg-type]
+
+
 def evaluate_policies(
     records: Sequence[MixRecord],
     cache: PairCache,
@@ -587,13 +598,13 @@ def evaluate_policies(
     metric: str,
     best_single: str,
     priors: MemberPriors | None = None,
-    calibration: StopCalibration | None = None,
+    calibration: StopCalibration | Mapping[tuple[int, ...], StopCalibration] | None = None,
     router: Any = None,
     costs: Mapping[str, MemberCost] | None = None,
     thresholds: Sequence[float] = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98),
     router_masses: Sequence[float] = (0.5, 0.7, 0.8, 0.9, 0.95),
     max_router_m: int | None = None,
-    stage_sizes: tuple[int, ...] = (1,),
+    stage_sizes: Sequence[int] | Sequence[Sequence[int]] = (1,),
     bootstrap: int = 10_000,
     seed: int = 0,
 ) -> PolicyReport:
@@ -605,14 +616,15 @@ def evaluate_policies(
         metric: The judge score.
         best_single: The best single member (chosen on training data).
         priors: Member priors (added to the ranker's scores; order the cascade).
-        calibration: The cascade's stop confidence (:func:`fit_stop_calibration`).
+        calibration: The cascade's stop confidence (:func:`fit_stop_calibration`), or one per
+            stage-size configuration (keyed by the sizes tuple).
         router: A :class:`~blender_core.routing.RouterModel`: router curves (top-m and mass) and
             a cascade in the router's per-prompt order.
         costs: Member price table (default: a call costs 1).
         thresholds: The cascade's confidence thresholds.
         router_masses: The router's probability masses.
         max_router_m: Largest top-m of the router (default: all members).
-        stage_sizes: The cascade's stage sizes.
+        stage_sizes: The cascade's stage sizes, or several configurations (one curve each).
         bootstrap: Paired bootstrap resamples.
         seed: The bootstrap's seed.
 
@@ -627,7 +639,6 @@ def evaluate_policies(
     if router is not None and cache.embeddings is None:
         raise ValueError("a router needs the prompts' embeddings in the pair cache")
     members = max(len(r.candidates) for r in records)
-    calibration = calibration or StopCalibration()
     points: list[PolicyPoint] = []
 
     def run(policy: Policy, family: str, setting: str, x: float) -> PolicyPoint:
@@ -657,16 +668,25 @@ def evaluate_policies(
     )
     everyone = run(AllPolicy(), "all", "all members", members)
     families: dict[str, list[PolicyPoint]] = {}
-    sizes = "+".join(str(s) for s in stage_sizes)
-    for t in thresholds:
-        policy = CascadePolicy(
-            threshold=t,
-            calibration=calibration,
-            priors=priors,
-            costs=costs or {},
-            stage_sizes=stage_sizes,
-        )
-        families.setdefault("cascade", []).append(run(policy, "cascade", f"t={t:g} ({sizes})", t))
+    configs = _stage_configs(stage_sizes)
+
+    def cascades(order: Any, label: str) -> None:
+        for sizes in configs:
+            shown = "+".join(str(s) for s in sizes)
+            family = label if len(configs) == 1 else f"{label} [{shown}]"
+            cal = calibration.get(sizes) if isinstance(calibration, Mapping) else calibration
+            for t in thresholds:
+                policy = CascadePolicy(
+                    threshold=t,
+                    calibration=cal or StopCalibration(),
+                    priors=priors,
+                    costs=costs or {},
+                    stage_sizes=sizes,
+                    order=order,
+                )
+                families.setdefault(family, []).append(run(policy, family, f"t={t:g}", t))
+
+    cascades(None, "cascade")
     if router is not None:
         top = max_router_m or members
         for m in range(1, top + 1):
@@ -677,29 +697,16 @@ def evaluate_policies(
             families.setdefault("router mass", []).append(
                 run(RouterPolicy(router, mass=mass), "router mass", f"p={mass:g}", mass)
             )
-        for t in thresholds:
-            embedded: dict[str, np.ndarray] = {
-                record_prompt(rec): cache.embeddings[r]  # type: ignore[index]
-                for r, rec in enumerate(records)
-            }
+        embedded: dict[str, np.ndarray] = {
+            record_prompt(rec): cache.embeddings[r]  # type: ignore[index]
+            for r, rec in enumerate(records)
+        }
 
-            def router_order(
-                prompt: str, names: Sequence[str], embedded: dict[str, np.ndarray] = embedded
-            ) -> list[str]:
-                probs = router.probabilities(embedded[prompt][None, :], members=list(names))[0]
-                return [names[k] for k in np.argsort(-probs, kind="stable")]
+        def router_order(prompt: str, names: Sequence[str]) -> list[str]:
+            probs = router.probabilities(embedded[prompt][None, :], members=list(names))[0]
+            return [names[k] for k in np.argsort(-probs, kind="stable")]
 
-            policy = CascadePolicy(
-                threshold=t,
-                calibration=calibration,
-                priors=priors,
-                costs=costs or {},
-                stage_sizes=stage_sizes,
-                order=router_order,
-            )
-            families.setdefault("cascade (router order)", []).append(
-                run(policy, "cascade (router order)", f"t={t:g} ({sizes})", t)
-            )
+        cascades(router_order, "cascade (router order)")
     for p in points:
         p.vs_best_single = paired_bootstrap(
             p.scores.tolist(), single.scores.tolist(), resamples=bootstrap, seed=seed
