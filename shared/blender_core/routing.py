@@ -365,7 +365,8 @@ def fit_router(
         data_name: A name for the data, recorded.
 
     Returns:
-        The fitted model; ``fitted_on`` holds the held-out top-1 judge score of each kind tried.
+        The fitted model; ``fitted_on`` holds the held-out top-1 judge score of each kind tried
+        and, beside it, that of the best single member (chosen on the rest).
 
     Raises:
         ValueError: No records, mismatched embeddings, or bad settings.
@@ -401,7 +402,10 @@ def fit_router(
     cut = max(1, round(len(records) * (1.0 - holdout)))
     train_rows, held_rows = np.sort(order[:cut]), np.sort(order[cut:])
     tried: dict[str, float] = {}
+    held_single = None
     if len(held_rows):
+        best_member = int(np.nanargmax(np.nanmean(y[train_rows], axis=0)))
+        held_single = float(np.nanmean(y[held_rows, best_member]))
         for which in ("softmax", "mf") if kind == "auto" else (kind,):
             model = fit(which, train_rows)
             tried[which] = _routed_score(model, x[held_rows], y[held_rows])
@@ -421,6 +425,7 @@ def fit_router(
         "kind_requested": kind,
         "heldout_top1_judge": tried,
         "heldout_records": len(held_rows),
+        "heldout_best_single_judge": held_single,
         "best_single_member": members[int(np.argmax(means))],
         "train_top1_judge": train_top1,
         "settings": {"l2": l2, "steps": steps, "lr": lr, "rank": rank, "tie": tie, "seed": seed},

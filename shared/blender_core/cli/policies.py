@@ -116,7 +116,11 @@ def train_router_command(
     model = replace(model, fitted_on=fitted)
     model.save(out)
     held = ", ".join(f"{k} {100 * v:.1f}" for k, v in fitted["heldout_top1_judge"].items())
-    typer.echo(f"kind {model.kind} (held-out top-1 judge %: {held}); {len(model.members)} members")
+    single = fitted.get("heldout_best_single_judge")
+    versus = "" if single is None else f"; best single member {100 * single:.1f}"
+    typer.echo(
+        f"kind {model.kind} (held-out top-1 judge %: {held}{versus}); {len(model.members)} members"
+    )
     typer.echo(f"wrote {out} in {fitted['seconds']:.0f} s", err=True)
 
 
