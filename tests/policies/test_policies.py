@@ -523,3 +523,33 @@ def test_cli_eval_policies_and_train_router(
         ],
     )
     assert bad.exit_code != 0 and "stage sizes must be integers >= 1" in bad.output
+
+
+class _NoMatrix(BaseRanker):
+    def __init__(self, strategy: str | None, with_matrix: bool) -> None:
+        self.strategy, self.with_matrix = strategy, with_matrix
+
+    def rank_batch(
+        self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
+    ) -> list[Ranking]:
+        out = []
+        for candidates in candidate_lists:
+            n = len(candidates)
+            matrix = np.eye(n).tolist() if self.with_matrix else None
+            out.append(Ranking.from_scores([0.0] * n, matrix=matrix, strategy=self.strategy))
+        return out
+
+
+def test_compute_pair_cache_mode_and_missing_matrix(records: list[MixRecord]) -> None:
+    assert compute_pair_cache(records[:2], _NoMatrix("consensus", True)).mode == "consensus"
+    with pytest.raises(ValueError, match="no pair matrix"):
+        compute_pair_cache(records[:2], _NoMatrix("bubble", False))
+    with pytest.raises(ValueError, match="batch_size"):
+        compute_pair_cache(records[:2], _NoMatrix("consensus", True), batch_size=0)
+
+
+def test_make_policy_cascade_options() -> None:
+    policy = make_policy("cascade", threshold=0.5, stage_sizes=(2,))
+    assert isinstance(policy, CascadePolicy) and policy.stage_sizes == (2,)
+    with pytest.raises(ValueError, match="takes no options"):
+        make_policy("all", threshold=0.5)
