@@ -732,7 +732,7 @@ def plot_cost_quality(
     """The cost-quality plot: each curve, the best single model and ``all`` marked (PNG)."""
     from blender_core.evaluation.plots import _figure
 
-    figure = _figure(7.0, 4.6)
+    figure = _figure(9.0, 4.6)
     axes = figure.add_subplot(1, 1, 1)
 
     def xs(p: PolicyPoint) -> float:
@@ -779,7 +779,7 @@ def plot_cost_quality(
     if title:
         axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower right")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over a curve
     figure.tight_layout()
     target = Path(path)
     with atomic_open(target, "wb") as handle:
