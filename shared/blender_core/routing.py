@@ -371,7 +371,7 @@ def fit_router(
     Raises:
         ValueError: No records, mismatched embeddings, or bad settings.
     """
-    from blender_core.priors import _judge_metric
+    from blender_core.data import judge_metric
 
     records = list(records)
     x = np.asarray(embeddings, dtype=np.float64)
@@ -385,7 +385,7 @@ def fit_router(
         raise ValueError(f"holdout must be in (0, 1), got {holdout}")
     if steps < 1 or lr <= 0 or l2 < 0 or rank < 1:
         raise ValueError("steps and rank must be >= 1, lr > 0 and l2 >= 0")
-    metric = metric or _judge_metric(records)
+    metric = metric or judge_metric(records)
     members = tuple(sorted({c.model for r in records for c in r.candidates}))
     y = _judge_matrix(records, members, metric)
 

@@ -46,7 +46,7 @@ from blender_core.policies import (
     StopCalibration,
     estimate_tokens,
 )
-from blender_core.priors import MemberPriors, _fit_logistic
+from blender_core.priors import MemberPriors, fit_logistic
 from blender_core.rankers.baselines import record_prompt
 from blender_core.ranking import Ranker, Ranking
 
@@ -367,7 +367,7 @@ def fit_stop_calibration(
     if y.min() == y.max():
         raise ValueError(f"every stop label is {y[0]:.0f}: nothing to calibrate")
     x = np.asarray(rows)
-    w, iterations = _fit_logistic(x, y, np.full(x.shape[1], l2))
+    w, iterations = fit_logistic(x, y, np.full(x.shape[1], l2))
     z = x @ w
     fitted_on = {
         "data": {"name": data_name, "records": len(records)},
