@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,20 @@ def _is_ray(proc: Any) -> bool:
     return command.startswith("ray::") or any(
         part in command for part in ("/ray/", "raylet", "gcs_server")
     )
+
+
+def rank_cli_app() -> Any:
+    """A Typer app with ``blender rank`` alone (``CliRunner().invoke(app, ["rank", ...])``)."""
+    import typer
+
+    from blender_core.cli.rank import rank_command
+
+    group = typer.Typer()
+    group.command("rank")(rank_command)
+    group.callback()(lambda: None)
+    return group
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file."""
+    return [json.loads(line) for line in path.read_text().splitlines()]

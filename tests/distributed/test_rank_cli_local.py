@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ray_helpers import make_records
+from ray_helpers import make_records, rank_cli_app, read_jsonl
 from typer.testing import CliRunner
 
 from blender_core.data import write_mixinstruct
@@ -15,22 +15,11 @@ from blender_core.data import write_mixinstruct
 
 @pytest.fixture(scope="module")
 def cli_app() -> Any:
-    import typer
-
-    from blender_core.cli.rank import rank_command
-
-    group = typer.Typer()
-    group.command("rank")(rank_command)
-    group.callback()(lambda: None)
-    return group
+    return rank_cli_app()
 
 
 def _rank(cli_app: Any, *args: str) -> Any:
     return CliRunner().invoke(cli_app, ["rank", *args, "--no-progress", "--dtype", "float32"])
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_pairs_and_top_k_options(cli_app, tiny_pairrm_dir: Path, tmp_path: Path) -> None:
@@ -51,7 +40,7 @@ def test_pairs_and_top_k_options(cli_app, tiny_pairrm_dir: Path, tmp_path: Path)
     )
     assert result.exit_code == 0, result.output
     expected = ranker.rank_batch(instructions, texts, inputs=inputs, pairs="one-way", seed=1)
-    rows = _jsonl(out)
+    rows = read_jsonl(out)
     assert [r["order"] for r in rows] == [list(e.order) for e in expected]
     assert {r["strategy"] for r in rows} == {"max_logits/one-way"}
 
@@ -63,7 +52,7 @@ def test_pairs_and_top_k_options(cli_app, tiny_pairrm_dir: Path, tmp_path: Path)
     result = _rank(cli_app, str(data), *model, "--top-k", "1", "--seed", "2", "--out", str(out))
     assert result.exit_code == 0, result.output
     expected = ranker.select_top_k(instructions, texts, 1, inputs=inputs, seed=2)
-    rows = _jsonl(out)
+    rows = read_jsonl(out)
     assert [r["best"] for r in rows] == [e.best for e in expected]
     assert [r["order"] for r in rows] == [list(e.order) for e in expected]
     assert {r["strategy"] for r in rows} == {"top_k"}
