@@ -6,16 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-from ray_helpers import make_records, rank_cli_app, read_jsonl
+from ray_helpers import make_records
 from typer.testing import CliRunner
 
 from blender_core.data import write_mixinstruct
 
 
-@pytest.fixture(scope="module")
-def cli_app() -> Any:
-    return rank_cli_app()
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _rank(cli_app: Any, *args: str) -> Any:
@@ -40,7 +38,7 @@ def test_pairs_and_top_k_options(cli_app, tiny_pairrm_dir: Path, tmp_path: Path)
     )
     assert result.exit_code == 0, result.output
     expected = ranker.rank_batch(instructions, texts, inputs=inputs, pairs="one-way", seed=1)
-    rows = read_jsonl(out)
+    rows = _jsonl(out)
     assert [r["order"] for r in rows] == [list(e.order) for e in expected]
     assert {r["strategy"] for r in rows} == {"max_logits/one-way"}
 
@@ -52,7 +50,7 @@ def test_pairs_and_top_k_options(cli_app, tiny_pairrm_dir: Path, tmp_path: Path)
     result = _rank(cli_app, str(data), *model, "--top-k", "1", "--seed", "2", "--out", str(out))
     assert result.exit_code == 0, result.output
     expected = ranker.select_top_k(instructions, texts, 1, inputs=inputs, seed=2)
-    rows = read_jsonl(out)
+    rows = _jsonl(out)
     assert [r["best"] for r in rows] == [e.best for e in expected]
     assert [r["order"] for r in rows] == [list(e.order) for e in expected]
     assert {r["strategy"] for r in rows} == {"top_k"}

@@ -8,15 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ray_helpers import (
-    RAY_LOCAL,
-    configure_ray_data,
-    local_rankings,
-    make_records,
-    rank_cli_app,
-    read_jsonl,
-    stop_ray,
-)
+from ray_helpers import RAY_LOCAL, configure_ray_data, local_rankings, make_records, stop_ray
 from typer.testing import CliRunner
 
 from blender_core.data import write_mixinstruct
@@ -33,9 +25,8 @@ def ray_local() -> Iterator[None]:
     stop_ray(ray.shutdown)
 
 
-@pytest.fixture(scope="module")
-def cli_app() -> Any:
-    return rank_cli_app()
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _rank(cli_app: Any, *args: str) -> Any:
@@ -110,14 +101,14 @@ def test_cli_ray_equals_local_jsonl_and_parquet(cli_app, tiny_pairrm_dir, tmp_pa
         str(tmp_path / "ray_pairs.parquet"),
     )
     assert on_ray.exit_code == 0, on_ray.output
-    local_rows = read_jsonl(tmp_path / "local.jsonl")
+    local_rows = _jsonl(tmp_path / "local.jsonl")
     ray_rows = pq.read_table(tmp_path / "ray.parquet").to_pylist()
     assert [r["id"] for r in ray_rows] == [r["id"] for r in local_rows]  # input order kept
     for mine, theirs in zip(ray_rows, local_rows, strict=True):
         assert set(mine) == set(theirs)
         assert mine["order"] == theirs["order"] and mine["best_model"] == theirs["best_model"]
         assert mine["scores"] == pytest.approx(theirs["scores"], abs=1e-6)
-    local_pairs = read_jsonl(tmp_path / "local_pairs.jsonl")
+    local_pairs = _jsonl(tmp_path / "local_pairs.jsonl")
     ray_pairs = pq.read_table(tmp_path / "ray_pairs.parquet").to_pylist()
     assert len(local_pairs) == 7 * 3  # "all": 3 pairs of 3 candidates each
     key = ("id", "chosen", "rejected")
@@ -150,8 +141,8 @@ def test_cli_ray_equals_local_jsonl_and_parquet(cli_app, tiny_pairrm_dir, tmp_pa
         str(tmp_path / "from_parquet.jsonl"),
     )
     assert from_parquet.exit_code == 0, from_parquet.output
-    rows = read_jsonl(tmp_path / "from_parquet.jsonl")
-    expected = read_jsonl(tmp_path / "local_1w.jsonl")
+    rows = _jsonl(tmp_path / "from_parquet.jsonl")
+    expected = _jsonl(tmp_path / "local_1w.jsonl")
     assert [(r["id"], r["order"], r["strategy"]) for r in rows] == [
         (r["id"], r["order"], "max_logits/one-way") for r in expected
     ]
@@ -178,7 +169,7 @@ def test_cli_ray_malformed_records_fail_cleanly(cli_app, tiny_pairrm_dir, tmp_pa
     bad.write_text("\n".join(lines) + "\n")
     fixed = _rank(cli_app, str(shards), *args)
     assert fixed.exit_code == 0, fixed.output
-    assert sorted(r["id"] for r in read_jsonl(out)) == sorted(r["id"] for r in records)  # once each
+    assert sorted(r["id"] for r in _jsonl(out)) == sorted(r["id"] for r in records)  # once each
     assert not list(tmp_path.glob(".*partial*"))
 
     out = tmp_path / "out2.jsonl"
@@ -217,7 +208,7 @@ def test_cli_ray_resume_skips_done_records(cli_app, tiny_pairrm_dir, tmp_path) -
     args = ["--model", str(tiny_pairrm_dir), "--engine", "ray", "--out", str(out)]
     first = _rank(cli_app, str(data), *args)
     assert first.exit_code == 0, first.output
-    before = read_jsonl(out)
+    before = _jsonl(out)
     # A killed run leaves its checkpoint: one finished record and a torn line.
     checkpoint = tmp_path / ".ranked.jsonl.partial.jsonl"
     write_mixinstruct(data, records)
@@ -226,7 +217,7 @@ def test_cli_ray_resume_skips_done_records(cli_app, tiny_pairrm_dir, tmp_path) -
     second = _rank(cli_app, str(data), *args)
     assert second.exit_code == 0, second.output
     assert "ranked 1 records, 5 already done (6 in all)" in second.output
-    after = read_jsonl(out)
+    after = _jsonl(out)
     assert [r["id"] for r in after] == ["r0", "r1", "r2", "r3", "r4", "r5"]
     assert after[:4] == before and after[4] == row  # carried over, not recomputed
     assert not checkpoint.exists()
