@@ -3,21 +3,9 @@
 Heavy libraries (torch, transformers) load on first use: each public name is imported from its
 module when first accessed.
 
-Example:
-    .. code-block:: python
-
-        from blender_core.training import RankerTrainingConfig, train_ranker
-
-        result = train_ranker(
-            RankerTrainingConfig(
-                train_file="train.jsonl",
-                dev_file="dev.jsonl",
-                backbone="microsoft/deberta-v3-small",
-                metrics=["gpt4t_pref"],
-                output_dir="runs/ranker",
-            )
-        )
-        result.metrics["eval_pairwise_accuracy"]
+Examples: :func:`train_ranker` (a PairRanker, :mod:`blender_core.training.ranker_run`) and
+:func:`train_fuser` (a GenFuser, :mod:`blender_core.training.fuser_trainer`); the command line
+is ``blender train-ranker`` / ``blender train-fuser``.
 """
 
 from __future__ import annotations
