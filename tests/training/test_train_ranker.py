@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from small_configs import ranker_config
@@ -121,13 +122,8 @@ def test_missing_metric_is_named(
 
 
 def test_cli_train_ranker(
-    toy_data: tuple[Path, Path], tiny_bert_backbone: Path, tmp_path: Path
+    toy_data: tuple[Path, Path], tiny_bert_backbone: Path, tmp_path: Path, blender_cli: Any
 ) -> None:
-    from typer.testing import CliRunner
-
-    from blender_core.cli import _register_commands, app
-
-    _register_commands()
     train, dev = toy_data
     out = tmp_path / "cli"
     args = [
@@ -137,7 +133,7 @@ def test_cli_train_ranker(
         "--rank-strategy", "bubble", "--eval-rank-limit", "0", "--threads", "1", "--no-progress",
         "--training-arg", "logging_steps=1",
     ]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    result = blender_cli(args)
     assert result.exit_code == 0, result.output
     assert "PairRanker training report" in result.output
     assert (out / "model.safetensors").is_file()
@@ -146,6 +142,6 @@ def test_cli_train_ranker(
     assert report["dev"]["ranked_records"] == 3
     assert 0.0 <= report["dev_top1_vs_baselines"][0]["ranker_top1"] <= 1.0
 
-    bad = CliRunner().invoke(app, [*args[:5], "nope", *args[6:]])
+    bad = blender_cli([*args[:5], "nope", *args[6:]])
     assert bad.exit_code == 2
     assert "has no score 'nope'" in bad.output
