@@ -71,13 +71,6 @@ class MiniLMEmbedding(BaseEmbedding):
         return await asyncio.to_thread(self._get_query_embedding, query)
 
 
-def make_ranker(spec: str | None) -> dict[str, Any]:
-    """``PairRankerRerank`` keyword for ``--ranker``: MiniLM relevance by default, ``tiny``, or
-    a PairRM hub id or path (:func:`blender_core.testing.demo_ranker`)."""
-    about = "relevance (cosine similarity of each chunk to the question)"
-    return {"model": demo_ranker(spec, minilm=about, instruction_weight=1.0)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -91,9 +84,9 @@ def main() -> None:
     index = VectorStoreIndex.from_documents(
         [Document(text=t) for t in DOCS], embed_model=embed_model
     )
-    reranker = PairRankerRerank(
-        **make_ranker(args.ranker), top_n=args.top_n, keep_retrieval_score=True
-    )
+    relevance = "relevance (cosine similarity of each chunk to the question)"
+    ranker = demo_ranker(args.ranker, minilm=relevance, instruction_weight=1.0)
+    reranker = PairRankerRerank(model=ranker, top_n=args.top_n, keep_retrieval_score=True)
     engine = index.as_query_engine(
         llm=MockLLM(), similarity_top_k=5, node_postprocessors=[reranker]
     )

@@ -87,20 +87,14 @@ SOURCES = {
 }
 
 
-def make_ranker(spec: str | None) -> dict[str, Any]:
-    """``FusionSynthesizer`` keyword for ``--ranker``: MiniLM consensus by default, ``tiny``, or
-    a PairRM hub id or path (:func:`blender_core.testing.demo_ranker`)."""
-    about = "consensus (the answer that agrees most with the others wins)"
-    return {"ranker": demo_ranker(spec, minilm=about, instruction_weight=0.0)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM, see above)"
     )
     args = parser.parse_args()
-    ranker = make_ranker(args.ranker)
+    consensus = "consensus (the answer that agrees most with the others wins)"
+    ranker = {"ranker": demo_ranker(args.ranker, minilm=consensus, instruction_weight=0.0)}
     embed = MockEmbedding(embed_dim=8)
     question = "What is the capital of France?"
 

@@ -86,13 +86,6 @@ def scripted_llm(messages: Sequence[ChatMessage], **kwargs: Any) -> ChatMessage:
     return ChatMessage(role=MessageRole.ASSISTANT, blocks=calls)
 
 
-def make_ranker(spec: str | None) -> dict[str, Any]:
-    """``PairRankerRerank`` keyword for ``--ranker``: MiniLM relevance by default, ``tiny``, or
-    a PairRM hub id or path (:func:`blender_core.testing.demo_ranker`)."""
-    about = "relevance (cosine similarity of each tool description to the request)"
-    return {"model": demo_ranker(spec, minilm=about, instruction_weight=1.0)}
-
-
 async def run(ranker: dict[str, Any]) -> None:
     tools = [
         FunctionTool.from_defaults(fn)
@@ -141,7 +134,9 @@ def main() -> None:
         "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM, see above)"
     )
     args = parser.parse_args()
-    asyncio.run(run(make_ranker(args.ranker)))
+    relevance = "relevance (cosine similarity of each tool description to the request)"
+    ranker = demo_ranker(args.ranker, minilm=relevance, instruction_weight=1.0)
+    asyncio.run(run({"model": ranker}))
 
 
 if __name__ == "__main__":
