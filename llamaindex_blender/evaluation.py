@@ -118,32 +118,23 @@ class PairRankerEvaluator(BaseEvaluator):
             f"margin {margin:+.4f}"
         )
         agree = forward * backward < 0  # each order prefers the same response
+        passing: bool | None = None
+        score, source = 0.5, EvaluationSource.ORIGINAL
         if self._enforce_consensus and not agree:
-            return EvaluationResult(
-                query=query,
-                response=response,
-                passing=None,
-                score=0.5,
-                feedback=f"Inconclusive: the two orders disagree. {detail}{note}",
-                pairwise_source=EvaluationSource.NEITHER,
-            )
-        if abs(margin) <= self._tie_margin:
-            return EvaluationResult(
-                query=query,
-                response=response,
-                passing=None,
-                score=0.5,
-                feedback=f"Tie (|margin| <= {self._tie_margin}). {detail}{note}",
-                pairwise_source=EvaluationSource.ORIGINAL,
-            )
-        first_wins = margin > 0
+            verdict, source = "Inconclusive: the two orders disagree.", EvaluationSource.NEITHER
+        elif abs(margin) <= self._tie_margin:
+            verdict = f"Tie (|margin| <= {self._tie_margin})."
+        else:
+            passing = margin > 0
+            score = 1.0 if passing else 0.0
+            verdict = f"Response {'1' if passing else '2'} is better."
         return EvaluationResult(
             query=query,
             response=response,
-            passing=first_wins,
-            score=1.0 if first_wins else 0.0,
-            feedback=f"Response {'1' if first_wins else '2'} is better. {detail}{note}",
-            pairwise_source=EvaluationSource.ORIGINAL,
+            passing=passing,
+            score=score,
+            feedback=f"{verdict} {detail}{note}",
+            pairwise_source=source,
         )
 
     async def aevaluate(

@@ -534,9 +534,10 @@ class Blender:
     async def ablend(self, instruction: str, *, input: str = "") -> BlendResult:
         """Async :meth:`blend`: base models run concurrently on this event loop."""
         answers, failures, latencies, queueing = await self._generate_all(instruction, input)
-        return await self._rank_and_fuse(
+        ranked = await self._rank(
             instruction, input, answers, failures, latencies, queueing=queueing
         )
+        return await self._fuse_ranked(ranked)
 
     async def astream(
         self, instruction: str, *, input: str = ""
@@ -641,14 +642,10 @@ class Blender:
     ) -> BlendResult:
         """Async :meth:`blend_candidates`."""
         answers = self._candidate_answers(instruction, candidates, input, failures)
-        return await self._rank_and_fuse(
-            instruction,
-            input,
-            answers,
-            list(failures),
-            dict(latencies or {}),
-            queueing=queueing,
+        ranked = await self._rank(
+            instruction, input, answers, list(failures), dict(latencies or {}), queueing=queueing
         )
+        return await self._fuse_ranked(ranked)
 
     def stream_candidates(
         self, instruction: str, candidates: Sequence[str] | Mapping[str, str], **options: Any
@@ -706,23 +703,13 @@ class Blender:
 
     # -- the shared second half ---------------------------------------------------------------
 
-    async def _rank_and_fuse(
-        self,
-        instruction: str,
-        input: str,
-        answers: Mapping[str, Any],
-        failures: list[ModelFailure],
-        latencies: dict[str, float],
-        *,
-        queueing: Mapping[str, float] | None = None,
-    ) -> BlendResult:
-        ranked = await self._rank(
-            instruction, input, answers, failures, latencies, queueing=queueing
-        )
+    async def _fuse_ranked(self, ranked: _Ranked) -> BlendResult:
+        """Fuse the ranked top-K within ``fuse_timeout`` (the best one past it)."""
         start = time.perf_counter()
         try:
             text = await _within(
-                self.fuser.afuse(instruction, list(ranked.top), input=input), self.fuse_timeout
+                self.fuser.afuse(ranked.instruction, list(ranked.top), input=ranked.input),
+                self.fuse_timeout,
             )
         except (_StageTimeout, TimeoutError) as exc:
             text = ranked.top[0]

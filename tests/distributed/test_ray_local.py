@@ -25,24 +25,12 @@ def ray_local() -> Iterator[None]:
     stop_ray(ray.shutdown)
 
 
-@pytest.fixture(scope="module")
-def cli_app() -> Any:
-    import typer
-
-    from blender_core.cli.rank import rank_command
-
-    group = typer.Typer()
-    group.command("rank")(rank_command)
-    group.callback()(lambda: None)
-    return group
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _rank(cli_app: Any, *args: str) -> Any:
     return CliRunner().invoke(cli_app, ["rank", *args, "--no-progress"])
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_rank_dataset_matches_the_local_ranker(tiny_pairrm_dir: Path, tmp_path: Path) -> None:

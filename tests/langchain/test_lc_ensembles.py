@@ -16,7 +16,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import PromptTemplate
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
-from lc_fakes import JoinFuser, LengthRanker, RunRecorder, ScriptedChatModel
+from lc_fakes import JoinFuser, LengthRanker, RunRecorder, ScriptedChatModel, call_as
 from pydantic import BaseModel
 
 from blender_core.blend import BlendError
@@ -126,14 +126,7 @@ async def test_member_runs_nest_under_the_ensemble_in_every_mode(members: dict[s
     for mode in ("invoke", "ainvoke", "batch", "abatch"):
         recorder = RunRecorder()
         config: Any = {"callbacks": [recorder]}
-        if mode == "invoke":
-            chat.invoke("hi", config)
-        elif mode == "ainvoke":
-            await chat.ainvoke("hi", config)
-        elif mode == "batch":
-            chat.batch(["hi", "yo"], config)
-        else:
-            await chat.abatch(["hi", "yo"], config)
+        await call_as(chat, mode, config)
         _assert_nested(recorder, "chat", 2 if "batch" in mode else 1)
 
     async def astream(x: str) -> str:
@@ -447,9 +440,7 @@ def test_conversation_instruction_is_the_last_human_message(members: dict[str, A
     # The core's one chat policy: the latest human message, then the history as the input.
     ranker = LengthRanker()
     chat = ChatBlender(models=members, ranker=ranker)
-    message = chat.invoke(
-        [HumanMessage("first"), AIMessage("ok"), HumanMessage("second question")]
-    )
+    message = chat.invoke([HumanMessage("first"), AIMessage("ok"), HumanMessage("second question")])
     assert ranker.calls[-1][0] == "second question\n\nuser: first\n\nassistant: ok"
     assert message.response_metadata["instruction"] == "second question"
     assert message.response_metadata["input"] == "user: first\n\nassistant: ok"

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.tools import tool
-from lc_fakes import JoinFuser, LengthRanker, ScriptedChatModel
+from lc_fakes import JoinFuser, LengthRanker, ScriptedChatModel, call_as
 
 from langchain_blender import Blender, ChatBlender, RankAndFuse, RankCandidates
 from langchain_blender._callbacks import RANKER_TAG
@@ -80,12 +80,7 @@ async def test_the_ranker_run_is_a_child_of_the_chat_ensemble(members: dict[str,
     for mode in ("invoke", "ainvoke", "batch"):
         runs = ChainRuns()
         config: Any = {"callbacks": [runs]}
-        if mode == "invoke":
-            chat.invoke("hi", config)
-        elif mode == "ainvoke":
-            await chat.ainvoke("hi", config)
-        else:
-            chat.batch(["hi", "yo"], config)
+        await call_as(chat, mode, config)
         _check_ranker_run(runs, "ChatBlender", 2, 2)
         ranker_ids = {r["run_id"] for r in runs.named("LengthRanker")}
         # beside the members: the members' parent is the ensemble, not the ranker

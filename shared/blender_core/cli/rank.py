@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -180,49 +181,31 @@ def rank_command(
     except (OSError, ValueError) as exc:
         raise _fail(str(exc)) from exc
 
+    job = _RankJob(
+        sink,
+        files,
+        fmt,
+        model,
+        strategy,
+        policy,
+        seed,
+        limit,
+        progress,
+        {
+            "device": device,
+            "dtype": dtype,
+            "batch_tokens": batch_tokens,
+            "pairs": pairs,
+            "top_k": top_k,
+        },
+    )
     try:
         with sink:
             if engine == "local":
-                _run_local(
-                    sink,
-                    files,
-                    fmt,
-                    model,
-                    strategy,
-                    policy,
-                    seed,
-                    limit,
-                    progress,
-                    {
-                        "device": device,
-                        "dtype": dtype,
-                        "batch_tokens": batch_tokens,
-                        "pairs": pairs,
-                        "top_k": top_k,
-                    },
-                )
+                _run_local(job)
             else:
-                _run_ray(
-                    sink,
-                    files,
-                    model,
-                    strategy,
-                    policy,
-                    seed,
-                    limit,
-                    progress,
-                    {
-                        "address": address,
-                        "concurrency": concurrency,
-                        "num_gpus": num_gpus,
-                        "batch_size": batch_size,
-                        "device": device,
-                        "dtype": dtype,
-                        "batch_tokens": batch_tokens,
-                        "pairs": pairs,
-                        "top_k": top_k,
-                    },
-                )
+                ray_options = {"concurrency": concurrency, "num_gpus": num_gpus}
+                _run_ray(job, address, {**ray_options, "batch_size": batch_size})
         records, pair_count = sink.finish()
     except typer.Exit:
         raise
@@ -284,46 +267,52 @@ def _local_records(files: list[str], fmt: str) -> Iterator[MixRecord]:
                 yield parse_record(parquet_row(row), f"{name}: row {number}")
 
 
-def _run_local(
-    sink: RankOutput,
-    files: list[str],
-    fmt: str,
-    model: str,
-    strategy: str,
-    policy: PairPolicy,
-    seed: int | None,
-    limit: int | None,
-    progress: bool,
-    ranker_options: dict[str, Any],
-) -> None:
+@dataclass(frozen=True)
+class _RankJob:
+    """One ``blender rank`` run, whatever the engine: where the rankings go, what is read, how
+    each record is ranked (``options``: device, dtype, batch_tokens, pairs, top_k)."""
+
+    sink: RankOutput
+    files: list[str]
+    fmt: str
+    model: str
+    strategy: str
+    policy: PairPolicy
+    seed: int | None
+    limit: int | None
+    progress: bool
+    options: dict[str, Any]
+
+
+def _run_local(job: _RankJob) -> None:
     from blender_core.distributed import load_data_ranker, rank_records
     from blender_core.preferences import preference_pairs, prompt_text
     from blender_core.rank_output import ranking_row
 
     # Every record is read and checked before any work, so bad input fails fast.
     records: list[MixRecord] = []
-    for record in _local_records(files, fmt):
-        if limit is not None and len(records) >= limit:
+    for record in _local_records(job.files, job.fmt):
+        if job.limit is not None and len(records) >= job.limit:
             break
         records.append(record)
     empty = [r.id for r in records if not r.candidates]
     if empty:
         raise ValueError(f"records without candidates: {', '.join(empty[:5])}")
-    todo = [r for r in records if r.id not in sink.done_ids]
+    todo = [r for r in records if r.id not in job.sink.done_ids]
     if not todo:
         return
     from blender_core.threads import apply_thread_budget
 
     apply_thread_budget()  # LLM_BLENDER_KIT_TORCH_THREADS overrides it
     ranker = load_data_ranker(
-        model,
-        device=ranker_options["device"],
-        dtype=ranker_options["dtype"],
-        batch_tokens=ranker_options["batch_tokens"] or None,  # None: tuned for the device
+        job.model,
+        device=job.options["device"],
+        dtype=job.options["dtype"],
+        batch_tokens=job.options["batch_tokens"] or None,  # None: tuned for the device
     )
-    top_k = ranker_options["top_k"]
-    label = sink.strategy
-    bar = _progress_bar(progress, total=len(todo))
+    top_k = job.options["top_k"]
+    label = job.sink.strategy
+    bar = _progress_bar(job.progress, total=len(todo))
     try:
         for start in range(0, len(todo), _LOCAL_CHUNK):
             chunk = todo[start : start + _LOCAL_CHUNK]
@@ -332,24 +321,24 @@ def _run_local(
                 [r.instruction for r in chunk],
                 [r.texts for r in chunk],
                 [r.input for r in chunk],
-                strategy=strategy,
-                seed=seed,
-                pairs=ranker_options["pairs"],
+                strategy=job.strategy,
+                seed=job.seed,
+                pairs=job.options["pairs"],
                 top_k=top_k,
             )
             for record, ranking in zip(chunk, rankings, strict=True):
                 pairs = None
-                if sink.pairs_out is not None:
+                if job.sink.pairs_out is not None:
                     pairs = preference_pairs(
                         prompt_text(record.instruction, record.input),
                         record.texts,
                         ranking,
-                        policy=policy,
+                        policy=job.policy,
                         models=record.models,
                         record_id=record.id,
                     )
-                sink.add(ranking_row(record.id, ranking, record.models, label), pairs)
-            sink.commit()
+                job.sink.add(ranking_row(record.id, ranking, record.models, label), pairs)
+            job.sink.commit()
             if bar is not None:
                 bar.update(len(chunk))
     finally:
@@ -382,24 +371,14 @@ def _quiet_ray_data_console() -> None:
             handler.setLevel(logging.ERROR)
 
 
-def _run_ray(
-    sink: RankOutput,
-    files: list[str],
-    model: str,
-    strategy: str,
-    policy: PairPolicy,
-    seed: int | None,
-    limit: int | None,
-    progress: bool,
-    options: dict[str, Any],
-) -> None:
+def _run_ray(job: _RankJob, address: str | None, options: dict[str, Any]) -> None:
     from blender_core._optional import require
     from blender_core.distributed import RANKING_COLUMNS, pairs_of_row, rank_dataset, read_records
 
     ray = require("ray", "ray")
     started = False
     if not ray.is_initialized():
-        if options["address"] is None:
+        if address is None:
             import logging
 
             # A private local instance, never someone else's cluster found on this machine.
@@ -410,7 +389,7 @@ def _run_ray(
                 logging_level=logging.ERROR,
             )
         else:
-            ray.init(address=options["address"])
+            ray.init(address=address)
         started = True
     try:
         _quiet_ray_data_console()
@@ -418,37 +397,39 @@ def _run_ray(
         context.execution_options.preserve_order = True  # rows come out in input order
         context.enable_progress_bars = False  # our own bar counts finished records
         context.raise_original_map_exception = True  # a bad record's own error, not a wrapper
-        ds = read_records(files, limit=limit)
-        done = frozenset(sink.done_ids)
+        ds = read_records(job.files, limit=job.limit)
+        done = frozenset(job.sink.done_ids)
         if done:
             ds = ds.filter(lambda row: row["id"] not in done)
         ranked = rank_dataset(
             ds,
-            model,
-            strategy=strategy,
-            seed=seed,
+            job.model,
+            strategy=job.strategy,
+            seed=job.seed,
             batch_size=options["batch_size"],
             concurrency=options["concurrency"],
             num_gpus=options["num_gpus"],
-            pairs=options["pairs"],
-            top_k=options["top_k"],
-            device=options["device"],
-            dtype=options["dtype"],
-            batch_tokens=options["batch_tokens"],
+            pairs=job.options["pairs"],
+            top_k=job.options["top_k"],
+            device=job.options["device"],
+            dtype=job.options["dtype"],
+            batch_tokens=job.options["batch_tokens"],
         )
-        label = sink.strategy
-        if sink.pairs_out is None:
+        label = job.sink.strategy
+        if job.sink.pairs_out is None:
             ranked = ranked.select_columns(["id", *RANKING_COLUMNS])
-        bar = _progress_bar(progress)
+        bar = _progress_bar(job.progress)
         try:
             batch: Any
             for batch in ranked.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for row in batch.to_pylist():
                     ranking = {name: row[name] for name in ("id", *RANKING_COLUMNS)}
                     ranking["strategy"] = label
-                    pairs = pairs_of_row(row, policy) if sink.pairs_out is not None else None
-                    sink.add(ranking, pairs)
-                sink.commit()
+                    pairs = (
+                        pairs_of_row(row, job.policy) if job.sink.pairs_out is not None else None
+                    )
+                    job.sink.add(ranking, pairs)
+                job.sink.commit()
                 if bar is not None:
                     bar.update(batch.num_rows)
         finally:
