@@ -11,6 +11,15 @@ last quarter of the run (flat memory: the two agree), and the PairRanker's round
 round, batch fill and padding efficiency (from ``/metrics``).
 
     python benchmarks/serve_load.py [--requests 1000] [--concurrency 64] [--delay 0.02]
+
+``--suite gateway`` measures the gateway alone (issue 26), with three ``static`` members, a
+random ranker and the ``select`` fuser (no model): requests/s and p50/p99 at 1, 8 and 64
+concurrent clients; the answers other clients get while 64 connections send never-ending
+bodies; how fast idle and half-sent connections are closed; clients that disconnect before
+their answer or in the middle of their body; the server's RSS after a flood of unfinished 8 MiB
+headers; and its RSS after 10,000 requests:
+
+    python benchmarks/serve_load.py --suite gateway [--sweep-requests 2000] [--long-requests 10000]
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -219,8 +229,282 @@ def _quarter_means(samples: list[tuple[int, float]], n: int) -> list[float]:
     return [statistics.fmean(q or [0.0]) for q in quarters]
 
 
+GATEWAY_CONFIG = """
+[server]
+max_concurrency = 64
+request_timeout = 30
+body_timeout = {body_timeout}
+header_timeout = {header_timeout}
+keep_alive_timeout = 5
+
+[members.alpha]
+type = "static"
+text = "Paris is the capital of France, and it is on the Seine."
+
+[members.beta]
+type = "static"
+text = "The capital of France is Paris."
+
+[members.gamma]
+type = "static"
+text = "France's capital: Paris."
+
+[members.sleepy]
+type = "static"
+text = "A slow answer."
+delay = 2.0
+
+[ensembles.default]
+members = ["alpha", "beta", "gamma"]
+ranker = {{ type = "random", seed = 0 }}
+fuser = {{ type = "select" }}
+
+[ensembles.slow]
+members = ["sleepy", "alpha"]
+ranker = {{ type = "random", seed = 0 }}
+fuser = {{ type = "select" }}
+"""
+
+_CHAT = {"model": "default", "messages": [{"role": "user", "content": "Capital of France?"}]}
+
+
+def _request(path: str, body: bytes, *, length: int | None = None) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body) if length is None else length}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _until_closed(port: int, send: bytes, timeout: float) -> tuple[float, bytes]:
+    """Seconds until the server closes a connection that sent ``send``; what it answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    start = time.perf_counter()
+    if send:
+        writer.write(send)
+        await writer.drain()
+    data = b""
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await reader.read(65536):
+                data += chunk
+    except TimeoutError:
+        return float("inf"), data
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+    return time.perf_counter() - start, data
+
+
+async def _chat_load(url: str, n: int, concurrency: int) -> tuple[list[float], dict[int, int]]:
+    """``n`` chat requests, ``concurrency`` at a time: latencies of the 200s; status counts."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    semaphore = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def one() -> None:
+            async with semaphore:
+                start = time.perf_counter()
+                try:
+                    status = (await client.post("/v1/chat/completions", json=_CHAT)).status_code
+                except httpx.HTTPError:
+                    status = -1
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 200:
+                    latencies.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(one() for _ in range(n)))
+    return latencies, statuses
+
+
+def _pct(values: list[float], p: int) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100)[p - 1]
+
+
+async def _gateway_suite(url: str, port: int, pid: int, args: argparse.Namespace) -> None:
+    print("## Throughput (3 static members, random ranker, select fuser)")
+    print("| clients | requests | req/s | p50 | p99 | non-200 |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    await _chat_load(url, 200, 8)  # warm-up
+    for clients in (1, 8, 64):
+        start = time.perf_counter()
+        latencies, statuses = await _chat_load(url, args.sweep_requests, clients)
+        wall = time.perf_counter() - start
+        bad = sum(v for k, v in statuses.items() if k != 200)
+        print(
+            f"| {clients} | {args.sweep_requests} | {args.sweep_requests / wall:.0f} | "
+            f"{_pct(latencies, 50) * 1000:.1f} ms | {_pct(latencies, 99) * 1000:.1f} ms | {bad} |"
+        )
+
+    print(f"\n## 64 never-ending bodies (max_concurrency 64, body_timeout {args.body_timeout:g} s)")
+    stalled = [
+        asyncio.ensure_future(
+            _until_closed(port, _request("/v1/chat/completions", b'{"model": ', length=4096), 60)
+        )
+        for _ in range(64)
+    ]
+    await asyncio.sleep(0.5)
+    latencies, statuses = await _chat_load(url, 400, 8)
+    closed = await asyncio.gather(*stalled)
+    answers = sorted({data.split(b"\r\n", 1)[0].decode(errors="replace") for _, data in closed})
+    print(
+        f"other clients meanwhile: statuses {statuses}, p50 {_pct(latencies, 50) * 1000:.1f} ms, "
+        f"p99 {_pct(latencies, 99) * 1000:.1f} ms"
+    )
+    times = [t for t, _ in closed]
+    print(f"the stalled ones: answered {answers}, after {min(times):.1f}-{max(times):.1f} s")
+
+    print(f"\n## Idle and half-sent connections (header_timeout {args.header_timeout:g} s)")
+    rss_before = _rss_mib(pid)
+    idle = [asyncio.ensure_future(_until_closed(port, b"", 60)) for _ in range(180)]
+    half = [
+        asyncio.ensure_future(
+            _until_closed(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n", 60)
+        )
+        for _ in range(10)
+    ]
+    await asyncio.sleep(0.5)
+    during, during_statuses = await _chat_load(url, 100, 8)
+    idle_times = [t for t, _ in await asyncio.gather(*idle)]
+    half_times = [t for t, _ in await asyncio.gather(*half)]
+    print(
+        f"180 idle connections closed after {min(idle_times):.1f}-{max(idle_times):.1f} s; "
+        f"10 half-sent headers after {min(half_times):.1f}-{max(half_times):.1f} s; other "
+        f"clients meanwhile: {during_statuses}, p99 {_pct(during, 99) * 1000:.1f} ms; "
+        f"RSS {rss_before:.0f} -> {_rss_mib(pid):.0f} MiB"
+    )
+
+    print("\n## Disconnects")
+    before = httpx.get(f"{url}/metrics").text
+    slow = json.dumps({**_CHAT, "model": "slow"}).encode()
+
+    async def leave(send: bytes, after: float) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(send)
+        await writer.drain()
+        await asyncio.sleep(after)
+        writer.close()
+
+    await asyncio.gather(
+        *(leave(_request("/v1/chat/completions", slow), 0.3) for _ in range(50)),
+        *(
+            leave(_request("/v1/chat/completions", slow[:20], length=len(slow)), 0.3)
+            for _ in range(50)
+        ),
+    )
+    await asyncio.sleep(1.0)
+    after = httpx.get(f"{url}/metrics").text
+
+    def value(text: str, name: str) -> float:
+        match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    cancelled = value(after, 'blender_cancelled_total{endpoint="chat"}') - value(
+        before, 'blender_cancelled_total{endpoint="chat"}'
+    )
+    latencies, statuses = await _chat_load(url, 100, 8)
+    print(
+        f"50 clients gone before their answer, 50 gone mid-body: {cancelled:.0f} counted as "
+        f"cancelled, in flight afterwards {value(after, 'blender_in_flight_requests'):.0f}; "
+        f"next 100 requests: {statuses}"
+    )
+
+    print("\n## Header flood (20 unfinished 8 MiB headers)")
+    await _chat_load(url, 50, 8)
+    warm = _rss_mib(pid)
+
+    async def flood() -> None:
+        with contextlib.suppress(ConnectionError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Flood: ")
+            for _ in range(128):
+                writer.write(b"b" * 65536)
+                await writer.drain()
+            writer.close()
+
+    peak = 0.0
+    flooding = asyncio.gather(*(flood() for _ in range(20)))
+    while not flooding.done():
+        peak = max(peak, _rss_mib(pid))
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)
+    print(f"RSS warm {warm:.0f} MiB, peak {peak:.0f} MiB, after {_rss_mib(pid):.0f} MiB")
+
+    print(f"\n## RSS over {args.long_requests} requests (64 clients)")
+    start_rss = _rss_mib(pid)
+    samples = []
+    chunk = max(1, args.long_requests // 10)
+    for _ in range(10):
+        latencies, statuses = await _chat_load(url, chunk, 64)
+        samples.append(_rss_mib(pid))
+    print(
+        f"RSS before {start_rss:.0f} MiB; after each tenth: "
+        + ", ".join(f"{x:.0f}" for x in samples)
+        + f" MiB (last batch statuses {statuses})"
+    )
+
+
+@contextlib.contextmanager
+def _gateway(
+    config: Path, log: Path | None = None
+) -> Iterator[tuple[str, int, subprocess.Popen[bytes]]]:
+    """``blender serve --config config`` on a free loopback port, once it answers: its URL, port
+    and process (output to ``log``, else inherited); stopped (SIGTERM, then kill) at the end."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "shared"), str(REPO), env.get("PYTHONPATH", "")]
+    )
+    command = [sys.executable, "-c", "from blender_core.cli import main; main()", "serve"]
+    command += ["--config", str(config), "--port", str(port), "--log-level", "warning"]
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(log.open("wb")) if log is not None else None
+        stderr = subprocess.STDOUT if log is not None else None
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=stderr)
+    try:
+        _wait_ready(url, process)
+        yield url, port, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _run_gateway_suite(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "blend.toml"
+        config.write_text(
+            GATEWAY_CONFIG.format(
+                body_timeout=args.body_timeout, header_timeout=args.header_timeout
+            )
+        )
+        log = Path(tmp) / "server.log"
+        with _gateway(config, log) as (url, port, process):
+            asyncio.run(_gateway_suite(url, port, process.pid, args))
+        text = log.read_text(errors="replace")
+        print(f"\nserver log: {text.count('Traceback')} tracebacks, {len(text.splitlines())} lines")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--suite",
+        choices=("blend", "gateway"),
+        default="blend",
+        help="blend: the load test below; gateway: throughput and faults of the gateway alone",
+    )
+    parser.add_argument("--sweep-requests", type=int, default=2000, help="gateway: per level")
+    parser.add_argument("--long-requests", type=int, default=10000, help="gateway: RSS run")
+    parser.add_argument("--body-timeout", type=float, default=5.0, help="gateway: server's")
+    parser.add_argument("--header-timeout", type=float, default=5.0, help="gateway: server's")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--delay", type=float, default=0.02, help="static members' delay (s)")
@@ -235,6 +519,9 @@ def main() -> None:
         help="pairrm: a tiny random PairRanker checkpoint (coalesces requests); random: no model",
     )
     args = parser.parse_args()
+    if args.suite == "gateway":
+        _run_gateway_suite(args)
+        return
     limit = args.limit or 2 * args.concurrency
 
     from blender_core.testing import make_tiny_pairranker
@@ -253,17 +540,7 @@ def main() -> None:
                 args.ranker,
             )
         )
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO / "shared"), str(REPO), env.get("PYTHONPATH", "")]
-        )
-        command = [sys.executable, "-c", "from blender_core.cli import main; main()", "serve"]
-        command += ["--config", str(config), "--port", str(port), "--log-level", "warning"]
-        process = subprocess.Popen(command, env=env)
-        try:
-            _wait_ready(url, process)
+        with _gateway(config) as (url, _, process):
             # warm-up: every code path once, at full concurrency
             asyncio.run(_load(url, min(args.warmup, args.requests), args.concurrency, [0]))
             done = [0]
@@ -275,12 +552,6 @@ def main() -> None:
             sampler.stop.set()
             sampler.join()
             metrics = httpx.get(f"{url}/metrics").text
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
     upstream.shutdown()
 
     lost = args.requests - done[0]  # sent, never answered nor failed

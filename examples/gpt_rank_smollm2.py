@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -70,13 +71,41 @@ def main() -> None:
     )
     seconds = time.perf_counter() - started
     assert results.gpt_rank is not None
-    print(results.table().to_markdown())
+    full = results.table()
+    # Two columns tell the story here: the hand-set judge score of each method's pick and the
+    # SmolLM2 judge's GPT-Rank (the full table also has "beats" shares and bootstrap intervals).
+    keep = [i for i, c in enumerate(full.columns) if c.key == "gpt_rank" or "gpt4_pref" in c.title]
+    table = dataclasses.replace(
+        full,
+        columns=tuple(full.columns[i] for i in keep),
+        rows=tuple((name, tuple(values[i] for i in keep)) for name, values in full.rows),
+        baseline=None,
+        comparisons={},
+    )
+    print(table.to_markdown())
     print(
         f"{results.gpt_rank.calls} judge calls in {seconds:.0f} s; "
         f"{results.gpt_rank.invalid} unparseable answers (scored as ties)"
     )
     for comparison in results.gpt_rank.rankings[0].comparisons[:3]:
         print(f"  judge said: {comparison.judgement.raw.strip()[:60]!r}")
+    ranks = results.gpt_rank.ranks
+    best, longest = next(m for m in ranks if m.startswith("best single")), "longest"
+    verdict = (
+        "The judge agrees with the hand-set scores here (a lower GPT-Rank for 'best single')."
+        if ranks[best] < ranks[longest]
+        else "The judge does not see the difference (it ranks 'longest' as well or better): "
+        "a 135M judge\nis swayed by length and position, not correctness. Use a real chat "
+        "model as the judge."
+    )
+    print(
+        "\nWhat this shows: gpt4_pref is the hand-set score of each method's pick. This data "
+        "was written so\nthat vicuna-13b gives the good answers and the longest answers "
+        "ramble, and 'best single' is chosen\non these same records, so it scores 100% by "
+        "construction and 'longest' 33%. GPT-Rank is the\njudge's mean rank of each method's "
+        f"pick (1 = best, lower is better): {best} "
+        f"{ranks[best]:.2f},\nlongest {ranks[longest]:.2f}. {verdict}"
+    )
 
 
 if __name__ == "__main__":

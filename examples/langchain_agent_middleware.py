@@ -73,6 +73,14 @@ def main() -> None:
             + (f" tool_calls={calls}" if calls else "")
             + (f" [chosen: {chosen}]" if chosen else "")
         )
+    print(
+        "What this shows: RankedToolFilterMiddleware offered the model only the tool most "
+        "relevant to the\nquestion (get_weather, not convert_currency); at each step both "
+        "models proposed an action and\nBestOfModelsMiddleware kept one ([chosen: ...]). Why "
+        "the agent's own: with two proposals the\nconsensus ranker ties (each agrees with the "
+        "other equally), and a tie keeps the first. With\nthree or more models the typical "
+        "proposal wins; ranker='llm-blender/PairRM' judges quality."
+    )
 
 
 if __name__ == "__main__":

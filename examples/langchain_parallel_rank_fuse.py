@@ -56,6 +56,12 @@ def main() -> None:
     # Only the text, as the last step of a chain.
     text_chain = fan_out | RankAndFuse(ranker="consensus", top_k=1) | itemgetter("text")
     print("best alone:", text_chain.invoke(question))
+    print(
+        "Why: the two MBR answers agree with each other and 'I like turtles.' with neither, so "
+        "consensus\nranks it last; RankAndFuse hands the top 2 to the fuser (a scripted chat "
+        "model here, so its\nanswer is fixed), and top_k=1 without a fuser returns the best "
+        "answer as is."
+    )
 
 
 if __name__ == "__main__":

@@ -75,13 +75,23 @@ def main(argv: list[str] | None = None) -> None:
         reranker = PairRankerRerank(model=ranker, top_n=2)
         query = "How does PairRM rank answers?"
 
+        print(f"Query: {query!r}; {len(DOCS)} documents, keep the best 2")
+        print("compress_documents() keeps them with metadata['relevance_score']:")
         for doc in reranker.compress_documents(DOCS, query):
-            print(f"{doc.metadata['relevance_score']:+.4f}  {doc.page_content}")
-        print("rerank():", reranker.rerank([d.page_content for d in DOCS], query, top_n=None))
-        print(
-            "async:",
-            [d.metadata["id"] for d in asyncio.run(reranker.acompress_documents(DOCS, query))],
-        )
+            print(
+                f"  {doc.metadata['relevance_score']:+.4f}  [id {doc.metadata['id']}] "
+                f"{doc.page_content}"
+            )
+        print("rerank(): every document as {index in DOCS, relevance_score}, best first:")
+        for row in reranker.rerank([d.page_content for d in DOCS], query, top_n=None):
+            print(f"  {row}")
+        kept = [d.metadata["id"] for d in asyncio.run(reranker.acompress_documents(DOCS, query))]
+        print(f"acompress_documents() (async, same ranking): kept document ids {kept}")
+        if args.ranker != "tiny":
+            print(
+                "Why: the two documents about PairRM/GenFuser answer the query; Paris and "
+                "MixInstruct do not, so they rank last."
+            )
 
         try:
             from langchain_classic.retrievers import ContextualCompressionRetriever
@@ -91,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         retriever = ContextualCompressionRetriever(
             base_compressor=reranker, base_retriever=ListRetriever(docs=DOCS)
         )
-        print("retriever:", [d.metadata["id"] for d in retriever.invoke(query)])
+        kept = [d.metadata["id"] for d in retriever.invoke(query)]
+        print(f"ContextualCompressionRetriever (the reranker inside a retriever): kept ids {kept}")
 
 
 if __name__ == "__main__":

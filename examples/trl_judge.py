@@ -51,6 +51,11 @@ def main() -> None:
             )
         ],
     )
+    print(
+        "Why these numbers: the checkpoint's weights are random, so every probability is near "
+        "0.5 and\nevery reward near 0, whatever the answers say. They show the shapes a TRL "
+        "trainer gets; with\nllm-blender/PairRM, 'Paris' would beat 'Lyon' clearly."
+    )
 
 
 if __name__ == "__main__":

@@ -2,22 +2,22 @@
 
 * :class:`LangChainGenerator` adapts a chat model, an LLM or any runnable that returns a message
   or a string to the core ``Generator`` protocol, so a LangChain model can be the LLM fuser.
-* Small helpers turn messages into the texts a ranker sees (answers, tool calls, the instruction).
+* Small helpers turn messages into the texts a ranker sees (answers, the chat prompt).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import set_config_context
 
+from blender_core.chat import chat_prompt
 from blender_core.generators.base import BaseGenerator
 from blender_core.types import Prompt
 
@@ -29,8 +29,7 @@ __all__ = [
     "instruction_from_messages",
     "invoke_in_context",
     "message_text",
-    "render_candidate",
-    "render_tool_calls",
+    "prompt_from_messages",
     "runnable_name",
     "use_call_config",
 ]
@@ -116,34 +115,16 @@ def has_tool_calls(output: Any) -> bool:
     return isinstance(output, AIMessage) and bool(output.tool_calls)
 
 
-def render_tool_calls(message: AIMessage) -> str:
-    """A text rendering of a message's tool calls (and any text), for a ranker to compare."""
-    lines = []
-    text = message.text.strip()
-    if text:
-        lines.append(text)
-    for call in message.tool_calls:
-        args = json.dumps(call.get("args", {}), sort_keys=True, ensure_ascii=False)
-        lines.append(f"{call['name']}({args})")
-    return "\n".join(lines)
-
-
-def render_candidate(output: Any) -> str:
-    """The text a ranker sees for a candidate: the tool calls when it has some, else its text."""
-    if has_tool_calls(output):
-        return render_tool_calls(output)
-    return message_text(output)
+def prompt_from_messages(messages: Sequence[BaseMessage]) -> tuple[str, str]:
+    """``(instruction, input)`` the ranker and the fuser read for a chat: the core's one chat
+    policy (:func:`blender_core.chat.chat_prompt`: the latest human message, and the rest of
+    the conversation as the input)."""
+    return chat_prompt([(m.type, m.text) for m in messages])
 
 
 def instruction_from_messages(messages: Sequence[BaseMessage]) -> str:
-    """The instruction the ranker and the fuser see for a chat: the last human message's text.
-
-    A chat without a human message is rendered whole (``role: text`` lines).
-    """
-    for message in reversed(messages):
-        if isinstance(message, HumanMessage):
-            return message.text
-    return "\n".join(f"{m.type}: {m.text}" for m in messages)
+    """The instruction of :func:`prompt_from_messages` (the latest human message)."""
+    return prompt_from_messages(messages)[0]
 
 
 def _prompt_to_lc(prompt: Prompt) -> Any:

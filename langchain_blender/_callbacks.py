@@ -6,11 +6,9 @@ parent's child callbacks, a run name and a tag.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from langchain_core.callbacks import (
@@ -24,7 +22,6 @@ from langchain_core.messages import AIMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import RunnableConfig, RunnableLambda
-from langchain_core.runnables.config import ContextThreadPoolExecutor
 
 from blender_core.blend import RankStep
 from blender_core.ranking import Ranking
@@ -38,11 +35,8 @@ __all__ = [
     "achild_callbacks",
     "child_callbacks",
     "child_config",
-    "run_sync",
     "set_rank_callbacks",
     "trace_ranking",
-    "trace_ranking_sync",
-    "use_rank_callbacks",
     "with_handler",
 ]
 
@@ -53,34 +47,34 @@ FUSER_TAG = "llm_blender:fuser"
 RANKER_TAG = "llm_blender:ranker"
 """Tag on the ranker's run (named for the ranker, with N, strategy, top-K and passes)."""
 
-T = TypeVar("T")
 
 ChildCallbacks = CallbackManager | AsyncCallbackManager | list[BaseCallbackHandler] | None
+
+
+M = TypeVar("M", CallbackManager, AsyncCallbackManager)
+
+
+def _child(kind: type[M], run_manager: Any) -> M | None:
+    if run_manager is None:
+        return None
+    manager = kind(handlers=[], parent_run_id=run_manager.run_id)
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    return manager
 
 
 def child_callbacks(run_manager: CallbackManagerForLLMRun | None) -> CallbackManager | None:
     """A callback manager for runs nested under an LLM run (LLM run managers have no
     ``get_child``; this mirrors the chain run managers' one)."""
-    if run_manager is None:
-        return None
-    manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    return manager
+    return _child(CallbackManager, run_manager)
 
 
 def achild_callbacks(
     run_manager: AsyncCallbackManagerForLLMRun | None,
 ) -> AsyncCallbackManager | None:
     """Async :func:`child_callbacks`."""
-    if run_manager is None:
-        return None
-    manager = AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    return manager
+    return _child(AsyncCallbackManager, run_manager)
 
 
 def child_config(callbacks: ChildCallbacks, run_name: str, tag: str) -> RunnableConfig:
@@ -89,20 +83,6 @@ def child_config(callbacks: ChildCallbacks, run_name: str, tag: str) -> Runnable
     if callbacks is not None:
         config["callbacks"] = callbacks
     return config
-
-
-def run_sync(fn: Callable[[], T]) -> T:
-    """Run blocking ``fn``; in a thread with a running event loop, run it in a worker thread.
-
-    The core pipeline's sync API refuses to run inside an event loop (it starts its own), and a
-    sync ``invoke`` from a notebook cell runs in the loop's thread.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return fn()
-    with ContextThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(fn).result()
 
 
 class UsageCollector(BaseCallbackHandler):
@@ -141,18 +121,9 @@ _RANK_CALLBACKS: contextvars.ContextVar[ChildCallbacks] = contextvars.ContextVar
 )
 
 
-@contextmanager
-def use_rank_callbacks(callbacks: ChildCallbacks) -> Iterator[None]:
-    """Make ``callbacks`` the parent of the ranker's run (:func:`trace_ranking`) in the block."""
-    token = _RANK_CALLBACKS.set(callbacks)
-    try:
-        yield
-    finally:
-        _RANK_CALLBACKS.reset(token)
-
-
 def set_rank_callbacks(callbacks: ChildCallbacks) -> None:
-    """Set the :func:`use_rank_callbacks` callbacks for the rest of the current context."""
+    """Make ``callbacks`` the parent of the ranker's run (:func:`trace_ranking`) for the rest of
+    the current context (a context made to run one call in)."""
     _RANK_CALLBACKS.set(callbacks)
 
 
@@ -164,7 +135,7 @@ def _rank_config(step: RankStep) -> RunnableConfig:
 
 async def trace_ranking(step: RankStep, rank: Callable[[], Awaitable[Ranking]]) -> Ranking:
     """The core pipeline's rank tracer: the ranking runs as a chain run named for the ranker,
-    a child of the callbacks set by :func:`use_rank_callbacks` (the ensemble's run); its inputs
+    a child of the callbacks set by :func:`set_rank_callbacks` (the ensemble's run); its inputs
     are the :class:`~blender_core.blend.RankStep`, its outputs the ranking."""
     box: list[Ranking] = []
 
@@ -174,17 +145,4 @@ async def trace_ranking(step: RankStep, rank: Callable[[], Awaitable[Ranking]]) 
         return {"ranking": ranking.to_dict()}
 
     await RunnableLambda(run, name=step.ranker).ainvoke(step.to_dict(), _rank_config(step))
-    return box[0]
-
-
-def trace_ranking_sync(step: RankStep, rank: Callable[[], Ranking]) -> Ranking:
-    """Sync :func:`trace_ranking` (the tool-call path ranks outside the core pipeline)."""
-    box: list[Ranking] = []
-
-    def run(inputs: dict[str, Any]) -> dict[str, Any]:
-        ranking = rank()
-        box.append(ranking)
-        return {"ranking": ranking.to_dict()}
-
-    RunnableLambda(run, name=step.ranker).invoke(step.to_dict(), _rank_config(step))
     return box[0]

@@ -6,6 +6,7 @@ answer (a message or a string) or failure becomes a :class:`MemberOutcome`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -15,9 +16,9 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableWithFallbacks
 from langchain_core.runnables.base import RunnableBindingBase
-from langchain_core.runnables.config import ContextThreadPoolExecutor
 
-from blender_core.members import Outcome, arun_members, run_members
+from blender_core.members import Outcome, arun_members
+from blender_core.members import name_members as core_name_members
 from langchain_blender._adapters import ainvoke_in_context, invoke_in_context, runnable_name
 from langchain_blender._callbacks import MEMBER_TAG, ChildCallbacks, child_config
 
@@ -25,7 +26,6 @@ __all__ = [
     "MemberOutcome",
     "Prepare",
     "ainvoke_members",
-    "invoke_members",
     "is_language_model",
     "load_member",
     "member_usage",
@@ -43,41 +43,23 @@ def load_member(model: Any) -> Any:
     return init_chat_model(model)
 
 
-def name_members(models: Any) -> dict[str, Runnable[Any, Any]]:
-    """Members as a name -> runnable dict: mapping keys, or derived (unique) names for a list.
-
-    A member may be an ``init_chat_model`` string (``"provider:model"``).
-    """
-    if isinstance(models, Mapping):
-        items = [(name, load_member(model)) for name, model in models.items()]
-    elif isinstance(models, str) or not isinstance(models, Sequence):
+def _checked_member(name: str, model: Any) -> Runnable[Any, Any]:
+    model = load_member(model)
+    if not isinstance(model, Runnable):
         raise TypeError(
-            "models must be a list of chat models/runnables or a mapping name -> model, "
-            f"got {type(models).__name__}"
+            f"model {name!r} is a {type(model).__name__}, not a LangChain Runnable "
+            "(a chat model, an LLM or a runnable returning a message or a string)"
         )
-    else:
-        items = []
-        seen: dict[str, int] = {}
-        for given in models:
-            model = load_member(given)
-            base = runnable_name(model)
-            seen[base] = seen.get(base, 0) + 1
-            items.append((base if seen[base] == 1 else f"{base}#{seen[base]}", model))
-    if not items:
-        raise ValueError("an ensemble needs at least one model")
-    named: dict[str, Runnable[Any, Any]] = {}
-    for position, (name, model) in enumerate(items):
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"model {position} has no name (a non-empty string)")
-        if not isinstance(model, Runnable):
-            raise TypeError(
-                f"model {name!r} is a {type(model).__name__}, not a LangChain Runnable "
-                "(a chat model, an LLM or a runnable returning a message or a string)"
-            )
-        if name in named:
-            raise ValueError(f"duplicate model name {name!r}")
-        named[name] = model
-    return named
+    return model
+
+
+def name_members(models: Any) -> dict[str, Runnable[Any, Any]]:
+    """Members as a name -> runnable dict (the core's :func:`~blender_core.members.name_members`
+    with each model's ``model_name``/``model`` or runnable name). A member may be an
+    ``init_chat_model`` string (``"provider:model"``)."""
+    return core_name_members(
+        models, lambda model: runnable_name(load_member(model)), check=_checked_member
+    )
 
 
 def is_language_model(member: Runnable[Any, Any]) -> bool:
@@ -107,70 +89,35 @@ Prepare = Callable[[str, Runnable[Any, Any]], tuple[Runnable[Any, Any], dict[str
 
 
 def _call_member(
-    name: str,
-    member: Runnable[Any, Any],
-    input: Any,
-    config: RunnableConfig,
-    prepare: Prepare,
-    max_retries: int,
+    name: str, member: Runnable[Any, Any], input: Any, config: RunnableConfig, prepare: Prepare
 ) -> Any:
-    runnable, kwargs = prepare(name, member)
-    for attempt in range(max_retries + 1):
-        try:
-            return _check_output(name, invoke_in_context(runnable, input, config, **kwargs))
-        except Exception:
-            if attempt == max_retries:
-                raise
-    raise AssertionError("unreachable")
+    runnable, kwargs = prepare(name, member)  # in the call: a member that cannot fails alone
+    return _check_output(name, invoke_in_context(runnable, input, config, **kwargs))
 
 
 async def _acall_member(
-    name: str,
-    member: Runnable[Any, Any],
-    input: Any,
-    config: RunnableConfig,
-    prepare: Prepare,
-    max_retries: int,
+    name: str, member: Runnable[Any, Any], input: Any, config: RunnableConfig, prepare: Prepare
 ) -> Any:
     runnable, kwargs = prepare(name, member)
-    for attempt in range(max_retries + 1):
-        try:
-            output = await ainvoke_in_context(runnable, input, config, **kwargs)
-            return _check_output(name, output)
-        except Exception:
-            if attempt == max_retries:
-                raise
-    raise AssertionError("unreachable")
+    return _check_output(name, await ainvoke_in_context(runnable, input, config, **kwargs))
 
 
-def invoke_members(
+async def _thread_call_member(*args: Any) -> Any:
+    """:func:`_call_member` in a worker thread (the sync forms' path)."""
+    return await asyncio.to_thread(_call_member, *args)
+
+
+def _calls(
     members: Mapping[str, Runnable[Any, Any]],
     input: Any,
-    *,
     callbacks: ChildCallbacks,
     prepare: Prepare,
-    timeout: float | None,
-    max_retries: int = 0,
-) -> list[MemberOutcome[Any]]:
-    """Call every member at once in worker threads (:func:`blender_core.members.run_members`);
-    each gets ``timeout`` seconds, retries included.
-
-    A member still running at the deadline is a ``"timeout"`` failure; its thread cannot be
-    stopped and its late answer is dropped.
-    """
-    calls = {
-        name: partial(
-            _call_member,
-            name,
-            member,
-            input,
-            child_config(callbacks, name, MEMBER_TAG),
-            prepare,
-            max_retries,
-        )
+    call: Callable[..., Any],
+) -> dict[str, Callable[[], Any]]:
+    return {
+        name: partial(call, name, member, input, child_config(callbacks, name, MEMBER_TAG), prepare)
         for name, member in members.items()
     }
-    return run_members(calls, timeout=timeout, executor=ContextThreadPoolExecutor)
 
 
 async def ainvoke_members(
@@ -181,21 +128,18 @@ async def ainvoke_members(
     prepare: Prepare,
     timeout: float | None,
     max_retries: int = 0,
+    sync: bool = False,
 ) -> list[MemberOutcome[Any]]:
-    """Async :func:`invoke_members`: every member's native ``ainvoke``, concurrently."""
-    calls = {
-        name: partial(
-            _acall_member,
-            name,
-            member,
-            input,
-            child_config(callbacks, name, MEMBER_TAG),
-            prepare,
-            max_retries,
-        )
-        for name, member in members.items()
-    }
-    return await arun_members(calls, timeout=timeout)
+    """Call every member at once (:func:`blender_core.members.arun_members`): its native
+    ``ainvoke``, or with ``sync`` its ``invoke`` in a worker thread (the sync forms of the
+    ensembles); each gets ``timeout`` seconds, retries included.
+
+    A member still running at the deadline is a ``"timeout"`` failure; a worker thread cannot
+    be stopped and its late answer is dropped.
+    """
+    call = _thread_call_member if sync else _acall_member
+    calls = _calls(members, input, callbacks, prepare, call)
+    return await arun_members(calls, timeout=timeout, retries=max_retries)
 
 
 def member_usage(outcomes: Sequence[MemberOutcome[Any]]) -> UsageMetadata | None:

@@ -5,37 +5,27 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from langchain_core.callbacks import (
-    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
-    CallbackManager,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, ensure_config
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict
 
-from langchain_blender._adapters import instruction_from_messages
+from langchain_blender._adapters import prompt_from_messages
 from langchain_blender._callbacks import ChildCallbacks, achild_callbacks, child_callbacks
 from langchain_blender._engine import Blended
-from langchain_blender._members import (
-    MemberOutcome,
-    ainvoke_members,
-    invoke_members,
-    is_language_model,
-    member_usage,
-    name_members,
-)
-from langchain_blender._settings import EnsembleSettings
+from langchain_blender._members import MemberOutcome
+from langchain_blender._settings import EnsembleCall, EnsembleSettings, StopCutter, apply_stop
 
 __all__ = ["ChatBlender", "StopCutter", "apply_stop", "text_pieces"]
 
@@ -45,27 +35,6 @@ _PIECES = re.compile(r"\s*\S+\s*|\s+")
 def text_pieces(text: str) -> list[str]:
     """Split ``text`` into word-sized pieces (whitespace kept) for streaming; joins back exactly."""
     return _PIECES.findall(text) or [""]
-
-
-def apply_stop(text: str, stop: Sequence[str] | None) -> str:
-    """Cut ``text`` at the first occurrence of any stop sequence (as a model's ``stop`` does)."""
-    if not stop:
-        return text
-    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
-
-
-def _member_kwargs(
-    member: Runnable[Any, Any], stop: list[str] | None, extra: dict[str, Any]
-) -> dict[str, Any]:
-    """Call kwargs for a member: stop and per-call params go to language models only (bare or
-    wrapped: ``.bind()``, ``.with_retry()``, ``.with_fallbacks()``)."""
-    if not is_language_model(member):
-        return {}
-    kwargs = dict(extra)
-    if stop:
-        kwargs["stop"] = stop
-    return kwargs
 
 
 class ChatBlender(EnsembleSettings, BaseChatModel):
@@ -111,28 +80,14 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
-    _members_field: ClassVar[str] = "models"
 
-    models: dict[str, Runnable[Any, Any]]
-    """The members: chat models, ``init_chat_model`` strings (``"openai:gpt-4o-mini"``) or
-    runnables returning a message (a list, or a mapping name -> model; list names come from each
-    model's ``model_name``/``model`` or runnable name)."""
     temperature: float | None = None
     """When set, passed to every member that is a language model as a per-call ``temperature``."""
     max_tokens: int | None = None
     """When set, passed to every member that is a language model as a per-call ``max_tokens``."""
-    stop: list[str] | None = None
-    """Default stop sequences: passed to members and applied to the fused text."""
     streaming: bool = False
     """Set it to stream through ``_stream`` in ``invoke`` too (LangChain's ``streaming`` flag);
     ``stream``/``astream`` always stream."""
-    ensemble_name: str | None = Field(default=None)
-    """Name reported as ``model_name`` (default ``"blend(<member>, ...)"``)."""
-
-    @field_validator("models", mode="before")
-    @classmethod
-    def _name_models(cls, value: Any) -> dict[str, Runnable[Any, Any]]:
-        return name_members(value)
 
     # -- identity -------------------------------------------------------------------------------
 
@@ -178,91 +133,26 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
             kwargs["tool_choice"] = tool_choice
         return super().bind(tools=formatted, **kwargs)
 
-    # -- one call -------------------------------------------------------------------------------
+    # -- one call ------------------------------------------------------------------------------
 
-    def _prepare(
-        self, stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> Callable[[str, Runnable[Any, Any]], tuple[Runnable[Any, Any], dict[str, Any]]]:
-        kwargs = dict(kwargs)
-        kwargs.pop("ls_structured_output_format", None)
-        tools = kwargs.pop("tools", None)
-        tool_choice = kwargs.pop("tool_choice", None)
-        for name in ("temperature", "max_tokens"):
-            if getattr(self, name) is not None:
-                kwargs.setdefault(name, getattr(self, name))
-        stop = stop if stop is not None else self.stop
-
-        def prepare(
-            name: str, member: Runnable[Any, Any]
-        ) -> tuple[Runnable[Any, Any], dict[str, Any]]:
-            runnable = member
-            if tools:
-                bind = getattr(member, "bind_tools", None)
-                if bind is None:
-                    raise TypeError(
-                        f"{type(member).__name__} has no bind_tools: it cannot use tools"
-                    )
-                runnable = (
-                    bind(tools) if tool_choice is None else bind(tools, tool_choice=tool_choice)
-                )
-            return runnable, _member_kwargs(member, stop, kwargs)
-
-        return prepare
+    def _prompt(self, member_input: Any) -> tuple[str, str]:
+        return prompt_from_messages(member_input)
 
     def _finish(
         self, blended: Blended, outcomes: Sequence[MemberOutcome], stop: list[str] | None
     ) -> AIMessage:
         message = blended.message
         if blended.metadata["blend_mode"] == "text":
-            text = apply_stop(message.text, stop if stop is not None else self.stop)
-            message = AIMessage(content=text)
-        usage: UsageMetadata | None = member_usage(outcomes)
-        if blended.usage:
-            usage = add_usage(usage, blended.usage)
+            message = AIMessage(content=apply_stop(message.text, self._stop_for(stop)))
+        usage = self._usage(blended, outcomes)
         if usage is not None:
             message.usage_metadata = usage
         message.response_metadata = {"model_name": self.model_name, **blended.metadata}
         return message
 
-    def _blend(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        callbacks: CallbackManager | None,
-        kwargs: dict[str, Any],
-    ) -> AIMessage:
-        outcomes = invoke_members(
-            self.models,
-            messages,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
-        blended = self._get_engine().blend(
-            instruction_from_messages(messages), outcomes, callbacks=callbacks
-        )
-        return self._finish(blended, outcomes, stop)
-
-    async def _ablend(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        callbacks: AsyncCallbackManager | None,
-        kwargs: dict[str, Any],
-    ) -> AIMessage:
-        outcomes = await ainvoke_members(
-            self.models,
-            messages,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
-        blended = await self._get_engine().ablend(
-            instruction_from_messages(messages), outcomes, callbacks=callbacks
-        )
-        return self._finish(blended, outcomes, stop)
+    def _result(self, call: EnsembleCall, ran: tuple[Blended, list[MemberOutcome]]) -> ChatResult:
+        message = self._finish(*ran, call.stop)
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(
         self,
@@ -271,8 +161,8 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        message = self._blend(messages, stop, child_callbacks(run_manager), kwargs)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        call = EnsembleCall(messages, stop, kwargs, child_callbacks(run_manager), sync=True)
+        return self._result(call, self._sync(lambda: self._arun(call)))
 
     async def _agenerate(
         self,
@@ -281,8 +171,8 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        message = await self._ablend(messages, stop, achild_callbacks(run_manager), kwargs)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        call = EnsembleCall(messages, stop, kwargs, achild_callbacks(run_manager))
+        return self._result(call, await self._arun(call))
 
     # -- streaming ------------------------------------------------------------------------------
     # ``BaseChatModel.stream``/``astream`` call ``_stream``/``_astream`` without their run manager
@@ -291,12 +181,6 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
     # stream run. When LangChain does pass a run manager (``invoke`` under a streaming handler,
     # ``streaming=True``), they nest under the ensemble's run as in ``invoke``.
 
-    @staticmethod
-    def _stream_parent(run_manager: CallbackManagerForLLMRun | None) -> ChildCallbacks:
-        if run_manager is not None:
-            return child_callbacks(run_manager)
-        return cast(ChildCallbacks, ensure_config().get("callbacks"))
-
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -304,25 +188,9 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        callbacks = self._stream_parent(run_manager)
-        outcomes = invoke_members(
-            self.models,
-            messages,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
-        pieces = self._get_engine().stream(
-            instruction_from_messages(messages), outcomes, callbacks=callbacks
-        )
-        cutter = StopCutter(stop if stop is not None else self.stop)
-        for piece in pieces:
-            if isinstance(piece, str):
-                for text in cutter.feed(piece):
-                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
-            else:
-                yield from _last_chunks(self._finish(piece, outcomes, stop), cutter)
+        callbacks = _or_ambient(child_callbacks(run_manager))
+        call = EnsembleCall(messages, stop, kwargs, callbacks, sync=True)
+        return self._sync_iter(lambda: self._achunks(call))
 
     async def _astream(
         self,
@@ -331,60 +199,22 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        callbacks: ChildCallbacks = (
-            achild_callbacks(run_manager)
-            if run_manager is not None
-            else cast(ChildCallbacks, ensure_config().get("callbacks"))
-        )
-        outcomes = await ainvoke_members(
-            self.models,
-            messages,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
-        cutter = StopCutter(stop if stop is not None else self.stop)
-        async for piece in self._get_engine().astream(
-            instruction_from_messages(messages), outcomes, callbacks=callbacks
-        ):
-            if isinstance(piece, str):
-                for text in cutter.feed(piece):
-                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
-            else:
-                for chunk in _last_chunks(self._finish(piece, outcomes, stop), cutter):
-                    yield chunk
+        callbacks = _or_ambient(achild_callbacks(run_manager))
+        async for chunk in self._achunks(EnsembleCall(messages, stop, kwargs, callbacks)):
+            yield chunk
+
+    def _delta_chunk(self, text: str) -> ChatGenerationChunk:
+        return ChatGenerationChunk(message=AIMessageChunk(content=text))
+
+    def _final_chunks(self, answer: AIMessage, cutter: StopCutter) -> Iterator[ChatGenerationChunk]:
+        return _last_chunks(answer, cutter)
 
 
-class StopCutter:
-    """The fused text's deltas as pieces to stream, cut at the first stop sequence.
-
-    A tail as long as the longest stop sequence is held back until it cannot start one, and the
-    pieces run one delta behind, so that the last piece (:meth:`finish`) goes out with the
-    metadata: a fuser that does not stream gives one piece.
-    """
-
-    def __init__(self, stop: Sequence[str] | None) -> None:
-        self.stop = [s for s in stop or [] if s]
-        self.hold = max((len(s) for s in self.stop), default=1) - 1
-        self.text = ""
-        self.sent = 0
-        self.pending: str | None = None
-
-    def feed(self, delta: str) -> Iterator[str]:
-        """Take a delta; yield the pieces now ready to stream."""
-        self.text += delta
-        cut = apply_stop(self.text, self.stop)
-        ready = len(cut) if len(cut) < len(self.text) else max(self.sent, len(cut) - self.hold)
-        if ready > self.sent:
-            if self.pending is not None:
-                yield self.pending
-            self.pending = cut[self.sent : ready]
-            self.sent = ready
-
-    def finish(self, text: str) -> str:
-        """The last piece, given the whole answer with the stop applied."""
-        return (self.pending or "") + text[self.sent :]
+def _or_ambient(callbacks: ChildCallbacks) -> ChildCallbacks:
+    """The ensemble run's child callbacks, else the ambient run's (``ensure_config()``)."""
+    if callbacks is not None:
+        return callbacks
+    return cast(ChildCallbacks, ensure_config().get("callbacks"))
 
 
 def _last_chunks(message: AIMessage, cutter: StopCutter) -> Iterator[ChatGenerationChunk]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Iterator, Sequence
+from functools import partial
+from typing import Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -17,22 +18,13 @@ from langchain_core.language_models import BaseLLM
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import ContextThreadPoolExecutor
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict
 
 from langchain_blender._callbacks import achild_callbacks, child_callbacks
 from langchain_blender._engine import Blended
-from langchain_blender._members import (
-    MemberOutcome,
-    ainvoke_members,
-    invoke_members,
-    is_language_model,
-    member_usage,
-    name_members,
-)
-from langchain_blender._settings import EnsembleSettings
-from langchain_blender.chat_models import StopCutter, apply_stop
+from langchain_blender._members import MemberOutcome
+from langchain_blender._settings import EnsembleCall, EnsembleSettings, StopCutter, apply_stop
 
 __all__ = ["Blender"]
 
@@ -42,9 +34,10 @@ class Blender(EnsembleSettings, BaseLLM):
     ``top_k`` are fused (or the best is selected). The string-LLM form of
     :class:`~langchain_blender.ChatBlender` (as LangChain's ``OpenAI`` is to ``ChatOpenAI``).
 
-    * Members (``llms``) may be LLMs, chat models or runnables returning a string or a message;
-      they are called concurrently, each under ``timeout`` seconds, and their runs nest under the
-      ensemble's run for that prompt (``batch`` and ``generate`` keep one run per prompt).
+    * Members (``models``; ``llms=`` is a deprecated alias) may be LLMs, chat models or
+      runnables returning a string or a message; they are called concurrently, each under
+      ``timeout`` seconds, and their runs nest under the ensemble's run for that prompt
+      (``batch`` and ``generate`` keep one run per prompt).
     * ``stream``/``astream``: the answer is known once every member has answered and the fuser
       has run; it then arrives in word-sized chunks.
     * Each generation's ``generation_info`` holds ``candidates``, ``ranking``, ``top_k``,
@@ -60,26 +53,12 @@ class Blender(EnsembleSettings, BaseLLM):
             from langchain_core.prompts import PromptTemplate
             from langchain_blender import Blender
 
-            llm = Blender(llms=[llm_a, llm_b, llm_c], ranker="llm-blender/PairRM", top_k=2)
+            llm = Blender(models=[llm_a, llm_b, llm_c], ranker="llm-blender/PairRM", top_k=2)
             chain = PromptTemplate.from_template("Q: {question}\\nA:") | llm | StrOutputParser()
             chain.invoke({"question": "Why is the sky blue?"})
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
-    _members_field: ClassVar[str] = "llms"
-
-    llms: dict[str, Runnable[Any, Any]]
-    """The members: LLMs, chat models or runnables returning text (a list, or a mapping name ->
-    model; list names come from each model's ``model_name``/``model`` or runnable name)."""
-    stop: list[str] | None = None
-    """Default stop sequences: passed to members and applied to the fused text."""
-    ensemble_name: str | None = Field(default=None)
-    """Name reported as ``model_name`` (default ``"blend(<member>, ...)"``)."""
-
-    @field_validator("llms", mode="before")
-    @classmethod
-    def _name_llms(cls, value: Any) -> dict[str, Runnable[Any, Any]]:
-        return name_members(value)
 
     @property
     def _llm_type(self) -> str:
@@ -95,82 +74,21 @@ class Blender(EnsembleSettings, BaseLLM):
 
     # -- one prompt -------------------------------------------------------------------------
 
-    def _prepare(
-        self, stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> Callable[[str, Runnable[Any, Any]], tuple[Runnable[Any, Any], dict[str, Any]]]:
-        stop = stop if stop is not None else self.stop
+    def _prompt(self, member_input: Any) -> tuple[str, str]:
+        return member_input, ""
 
-        def prepare(
-            name: str, member: Runnable[Any, Any]
-        ) -> tuple[Runnable[Any, Any], dict[str, Any]]:
-            if not is_language_model(member):  # bare or wrapped (.bind, .with_retry, ...)
-                return member, {}
-            call = dict(kwargs)
-            if stop:
-                call["stop"] = stop
-            return member, call
-
-        return prepare
-
-    def _generation(
-        self,
-        text: str,
-        metadata: dict[str, Any],
-        outcomes: Sequence[MemberOutcome],
-        fuser_usage: UsageMetadata | None,
-        stop: list[str] | None,
+    def _finish(
+        self, blended: Blended, outcomes: Sequence[MemberOutcome], stop: list[str] | None
     ) -> Generation:
-        usage = member_usage(outcomes)
-        if fuser_usage:
-            usage = add_usage(usage, fuser_usage)
-        info = {"model_name": self.model_name, **metadata}
+        info = {"model_name": self.model_name, **blended.metadata}
+        usage = self._usage(blended, outcomes)
         if usage is not None:
             info["usage_metadata"] = dict(usage)
-        return Generation(
-            text=apply_stop(text, stop if stop is not None else self.stop), generation_info=info
-        )
+        text = apply_stop(blended.message.text, self._stop_for(stop))
+        return Generation(text=text, generation_info=info)
 
-    def _blend_one(
-        self,
-        prompt: str,
-        stop: list[str] | None,
-        run_manager: CallbackManagerForLLMRun | None,
-        kwargs: dict[str, Any],
-    ) -> Generation:
-        callbacks = child_callbacks(run_manager)
-        outcomes = invoke_members(
-            self.llms,
-            prompt,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
-        blended = self._get_engine().blend(prompt, outcomes, callbacks=callbacks)
-        return self._generation(
-            blended.message.text, blended.metadata, outcomes, blended.usage, stop
-        )
-
-    async def _ablend_one(
-        self,
-        prompt: str,
-        stop: list[str] | None,
-        run_manager: AsyncCallbackManagerForLLMRun | None,
-        kwargs: dict[str, Any],
-    ) -> Generation:
-        callbacks = achild_callbacks(run_manager)
-        outcomes = await ainvoke_members(
-            self.llms,
-            prompt,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
-        blended = await self._get_engine().ablend(prompt, outcomes, callbacks=callbacks)
-        return self._generation(
-            blended.message.text, blended.metadata, outcomes, blended.usage, stop
-        )
+    async def _ablend_one(self, call: EnsembleCall) -> Generation:
+        return self._finish(*await self._arun(call), call.stop)
 
     # -- BaseLLM hooks ----------------------------------------------------------------------
 
@@ -191,7 +109,9 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        return self._result([self._blend_one(p, stop, run_manager, kwargs) for p in prompts])
+        callbacks = child_callbacks(run_manager)
+        calls = [EnsembleCall(p, stop, kwargs, callbacks, sync=True) for p in prompts]
+        return self._result([self._sync(partial(self._ablend_one, call)) for call in calls])
 
     async def _agenerate(
         self,
@@ -201,7 +121,10 @@ class Blender(EnsembleSettings, BaseLLM):
         **kwargs: Any,
     ) -> LLMResult:
         generations = await asyncio.gather(
-            *(self._ablend_one(p, stop, run_manager, kwargs) for p in prompts)
+            *(
+                self._ablend_one(EnsembleCall(p, stop, kwargs, achild_callbacks(run_manager)))
+                for p in prompts
+            )
         )
         return self._result(list(generations))
 
@@ -289,25 +212,11 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        callbacks = child_callbacks(run_manager)
-        outcomes = invoke_members(
-            self.llms,
-            prompt,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
-        cutter = StopCutter(stop if stop is not None else self.stop)
-        for piece in self._get_engine().stream(prompt, outcomes, callbacks=callbacks):
-            if isinstance(piece, str):
-                chunks = [GenerationChunk(text=text) for text in cutter.feed(piece)]
-            else:
-                chunks = [self._last_chunk(piece, outcomes, stop, cutter)]
-            for chunk in chunks:
-                if run_manager:
-                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
+        call = EnsembleCall(prompt, stop, kwargs, child_callbacks(run_manager), sync=True)
+        for chunk in self._sync_iter(lambda: self._achunks(call)):
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
     async def _astream(
         self,
@@ -316,39 +225,19 @@ class Blender(EnsembleSettings, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        callbacks = achild_callbacks(run_manager)
-        outcomes = await ainvoke_members(
-            self.llms,
-            prompt,
-            callbacks=callbacks,
-            prepare=self._prepare(stop, kwargs),
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-        )
-        cutter = StopCutter(stop if stop is not None else self.stop)
-        async for piece in self._get_engine().astream(prompt, outcomes, callbacks=callbacks):
-            if isinstance(piece, str):
-                chunks = [GenerationChunk(text=text) for text in cutter.feed(piece)]
-            else:
-                chunks = [self._last_chunk(piece, outcomes, stop, cutter)]
-            for chunk in chunks:
-                if run_manager:
-                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                yield chunk
+        call = EnsembleCall(prompt, stop, kwargs, achild_callbacks(run_manager))
+        async for chunk in self._achunks(call):
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
-    def _last_chunk(
-        self,
-        blended: Blended,
-        outcomes: Sequence[MemberOutcome],
-        stop: list[str] | None,
-        cutter: StopCutter,
-    ) -> GenerationChunk:
-        generation = self._generation(
-            blended.message.text, blended.metadata, outcomes, blended.usage, stop
-        )
-        return GenerationChunk(
-            text=cutter.finish(generation.text), generation_info=generation.generation_info
-        )
+    def _delta_chunk(self, text: str) -> GenerationChunk:
+        return GenerationChunk(text=text)
+
+    def _final_chunks(self, answer: Generation, cutter: StopCutter) -> list[GenerationChunk]:
+        return [
+            GenerationChunk(text=cutter.finish(answer.text), generation_info=answer.generation_info)
+        ]
 
 
 def per_prompt_run_args(

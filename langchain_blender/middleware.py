@@ -29,8 +29,12 @@ from langchain_core.runnables.config import ContextThreadPoolExecutor
 from blender_core.lazy import Lazy
 from blender_core.loading import load_ranker
 from blender_core.members import arun_members, run_members
-from blender_core.ranking import Ranker, Ranking
-from langchain_blender._adapters import instruction_from_messages, runnable_name
+from blender_core.ranking import Ranker, Ranking, rank_with
+from langchain_blender._adapters import (
+    instruction_from_messages,
+    prompt_from_messages,
+    runnable_name,
+)
 from langchain_blender._engine import Engine
 from langchain_blender._members import MemberOutcome, name_members
 from langchain_blender._settings import DEFAULT_RANKER
@@ -106,7 +110,6 @@ class BestOfModelsMiddleware(AgentMiddleware[AgentState[ResponseT], ContextT, Re
         if min_candidates > len(names):
             raise ValueError(f"min_candidates={min_candidates} but only {len(names)} models")
         self._engine = Engine(
-            names,
             ranker=ranker,
             fuser=None,
             top_k=1,
@@ -126,9 +129,9 @@ class BestOfModelsMiddleware(AgentMiddleware[AgentState[ResponseT], ContextT, Re
         request: ModelRequest[ContextT],
         outcomes: list[MemberOutcome[Any]],
         responses: dict[str, Any],
-        blend: Callable[[str, list[MemberOutcome[Any]]], Any],
+        blend: Callable[[tuple[str, str], list[MemberOutcome[Any]]], Any],
     ) -> Any:
-        blended = blend(instruction_from_messages(request.messages), outcomes)
+        blended = blend(prompt_from_messages(request.messages), outcomes)
         chosen = blended.metadata["best_models"][0]
         response = responses[chosen]
         message = _ai_message(response)
@@ -160,7 +163,12 @@ class BestOfModelsMiddleware(AgentMiddleware[AgentState[ResponseT], ContextT, Re
                 calls, timeout=self.timeout, check=_checked, executor=ContextThreadPoolExecutor
             )
         )
-        return self._choose(request, outcomes, responses, lambda i, o: self._engine.blend(i, o))
+        return self._choose(
+            request,
+            outcomes,
+            responses,
+            lambda prompt, o: self._engine.blend(prompt[0], o, input=prompt[1]),
+        )
 
     async def awrap_model_call(
         self,
@@ -173,8 +181,8 @@ class BestOfModelsMiddleware(AgentMiddleware[AgentState[ResponseT], ContextT, Re
         outcomes, responses = _proposals(
             await arun_members(calls, timeout=self.timeout, check=_checked)
         )
-        instruction = instruction_from_messages(request.messages)
-        blended = await self._engine.ablend(instruction, outcomes)
+        instruction, input = prompt_from_messages(request.messages)
+        blended = await self._engine.ablend(instruction, outcomes, input=input)
         return self._choose(request, outcomes, responses, lambda i, o: blended)
 
 
@@ -261,10 +269,7 @@ class RankedToolFilterMiddleware(AgentMiddleware[AgentState[ResponseT], ContextT
         return request.override(tools=tools)
 
     def _rank(self, query: str, texts: list[str]) -> Ranking:
-        ranker = self._get_ranker()
-        if self.strategy is not None:
-            return ranker.rank(query, texts, strategy=self.strategy)  # type: ignore[call-arg]
-        return ranker.rank(query, texts)
+        return rank_with(self._get_ranker(), query, texts, strategy=self.strategy)
 
     def wrap_model_call(
         self,

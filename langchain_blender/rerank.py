@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +12,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 
 from blender_core.lazy import Lazy
 from blender_core.loading import DEFAULT_RANKER, load_ranker
-from blender_core.ranking import Ranker, Ranking
+from blender_core.ranking import Ranker, Ranking, arank_with, rank_with
 
 __all__ = ["PairRankerRerank"]
 
@@ -95,17 +94,13 @@ class PairRankerRerank(BaseDocumentCompressor):
     def _rank(self, query: str, texts: list[str]) -> Ranking:
         if len(texts) == 1:
             return Ranking.from_scores([0.0])
-        ranker = self._get_ranker()
-        if self.strategy is not None:
-            return ranker.rank(query, texts, strategy=self.strategy)  # type: ignore[call-arg]
-        return ranker.rank(query, texts)
+        return rank_with(self._get_ranker(), query, texts, strategy=self.strategy)
 
     async def _arank(self, query: str, texts: list[str]) -> Ranking:
         if len(texts) == 1:
             return Ranking.from_scores([0.0])
-        if not self._loaded.loaded or self.strategy is not None:
-            return await asyncio.to_thread(self._rank, query, texts)
-        return await self._loaded.get().arank(query, texts)
+        ranker = await self._loaded.aget()  # a first load runs off the event loop
+        return await arank_with(ranker, query, texts, strategy=self.strategy)
 
     @staticmethod
     def _texts(documents: Sequence[str | Document | dict[str, Any]]) -> list[str]:

@@ -17,10 +17,9 @@ ranker and the fuser with one more step:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from operator import itemgetter
-from typing import Any
+from typing import Any, ClassVar, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
@@ -36,9 +35,11 @@ from langchain_core.runnables import (
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from blender_core.blend import BlendResult
+from blender_core.bridge import run_sync
+from blender_core.engine import Engine as CoreEngine
 from blender_core.ranking import Ranking
-from langchain_blender._adapters import message_text, use_call_config
-from langchain_blender._callbacks import FUSER_TAG, child_config, run_sync, use_rank_callbacks
+from langchain_blender._adapters import message_text
+from langchain_blender._callbacks import ChildCallbacks
 from langchain_blender._settings import BlendSettings
 
 __all__ = [
@@ -117,10 +118,6 @@ def _coerce(value: Any) -> CandidatesInput:
     return CandidatesInput.model_validate(dict(value))
 
 
-def _source(data: CandidatesInput) -> str:
-    return f"{data.instruction}\n\n{data.input}" if data.input else data.instruction
-
-
 def _ranking_output(names: list[str], texts: list[str], ranking: Ranking) -> dict[str, Any]:
     return RankingOutput(
         names=names,
@@ -149,10 +146,14 @@ def _blend_output(result: BlendResult) -> dict[str, Any]:
 
 
 class _Step(BlendSettings, RunnableSerializable[dict[str, Any], Any]):
+    """What the steps share: the input schema, the output type, and the one implementation
+    (:meth:`_astep`, async; ``invoke`` runs it through the core's one bridge) under a chain run.
+    """
+
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    def _member_names(self) -> list[str]:
-        return []
+    _output: ClassVar[type[Any]]
+    """The output type (a pydantic model is also the output schema; the output is its dict)."""
 
     @property
     def InputType(self) -> type[Any]:
@@ -160,6 +161,42 @@ class _Step(BlendSettings, RunnableSerializable[dict[str, Any], Any]):
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         return CandidatesInput
+
+    @property
+    def OutputType(self) -> type[Any]:
+        return self._output
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        if issubclass(self._output, BaseModel):
+            return self._output
+        return cast(type[BaseModel], super().get_output_schema(config))
+
+    async def _astep(self, data: CandidatesInput, core: CoreEngine) -> Any:
+        """The step on the core engine (run with the ranker's and fuser's runs nested)."""
+        raise NotImplementedError
+
+    async def _arun(self, value: Any, callbacks: ChildCallbacks) -> Any:
+        data = _coerce(value)
+        return await self.engine.run_in(callbacks, lambda core: self._astep(data, core))
+
+    def _run_sync(self, value: Any, run_manager: CallbackManagerForChainRun | None = None) -> Any:
+        callbacks = run_manager.get_child() if run_manager else None
+        return run_sync(lambda: self._arun(value, callbacks))
+
+    async def _run_async(
+        self, value: Any, run_manager: AsyncCallbackManagerForChainRun | None = None
+    ) -> Any:
+        return await self._arun(value, run_manager.get_child() if run_manager else None)
+
+    def invoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Any:
+        return self._call_with_config(self._run_sync, input, config, run_type="chain")
+
+    async def ainvoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Any:
+        return await self._acall_with_config(self._run_async, input, config, run_type="chain")
 
 
 class RankCandidates(_Step):
@@ -175,43 +212,13 @@ class RankCandidates(_Step):
             step.invoke({"instruction": "2+2?", "candidates": {"a": "4", "b": "5"}})["best_name"]
     """
 
-    @property
-    def OutputType(self) -> type[RankingOutput]:
-        return RankingOutput
+    _output = RankingOutput
 
-    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
-        return RankingOutput
-
-    def _rank(self, value: Any, run_manager: CallbackManagerForChainRun | None = None) -> Any:
-        data = _coerce(value)
+    async def _astep(self, data: CandidatesInput, core: CoreEngine) -> dict[str, Any]:
         named = data.named_texts()
         names, texts = list(named), list(named.values())
-        engine = self._get_engine()
-        callbacks = run_manager.get_child() if run_manager else None
-        ranking = run_sync(lambda: engine._rank_sync(_source(data), texts, callbacks))
+        ranking = await core.arank(data.instruction, texts, input=data.input)
         return _ranking_output(names, texts, ranking)
-
-    async def _arank(
-        self, value: Any, run_manager: AsyncCallbackManagerForChainRun | None = None
-    ) -> Any:
-        data = _coerce(value)
-        named = data.named_texts()
-        names, texts = list(named), list(named.values())
-        engine = self._get_engine()
-        await asyncio.to_thread(lambda: engine.core)  # load off the event loop
-        callbacks = run_manager.get_child() if run_manager else None
-        ranking = await engine._rank_async(_source(data), texts, callbacks)
-        return _ranking_output(names, texts, ranking)
-
-    def invoke(
-        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
-    ) -> dict[str, Any]:
-        return self._call_with_config(self._rank, input, config, run_type="chain")
-
-    async def ainvoke(
-        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
-    ) -> dict[str, Any]:
-        return await self._acall_with_config(self._arank, input, config, run_type="chain")
 
 
 class FuseCandidates(_Step):
@@ -227,43 +234,11 @@ class FuseCandidates(_Step):
             ) | fuse
     """
 
-    @property
-    def OutputType(self) -> type[str]:
-        return str
+    _output = str
 
-    def _fuse(self, value: Any, run_manager: CallbackManagerForChainRun | None = None) -> str:
-        data = _coerce(value)
+    async def _astep(self, data: CandidatesInput, core: CoreEngine) -> str:
         texts = list(data.named_texts().values())[: self.top_k]
-        engine = self._get_engine()
-        callbacks = run_manager.get_child() if run_manager else None
-        config = child_config(callbacks, "fuser", FUSER_TAG)
-
-        def fuse() -> str:
-            with use_call_config(config):
-                return engine.core.fuser.fuse(data.instruction, texts, input=data.input)
-
-        return run_sync(fuse)
-
-    async def _afuse(
-        self, value: Any, run_manager: AsyncCallbackManagerForChainRun | None = None
-    ) -> str:
-        data = _coerce(value)
-        texts = list(data.named_texts().values())[: self.top_k]
-        engine = self._get_engine()
-        core = await asyncio.to_thread(lambda: engine.core)
-        callbacks = run_manager.get_child() if run_manager else None
-        with use_call_config(child_config(callbacks, "fuser", FUSER_TAG)):
-            return await core.fuser.afuse(data.instruction, texts, input=data.input)
-
-    def invoke(
-        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
-    ) -> str:
-        return self._call_with_config(self._fuse, input, config, run_type="chain")
-
-    async def ainvoke(
-        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
-    ) -> str:
-        return await self._acall_with_config(self._afuse, input, config, run_type="chain")
+        return await core.afuse(data.instruction, texts, input=data.input)
 
 
 class RankAndFuse(_Step):
@@ -280,50 +255,11 @@ class RankAndFuse(_Step):
             chain.invoke({"question": "..."})["text"]
     """
 
-    @property
-    def OutputType(self) -> type[BlendOutput]:
-        return BlendOutput
+    _output = BlendOutput
 
-    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
-        return BlendOutput
-
-    def _blend(self, value: Any, run_manager: CallbackManagerForChainRun | None = None) -> Any:
-        data = _coerce(value)
-        engine = self._get_engine()
-        callbacks = run_manager.get_child() if run_manager else None
-        config = child_config(callbacks, "fuser", FUSER_TAG)
-
-        def blend() -> BlendResult:
-            with use_call_config(config), use_rank_callbacks(callbacks):
-                return engine.core.blend_candidates(
-                    data.instruction, data.named_texts(), input=data.input
-                )
-
-        return _blend_output(run_sync(blend))
-
-    async def _ablend(
-        self, value: Any, run_manager: AsyncCallbackManagerForChainRun | None = None
-    ) -> Any:
-        data = _coerce(value)
-        engine = self._get_engine()
-        core = await asyncio.to_thread(lambda: engine.core)
-        callbacks = run_manager.get_child() if run_manager else None
-        config = child_config(callbacks, "fuser", FUSER_TAG)
-        with use_call_config(config), use_rank_callbacks(callbacks):
-            result = await core.ablend_candidates(
-                data.instruction, data.named_texts(), input=data.input
-            )
+    async def _astep(self, data: CandidatesInput, core: CoreEngine) -> dict[str, Any]:
+        result = await core.ablend(data.instruction, data.named_texts(), input=data.input)
         return _blend_output(result)
-
-    def invoke(
-        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
-    ) -> dict[str, Any]:
-        return self._call_with_config(self._blend, input, config, run_type="chain")
-
-    async def ainvoke(
-        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
-    ) -> dict[str, Any]:
-        return await self._acall_with_config(self._ablend, input, config, run_type="chain")
 
 
 def parallel_candidates(

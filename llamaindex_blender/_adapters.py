@@ -8,13 +8,16 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.llms import LLM
 
+from blender_core.chat import chat_prompt
 from blender_core.generators.base import BaseGenerator
+from blender_core.members import name_members
 from blender_core.types import Prompt
 
 __all__ = [
     "LlamaIndexGenerator",
     "instruction_from_messages",
     "member_names",
+    "prompt_from_messages",
     "to_core_fuser",
     "to_llama_messages",
 ]
@@ -31,36 +34,29 @@ def to_llama_messages(prompt: Sequence[Mapping[str, str]]) -> list[ChatMessage]:
     return messages
 
 
+def prompt_from_messages(messages: Sequence[ChatMessage]) -> tuple[str, str]:
+    """``(instruction, input)`` the ranker and the fuser read for a chat: the core's one chat
+    policy (:func:`blender_core.chat.chat_prompt`: the latest user message, and the rest of
+    the conversation as the input)."""
+    return chat_prompt([(m.role.value, m.content or "") for m in messages])
+
+
 def instruction_from_messages(messages: Sequence[ChatMessage]) -> str:
-    """The text a ranker sees for a chat: the last user message (else the last message)."""
-    if not messages:
-        raise ValueError("messages is empty: nothing to answer")
-    for message in reversed(messages):
-        if message.role == MessageRole.USER:
-            return message.content or ""
-    return messages[-1].content or ""
+    """The instruction of :func:`prompt_from_messages` (the latest user message)."""
+    return prompt_from_messages(messages)[0]
+
+
+def _llm_name(llm: LLM) -> str:
+    base = llm.metadata.model_name
+    return base if base and base != "unknown" else llm.class_name()
 
 
 def member_names(llms: Sequence[LLM] | Mapping[str, LLM]) -> list[str]:
-    """Unique, readable names for ensemble members.
-
-    Mapping keys are used as given; otherwise each LLM's ``metadata.model_name`` (or its class
-    name where the model name is ``"unknown"``), with ``#2``, ``#3`` ... appended to repeats.
-    """
-    if isinstance(llms, Mapping):
-        names = [str(key) for key in llms]
-        if any(not name for name in names):
-            raise ValueError("member names must be non-empty strings")
-        return names
-    names = []
-    seen: dict[str, int] = {}
-    for llm in llms:
-        base = llm.metadata.model_name
-        if not base or base == "unknown":
-            base = llm.class_name()
-        seen[base] = seen.get(base, 0) + 1
-        names.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
-    return names
+    """Unique, readable names for ensemble members (the core's
+    :func:`~blender_core.members.name_members`): mapping keys as given; otherwise each LLM's
+    ``metadata.model_name`` (its class name where that is ``"unknown"``), with ``#2``, ``#3``...
+    appended to repeats."""
+    return list(name_members(llms, _llm_name))
 
 
 class LlamaIndexGenerator(BaseGenerator):

@@ -20,7 +20,7 @@ from llama_index.core.instrumentation.span import active_span_id
 from blender_core.blend import RankStep
 from blender_core.ranking import Ranking
 
-__all__ = ["RankEndEvent", "trace_ranking", "trace_ranking_sync"]
+__all__ = ["RankEndEvent", "trace_ranking"]
 
 dispatcher = get_dispatcher(__name__)
 
@@ -86,17 +86,6 @@ async def trace_ranking(step: RankStep, rank: Callable[[], Awaitable[Ranking]]) 
     span = _RankerSpan(step)
     try:
         ranking = await rank()
-    except BaseException as exc:
-        span.drop(exc)
-        raise
-    return span.exit(ranking)
-
-
-def trace_ranking_sync(step: RankStep, rank: Callable[[], Ranking]) -> Ranking:
-    """Sync :func:`trace_ranking` (the reranker ranks outside the core pipeline)."""
-    span = _RankerSpan(step)
-    try:
-        ranking = rank()
     except BaseException as exc:
         span.drop(exc)
         raise

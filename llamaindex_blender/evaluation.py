@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +32,8 @@ class PairRankerEvaluator(BaseEvaluator):
     are not part of its input (the feedback says so when a reference is given).
 
     Args:
-        model: A PairRM hub id or local path, loaded on first use (once, thread-safe).
+        model: A PairRM hub id or local path, loaded on first use (once, thread-safe); a loaded
+            ranker given here (positionally) is taken as ``ranker``.
         ranker: A ready PairRanker (anything with ``compare``); used instead of ``model``.
         device: Where to load the model.
         tie_margin: Mean-logit margin at or below which the result is a tie.
@@ -51,20 +53,25 @@ class PairRankerEvaluator(BaseEvaluator):
 
     def __init__(
         self,
-        model: str = DEFAULT_RANKER,
+        model: Any = DEFAULT_RANKER,
         *,
         ranker: Any = None,
         device: str | None = None,
         tie_margin: float = 0.0,
         enforce_consensus: bool = True,
     ) -> None:
+        if not isinstance(model, str | os.PathLike):
+            # A loaded ranker given positionally (PairRankerEvaluator(ranker)) is the ranker.
+            if ranker is not None:
+                raise TypeError("give a loaded ranker once: as ranker= or as the first argument")
+            model, ranker = DEFAULT_RANKER, model
         if ranker is not None and not callable(getattr(ranker, "compare", None)):
             raise TypeError(
                 f"ranker must be a PairRanker (with compare), got {type(ranker).__name__}"
             )
         if tie_margin < 0:
             raise ValueError(f"tie_margin must be >= 0, got {tie_margin}")
-        self._model = model
+        self._model = str(model)
         self._ranker: Lazy[Any] = Lazy(self._load_pairranker)
         if ranker is not None:
             self._ranker.set(ranker)
@@ -111,32 +118,23 @@ class PairRankerEvaluator(BaseEvaluator):
             f"margin {margin:+.4f}"
         )
         agree = forward * backward < 0  # each order prefers the same response
+        passing: bool | None = None
+        score, source = 0.5, EvaluationSource.ORIGINAL
         if self._enforce_consensus and not agree:
-            return EvaluationResult(
-                query=query,
-                response=response,
-                passing=None,
-                score=0.5,
-                feedback=f"Inconclusive: the two orders disagree. {detail}{note}",
-                pairwise_source=EvaluationSource.NEITHER,
-            )
-        if abs(margin) <= self._tie_margin:
-            return EvaluationResult(
-                query=query,
-                response=response,
-                passing=None,
-                score=0.5,
-                feedback=f"Tie (|margin| <= {self._tie_margin}). {detail}{note}",
-                pairwise_source=EvaluationSource.ORIGINAL,
-            )
-        first_wins = margin > 0
+            verdict, source = "Inconclusive: the two orders disagree.", EvaluationSource.NEITHER
+        elif abs(margin) <= self._tie_margin:
+            verdict = f"Tie (|margin| <= {self._tie_margin})."
+        else:
+            passing = margin > 0
+            score = 1.0 if passing else 0.0
+            verdict = f"Response {'1' if passing else '2'} is better."
         return EvaluationResult(
             query=query,
             response=response,
-            passing=first_wins,
-            score=1.0 if first_wins else 0.0,
-            feedback=f"Response {'1' if first_wins else '2'} is better. {detail}{note}",
-            pairwise_source=EvaluationSource.ORIGINAL,
+            passing=passing,
+            score=score,
+            feedback=f"{verdict} {detail}{note}",
+            pairwise_source=source,
         )
 
     async def aevaluate(

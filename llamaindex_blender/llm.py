@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import asyncio
+import warnings
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -24,10 +34,12 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 
-from blender_core.loading import DEFAULT_RANKER
-from llamaindex_blender._adapters import instruction_from_messages, member_names
-from llamaindex_blender._engine import BlendEngine, aprimed, blend_info, primed
-from llamaindex_blender._members import MemberResults, acall_members, call_members
+from blender_core.bridge import iterate_sync, run_sync
+from blender_core.engine import DEFAULT_OPTIONS, Engine, check_options, engine_options
+from blender_core.members import MemberResults, arun_members
+from blender_core.tool_calls import ToolCall, ToolProposal
+from llamaindex_blender._adapters import member_names, prompt_from_messages
+from llamaindex_blender._engine import aprimed, blend_info, make_engine, primed
 
 if TYPE_CHECKING:
     from llama_index.core.tools import BaseTool
@@ -38,24 +50,34 @@ __all__ = ["BlenderLLM"]
 
 dispatcher = get_dispatcher(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
+Call = Callable[[LLM], Awaitable[T]]
+"""How each member is called (a sync method in a worker thread, or the async one)."""
+
 
 class BlenderLLM(FunctionCallingLLM):
     """An ensemble of LlamaIndex LLMs: every member answers, the answers are ranked and fused.
 
     Use it anywhere LlamaIndex takes an LLM. ``complete`` calls each member's ``complete``;
     ``chat`` calls each member's own ``chat`` (so their chat templates and system prompts stay as
-    they are). Members run concurrently: in a thread pool for the sync methods (each in a copy of
-    the caller's context, so members' instrumentation spans nest under this LLM's span) and with
-    ``asyncio.gather`` for the async ones. The distinct answers are ranked (PairRM by default)
-    and the ``top_k`` best are fused by ``fuser`` (``None``/``"select"`` keeps the best one; a
-    GenFuser path, a core Fuser, or a LlamaIndex LLM that rewrites them).
+    they are). Members run concurrently: the sync methods call each member's sync method in a
+    worker thread (in a copy of the caller's context, so members' instrumentation spans nest
+    under this LLM's span), the async ones its async method. The distinct answers are ranked
+    (PairRM by default) on the core's chat policy (the latest user message, the rest of the
+    conversation as the input) and the ``top_k`` best are fused by ``fuser`` (``None``/
+    ``"select"`` keeps the best one; a GenFuser path, a core Fuser, or a LlamaIndex LLM that
+    rewrites them).
 
-    Every response carries the blend in ``additional_kwargs`` (``blend_mode`` and
-    ``BlendResult.to_dict()``: ``candidates`` by member, ``ranking``, ``texts``,
-    ``models_by_text``, ``top_k``, ``best_models``, ``failures``, ``latencies``, ``queueing``,
-    ...; the same keys as the LangChain ensembles) and the core ``BlendResult`` in ``raw``. A
-    failing or timed-out member is reported in ``failures`` and the call still answers; if
-    every member fails, ``blender_core.blend.BlendError`` names each one and its cause.
+    One implementation per behaviour: each method is the async core (members, then the core
+    :class:`~blender_core.engine.Engine`), its sync form runs through the core's one bridge.
+
+    Every response carries the blend in ``additional_kwargs`` (``BlendResult.to_dict()``:
+    ``blend_mode``, ``candidates`` by member, ``ranking``, ``texts``, ``models_by_text``,
+    ``top_k``, ``best_models``, ``failures``, ``latencies``, ``queueing``, ...; the same keys as
+    the LangChain ensembles and the gateway) and the core ``BlendResult`` in ``raw``. A failing
+    or timed-out member is reported in ``failures`` and the call still answers; when fewer than
+    ``min_candidates`` answer, ``blender_core.blend.BlendError`` names each one and its cause.
 
     Streaming methods call the members and rank first (the fusion needs every member's complete
     answer), then stream the fused answer: an LLM fuser's tokens as it generates them, another
@@ -63,20 +85,23 @@ class BlenderLLM(FunctionCallingLLM):
 
     With tools (``chat_with_tools``/``achat_with_tools``, as used by ``FunctionAgent`` and
     ``predict_and_call``), function-calling members propose tool calls with their own
-    ``chat_with_tools`` (other members answer with ``chat``); the proposals, rendered as text
-    (content plus ``tool(args)`` lines), are ranked and the best member's response is returned
-    as is: tool calls are selected, never fused.
+    ``chat_with_tools`` (other members answer with ``chat``); the proposals are ranked and the
+    best member's response is returned as is (:mod:`blender_core.tool_calls`: tool calls are
+    selected, never fused).
 
     Args:
-        llms: The members, a list (named by their ``metadata.model_name``) or a mapping of
-            name to LLM.
+        models: The members, a list (named by their ``metadata.model_name``) or a mapping of
+            name to LLM. (``llms=`` is a deprecated alias, for one release.)
         ranker: A core ranker or its spec (``load_ranker``): a PairRM hub id or path,
-            ``"consensus"``, ``"random"``.
+            ``"consensus"``, ``"random"``, ``{"type": ..., options}``.
         fuser: A fuser spec (``load_fuser``), a core Fuser/Generator, or a LlamaIndex LLM.
         top_k: How many of the best answers the fuser sees.
         timeout: Seconds each member may take (``None``: no limit).
+        min_candidates: Fewest distinct answers to go on with.
+        max_retries: Retries of a member that raises, within ``timeout``.
         strategy: The ranker's aggregation strategy (``None``: its default).
         device: Where the ranker/fuser models load.
+        priors: Member priors (a ``MemberPriors`` or a file from ``blender calibrate``).
 
     Example:
         .. code-block:: python
@@ -84,44 +109,83 @@ class BlenderLLM(FunctionCallingLLM):
             from llama_index.core.llms import ChatMessage
             from llamaindex_blender import BlenderLLM
 
-            llm = BlenderLLM(llms=[llm_a, llm_b, llm_c], ranker="llm-blender/PairRM")
+            llm = BlenderLLM(models=[llm_a, llm_b, llm_c], ranker="llm-blender/PairRM")
             response = llm.chat([ChatMessage(role="user", content="Name a prime above 10.")])
             response.message.content
             response.additional_kwargs["ranking"]
     """
 
-    llms: list[LLM] = Field(description="The member LLMs.")
+    models: list[LLM] = Field(description="The member LLMs.")
     member_names: list[str] = Field(description="One unique name per member.")
-    ranker: Any = Field(default=DEFAULT_RANKER, exclude=True, description="Ranker or its spec.")
+    ranker: Any = Field(
+        default=DEFAULT_OPTIONS["ranker"], exclude=True, description="Ranker or its spec."
+    )
     fuser: Any = Field(default=None, exclude=True, description="Fuser or its spec.")
-    top_k: int = Field(default=3, ge=1, description="How many best answers to fuse.")
-    timeout: float | None = Field(default=60.0, description="Seconds per member (None: none).")
+    top_k: int = Field(default=DEFAULT_OPTIONS["top_k"], description="Best answers to fuse.")
+    timeout: float | None = Field(
+        default=DEFAULT_OPTIONS["timeout"], description="Seconds per member (None: none)."
+    )
+    min_candidates: int = Field(
+        default=DEFAULT_OPTIONS["min_candidates"], description="Fewest distinct answers."
+    )
+    max_retries: int = Field(
+        default=DEFAULT_OPTIONS["max_retries"], description="Retries of a failing member."
+    )
     strategy: str | None = Field(default=None, description="Ranker aggregation strategy.")
     device: str | None = Field(default=None, description="Device for ranker/fuser models.")
+    priors: Any = Field(default=None, exclude=True, description="Member priors.")
 
-    _engine: BlendEngine = PrivateAttr()
+    _engine: Engine = PrivateAttr()
 
-    def __init__(self, llms: Sequence[LLM] | Mapping[str, LLM], **kwargs: Any) -> None:
-        if isinstance(llms, LLM) or not isinstance(llms, Sequence | Mapping):
-            raise TypeError("llms must be a list of LLMs or a mapping of name to LLM")
-        members = list(llms.values()) if isinstance(llms, Mapping) else list(llms)
+    def __init__(
+        self,
+        models: Sequence[LLM] | Mapping[str, LLM] | None = None,
+        *,
+        llms: Sequence[LLM] | Mapping[str, LLM] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if llms is not None:
+            warnings.warn(
+                "BlenderLLM(llms=...) is deprecated: use models=... (the same name on every "
+                "front); llms= goes in the next release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if models is not None:
+                raise ValueError("give models= or llms= (deprecated), not both")
+            models = llms
+        if models is None:
+            raise TypeError("BlenderLLM needs models=: a list of LLMs or a mapping name -> LLM")
+        if isinstance(models, LLM) or not isinstance(models, Sequence | Mapping):
+            raise TypeError("models must be a list of LLMs or a mapping of name to LLM")
+        members = list(models.values()) if isinstance(models, Mapping) else list(models)
         if not members:
             raise ValueError("BlenderLLM needs at least one member LLM")
         for i, member in enumerate(members):
             if not isinstance(member, LLM):
                 raise TypeError(f"member {i} is not a LlamaIndex LLM: {type(member).__name__}")
-        names = kwargs.pop("member_names", None) or member_names(llms)
+        names = kwargs.pop("member_names", None) or member_names(models)
         if len(set(names)) != len(names) or len(names) != len(members):
             raise ValueError(f"member names must be unique, one per member: {names}")
-        super().__init__(llms=members, member_names=names, **kwargs)
-        self._engine = BlendEngine(
-            dict(zip(names, members, strict=True)),
-            ranker=self.ranker,
-            fuser=self.fuser,
-            top_k=self.top_k,
-            strategy=self.strategy,
-            device=self.device,
+        check_options(
+            top_k=kwargs.get("top_k", 3),
+            timeout=kwargs.get("timeout", 60.0),
+            min_candidates=kwargs.get("min_candidates", 1),
+            max_retries=kwargs.get("max_retries", 0),
         )
+        if kwargs.get("min_candidates", 1) > len(members):
+            raise ValueError(
+                f"min_candidates={kwargs['min_candidates']} can never be met with "
+                f"{len(members)} model(s)"
+            )
+        super().__init__(models=members, member_names=names, **kwargs)
+        self._engine = make_engine(**engine_options(self))
+
+    @property
+    def llms(self) -> list[LLM]:
+        """Deprecated alias of :attr:`models`."""
+        warnings.warn("BlenderLLM.llms is deprecated: use models", DeprecationWarning, stacklevel=2)
+        return self.models
 
     @classmethod
     def class_name(cls) -> str:
@@ -130,7 +194,7 @@ class BlenderLLM(FunctionCallingLLM):
     @property
     def metadata(self) -> LLMMetadata:
         """Derived from the members: the smallest context window and output budget."""
-        metas = [member.metadata for member in self.llms]
+        metas = [member.metadata for member in self.models]
         # Non-positive values mean "unknown" (MockLLM reports num_output=-1).
         windows = [m.context_window for m in metas if m.context_window > 0]
         outputs = [m.num_output for m in metas if m.num_output > 0]
@@ -145,21 +209,57 @@ class BlenderLLM(FunctionCallingLLM):
     @property
     def members(self) -> dict[str, LLM]:
         """The members by name."""
-        return dict(zip(self.member_names, self.llms, strict=True))
+        return dict(zip(self.member_names, self.models, strict=True))
 
-    # ------------------------------------------------------------------ plumbing
+    # ------------------------------------------------------------------ the async core
 
-    def _call(self, call: Any) -> MemberResults[Any]:
-        return call_members(self.member_names, self.llms, call, timeout=self.timeout)
+    async def _members_answer(self, call: Call[T]) -> MemberResults[T]:
+        """Every member's ``call`` at once, each bounded by ``timeout`` (retries included)."""
 
-    async def _acall(self, call: Any) -> MemberResults[Any]:
-        return await acall_members(self.member_names, self.llms, call, timeout=self.timeout)
+        def bind(member: LLM) -> Callable[[], Awaitable[T]]:
+            return lambda: call(member)
 
-    def _blend(self, instruction: str, results: MemberResults[str]) -> BlendResult:
-        return self._engine.blend(instruction, results.outputs, results=results)
+        outcomes = await arun_members(
+            {name: bind(member) for name, member in self.members.items()},
+            timeout=self.timeout,
+            retries=self.max_retries,
+        )
+        return MemberResults.from_outcomes(outcomes)
 
-    async def _ablend(self, instruction: str, results: MemberResults[str]) -> BlendResult:
-        return await self._engine.ablend(instruction, results.outputs, results=results)
+    async def _ablend(self, call: Call[str], prompt: tuple[str, str]) -> BlendResult:
+        results = await self._members_answer(call)
+        return await self._engine.ablend(prompt[0], results, input=prompt[1])
+
+    async def _astream(
+        self, call: Call[str], prompt: tuple[str, str]
+    ) -> AsyncIterator[BlendStreamEvent]:
+        results = await self._members_answer(call)
+        async for event in self._engine.astream(prompt[0], results, input=prompt[1]):
+            yield event
+
+    @staticmethod
+    def _chat_call(messages: Sequence[ChatMessage], kwargs: Any, *, sync: bool) -> Call[str]:
+        if sync:
+            return lambda m: asyncio.to_thread(
+                lambda: m.chat(messages, **kwargs).message.content or ""
+            )
+
+        async def call(member: LLM) -> str:
+            return (await member.achat(messages, **kwargs)).message.content or ""
+
+        return call
+
+    @staticmethod
+    def _complete_call(prompt: str, formatted: bool, kwargs: Any, *, sync: bool) -> Call[str]:
+        if sync:
+            return lambda m: asyncio.to_thread(
+                lambda: m.complete(prompt, formatted=formatted, **kwargs).text
+            )
+
+        async def call(member: LLM) -> str:
+            return (await member.acomplete(prompt, formatted=formatted, **kwargs)).text
+
+        return call
 
     @staticmethod
     def _chat_response(result: BlendResult) -> ChatResponse:
@@ -177,48 +277,28 @@ class BlenderLLM(FunctionCallingLLM):
 
     # ------------------------------------------------------------------ chat / complete
 
-    def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        instruction = instruction_from_messages(messages)
-        results = self._call(lambda m: m.chat(messages, **kwargs).message.content or "")
-        return self._chat_response(self._blend(instruction, results))
-
-    def _complete(self, prompt: str, formatted: bool, **kwargs: Any) -> CompletionResponse:
-        results = self._call(lambda m: m.complete(prompt, formatted=formatted, **kwargs).text)
-        return self._completion_response(self._blend(prompt, results))
-
-    async def _achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        instruction = instruction_from_messages(messages)
-
-        async def call(member: LLM) -> str:
-            return (await member.achat(messages, **kwargs)).message.content or ""
-
-        results = await self._acall(call)
-        return self._chat_response(await self._ablend(instruction, results))
-
-    async def _acomplete(self, prompt: str, formatted: bool, **kwargs: Any) -> CompletionResponse:
-        async def call(member: LLM) -> str:
-            return (await member.acomplete(prompt, formatted=formatted, **kwargs)).text
-
-        results = await self._acall(call)
-        return self._completion_response(await self._ablend(prompt, results))
-
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return self._chat(messages, **kwargs)
+        call = self._chat_call(messages, kwargs, sync=True)
+        prompt = prompt_from_messages(messages)
+        return self._chat_response(run_sync(lambda: self._ablend(call, prompt)))
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return self._complete(prompt, formatted, **kwargs)
+        call = self._complete_call(prompt, formatted, kwargs, sync=True)
+        return self._completion_response(run_sync(lambda: self._ablend(call, (prompt, ""))))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await self._achat(messages, **kwargs)
+        call = self._chat_call(messages, kwargs, sync=False)
+        return self._chat_response(await self._ablend(call, prompt_from_messages(messages)))
 
     @llm_completion_callback()
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        return await self._acomplete(prompt, formatted, **kwargs)
+        call = self._complete_call(prompt, formatted, kwargs, sync=False)
+        return self._completion_response(await self._ablend(call, (prompt, "")))
 
     # The streaming forms call the members and rank eagerly (inside this method's span, so that
     # the members' and the ranker's spans nest under it), then stream the fused answer: an LLM
@@ -227,46 +307,33 @@ class BlenderLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        instruction = instruction_from_messages(messages)
-        results = self._call(lambda m: m.chat(messages, **kwargs).message.content or "")
-        events = self._engine.stream(instruction, results.outputs, results=results)
-        if events is None:  # inside a running event loop: blend, one chunk
-            return _one_chat_chunk(self._chat_response(self._blend(instruction, results)))
-        return _chat_chunks(primed(events))
+        call = self._chat_call(messages, kwargs, sync=True)
+        prompt = prompt_from_messages(messages)
+        return _chunks(primed(iterate_sync(lambda: self._astream(call, prompt))), _chat_chunk)
 
     @llm_completion_callback()
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        results = self._call(lambda m: m.complete(prompt, formatted=formatted, **kwargs).text)
-        events = self._engine.stream(prompt, results.outputs, results=results)
-        if events is None:
-            return _one_completion_chunk(self._completion_response(self._blend(prompt, results)))
-        return _completion_chunks(primed(events))
+        call = self._complete_call(prompt, formatted, kwargs, sync=True)
+        events = iterate_sync(lambda: self._astream(call, (prompt, "")))
+        return _chunks(primed(events), _completion_chunk)
 
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        instruction = instruction_from_messages(messages)
-
-        async def call(member: LLM) -> str:
-            return (await member.achat(messages, **kwargs)).message.content or ""
-
-        results = await self._acall(call)
-        events = self._engine.astream(instruction, results.outputs, results=results)
-        return _achat_chunks(await aprimed(events))
+        call = self._chat_call(messages, kwargs, sync=False)
+        events = self._astream(call, prompt_from_messages(messages))
+        return _achunks(await aprimed(events), _chat_chunk)
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        async def call(member: LLM) -> str:
-            return (await member.acomplete(prompt, formatted=formatted, **kwargs)).text
-
-        results = await self._acall(call)
-        events = self._engine.astream(prompt, results.outputs, results=results)
-        return _acompletion_chunks(await aprimed(events))
+        call = self._complete_call(prompt, formatted, kwargs, sync=False)
+        events = self._astream(call, (prompt, ""))
+        return _achunks(await aprimed(events), _completion_chunk)
 
     # ------------------------------------------------------------------ tools
 
@@ -287,21 +354,6 @@ class BlenderLLM(FunctionCallingLLM):
             messages.append(user_msg)
         return {"messages": messages, **kwargs}
 
-    def _tool_call(self, tools: Sequence[BaseTool], messages: list[ChatMessage], **kw: Any) -> Any:
-        def call(member: LLM) -> ChatResponse:
-            if isinstance(member, FunctionCallingLLM):
-                return member.chat_with_tools(tools, chat_history=messages, **kw)
-            return member.chat(messages)
-
-        return call
-
-    def _render_proposal(self, name: str, response: ChatResponse) -> str:
-        lines = [response.message.content or ""]
-        for call in self._tool_selections(name, response):
-            args = json.dumps(call.tool_kwargs, sort_keys=True, default=str)
-            lines.append(f"{call.tool_name}({args})")
-        return "\n".join(line for line in lines if line)
-
     def _tool_selections(self, name: str, response: ChatResponse) -> list[ToolSelection]:
         member = self.members.get(name)
         if isinstance(member, FunctionCallingLLM):
@@ -314,24 +366,50 @@ class BlenderLLM(FunctionCallingLLM):
         calls = response.message.additional_kwargs.get("tool_calls") or []
         return [call for call in calls if isinstance(call, ToolSelection)]
 
-    def _select(self, result: BlendResult, responses: Mapping[str, ChatResponse]) -> ChatResponse:
-        chosen = result.best_models[0]
-        response = responses[chosen].model_copy(deep=False)
-        response.additional_kwargs = {
-            **responses[chosen].additional_kwargs,
-            **blend_info(result, "tool_calls"),
-            "selected_model": chosen,
-        }
-        response.raw = result
-        return response
+    def _proposal(self, name: str, response: ChatResponse) -> ToolProposal:
+        calls = tuple(
+            ToolCall(c.tool_name, c.tool_kwargs, c.tool_id)
+            for c in self._tool_selections(name, response)
+        )
+        return ToolProposal(text=response.message.content or "", tool_calls=calls, raw=response)
 
-    def _tool_messages(
-        self, user_msg: str | ChatMessage | None, chat_history: list[ChatMessage] | None
-    ) -> list[ChatMessage]:
+    async def _aselect_proposal(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None,
+        chat_history: list[ChatMessage] | None,
+        kw: dict[str, Any],
+        *,
+        sync: bool,
+    ) -> ChatResponse:
         messages: list[ChatMessage] = self._prepare_chat_with_tools([], user_msg, chat_history)[
             "messages"
         ]
-        return messages
+
+        def propose(member: LLM) -> ChatResponse:
+            if isinstance(member, FunctionCallingLLM):
+                return member.chat_with_tools(tools, chat_history=messages, **kw)
+            return member.chat(messages)
+
+        async def apropose(member: LLM) -> ChatResponse:
+            if isinstance(member, FunctionCallingLLM):
+                return await member.achat_with_tools(tools, chat_history=messages, **kw)
+            return await member.achat(messages)
+
+        call: Call[ChatResponse] = (lambda m: asyncio.to_thread(propose, m)) if sync else apropose
+        results = await self._members_answer(call)
+        proposals = {n: self._proposal(n, r) for n, r in results.outputs.items()}
+        instruction, input = prompt_from_messages(messages)
+        selection = await self._engine.aselect(instruction, proposals, results=results, input=input)
+        chosen: ChatResponse = selection.proposal.raw
+        response = chosen.model_copy(deep=False)
+        response.additional_kwargs = {
+            **chosen.additional_kwargs,
+            **blend_info(selection.result),
+            "selected_model": selection.model,
+        }
+        response.raw = selection.result
+        return response
 
     @dispatcher.span
     def chat_with_tools(
@@ -344,25 +422,13 @@ class BlenderLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> ChatResponse:
-        """Each member proposes (tool calls or an answer); the best proposal is selected."""
-        messages = self._tool_messages(user_msg, chat_history)
-        call = self._tool_call(
-            tools,
-            messages,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
+        """Each member proposes (tool calls or an answer); the best proposal is selected.
+        ``verbose``, ``allow_parallel_tool_calls``, ``tool_required`` and other kwargs go to the
+        members' ``chat_with_tools``."""
+        kw = _tool_kwargs(verbose, allow_parallel_tool_calls, tool_required, kwargs)
+        return run_sync(
+            lambda: self._aselect_proposal(tools, user_msg, chat_history, kw, sync=True)
         )
-        results = self._call(call)
-        texts = {n: self._render_proposal(n, r) for n, r in results.outputs.items()}
-        result = self._engine.blend(
-            instruction_from_messages(messages),
-            texts,
-            results=results,
-            select_only=True,
-        )
-        return self._select(result, results.outputs)
 
     @dispatcher.span
     async def achat_with_tools(
@@ -376,28 +442,8 @@ class BlenderLLM(FunctionCallingLLM):
         **kwargs: Any,
     ) -> ChatResponse:
         """Async :meth:`chat_with_tools`: members propose concurrently."""
-        messages = self._tool_messages(user_msg, chat_history)
-        kw = {
-            "verbose": verbose,
-            "allow_parallel_tool_calls": allow_parallel_tool_calls,
-            "tool_required": tool_required,
-            **kwargs,
-        }
-
-        async def call(member: LLM) -> ChatResponse:
-            if isinstance(member, FunctionCallingLLM):
-                return await member.achat_with_tools(tools, chat_history=messages, **kw)
-            return await member.achat(messages)
-
-        results = await self._acall(call)
-        texts = {n: self._render_proposal(n, r) for n, r in results.outputs.items()}
-        result = await self._engine.ablend(
-            instruction_from_messages(messages),
-            texts,
-            results=results,
-            select_only=True,
-        )
-        return self._select(result, results.outputs)
+        kw = _tool_kwargs(verbose, allow_parallel_tool_calls, tool_required, kwargs)
+        return await self._aselect_proposal(tools, user_msg, chat_history, kw, sync=False)
 
     def stream_chat_with_tools(
         self,
@@ -410,15 +456,8 @@ class BlenderLLM(FunctionCallingLLM):
         **kwargs: Any,
     ) -> ChatResponseGen:
         """:meth:`chat_with_tools`, yielded as one chunk."""
-        response = self.chat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+        kw = _tool_kwargs(verbose, allow_parallel_tool_calls, tool_required, kwargs)
+        response = self.chat_with_tools(tools, user_msg, chat_history, **kw)
         return _one_chat_chunk(response)
 
     async def astream_chat_with_tools(
@@ -432,15 +471,8 @@ class BlenderLLM(FunctionCallingLLM):
         **kwargs: Any,
     ) -> ChatResponseAsyncGen:
         """:meth:`achat_with_tools`, yielded as one chunk."""
-        response = await self.achat_with_tools(
-            tools,
-            user_msg=user_msg,
-            chat_history=chat_history,
-            verbose=verbose,
-            allow_parallel_tool_calls=allow_parallel_tool_calls,
-            tool_required=tool_required,
-            **kwargs,
-        )
+        kw = _tool_kwargs(verbose, allow_parallel_tool_calls, tool_required, kwargs)
+        response = await self.achat_with_tools(tools, user_msg, chat_history, **kw)
         return _aone_chat_chunk(response)
 
     def get_tool_calls_from_response(
@@ -459,13 +491,20 @@ class BlenderLLM(FunctionCallingLLM):
         return calls
 
 
+def _tool_kwargs(
+    verbose: bool, allow_parallel_tool_calls: bool, tool_required: bool, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The members' ``chat_with_tools`` kwargs."""
+    return {
+        "verbose": verbose,
+        "allow_parallel_tool_calls": allow_parallel_tool_calls,
+        "tool_required": tool_required,
+        **kwargs,
+    }
+
+
 def _one_chat_chunk(response: ChatResponse) -> ChatResponseGen:
     response.delta = response.message.content or ""
-    yield response
-
-
-def _one_completion_chunk(response: CompletionResponse) -> CompletionResponseGen:
-    response.delta = response.text
     yield response
 
 
@@ -484,38 +523,24 @@ def _pieces(
     return None, (pending or "", event.result)
 
 
-def _chat_chunks(events: Iterator[BlendStreamEvent]) -> ChatResponseGen:
+def _chunks(events: Iterator[BlendStreamEvent], make: Callable[..., R]) -> Generator[R, None, None]:
+    """The stream's responses (``make(text so far, delta, result)``), the blend on the last."""
     text, pending = "", None
     for event in events:
         pending, piece = _pieces(pending, event)
         if piece is not None:
-            yield _chat_chunk(text := text + piece[0], piece[0], piece[1])
+            yield make(text := text + piece[0], piece[0], piece[1])
 
 
-async def _achat_chunks(events: AsyncIterator[BlendStreamEvent]) -> ChatResponseAsyncGen:
+async def _achunks(
+    events: AsyncIterator[BlendStreamEvent], make: Callable[..., R]
+) -> AsyncGenerator[R, None]:
+    """Async :func:`_chunks`."""
     text, pending = "", None
     async for event in events:
         pending, piece = _pieces(pending, event)
         if piece is not None:
-            yield _chat_chunk(text := text + piece[0], piece[0], piece[1])
-
-
-def _completion_chunks(events: Iterator[BlendStreamEvent]) -> CompletionResponseGen:
-    text, pending = "", None
-    for event in events:
-        pending, piece = _pieces(pending, event)
-        if piece is not None:
-            yield _completion_chunk(text := text + piece[0], piece[0], piece[1])
-
-
-async def _acompletion_chunks(
-    events: AsyncIterator[BlendStreamEvent],
-) -> CompletionResponseAsyncGen:
-    text, pending = "", None
-    async for event in events:
-        pending, piece = _pieces(pending, event)
-        if piece is not None:
-            yield _completion_chunk(text := text + piece[0], piece[0], piece[1])
+            yield make(text := text + piece[0], piece[0], piece[1])
 
 
 def _chat_chunk(text: str, delta: str, result: BlendResult | None) -> ChatResponse:

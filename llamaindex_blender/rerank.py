@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -15,10 +15,11 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from blender_core.blend import RankStep
+from blender_core.bridge import run_sync
 from blender_core.lazy import Lazy
 from blender_core.loading import DEFAULT_RANKER
 from blender_core.ranking import Ranker, Ranking
-from llamaindex_blender._tracing import trace_ranking, trace_ranking_sync
+from llamaindex_blender._tracing import trace_ranking
 
 __all__ = ["DEFAULT_PAIRRM_MODEL", "PairRankerRerank"]
 
@@ -114,18 +115,12 @@ class PairRankerRerank(BaseNodePostprocessor):
             self._ranker = Lazy(lambda: self.model)
             self._ranker.set(self.model)
 
-    @field_validator("top_n")
+    @field_validator("top_n", "batch_tokens")
     @classmethod
-    def _check_top_n(cls, value: int | None) -> int | None:
+    def _check_positive(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None and value < 1:
-            raise ValueError(f"top_n must be None (all nodes) or at least 1, got {value}")
-        return value
-
-    @field_validator("batch_tokens")
-    @classmethod
-    def _check_batch_tokens(cls, value: int | None) -> int | None:
-        if value is not None and value < 1:
-            raise ValueError(f"batch_tokens must be at least 1, got {value}")
+            none = " None (all nodes) or" if info.field_name == "top_n" else ""
+            raise ValueError(f"{info.field_name} must be{none} at least 1, got {value}")
         return value
 
     @classmethod
@@ -212,21 +207,7 @@ class PairRankerRerank(BaseNodePostprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
-        query_bundle = self._check_inputs(nodes, query_bundle)
-        if len(nodes) == 0:
-            return []
-        payload = self._start(nodes, query_bundle)
-        with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
-            ranker = self.load()
-            texts = self._texts(nodes)
-            ranking = trace_ranking_sync(
-                self._step(ranker, nodes),
-                lambda: ranker.rank(query_bundle.query_str, texts, **self._rank_kwargs()),
-            )
-            reranked = self._apply(nodes, ranking)
-            event.on_end(payload={EventPayload.NODES: reranked})
-        dispatcher.event(ReRankEndEvent(nodes=reranked))
-        return reranked
+        return run_sync(lambda: self._arerank(nodes, query_bundle))
 
     @dispatcher.span
     async def _apostprocess_nodes(
@@ -234,6 +215,12 @@ class PairRankerRerank(BaseNodePostprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
+        return await self._arerank(nodes, query_bundle)
+
+    async def _arerank(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None
+    ) -> list[NodeWithScore]:
+        """The one reranking: a sync ranker's ``rank`` runs in a worker thread."""
         query_bundle = self._check_inputs(nodes, query_bundle)
         if len(nodes) == 0:
             return []

@@ -23,7 +23,7 @@ from llama_index.core.types import RESPONSE_TEXT_TYPE
 
 from blender_core.loading import DEFAULT_RANKER
 from llamaindex_blender._adapters import member_names
-from llamaindex_blender._engine import BlendEngine, aprimed, blend_info, primed
+from llamaindex_blender._engine import aprimed, blend_info, make_engine, primed, with_texts
 from llamaindex_blender._members import MemberResults, acall_members, call_members
 
 if TYPE_CHECKING:
@@ -130,13 +130,8 @@ class FusionSynthesizer(BaseSynthesizer):
             streaming=streaming,
         )
         self._member_synths = [self._member_synth(member) for member in members]
-        self._engine = BlendEngine(
-            dict(zip(self._names, members, strict=True)),
-            ranker=ranker,
-            fuser=fuser,
-            top_k=top_k,
-            strategy=strategy,
-            device=device,
+        self._engine = make_engine(
+            ranker=ranker, fuser=fuser, top_k=top_k, strategy=strategy, device=device
         )
 
     def _member_synth(self, member: LLM) -> BaseSynthesizer:
@@ -145,7 +140,7 @@ class FusionSynthesizer(BaseSynthesizer):
             response_mode=self._response_mode,
             text_qa_template=self._text_qa_template,
             refine_template=self._refine_template,
-            callback_manager=self._callback_manager,
+            callback_manager=self.callback_manager,
         )
 
     @property
@@ -173,27 +168,26 @@ class FusionSynthesizer(BaseSynthesizer):
     def _respond(
         self, query_str: str, candidates: Mapping[str, str], results: MemberResults[Any] | None
     ) -> RESPONSE_TEXT_TYPE:
-        events = (
-            self._engine.stream(query_str, candidates, results=results) if self._streaming else None
-        )
-        if events is None:  # not streaming, or inside a running event loop: one chunk
-            result = self._engine.blend(query_str, candidates, results=results)
-            _current_blend.set(blend_info(result))
-            return _one_chunk(result.text) if self._streaming else result.text
-        info: dict[str, Any] = {}
-        _current_blend.set(info)
-        return _deltas(primed(events), info)
-
-    async def _arespond(
-        self, query_str: str, candidates: Mapping[str, str], results: MemberResults[Any] | None
-    ) -> RESPONSE_TEXT_TYPE:
+        answers = with_texts(candidates, results)
         if not self._streaming:
-            result = await self._engine.ablend(query_str, candidates, results=results)
+            result = self._engine.blend(query_str, answers)
             _current_blend.set(blend_info(result))
             return result.text
         info: dict[str, Any] = {}
         _current_blend.set(info)
-        events = self._engine.astream(query_str, candidates, results=results)
+        return _deltas(primed(self._engine.stream(query_str, answers)), info)
+
+    async def _arespond(
+        self, query_str: str, candidates: Mapping[str, str], results: MemberResults[Any] | None
+    ) -> RESPONSE_TEXT_TYPE:
+        answers = with_texts(candidates, results)
+        if not self._streaming:
+            result = await self._engine.ablend(query_str, answers)
+            _current_blend.set(blend_info(result))
+            return result.text
+        info: dict[str, Any] = {}
+        _current_blend.set(info)
+        events = self._engine.astream(query_str, answers)
         return _adeltas(await aprimed(events), info)
 
     def get_response(
@@ -265,10 +259,6 @@ def _with_blend(response: RESPONSE_TYPE, info: dict[str, Any] | None) -> RESPONS
         response.metadata = dict(response.metadata or {})
         response.metadata["blend"] = info  # the same dict a stream fills in when it ends
     return response
-
-
-def _one_chunk(text: str) -> Generator[str, None, None]:
-    yield text
 
 
 def _deltas(events: Iterator[BlendStreamEvent], info: dict[str, Any]) -> Generator[str, None, None]:

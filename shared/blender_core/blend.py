@@ -23,15 +23,15 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from types import EllipsisType, MappingProxyType
 from typing import Any, Literal, TypeVar
 
+from blender_core import ranking as ranking_abilities
+from blender_core.bridge import iterate_sync, run_sync
 from blender_core.fusion.base import Fuser
 from blender_core.generators.base import Generator
 from blender_core.generators.deadline import DeadlineExceeded, aiterate_with_deadline
@@ -110,31 +110,10 @@ framework's run or span and returns its ranking (see ``langchain_blender`` and
 
 
 def planned_passes(ranker: Any, n: int, strategy: str | None, top_k: int | None) -> int | None:
-    """The pair comparisons a ranking of ``n`` candidates makes (``None`` where unknown).
-
-    A PairRanker: ``n(n-1)`` for ``"max_logits"``/``"max_wins"``, ``2(n-1)`` for ``"bubble"``,
-    and with ``top_k`` (max_logits) a seeded knockout (two passes a match) down to ``2*top_k``
-    survivors (one for ``top_k=1``) that max_logits then orders. Other rankers: ``None``.
-    """
-    from blender_core.pair_ranker import PairRanker
-
-    if not isinstance(ranker, PairRanker):
-        return None
-    if n < 2:
-        return 0
-    if strategy == "bubble":
-        return 2 * (n - 1)
-    if strategy not in (None, "max_logits", "max_wins"):
-        return None
-    if top_k is None or strategy == "max_wins":
-        return n * (n - 1)
-    keep = 1 if top_k == 1 else 2 * top_k
-    passes, alive = 0, n
-    while alive > keep:
-        matches = alive // 2
-        passes += 2 * matches
-        alive -= matches
-    return passes + alive * (alive - 1)
+    """The comparisons a ranking of ``n`` candidates makes, as the ranker declares them
+    (:meth:`~blender_core.ranking.RankerAbilities.planned_passes`; ``None`` where it does not).
+    A PairRanker: :func:`~blender_core.ranking.pair_passes`."""
+    return ranking_abilities.planned_passes(ranker, n, strategy, top_k)
 
 
 class _StageTimeout(Exception):
@@ -172,6 +151,8 @@ class BlendResult:
             as far as it was streamed).
         queueing: Seconds a model waited for a shared resource (a local model that generates
             one call at a time) before generating; models that did not wait are left out.
+        blend_mode: ``"text"`` (answers ranked and fused) or ``"tool_calls"`` (tool-call
+            proposals ranked and the best selected, never fused: :mod:`blender_core.tool_calls`).
     """
 
     text: str
@@ -187,6 +168,7 @@ class BlendResult:
     fuse_latency: float
     failures: tuple[ModelFailure, ...] = ()
     queueing: Mapping[str, float] = field(default_factory=dict)
+    blend_mode: Literal["text", "tool_calls"] = "text"
 
     @property
     def best(self) -> str:
@@ -205,10 +187,11 @@ class BlendResult:
         ``response_metadata``, the LlamaIndex responses' ``additional_kwargs`` and
         ``metadata["blend"]``, the gateway's ``blend`` object): ``text``, ``instruction``,
         ``input``, ``candidates`` (model -> answer), ``texts`` (the distinct texts ranked),
-        ``models_by_text``, ``ranking`` (:meth:`~blender_core.ranking.Ranking.to_dict`, over
-        ``texts``), ``best``, ``best_models``, ``top_k``, ``latencies`` (generation seconds),
-        ``queueing`` (seconds waited for a shared model), ``rank_latency``, ``fuse_latency``
-        and ``failures`` (:meth:`ModelFailure.to_dict` each). See ``docs/architecture.md``.
+        ``models_by_text``, ``blend_mode`` (``"text"`` or ``"tool_calls"``), ``ranking``
+        (:meth:`~blender_core.ranking.Ranking.to_dict`, over ``texts``), ``best``,
+        ``best_models``, ``top_k``, ``latencies`` (generation seconds), ``queueing`` (seconds
+        waited for a shared model), ``rank_latency``, ``fuse_latency`` and ``failures``
+        (:meth:`ModelFailure.to_dict` each). See ``docs/architecture.md``.
         """
         return {
             "text": self.text,
@@ -217,6 +200,7 @@ class BlendResult:
             "candidates": dict(self.candidates),
             "texts": list(self.texts),
             "models_by_text": [list(models) for models in self.models_by_text],
+            "blend_mode": self.blend_mode,
             "ranking": self.ranking.to_dict(),
             "best": self.best,
             "best_models": list(self.best_models),
@@ -280,11 +264,8 @@ class _Ranked:
 
 
 def _component_name(component: Any) -> str:
-    """A ranker's or fuser's name for failures: its class, and the LLM it wraps if any."""
-    name = type(component).__name__
-    inner = getattr(component, "generator", None) or getattr(component, "judge", None)
-    inner_name = getattr(inner, "name", None)
-    return f"{name}({inner_name})" if isinstance(inner_name, str) else name
+    """A ranker's or fuser's name for failures and traces (:func:`ranking.ranker_name`)."""
+    return ranking_abilities.ranker_name(component)
 
 
 def _check_timeout(name: str, value: Any) -> float | None:
@@ -312,14 +293,6 @@ async def _within(coro: Awaitable[T], timeout: float | None) -> T:
         await asyncio.wait({task}, timeout=1.0)  # let it clean up, but never hang on it
         raise _StageTimeout
     return task.result()
-
-
-def _accepts_keyword(func: Callable[..., Any], name: str) -> bool:
-    try:
-        parameters = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class Blender:
@@ -431,7 +404,7 @@ class Blender:
 
             self.ranker = PriorRanker(self.ranker, priors)
         self.fuser: Fuser = load_fuser(fuser)
-        if strategy is not None and not _accepts_keyword(self.ranker.rank, "strategy"):
+        if strategy is not None and not ranking_abilities.takes_strategy(self.ranker):
             raise ValueError(
                 f"strategy={strategy!r} was given but {type(self.ranker).__name__}.rank takes "
                 "no strategy"
@@ -485,59 +458,25 @@ class Blender:
 
     # -- sync entry points --------------------------------------------------------------------
 
-    def _private_loop(self, method: str) -> tuple[asyncio.AbstractEventLoop, ThreadPoolExecutor]:
-        """A fresh event loop for the sync API (refused inside a running loop)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise RuntimeError(
-                f"Blender.{method}() was called from a running event loop; "
-                f"use `{'async for ... in' if method == 'stream' else 'await'} "
-                f"blender.a{method}(...)` there"
-            )
-        loop = asyncio.new_event_loop()
-        # Enough threads for every sync model at once, plus ranking and fusion.
-        executor = ThreadPoolExecutor(
-            max_workers=len(self.generators) + 4, thread_name_prefix="blender"
-        )
-        loop.set_default_executor(executor)
-        return loop, executor
+    def _run(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run a coroutine from sync code (the one bridge, :func:`~blender_core.bridge.run_sync`),
+        with enough threads for every sync model at once, plus ranking and fusion."""
+        return run_sync(make, workers=len(self.generators) + 4)
 
-    @staticmethod
-    def _close_loop(loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
-        try:
-            # As asyncio.run does: cancel what is left (the other blends of a failed batch).
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.wait(pending))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            loop.close()
-            # Do not wait for a timed-out sync model still running in its thread.
-            executor.shutdown(wait=False)
-
-    def _run(self, make: Callable[[], Awaitable[T]], method: str) -> T:
-        """Run a coroutine in a private event loop (the sync API)."""
-        loop, executor = self._private_loop(method)
-        try:
-            return loop.run_until_complete(make())
-        finally:
-            self._close_loop(loop, executor)
+    def _iterate(self, make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+        return iterate_sync(make, workers=len(self.generators) + 4)
 
     def blend(self, instruction: str, *, input: str = "") -> BlendResult:
         """Blend the answers of every generator to ``instruction`` (see the class docs).
 
-        Runs the async pipeline in a private event loop, so it works from any thread without a
-        loop; inside a running event loop use :meth:`ablend`.
+        Runs the async pipeline through the sync bridge (:mod:`blender_core.bridge`): a private
+        event loop, in a worker thread when called inside a running loop (prefer :meth:`ablend`
+        there).
 
         Raises:
             BlendError: fewer than ``min_candidates`` distinct answers.
         """
-        return self._run(lambda: self.ablend(instruction, input=input), "blend")
+        return self._run(lambda: self.ablend(instruction, input=input))
 
     def stream(self, instruction: str, *, input: str = "") -> Iterator[BlendStreamEvent]:
         """:meth:`blend`, with the fused answer streamed as it is written.
@@ -561,81 +500,29 @@ class Blender:
                     else:
                         print("\n", event.result.failures)
         """
-        loop, executor = self._private_loop("stream")
-        return self._iterate(loop, executor, self.astream(instruction, input=input))
+        return self._iterate(lambda: self.astream(instruction, input=input))
 
-    def _iterate(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        executor: ThreadPoolExecutor,
-        events: AsyncIterator[BlendStreamEvent],
-    ) -> Iterator[BlendStreamEvent]:
-        try:
-            while True:
-                try:
-                    event = loop.run_until_complete(anext(events))
-                except StopAsyncIteration:
-                    return
-                yield event
-        finally:
-            try:
-                loop.run_until_complete(events.aclose())  # type: ignore[attr-defined]
-            finally:
-                self._close_loop(loop, executor)
-
-    def blend_batch(
-        self,
-        instructions: Sequence[str],
-        *,
-        inputs: Sequence[str] | None = None,
-        show_progress: bool = False,
-        max_concurrency: int = 4,
-        return_exceptions: bool = False,
-    ) -> list[BlendResult]:
-        """Blend several instructions (``max_concurrency`` blends at a time), in input order.
+    def blend_batch(self, instructions: Sequence[str], **options: Any) -> list[BlendResult]:
+        """Blend several instructions (``max_concurrency`` blends at a time), in input order;
+        the keywords of :meth:`ablend_batch` (``inputs``, ``show_progress``,
+        ``max_concurrency``, ``return_exceptions``).
 
         With ``return_exceptions=True`` a failed blend gives its :class:`BlendError` (or other
         exception) in its place instead of raising.
         """
-        return self._run(
-            lambda: self.ablend_batch(
-                instructions,
-                inputs=inputs,
-                show_progress=show_progress,
-                max_concurrency=max_concurrency,
-                return_exceptions=return_exceptions,
-            ),
-            "blend_batch",
-        )
+        return self._run(lambda: self.ablend_batch(instructions, **options))
 
     def blend_candidates(
-        self,
-        instruction: str,
-        candidates: Sequence[str] | Mapping[str, str],
-        *,
-        input: str = "",
-        failures: Sequence[ModelFailure] = (),
-        latencies: Mapping[str, float] | None = None,
-        queueing: Mapping[str, float] | None = None,
+        self, instruction: str, candidates: Sequence[str] | Mapping[str, str], **options: Any
     ) -> BlendResult:
         """Rank and fuse precomputed answers (a list, or a mapping model name -> answer).
 
         A list's answers are named ``candidate_0``, ``candidate_1``, ... Empty answers become
-        failures, as in :meth:`blend`; ``failures``, ``latencies`` and ``queueing`` from the
-        caller's own calls (:func:`~blender_core.members.run_members` outcomes) are carried into
-        the result.
+        failures, as in :meth:`blend`; the keywords of :meth:`ablend_candidates` (``input``,
+        and ``failures``, ``latencies`` and ``queueing`` from the caller's own calls:
+        :func:`~blender_core.members.run_members` outcomes) are carried into the result.
         """
-        return self._run(
-            lambda: self.ablend_candidates(
-                instruction,
-                candidates,
-                input=input,
-                failures=failures,
-                latencies=latencies,
-                queueing=queueing,
-            ),
-            "blend_candidates",
-        )
+        return self._run(lambda: self.ablend_candidates(instruction, candidates, **options))
 
     # -- async entry points -------------------------------------------------------------------
 
@@ -647,9 +534,10 @@ class Blender:
     async def ablend(self, instruction: str, *, input: str = "") -> BlendResult:
         """Async :meth:`blend`: base models run concurrently on this event loop."""
         answers, failures, latencies, queueing = await self._generate_all(instruction, input)
-        return await self._rank_and_fuse(
+        ranked = await self._rank(
             instruction, input, answers, failures, latencies, queueing=queueing
         )
+        return await self._fuse_ranked(ranked)
 
     async def astream(
         self, instruction: str, *, input: str = ""
@@ -754,43 +642,21 @@ class Blender:
     ) -> BlendResult:
         """Async :meth:`blend_candidates`."""
         answers = self._candidate_answers(instruction, candidates, input, failures)
-        return await self._rank_and_fuse(
-            instruction,
-            input,
-            answers,
-            list(failures),
-            dict(latencies or {}),
-            queueing=queueing,
+        ranked = await self._rank(
+            instruction, input, answers, list(failures), dict(latencies or {}), queueing=queueing
         )
+        return await self._fuse_ranked(ranked)
 
     def stream_candidates(
-        self,
-        instruction: str,
-        candidates: Sequence[str] | Mapping[str, str],
-        *,
-        input: str = "",
-        failures: Sequence[ModelFailure] = (),
-        latencies: Mapping[str, float] | None = None,
-        queueing: Mapping[str, float] | None = None,
+        self, instruction: str, candidates: Sequence[str] | Mapping[str, str], **options: Any
     ) -> Iterator[BlendStreamEvent]:
-        """:meth:`blend_candidates` with the fused answer streamed (the events of :meth:`stream`).
+        """:meth:`blend_candidates` with the fused answer streamed (the events of :meth:`stream`;
+        the keywords of :meth:`astream_candidates`).
 
         The adapters call their members themselves (for tracing) and stream the fusion of their
         answers with this.
         """
-        loop, executor = self._private_loop("stream_candidates")
-        return self._iterate(
-            loop,
-            executor,
-            self.astream_candidates(
-                instruction,
-                candidates,
-                input=input,
-                failures=failures,
-                latencies=latencies,
-                queueing=queueing,
-            ),
-        )
+        return self._iterate(lambda: self.astream_candidates(instruction, candidates, **options))
 
     async def astream_candidates(
         self,
@@ -837,23 +703,13 @@ class Blender:
 
     # -- the shared second half ---------------------------------------------------------------
 
-    async def _rank_and_fuse(
-        self,
-        instruction: str,
-        input: str,
-        answers: Mapping[str, Any],
-        failures: list[ModelFailure],
-        latencies: dict[str, float],
-        *,
-        queueing: Mapping[str, float] | None = None,
-    ) -> BlendResult:
-        ranked = await self._rank(
-            instruction, input, answers, failures, latencies, queueing=queueing
-        )
+    async def _fuse_ranked(self, ranked: _Ranked) -> BlendResult:
+        """Fuse the ranked top-K within ``fuse_timeout`` (the best one past it)."""
         start = time.perf_counter()
         try:
             text = await _within(
-                self.fuser.afuse(instruction, list(ranked.top), input=input), self.fuse_timeout
+                self.fuser.afuse(ranked.instruction, list(ranked.top), input=ranked.input),
+                self.fuse_timeout,
             )
         except (_StageTimeout, TimeoutError) as exc:
             text = ranked.top[0]
@@ -937,24 +793,19 @@ class Blender:
         if len(texts) < self.min_candidates:
             raise BlendError(self._shortfall_message(len(texts), candidates, failures), failures)
 
-        source = self.prompt_for(instruction, input)
-        top_k_aware = _top_k_aware(self.ranker, self.strategy)
+        top_k_aware = ranking_abilities.selects_top_k(self.ranker, self.strategy)
 
         def ranking_call() -> Awaitable[Ranking]:
-            if getattr(self.ranker, "accepts_members", False):  # e.g. a PriorRanker
-                return self.ranker.arank(  # type: ignore[call-arg]
-                    source, texts, members=models_by_text, strategy=self.strategy
-                )
-            if top_k_aware:
-                # Only the best top_k are needed: a PairRanker selects them without a full order.
-                return self.ranker.arank(source, texts, top_k=self.top_k)  # type: ignore[call-arg]
-            if self.strategy is None:
-                return self.ranker.arank(source, texts)
-            return asyncio.to_thread(
-                self.ranker.rank,
-                source,
+            # Only the best top_k are needed: a ranker that declares it selects them without a
+            # full order; a ranker that accepts members (a PriorRanker) is told who said what.
+            return ranking_abilities.arank_with(
+                self.ranker,
+                instruction,
                 texts,
-                strategy=self.strategy,  # type: ignore[call-arg]
+                input=input,
+                strategy=self.strategy,
+                top_k=self.top_k,
+                members=models_by_text,
             )
 
         traced: Awaitable[Ranking]
@@ -1020,12 +871,6 @@ class Blender:
         if len(candidates) > distinct:
             parts.append("answered (identical answers merged): " + ", ".join(candidates))
         return "; ".join(parts)
-
-
-def _top_k_aware(ranker: Any, strategy: str | None) -> bool:
-    from blender_core.pair_ranker import PairRanker
-
-    return isinstance(ranker, PairRanker) and strategy in (None, "max_logits")
 
 
 async def _one_fused(fuser: Fuser, ranked: _Ranked) -> AsyncIterator[str]:

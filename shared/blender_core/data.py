@@ -14,7 +14,7 @@ raise :class:`MixInstructError` with ``file:line:``. Writing is atomic and stric
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ __all__ = [
     "MixCandidate",
     "MixInstructError",
     "MixRecord",
+    "detect_judge_metric",
     "iter_mixinstruct",
+    "judge_metric",
     "read_mixinstruct",
     "write_mixinstruct",
 ]
@@ -212,3 +214,25 @@ def write_mixinstruct(path: str | Path, records: Iterable[MixRecord | Mapping[st
             if not isinstance(record, MixRecord):
                 record = parse_record(dict(record), f"record {k}")
             handle.write(dumps_json(record.to_dict()) + "\n")
+
+
+def detect_judge_metric(records: Sequence[MixRecord]) -> str | None:
+    """The stored score every candidate of every record has (the first, if several), or None."""
+    common: list[str] | None = None
+    for record in records:
+        for candidate in record.candidates:
+            keys = list(candidate.scores)
+            common = keys if common is None else [k for k in common if k in candidate.scores]
+    return common[0] if common else None
+
+
+def judge_metric(records: Sequence[MixRecord]) -> str:
+    """:func:`detect_judge_metric`, refusing records without a common score.
+
+    Raises:
+        ValueError: No score is stored for every candidate.
+    """
+    metric = detect_judge_metric(records)
+    if metric is None:
+        raise ValueError("the records have no score that every candidate has: pass metric=")
+    return metric

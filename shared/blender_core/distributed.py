@@ -1,4 +1,4 @@
-"""Rank whole data sets on Ray Data: a pool of actors, each holding one PairRanker.
+"""Rank whole data sets on Ray Data: a pool of actors, each holding one ranker.
 
 Needs the ``ray`` extra (``pip install 'llm-blender-kit[ray]'``); Ray is imported on first use.
 :func:`rank_dataset` maps batches of records through a pool of stateful actors
@@ -35,22 +35,31 @@ from blender_core._optional import require
 from blender_core.aggregation import STRATEGIES
 from blender_core.data import MixInstructError, parse_record
 from blender_core.preferences import PairPolicy, parse_pair_policy, preference_pairs, prompt_text
-from blender_core.ranking import Ranking
+from blender_core.ranking import Ranker, Ranking
 
 if TYPE_CHECKING:
     import pyarrow
     import ray.data
 
 __all__ = [
+    "CORE_RANKERS",
     "RANKING_COLUMNS",
+    "check_cluster_resources",
+    "check_ranker_options",
+    "load_data_ranker",
     "pairs_of_row",
     "parquet_row",
     "preference_dataset",
     "rank_dataset",
+    "rank_records",
     "ranking_of",
     "read_records",
     "resolve_input_files",
 ]
+
+#: Ranker names that need no checkpoint (:func:`blender_core.loading.load_ranker`): they rank
+#: offline, without strategies, one-way pairs or top-K selection (PairRanker options).
+CORE_RANKERS = ("consensus", "random")
 
 #: Columns :func:`rank_dataset` adds to each record.
 RANKING_COLUMNS = ("order", "ranks", "scores", "best", "best_model")
@@ -284,8 +293,90 @@ def _texts_of(row: dict[str, Any]) -> tuple[list[str], list[str]]:
     return texts, models
 
 
+def load_data_ranker(
+    model: str | os.PathLike[str],
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_tokens: int | None = None,
+) -> Ranker:
+    """The ranker of ``blender rank`` and :func:`rank_dataset`, built by the one factory.
+
+    ``model`` is whatever :func:`blender_core.loading.load_ranker` takes: ``"consensus"``,
+    ``"random"``, or a PairRanker checkpoint (hub id or directory); ``batch_tokens`` applies to
+    a PairRanker only.
+    """
+    from blender_core.loading import load_ranker
+    from blender_core.pair_ranker import PairRanker
+
+    ranker = load_ranker(os.fspath(model), device=device, dtype=dtype)
+    if batch_tokens is not None and isinstance(ranker, PairRanker):
+        ranker.batch_tokens = batch_tokens
+    return ranker
+
+
+def check_ranker_options(model: str, *, strategy: str, pairs: str, top_k: int | None) -> None:
+    """Refuse PairRanker-only options (strategy, one-way pairs, top-K) with a core ranker.
+
+    Raises:
+        ValueError: Naming the option and the ranker.
+    """
+    if model.strip().lower() not in CORE_RANKERS:
+        return
+    used = [
+        name
+        for name, on in (
+            (f"strategy {strategy!r}", strategy != "max_logits"),
+            (f"pairs {pairs!r}", pairs != "all"),
+            (f"top_k {top_k}", top_k is not None),
+        )
+        if on
+    ]
+    if used:
+        raise ValueError(
+            f"{', '.join(used)}: PairRanker options, which the {model.strip().lower()!r} ranker "
+            "does not take"
+        )
+
+
+def rank_records(
+    ranker: Ranker,
+    instructions: Sequence[str],
+    texts: Sequence[Sequence[str]],
+    inputs: Sequence[str],
+    *,
+    strategy: str = "max_logits",
+    seed: int | None = None,
+    pairs: str = "all",
+    top_k: int | None = None,
+) -> list[Ranking]:
+    """Rank a batch of records with any ranker.
+
+    A :class:`~blender_core.pair_ranker.PairRanker` reads instruction and input apart and
+    honours ``strategy``, ``seed``, ``pairs`` and ``top_k``; any other ranker gets the prompt
+    text (instruction, then input) and ranks in its own way.
+    """
+    from blender_core.pair_ranker import PairRanker
+
+    if isinstance(ranker, PairRanker):
+        if top_k is not None:
+            return ranker.select_top_k(
+                list(instructions), [list(t) for t in texts], top_k, inputs=list(inputs), seed=seed
+            )
+        return ranker.rank_batch(
+            list(instructions),
+            [list(t) for t in texts],
+            inputs=list(inputs),
+            strategy=strategy,  # type: ignore[arg-type]
+            seed=seed,
+            pairs=pairs,  # type: ignore[arg-type]
+        )
+    prompts = [prompt_text(i, x) for i, x in zip(instructions, inputs, strict=True)]
+    return list(ranker.rank_batch(prompts, [list(t) for t in texts]))
+
+
 class _RankActor:
-    """A Ray Data actor: loads one PairRanker and ranks the batches it is given."""
+    """A Ray Data actor: loads one ranker and ranks the batches it is given."""
 
     def __init__(
         self,
@@ -297,12 +388,11 @@ class _RankActor:
     ) -> None:
         import torch
 
-        from blender_core.pair_ranker import PairRanker
-
         if num_threads is not None:
             torch.set_num_threads(num_threads)
-        self.ranker = PairRanker.from_pretrained(model, **ranker_kwargs)
-        if num_threads is None and self.ranker.device.type == "cpu":
+        self.ranker = load_data_ranker(model, **ranker_kwargs)
+        device = getattr(self.ranker, "device", None)
+        if num_threads is None and getattr(device, "type", "cpu") == "cpu":
             # Actors share the node's cores: one intra-op thread each avoids oversubscription.
             torch.set_num_threads(1)
         self.strategy = strategy
@@ -318,20 +408,14 @@ class _RankActor:
         texts, models = zip(*(_texts_of(row) for row in rows), strict=True) if rows else ((), ())
         instructions = [row["instruction"] for row in rows]
         inputs = [row.get("input") or "" for row in rows]
-        kwargs = dict(self.rank_kwargs)
-        top_k = kwargs.pop("top_k", None)
-        if top_k is not None:
-            rankings = self.ranker.select_top_k(
-                instructions, list(texts), top_k, inputs=inputs, strategy="max_logits", **kwargs
-            )
-        else:
-            rankings = self.ranker.rank_batch(
-                instructions,
-                list(texts),
-                inputs=inputs,
-                strategy=self.strategy,  # type: ignore[arg-type]
-                **kwargs,
-            )
+        rankings = rank_records(
+            self.ranker,
+            instructions,
+            list(texts),
+            inputs,
+            strategy=self.strategy,
+            **self.rank_kwargs,
+        )
         columns = {
             "order": pa.array([list(r.order) for r in rankings], pa.list_(pa.int64())),
             "ranks": pa.array([list(r.ranks) for r in rankings], pa.list_(pa.int64())),
@@ -365,6 +449,7 @@ def rank_dataset(
     dtype: str | None = None,
     batch_tokens: int | None = None,
     max_restarts: int = -1,
+    check_resources: bool = True,
 ) -> ray.data.Dataset:
     """Rank every record of ``ds`` with a pool of PairRanker actors.
 
@@ -379,7 +464,8 @@ def rank_dataset(
 
     Args:
         ds: The records.
-        model: Hub id or local checkpoint path, readable from every node.
+        model: Hub id or local PairRanker checkpoint path, readable from every node, or a
+            core ranker (``"consensus"``, ``"random"``: no strategies, pairs or top_k).
         strategy: ``"max_logits"``, ``"max_wins"`` or ``"bubble"``.
         pairs: ``"all"`` (every ordered pair, N(N-1) forward passes per record) or
             ``"one-way"`` (each unordered pair once, N(N-1)/2), as in
@@ -400,6 +486,10 @@ def rank_dataset(
         batch_tokens: Padded tokens per forward pass.
         max_restarts: Restarts allowed per actor (``-1``: no limit); a restarted actor's
             unfinished batches are retried without limit. ``0`` fails the run on an actor's death.
+            Values other than ``-1`` go through Ray's deprecated ``ray_remote_args``.
+        check_resources: With Ray initialised, check now that the cluster can hold the pool
+            (:func:`check_cluster_resources`) instead of waiting forever; turn it off for an
+            autoscaling cluster that adds nodes on demand.
 
     Example:
         .. code-block:: python
@@ -422,6 +512,7 @@ def rank_dataset(
         raise ValueError(f"pairs must be 'all' or 'one-way', got {pairs!r}")
     if not isinstance(max_restarts, int) or max_restarts < -1:
         raise ValueError(f"max_restarts must be an int >= -1, got {max_restarts!r}")
+    check_ranker_options(os.fspath(model), strategy=strategy, pairs=pairs, top_k=top_k)
     rank_kwargs: dict[str, Any] = {"seed": seed}
     if top_k is not None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -436,11 +527,17 @@ def rank_dataset(
     ranker_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
     if batch_tokens is not None:
         ranker_kwargs["batch_tokens"] = batch_tokens
-    # Ray actor options: restarts, and (when restarts are allowed) retries of the batches a dead
-    # actor held. These are Ray Data's defaults too; set here so that the guarantee is ours.
-    remote_args: dict[str, Any] = {"max_restarts": max_restarts}
-    if max_restarts != 0:
-        remote_args["max_task_retries"] = -1
+    actor_cpus = 1 if num_cpus is None else num_cpus
+    if check_resources and ray.is_initialized():
+        check_cluster_resources(concurrency=concurrency, num_gpus=num_gpus, num_cpus=actor_cpus)
+    # Actor restarts, and retries of the batches a dead actor held: Ray Data's defaults
+    # (max_restarts=-1, max_task_retries=-1) give that guarantee. Only another value goes
+    # through ``ray_remote_args``, which Ray deprecates (no named parameter replaces it yet).
+    remote_args: dict[str, Any] = {}
+    if max_restarts != -1:
+        remote_args["max_restarts"] = max_restarts
+        if max_restarts != 0:
+            remote_args["max_task_retries"] = -1
     return ds.map_batches(
         _RankActor,
         fn_constructor_kwargs={
@@ -454,9 +551,38 @@ def rank_dataset(
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_gpus=num_gpus or None,
-        num_cpus=1 if num_cpus is None else num_cpus,
+        num_cpus=actor_cpus,
         **remote_args,
     )
+
+
+def check_cluster_resources(*, concurrency: int, num_gpus: float, num_cpus: float) -> None:
+    """Fail now when no node of the connected Ray cluster can hold even one actor of the pool.
+
+    Ray Data starts as many of the ``concurrency`` actors as fit (4 actors on a 2-CPU machine
+    run two at a time), but an actor that fits nowhere (``--num-gpus 1`` on a CPU-only
+    machine) is waited for forever: Ray only warns after a minute that "the job may hang
+    forever". This checks each actor's ``num_gpus`` and ``num_cpus`` against the largest alive
+    node.
+
+    Raises:
+        ValueError: One line naming what is missing and what the cluster has.
+    """
+    ray = _ray()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", False)]
+    problems = []
+    for key, each, flag in (("GPU", num_gpus, "--num-gpus"), ("CPU", num_cpus, "num_cpus")):
+        largest = max((float(n.get(key, 0.0)) for n in nodes), default=0.0)
+        if each and each > largest:
+            total = sum(float(n.get(key, 0.0)) for n in nodes)
+            problems.append(
+                f"each of the {concurrency} ranking actor(s) needs {each:g} {key} ({flag} "
+                f"{each:g}) but no node of the Ray cluster has that many ({len(nodes)} node(s), "
+                f"{total:g} {key} in all)"
+            )
+    if problems:
+        hint = "use --num-gpus 0 to rank on CPUs" if num_gpus else "ask for fewer per actor"
+        raise ValueError("; ".join(problems) + f": {hint}")
 
 
 # ---- preference pairs ---------------------------------------------------------------------

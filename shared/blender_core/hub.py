@@ -33,6 +33,7 @@ __all__ = [
     "HubUnavailableError",
     "hub_unavailable_reason",
     "local_snapshot",
+    "require_cached",
 ]
 
 PROBE_TIMEOUT_S = 3.0
@@ -44,7 +45,16 @@ _probed: dict[str, str | None] = {}  # endpoint -> None (reachable) or why it is
 
 
 class HubUnavailableError(OSError):
-    """A hub id that is not in the local cache while the hub cannot be used (offline)."""
+    """A hub id that is not in the local cache while the hub cannot be used (offline).
+
+    Attributes:
+        missing: The hub ids that are missing (one for :func:`local_snapshot`, every one for
+            :func:`require_cached`).
+    """
+
+    def __init__(self, message: str, missing: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.missing = tuple(missing)
 
 
 def _endpoint() -> str:
@@ -128,6 +138,44 @@ def local_snapshot(
             f"cannot fetch {name!r} from the hub: {reason}, and the {what} is not in the local "
             "Hugging Face cache. Download it once where the hub is reachable (hf download "
             f"{name}), or pass a local directory, or use a model that ships offline (ranker "
-            "'consensus', the demo's SmolLM2 members)"
+            "'consensus', the demo's SmolLM2 members)",
+            missing=[name],
         ) from exc
     return Path(local)
+
+
+def require_cached(specs: Sequence[tuple[str, str]]) -> None:
+    """Check up front that every hub id among ``specs`` can be had; name all missing ones at once.
+
+    A command that loads several models (``blender demo --ranker ... --fuser ...``) calls this
+    before loading any, so that a user offline learns about every missing model from one
+    message instead of one per run. Paths, non-hub names and ids that are cached pass; nothing
+    is downloaded and, while the hub is reachable, nothing is checked.
+
+    Args:
+        specs: ``(name, what)`` pairs, e.g. ``("llm-blender/PairRM", "PairRanker checkpoint")``.
+
+    Raises:
+        HubUnavailableError: the hub cannot be used and at least one hub id is not cached;
+            ``missing`` lists every one.
+    """
+    missing: list[tuple[str, str]] = []
+    for name, what in specs:
+        try:
+            local_snapshot(name, what=what)
+        except HubUnavailableError:
+            missing.append((name, what))
+    if not missing:
+        return
+    reason = hub_unavailable_reason() or "the hub cannot be used"
+    names = ", ".join(f"{name!r} ({what})" for name, what in missing)
+    them = "them" if len(missing) > 1 else "it"
+    downloads = " and ".join(f"hf download {name}" for name, _ in missing)
+    raise HubUnavailableError(
+        f"cannot fetch {names} from the hub: {reason}, and "
+        f"{'they are' if len(missing) > 1 else 'it is'} not in the local Hugging Face cache. "
+        f"Download {them} once where the hub is reachable ({downloads}), or pass local "
+        "directories, or use the models that ship offline (ranker 'consensus', the demo's "
+        "SmolLM2 members)",
+        missing=[name for name, _ in missing],
+    )

@@ -143,6 +143,24 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
 
 
 @contextlib.contextmanager
+def _replaced_on_success(target: Path) -> Iterator[tuple[int, str]]:
+    """A temporary file beside ``target`` (its descriptor and name) for the block to write and
+    sync; renamed over ``target`` when the block ends normally, removed on an exception."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        yield fd, tmp_name
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_open(
     path: str | os.PathLike[str], mode: str = "w", *, encoding: str | None = "utf-8"
 ) -> Iterator[IO[Any]]:
@@ -159,22 +177,13 @@ def atomic_open(
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
-    target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with open(fd, mode, encoding=None if "b" in mode else encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    with (
+        _replaced_on_success(Path(path)) as (fd, _),
+        open(fd, mode, encoding=None if "b" in mode else encoding) as handle,
+    ):
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 @contextlib.contextmanager
@@ -185,21 +194,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     block writes the yielded path, which is synced and renamed over ``path`` when the block ends
     normally, and removed on an exception, as with :func:`atomic_open`.
     """
-    target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with _replaced_on_success(Path(path)) as (fd, tmp_name):
+        os.close(fd)
         yield Path(tmp_name)
         with open(tmp_name, "rb") as handle:
             os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> None:

@@ -2,7 +2,8 @@
 
 The adapters and the core hold rankers, fusers and models that are expensive to load (model
 weights) and must not load at construction (LangChain and LlamaIndex objects are built eagerly,
-often at import time). :class:`Lazy` is the one double-checked-lock loader they share.
+often at import time). :class:`Lazy` is the one double-checked-lock loader they share;
+:func:`lazy_exports` gives a package names that import their module on first access.
 
 Example:
     .. code-block:: python
@@ -18,11 +19,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 import threading
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Lazy"]
+__all__ = ["Lazy", "lazy_exports"]
 
 T = TypeVar("T")
 
@@ -72,3 +75,33 @@ class Lazy(Generic[T]):
     def __repr__(self) -> str:
         state = repr(self._value) if self._loaded else "not loaded"
         return f"Lazy({state})"
+
+
+def lazy_exports(
+    package: str, exports: Mapping[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A package's module-level ``__getattr__`` and ``__dir__`` (PEP 562) for lazy public names.
+
+    Each name in ``exports`` (name -> module) is imported from its module on first access and
+    then kept in the package, so heavy libraries (torch, transformers) load only when used.
+
+    Example:
+        .. code-block:: python
+
+            _EXPORTS = {"train_ranker": "blender_core.training.ranker_run"}
+            __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+    """
+    namespace = sys.modules[package].__dict__
+
+    def __getattr__(name: str) -> Any:
+        module_name = exports.get(name)
+        if module_name is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module_name), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__

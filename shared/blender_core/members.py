@@ -46,6 +46,7 @@ __all__ = [
     "Stage",
     "arun_members",
     "describe_error",
+    "name_members",
     "run_members",
     "timeout_failure",
 ]
@@ -64,8 +65,10 @@ class ModelFailure:
     Attributes:
         model: The model's name (for the ranking and fusion stages: the ranker's or fuser's
             name, e.g. ``"LLMFuser(gpt-4o)"``).
-        kind: ``"timeout"`` (no answer within the Blender's timeout) or ``"error"`` (it raised,
-            or returned something that is not a non-empty string).
+        kind: The cause: ``"timeout"`` (no answer within the runner's deadline, or the member's
+            own timeout: it raised a ``TimeoutError``) or ``"error"`` (it raised anything else,
+            also when it was retrying after an error as the deadline passed, or returned
+            something that is not a non-empty string).
         message: What happened, e.g. ``"RuntimeError: boom"`` (credentials redacted with
             :func:`~blender_core.secrets.redact`, whoever builds the failure).
         exception: The exception raised, when there was one.
@@ -106,8 +109,22 @@ def timeout_failure(name: str, timeout: float | None) -> ModelFailure:
 
 
 def error_failure(name: str, exc: BaseException) -> ModelFailure:
-    """The failure of a member whose call raised ``exc``."""
-    return ModelFailure(name, "error", describe_error(exc), exc)
+    """The failure of a member whose call raised ``exc``: kind ``"timeout"`` when the cause is
+    a timeout (the member's own, e.g. its HTTP client's: a ``TimeoutError``), else ``"error"``."""
+    kind: Literal["error", "timeout"] = "timeout" if isinstance(exc, TimeoutError) else "error"
+    return ModelFailure(name, kind, describe_error(exc), exc)
+
+
+def deadline_failure(name: str, timeout: float | None, timing: Any) -> ModelFailure:
+    """The failure of a member still running at the runner's deadline: a bare timeout, or,
+    when it was retrying after an error, that error (the cause) with the deadline noted."""
+    cause = getattr(timing, "retry_error", None)
+    if cause is None:
+        return timeout_failure(name, timeout)
+    failure = error_failure(name, cause)
+    when = f"{timeout:g} s" if timeout is not None else "the"
+    message = f"{failure.message} (it was being retried when the {when} deadline passed)"
+    return ModelFailure(name, failure.kind, message, cause)
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,80 @@ class MemberResults(Generic[T]):
         return results
 
 
+def name_members(
+    models: Any, name_of: Callable[[Any], str], *, check: Callable[[str, Any], Any] | None = None
+) -> dict[str, Any]:
+    """The one way every front names its members: a mapping's keys as given, or, for a list,
+    ``name_of(model)`` with ``#2``, ``#3``... appended to repeats.
+
+    Args:
+        models: A list of models, or a mapping name -> model.
+        name_of: A model's readable name (a front's own: a LangChain model's ``model_name``, a
+            LlamaIndex LLM's ``metadata.model_name``).
+        check: Called as ``check(name, model)``; returns the model to keep (converted) or raises.
+
+    Raises:
+        TypeError: ``models`` is neither a list nor a mapping.
+        ValueError: no models, an empty name, or a duplicate name.
+    """
+    if isinstance(models, Mapping):
+        items = list(models.items())
+    elif isinstance(models, str) or not isinstance(models, Sequence):
+        raise TypeError(
+            "models must be a list of models or a mapping name -> model, "
+            f"got {type(models).__name__}"
+        )
+    else:
+        items = []
+        seen: dict[str, int] = {}
+        for model in models:
+            base = name_of(model)
+            seen[base] = seen.get(base, 0) + 1
+            items.append((base if seen[base] == 1 else f"{base}#{seen[base]}", model))
+    if not items:
+        raise ValueError("an ensemble needs at least one model")
+    named: dict[str, Any] = {}
+    for position, (name, model) in enumerate(items):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"model {position} has no name (a non-empty string)")
+        if name in named:
+            raise ValueError(f"duplicate model name {name!r}")
+        named[name] = check(name, model) if check is not None else model
+    return named
+
+
+def _retrying(call: Callable[[], T], retries: int) -> Callable[[], T]:
+    if retries <= 0:
+        return call
+
+    def retried() -> T:
+        for attempt in range(retries + 1):
+            try:
+                return call()
+            except Exception:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    return retried
+
+
+def _aretrying(call: Callable[[], Awaitable[T]], retries: int) -> Callable[[], Awaitable[T]]:
+    if retries <= 0:
+        return call
+
+    async def retried() -> T:
+        for attempt in range(retries + 1):
+            try:
+                return await call()
+            except Exception:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    return retried
+
+
 def _checked(name: str, output: Any, check: Callable[[Any], Any] | None) -> Outcome[Any]:
     if check is None:
         return Outcome(name, output=output)
@@ -193,6 +284,7 @@ def run_members(
     timeout: float | None,
     check: Callable[[Any], T] | None = None,
     executor: Callable[..., ThreadPoolExecutor] = ThreadPoolExecutor,
+    retries: int = 0,
 ) -> list[Outcome[T]]:
     """Call every member at once in worker threads; outcomes in ``calls`` order.
 
@@ -206,15 +298,21 @@ def run_members(
         check: Turns an answer into the outcome's output, or refuses it with a ``TypeError`` /
             ``ValueError`` (an ``"error"`` failure).
         executor: The pool class (LangChain's ``ContextThreadPoolExecutor`` fits).
+        retries: Times a call that raises is tried again (within the same ``timeout``).
     """
     if not calls:
         return []
     timings: dict[str, tuple[float, float]] = {}
     started: dict[str, float] = {}
 
+    timings_by_name: dict[str, Any] = {}
+
     def one(name: str, call: Callable[[], T]) -> T:
         started[name] = time.perf_counter()
         with measure_queueing() as timing:
+            timings_by_name[name] = timing
+            if timeout is not None:
+                timing.deadline = deadline
             try:
                 return call()
             finally:
@@ -222,9 +320,10 @@ def run_members(
 
     pool = executor(max_workers=len(calls), thread_name_prefix="blender-member")
     t0 = time.perf_counter()
+    deadline = time.monotonic() + timeout if timeout is not None else None
     try:
         futures = {
-            name: pool.submit(contextvars.copy_context().run, one, name, call)
+            name: pool.submit(contextvars.copy_context().run, one, name, _retrying(call, retries))
             for name, call in calls.items()
         }
         done, _ = wait(futures.values(), timeout=timeout)
@@ -235,7 +334,8 @@ def run_members(
         if future not in done:
             future.cancel()
             wall = time.perf_counter() - started.get(name, t0)
-            outcomes.append(_timed(Outcome(name, failure=timeout_failure(name, timeout)), wall, 0))
+            failure = deadline_failure(name, timeout, timings_by_name.get(name))
+            outcomes.append(_timed(Outcome(name, failure=failure), wall, 0))
             continue
         wall, queued = timings.get(name, (0.0, 0.0))
         error = future.exception()
@@ -256,6 +356,8 @@ async def _arun_one(
 ) -> Outcome[T]:
     start = time.perf_counter()
     with measure_queueing() as timing:
+        if timeout is not None:
+            timing.deadline = time.monotonic() + timeout
         task = asyncio.ensure_future(call())
         # asyncio.wait (not wait_for): a TimeoutError raised by the member itself is an
         # "error"; only running out of our own time is a "timeout".
@@ -268,7 +370,8 @@ async def _arun_one(
     if not done:
         task.cancel()
         await asyncio.wait({task}, timeout=_CLEANUP_SECONDS)  # let it clean up, never hang
-        return _timed(Outcome(name, failure=timeout_failure(name, timeout)), wall, timing.queued)
+        failure = deadline_failure(name, timeout, timing)
+        return _timed(Outcome(name, failure=failure), wall, timing.queued)
     if task.cancelled():
         message = "CancelledError: the call was cancelled"
         return _timed(Outcome(name, failure=ModelFailure(name, "error", message)), wall, 0)
@@ -286,6 +389,7 @@ async def arun_members(
     *,
     timeout: float | None,
     check: Callable[[Any], T] | None = None,
+    retries: int = 0,
 ) -> list[Outcome[T]]:
     """Async :func:`run_members`: every member's coroutine at once on this event loop.
 
@@ -293,6 +397,9 @@ async def arun_members(
     """
     return list(
         await asyncio.gather(
-            *(_arun_one(name, call, timeout, check) for name, call in calls.items())
+            *(
+                _arun_one(name, _aretrying(call, retries), timeout, check)
+                for name, call in calls.items()
+            )
         )
     )

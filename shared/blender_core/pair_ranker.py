@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from blender_core.aggregation import (
     STRATEGIES,
@@ -35,7 +35,13 @@ from blender_core.aggregation import (
 )
 from blender_core.pair_cache import PairLogitCache
 from blender_core.pair_scheduler import DEFAULT_WINDOW_S, PairScheduler, RoundReport
-from blender_core.ranking import BaseRanker, Ranking, check_pairwise_size, validate_rank_inputs
+from blender_core.ranking import (
+    BaseRanker,
+    Ranking,
+    check_pairwise_size,
+    pair_passes,
+    validate_rank_inputs,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -182,6 +188,17 @@ class PairRanker(BaseRanker):
             best = [r.best for r in rankings]
             ranker.reward("Add 2+2", ["4", "5"], reference="2 + 2 = 4")
     """
+
+    # Abilities declared for the pipeline (blender_core.ranking.RankerAbilities).
+    strategies: ClassVar[tuple[str, ...]] = STRATEGIES
+
+    def selects_top_k(self, strategy: str | None) -> bool:
+        """``arank(..., top_k=K)`` selects the best K (seeded knockout) with max_logits."""
+        return strategy in (None, "max_logits")
+
+    def planned_passes(self, n: int, strategy: str | None, top_k: int | None) -> int | None:
+        """Pair comparisons for ``n`` candidates (:func:`~blender_core.ranking.pair_passes`)."""
+        return pair_passes(n, strategy, top_k)
 
     def __init__(
         self,
@@ -685,10 +702,14 @@ class PairRanker(BaseRanker):
         )
         results = []
         for k, final in enumerate(finals):
-            scores = [float(out_round[k].get(i, 0)) for i in range(len(lists[k]))]
-            for position, local in enumerate(final.order):
-                scores[alive[k][local]] = float(round_no + len(final) - position)
-            results.append(Ranking.from_scores(scores, strategy="top_k"))
+            # Survivors keep their max_logits scores (comparable); the eliminated sit below
+            # them, one tier per knockout round reached (Ranking.ordered says where).
+            floor = min(final.scores) - 1.0
+            scores = [floor - (round_no - out_round[k].get(i, 0)) for i in range(len(lists[k]))]
+            for local, index in enumerate(alive[k]):
+                scores[index] = final.scores[local]
+            ordered = len(final) if len(final) < len(lists[k]) else None
+            results.append(Ranking.from_scores(scores, strategy="top_k", ordered=ordered))
         return results
 
     def rank_batch(
@@ -711,6 +732,12 @@ class PairRanker(BaseRanker):
         _check_strategy(strategy)
         if pairs not in ("all", "one-way"):
             raise ValueError(f"pairs must be 'all' or 'one-way', got {pairs!r}")
+        if pairs == "one-way" and strategy == "bubble":
+            raise ValueError(
+                "pairs='one-way' applies to 'max_logits' and 'max_wins' (all pairs, each encoded "
+                "once); 'bubble' compares 2(N-1) chosen pairs and has no one-way form: drop "
+                "pairs= or pick another strategy"
+            )
         sources = self._sources(instructions, inputs)
         lists = [list(c) for c in candidate_lists]
         if strategy == "bubble":

@@ -45,10 +45,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from blender_core.data import MixRecord
+from blender_core.data import MixRecord, judge_metric
 from blender_core.io import atomic_write_text
 from blender_core.rankers.baselines import Pick, RankerSelector, record_prompt
-from blender_core.ranking import BaseRanker, Ranker, Ranking, validate_rank_inputs
+from blender_core.ranking import (
+    BaseRanker,
+    Ranker,
+    Ranking,
+    rank_batch_with,
+    validate_rank_inputs,
+)
 
 __all__ = [
     "PRIORS_FORMAT",
@@ -57,6 +63,7 @@ __all__ = [
     "PriorRanker",
     "PriorSelector",
     "WithStrategy",
+    "fit_logistic",
     "fit_priors",
 ]
 
@@ -176,17 +183,6 @@ class MemberPriors:
         return cls.from_dict(data)
 
 
-def _judge_metric(records: Sequence[MixRecord]) -> str:
-    common: list[str] | None = None
-    for record in records:
-        for candidate in record.candidates:
-            keys = list(candidate.scores)
-            common = keys if common is None else [k for k in common if k in candidate.scores]
-    if not common:
-        raise ValueError("the records have no score that every candidate has: pass metric=")
-    return common[0]
-
-
 def _ids_digest(records: Sequence[MixRecord]) -> str:
     digest = hashlib.sha256()
     for record in records:
@@ -194,7 +190,7 @@ def _ids_digest(records: Sequence[MixRecord]) -> str:
     return digest.hexdigest()
 
 
-def _fit_logistic(
+def fit_logistic(
     x: np.ndarray,
     y: np.ndarray,
     penalty: np.ndarray,
@@ -286,7 +282,7 @@ def fit_priors(
         raise ValueError(f"min_gap must be >= 0, got {min_gap}")
     if not (l2 > 0 and math.isfinite(l2)):
         raise ValueError(f"l2 must be a positive number, got {l2}")
-    metric = metric or _judge_metric(records)
+    metric = metric or judge_metric(records)
     if rankings is None and ranker is not None:
         used = ranker if strategy is None else WithStrategy(ranker, strategy)
         selector = RankerSelector(used, name="calibration ranking", batch_size=batch_size)
@@ -340,11 +336,11 @@ def fit_priors(
     if fixed_priors is not None:
         known = np.array([fixed_priors.prior(m) for m in members])
         prior_part = x[:, offset:] @ known
-        w_scale, iterations = _fit_logistic(x[:, :1], y, penalty[:1], offset=prior_part)
+        w_scale, iterations = fit_logistic(x[:, :1], y, penalty[:1], offset=prior_part)
         w = np.concatenate([w_scale, known])
         z = x @ w
     else:
-        w, iterations = _fit_logistic(x, y, penalty)
+        w, iterations = fit_logistic(x, y, penalty)
         z = x @ w
     log_loss = float(np.logaddexp(0.0, -(2.0 * y - 1.0) * z).mean())
     accuracy = float(np.where(z == 0, 0.5, (z > 0) == (y > 0.5)).mean())
@@ -392,9 +388,7 @@ class WithStrategy(BaseRanker):
     def rank_batch(
         self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
     ) -> list[Ranking]:
-        return list(
-            self.ranker.rank_batch(instructions, candidate_lists, strategy=self.strategy)  # type: ignore[call-arg]
-        )
+        return rank_batch_with(self.ranker, instructions, candidate_lists, strategy=self.strategy)
 
 
 def _check_members(
@@ -481,10 +475,7 @@ class PriorRanker(BaseRanker):
                 Ranking.from_scores(self.priors.combine(None, m), strategy="priors") for m in names
             ]
         use = strategy if strategy is not None else self.strategy
-        if use is not None:
-            inner = self.ranker.rank_batch(instructions, candidate_lists, strategy=use)  # type: ignore[call-arg]
-        else:
-            inner = self.ranker.rank_batch(instructions, candidate_lists)
+        inner = rank_batch_with(self.ranker, instructions, candidate_lists, strategy=use)
         return self.rerank(inner, names)
 
     def rerank(

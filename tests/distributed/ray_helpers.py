@@ -82,3 +82,15 @@ def _is_ray(proc: Any) -> bool:
     return command.startswith("ray::") or any(
         part in command for part in ("/ray/", "raylet", "gcs_server")
     )
+
+
+def rank_cli_app() -> Any:
+    """A Typer app with ``blender rank`` alone (``CliRunner().invoke(app, ["rank", ...])``)."""
+    import typer
+
+    from blender_core.cli.rank import rank_command
+
+    group = typer.Typer()
+    group.command("rank")(rank_command)
+    group.callback()(lambda: None)
+    return group

@@ -6,31 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from ray_helpers import make_records
 from typer.testing import CliRunner
 
 from blender_core.data import write_mixinstruct
 
 
-@pytest.fixture(scope="module")
-def cli_app() -> Any:
-    import typer
-
-    from blender_core.cli.rank import rank_command
-
-    group = typer.Typer()
-    group.command("rank")(rank_command)
-    group.callback()(lambda: None)
-    return group
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _rank(cli_app: Any, *args: str) -> Any:
     return CliRunner().invoke(cli_app, ["rank", *args, "--no-progress", "--dtype", "float32"])
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_pairs_and_top_k_options(cli_app, tiny_pairrm_dir: Path, tmp_path: Path) -> None:

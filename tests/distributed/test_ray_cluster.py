@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ray_helpers import RAY_LOCAL, configure_ray_data, local_rankings, make_records, stop_ray
+from ray_helpers import (
+    RAY_LOCAL,
+    configure_ray_data,
+    local_rankings,
+    make_records,
+    rank_cli_app,
+    stop_ray,
+)
 from typer.testing import CliRunner
 
 from blender_core.data import write_mixinstruct
@@ -61,17 +68,6 @@ def connected(cluster: Any) -> Iterator[Any]:
         ray.shutdown()
 
 
-def _cli_app() -> Any:
-    import typer
-
-    from blender_core.cli.rank import rank_command
-
-    group = typer.Typer()
-    group.command("rank")(rank_command)
-    group.callback()(lambda: None)
-    return group
-
-
 def test_cli_on_a_two_node_cluster_equals_local(cluster, tiny_pairrm_dir, tmp_path) -> None:
     assert not ray.is_initialized()  # the CLI connects through --address itself
     assert cluster.head_node.node_ip_address == cluster.list_all_nodes()[1].node_ip_address
@@ -80,7 +76,7 @@ def test_cli_on_a_two_node_cluster_equals_local(cluster, tiny_pairrm_dir, tmp_pa
     write_mixinstruct(data, records)
     out = tmp_path / "ranked.parquet"
     result = CliRunner().invoke(
-        _cli_app(),
+        rank_cli_app(),
         [
             "rank",
             str(data),

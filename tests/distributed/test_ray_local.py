@@ -25,24 +25,12 @@ def ray_local() -> Iterator[None]:
     stop_ray(ray.shutdown)
 
 
-@pytest.fixture(scope="module")
-def cli_app() -> Any:
-    import typer
-
-    from blender_core.cli.rank import rank_command
-
-    group = typer.Typer()
-    group.command("rank")(rank_command)
-    group.callback()(lambda: None)
-    return group
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def _rank(cli_app: Any, *args: str) -> Any:
     return CliRunner().invoke(cli_app, ["rank", *args, "--no-progress"])
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_rank_dataset_matches_the_local_ranker(tiny_pairrm_dir: Path, tmp_path: Path) -> None:
@@ -257,3 +245,47 @@ def test_rank_dataset_top_k_matches_the_local_selection(tiny_pairrm_dir: Path) -
         rank_dataset(ray.data.from_items(records), tiny_pairrm_dir, top_k=1, strategy="max_wins")
     with pytest.raises(ValueError, match="pairs"):
         rank_dataset(ray.data.from_items(records), tiny_pairrm_dir, pairs="both")
+
+
+def test_cli_ray_gpus_the_cluster_lacks_fail_at_once(cli_app, tiny_pairrm_dir, tmp_path) -> None:
+    """``--num-gpus 1`` on a CPU-only cluster: one line, before any actor is asked for."""
+    import time
+    import warnings
+
+    write_mixinstruct(tmp_path / "data.jsonl", make_records(3))
+    out = tmp_path / "out.parquet"
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RayDeprecationWarning from our own calls
+        result = _rank(
+            cli_app,
+            str(tmp_path / "data.jsonl"),
+            *("--model", str(tiny_pairrm_dir), "--engine", "ray", "--out", str(out)),
+            *("--concurrency", "8", "--num-gpus", "1"),
+        )
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("warning: ") and "random weights" in lines[0]  # the tiny ranker
+    assert lines[1:] == [
+        "error: each of the 8 ranking actor(s) needs 1 GPU (--num-gpus 1) but no node of the Ray "
+        "cluster has that many (1 node(s), 0 GPU in all): use --num-gpus 0 to rank on CPUs"
+    ]
+    assert time.perf_counter() - start < 30
+    assert not out.exists()
+
+
+def test_rank_dataset_core_ranker_and_no_deprecated_remote_args(tmp_path: Path) -> None:
+    """``random`` through ``load_ranker`` in the actors; more actors than CPUs still finish."""
+    import warnings
+
+    from blender_core.distributed import rank_dataset, read_records
+
+    write_mixinstruct(tmp_path / "data.jsonl", make_records(5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = rank_dataset(read_records(str(tmp_path / "data.jsonl")), "random", concurrency=3)
+    rows = ds.take_all()
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in make_records(5))
+    assert all(sorted(r["order"]) == list(range(len(r["candidates"]))) for r in rows)
+    with pytest.raises(ValueError, match="PairRanker options"):
+        rank_dataset(read_records(str(tmp_path / "data.jsonl")), "consensus", top_k=1)

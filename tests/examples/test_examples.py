@@ -22,10 +22,14 @@ EXPECTED = {
     "langchain_agent_middleware.py": ["[chosen:"],
     "langchain_lcel_blend.py": ["ChatBlender batch:", "Blender ainvoke:"],
     "langchain_parallel_rank_fuse.py": ["ranked:", "best alone:"],
-    "langchain_rag_rerank.py": ["Ranker: MiniLM relevance", "rerank():"],
+    "langchain_rag_rerank.py": ["Ranker: MiniLM relevance", "rerank():", "acompress_documents()"],
     "llamaindex_rag_rerank.py": ["Ranker: MiniLM relevance", "same order: True"],
     "llamaindex_router_fusion.py": ["Ranker: MiniLM consensus", "Answer:"],
-    "llamaindex_tool_rerank.py": ["Ranker: MiniLM relevance", "Tools after reranking:"],
+    "llamaindex_tool_rerank.py": [
+        "Ranker: MiniLM relevance",
+        "Tools after reranking",
+        "get_weather({'city': 'Lyon'}) -> Sunny in Lyon",
+    ],
     "trl_judge.py": ["NOTE: the tiny ranker is untrained", "preferred index:"],
 }
 
@@ -54,6 +58,9 @@ def test_example_runs_offline_from_anywhere(name: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     for marker in EXPECTED[name]:
         assert marker in proc.stdout, f"{name}: {marker!r} not in its output:\n{proc.stdout}"
+    # Each says why its result is what it is, and third-party load bars stay off.
+    assert "Why" in proc.stdout or "What this shows" in proc.stdout, proc.stdout
+    assert "Loading weights" not in proc.stderr, proc.stderr[-2000:]
 
 
 def test_tiny_ranker_is_announced_as_untrained(tmp_path: Path) -> None:

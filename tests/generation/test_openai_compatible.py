@@ -101,6 +101,40 @@ class FakeServer:
                     return self._send(200, '{"id": "x"}')
                 if scenario == "nocontent":
                     return self._send(200, '{"choices": [{"message": {"role": "assistant"}}]}')
+                if scenario in ("tools", "badtool"):  # a whole assistant message with tool calls
+                    arguments = '{"city": "Paris"}' if scenario == "tools" else "{not json"
+                    return self._send(
+                        200,
+                        json.dumps(
+                            {
+                                "choices": [
+                                    {
+                                        "index": 0,
+                                        "finish_reason": "tool_calls",
+                                        "message": {
+                                            "role": "assistant",
+                                            "content": None,
+                                            "tool_calls": [
+                                                {
+                                                    "id": "call_1",
+                                                    "type": "function",
+                                                    "function": {
+                                                        "name": "weather",
+                                                        "arguments": arguments,
+                                                    },
+                                                }
+                                            ],
+                                        },
+                                    }
+                                ],
+                                "usage": {
+                                    "prompt_tokens": 12,
+                                    "completion_tokens": 7,
+                                    "total_tokens": 19,
+                                },
+                            }
+                        ),
+                    )
                 if scenario == "flaky":
                     with server.lock:
                         server.flaky_failures += 1
@@ -303,3 +337,117 @@ def test_bad_arguments() -> None:
         OpenAICompatibleGenerator("m", max_retries=-1)
     with pytest.raises(TypeError, match="prompt"):
         OpenAICompatibleGenerator("m", base_url="http://127.0.0.1:9/v1").generate(3)  # type: ignore[arg-type]
+
+
+# -- the whole assistant message (text and tool calls) ------------------------------------------
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "weather",
+            "description": "The weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+CHAT = [
+    {"role": "user", "content": "Weather in Paris, then Lyon?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_0",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{"city": "Lyon"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_0", "content": "Sunny in Lyon"},
+]
+
+
+async def test_chat_message_returns_tool_calls_and_usage(server: FakeServer) -> None:
+    from blender_core.generators.openai_compatible import ChatMessageResult
+    from blender_core.tool_calls import ToolCall
+
+    seen: list[dict[str, int]] = []
+    gen = OpenAICompatibleGenerator(
+        "tiny",
+        base_url=server.url("tools"),
+        api_key="sk-test",
+        system_prompt="Use tools.",
+        max_tokens=32,
+        extra_body={"seed": 1},
+        on_usage=seen.append,
+    )
+    result = await gen.achat_message(CHAT, tools=TOOLS, tool_choice="auto", max_new_tokens=8)
+    assert isinstance(result, ChatMessageResult)
+    assert result.text == ""  # content null: only tool calls
+    assert result.tool_calls == (ToolCall("weather", {"city": "Paris"}, id="call_1"),)
+    assert result.finish_reason == "tool_calls"
+    assert result.usage == {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
+    assert seen == [result.usage]  # on_usage, as for text answers
+    assert result.raw["tool_calls"][0]["id"] == "call_1"
+    request = server.requests[-1]
+    assert request["headers"]["Authorization"] == "Bearer sk-test"
+    body = request["body"]
+    # The chat as given (tool calls and results kept), the system prompt first.
+    assert body["messages"] == [{"role": "system", "content": "Use tools."}, *CHAT]
+    assert body["tools"] == TOOLS and body["tool_choice"] == "auto"
+    assert body["max_tokens"] == 8 and body["seed"] == 1 and body["model"] == "tiny"
+    # The sync form; a text answer is a message without tool calls.
+    text = OpenAICompatibleGenerator("tiny", base_url=server.url("ok")).chat_message(
+        [{"role": "user", "content": "hi"}], tools=TOOLS
+    )
+    assert (text.text, text.tool_calls, text.usage) == ("echo: hi", (), None)
+
+
+async def test_chat_message_shares_the_text_paths_deadline_retries_and_limits(
+    server: FakeServer,
+) -> None:
+    # The total deadline.
+    slow = OpenAICompatibleGenerator("tiny", base_url=server.url("slow"), timeout=0.3)
+    with pytest.raises(GeneratorTimeoutError, match=r"timeout of 0\.3 s"):
+        await slow.achat_message([{"role": "user", "content": "x"}], tools=TOOLS)
+    # Retries of a 503, then the answer.
+    server.flaky_failures = 0
+    flaky = OpenAICompatibleGenerator("tiny", base_url=server.url("flaky"), max_retries=1)
+    assert (await flaky.achat_message([{"role": "user", "content": "again"}])).text == (
+        "echo: again"
+    )
+    assert server.flaky_failures == 2
+    # An error status, the response-size cap, a malformed answer, a bad tool call.
+    for scenario, message in [
+        ("error", r"HTTP 500.*model exploded"),
+        ("endless", r"exceeds max_response_bytes=1048576"),
+        ("nochoices", r"malformed response.*no 'choices'"),
+        ("badtool", r"malformed response.*tool call is not valid.*not valid JSON"),
+    ]:
+        gen = OpenAICompatibleGenerator(
+            "tiny",
+            base_url=server.url(scenario),
+            max_retries=0,
+            max_response_bytes=2**20,
+            timeout=20,
+        )
+        with pytest.raises(GeneratorError, match=message):
+            await gen.achat_message([{"role": "user", "content": "x"}], tools=TOOLS)
+    # The key never shows in an error.
+    leaky = OpenAICompatibleGenerator(
+        "tiny", base_url=server.url("error"), api_key="sk-secret-123456", max_retries=0
+    )
+    with pytest.raises(GeneratorError) as info:
+        await leaky.achat_message([{"role": "user", "content": "sk-secret-123456"}])
+    assert "sk-secret-123456" not in str(info.value)
+
+
+def test_chat_message_refuses_a_chat_that_is_not_one() -> None:
+    gen = OpenAICompatibleGenerator("m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(TypeError, match="list of chat messages"):
+        gen.chat_message("hello")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="'role'"):
+        gen.chat_message([{"content": "no role"}])
+    with pytest.raises(ValueError, match="at least one message"):
+        gen.chat_message([])

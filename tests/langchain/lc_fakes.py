@@ -230,3 +230,17 @@ class RunRecorder(BaseCallbackHandler):
 
     def children_of(self, run_id: UUID) -> list[str]:
         return sorted(n for _, n, _, parent in self.runs if parent == run_id)
+
+
+async def call_as(runnable: Any, mode: str, config: Any) -> Any:
+    """Call ``runnable`` on ``"hi"`` (batches: ``["hi", "yo"]``) the way ``mode`` names:
+    ``invoke``, ``ainvoke``, ``batch`` or ``abatch``."""
+    if mode == "invoke":
+        return runnable.invoke("hi", config)
+    if mode == "ainvoke":
+        return await runnable.ainvoke("hi", config)
+    if mode == "batch":
+        return runnable.batch(["hi", "yo"], config)
+    if mode == "abatch":
+        return await runnable.abatch(["hi", "yo"], config)
+    raise ValueError(f"unknown mode {mode!r}")

@@ -16,7 +16,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import PromptTemplate
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
-from lc_fakes import JoinFuser, LengthRanker, RunRecorder, ScriptedChatModel
+from lc_fakes import JoinFuser, LengthRanker, RunRecorder, ScriptedChatModel, call_as
 from pydantic import BaseModel
 
 from blender_core.blend import BlendError
@@ -30,7 +30,7 @@ def _chat(members: dict[str, Any], **kwargs: Any) -> ChatBlender:
 
 
 def _llm(members: dict[str, Any], **kwargs: Any) -> Blender:
-    return Blender(llms=members, ranker=LengthRanker(), fuser=JoinFuser(), **kwargs)
+    return Blender(models=members, ranker=LengthRanker(), fuser=JoinFuser(), **kwargs)
 
 
 # -- chains: ChatBlender and Blender agree in every mode ---------------------------------------
@@ -88,7 +88,7 @@ def test_a_chat_model_fuser_streams_its_tokens(members: dict[str, Any]) -> None:
 
 def test_the_llm_ensemble_streams_a_fusers_tokens_under_its_run(members: dict[str, Any]) -> None:
     # BaseLLM.stream hands _stream its run manager: the members, ranker and fuser nest under it.
-    llm = Blender(llms=members, ranker=LengthRanker(), fuser=_streaming_fuser(), top_k=2)
+    llm = Blender(models=members, ranker=LengthRanker(), fuser=_streaming_fuser(), top_k=2)
     recorder = RunRecorder()
     chunks = list(llm.stream("hi", {"callbacks": [recorder]}))
     assert len(chunks) > 2 and "".join(chunks) == "the fused answer, token by token"
@@ -126,14 +126,7 @@ async def test_member_runs_nest_under_the_ensemble_in_every_mode(members: dict[s
     for mode in ("invoke", "ainvoke", "batch", "abatch"):
         recorder = RunRecorder()
         config: Any = {"callbacks": [recorder]}
-        if mode == "invoke":
-            chat.invoke("hi", config)
-        elif mode == "ainvoke":
-            await chat.ainvoke("hi", config)
-        elif mode == "batch":
-            chat.batch(["hi", "yo"], config)
-        else:
-            await chat.abatch(["hi", "yo"], config)
+        await call_as(chat, mode, config)
         _assert_nested(recorder, "chat", 2 if "batch" in mode else 1)
 
     async def astream(x: str) -> str:
@@ -258,7 +251,7 @@ def test_bad_configuration_is_rejected() -> None:
     with pytest.raises(ValueError, match="top_k"):
         ChatBlender(models=[ScriptedChatModel()], ranker=LengthRanker(), top_k=0)
     with pytest.raises(ValueError, match="min_candidates=2 can never be met"):
-        Blender(llms=[ScriptedChatModel()], ranker=LengthRanker(), min_candidates=2)
+        Blender(models=[ScriptedChatModel()], ranker=LengthRanker(), min_candidates=2)
 
 
 def test_stop_is_applied_to_the_answer(members: dict[str, Any]) -> None:
@@ -399,7 +392,8 @@ async def test_tool_calls_are_ranked_and_the_best_selected() -> None:
         assert message.tool_calls[0]["name"] == "add"
         assert message.tool_calls[0]["args"] == {"a": 2, "b": 3}
         assert message.response_metadata["blend_mode"] == "tool_calls"
-        assert message.response_metadata["best_models"] == ["adder"]
+        # Both members made the same call: identical proposals are merged, the first is chosen.
+        assert message.response_metadata["best_models"][0] == "adder"
         assert set(message.response_metadata["candidates"]) == {"adder", "talker"}
         assert message.response_metadata["ranking"]["texts"][0].startswith("add(")
     streamed = _stream_all_tools(chat, "please multiply 4 and 5")
@@ -443,10 +437,13 @@ async def test_with_structured_output(members: dict[str, Any]) -> None:
 
 
 def test_conversation_instruction_is_the_last_human_message(members: dict[str, Any]) -> None:
+    # The core's one chat policy: the latest human message, then the history as the input.
     ranker = LengthRanker()
     chat = ChatBlender(models=members, ranker=ranker)
-    chat.invoke([HumanMessage("first"), AIMessage("ok"), HumanMessage("second question")])
-    assert ranker.calls[-1][0] == "second question"
+    message = chat.invoke([HumanMessage("first"), AIMessage("ok"), HumanMessage("second question")])
+    assert ranker.calls[-1][0] == "second question\n\nuser: first\n\nassistant: ok"
+    assert message.response_metadata["instruction"] == "second question"
+    assert message.response_metadata["input"] == "user: first\n\nassistant: ok"
 
 
 # -- the tiny PairRM ----------------------------------------------------------------------------
@@ -459,3 +456,41 @@ def test_chat_blender_with_tiny_pairrm(tiny_pairrm_dir: Any, members: dict[str, 
     ranking = message.response_metadata["ranking"]
     assert sorted(ranking["order"]) == [0, 1]
     assert message.content in message.response_metadata["candidates"].values()
+
+
+def test_llms_is_a_deprecated_alias_of_models(members: dict[str, Any]) -> None:
+    # Same name on every front: models=; llms= keeps working one release with a warning.
+    with pytest.warns(DeprecationWarning, match="models="):
+        llm = Blender(llms=members, ranker=LengthRanker())
+    assert list(llm.models) == list(members)
+    with pytest.warns(DeprecationWarning, match="use models"):
+        assert llm.llms is llm.models
+    with pytest.raises(ValueError, match="not both"), pytest.warns(DeprecationWarning):
+        Blender(llms=members, models=members, ranker=LengthRanker())
+
+
+def test_same_options_and_defaults_as_the_core(members: dict[str, Any]) -> None:
+    from blender_core.engine import DEFAULT_OPTIONS
+
+    for cls in (ChatBlender, Blender):
+        fields = cls.model_fields
+        for name, default in DEFAULT_OPTIONS.items():
+            assert fields[name].default == default, (cls.__name__, name)
+
+
+def test_max_retries_retries_a_failing_member() -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+
+    class Flaky(GenericFakeChatModel):
+        failures_left: int = 1
+
+        def _generate(self, *args: Any, **kwargs: Any) -> Any:
+            if self.failures_left:
+                self.failures_left -= 1
+                raise RuntimeError("flaky")
+            return super()._generate(*args, **kwargs)
+
+    flaky = Flaky(messages=iter([AIMessage("recovered")]))
+    chat = ChatBlender(models={"flaky": flaky}, ranker=LengthRanker(), max_retries=1)
+    message = chat.invoke("hi")
+    assert message.content == "recovered" and message.response_metadata["failures"] == []

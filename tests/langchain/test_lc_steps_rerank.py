@@ -156,3 +156,12 @@ def test_rerank_with_tiny_pairrm(tiny_pairrm_dir: Any) -> None:
     assert sorted(d.id for d in out) == ["d1", "d2", "d3"]
     scores = [d.metadata["relevance_score"] for d in out]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_fuse_candidates_with_select_loads_nothing() -> None:
+    # Regression: FuseCandidates(fuser="select", top_k=1) loaded the default ranker
+    # (llm-blender/PairRM: offline a CheckpointError, online a 1.7 GB download) though it
+    # never ranks. Nothing loads until it is used, and a fuse step never loads a ranker.
+    step = FuseCandidates(fuser="select", top_k=1)
+    assert step.invoke({"instruction": "q", "candidates": ["x", "y"]}) == "x"
+    assert not step.engine.core.loaded

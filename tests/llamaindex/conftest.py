@@ -124,9 +124,11 @@ class EventCollector(BaseEventHandler):
 
 
 class SpanCollector(BaseSpanHandler[SimpleSpan]):
-    """Records every span's id and parent id."""
+    """Records every span's id and parent id (``spans``), and its parent, tags and bound
+    arguments (``opened``)."""
 
     spans: dict[str, str | None] = Field(default_factory=dict)
+    opened: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @classmethod
     def class_name(cls) -> str:
@@ -142,6 +144,11 @@ class SpanCollector(BaseSpanHandler[SimpleSpan]):
         **kwargs: Any,
     ) -> SimpleSpan:
         self.spans[id_] = parent_span_id
+        self.opened[id_] = {
+            "parent": parent_span_id,
+            "tags": dict(tags or {}),
+            "args": dict(bound_args.arguments),
+        }
         return SimpleSpan(id_=id_, parent_id=parent_span_id)
 
     def prepare_to_exit_span(
@@ -171,13 +178,19 @@ def events() -> Any:
 
 
 @pytest.fixture
-def spans() -> Any:
-    """Span id -> parent span id, recorded on the root dispatcher during the test."""
+def span_collector() -> Any:
+    """A :class:`SpanCollector` on the root dispatcher during the test."""
     root = get_dispatcher()
     handler = SpanCollector()
     root.add_span_handler(handler)
-    yield handler.spans
+    yield handler
     root.span_handlers.remove(handler)
+
+
+@pytest.fixture
+def spans(span_collector: SpanCollector) -> Any:
+    """Span id -> parent span id, recorded on the root dispatcher during the test."""
+    return span_collector.spans
 
 
 DOCS = [

@@ -42,13 +42,13 @@ def _ensemble() -> BlenderLLM:
     )
 
 
-def test_a_members_own_timeout_error_is_an_error_and_ours_a_timeout_sync_and_async() -> None:
+def test_a_members_own_timeout_and_ours_are_timeouts_told_apart_by_message() -> None:
     llm = _ensemble()
     for response in (llm.complete("q"), asyncio.run(llm.acomplete("q"))):
         failures = {f["model"]: f for f in response.additional_kwargs["failures"]}
         assert failures["own"] == {
             "model": "own",
-            "kind": "error",
+            "kind": "timeout",
             "message": "TimeoutError: upstream read timed out",
         }
         assert failures["slow"] == {

@@ -76,3 +76,13 @@ def test_tiny_pairrm_is_order_symmetric(tiny_pairrm_dir: Path) -> None:
     backward = asyncio.run(evaluator.aevaluate(query=query, response=b, second_response=a))
     assert forward.score in (0.0, 0.5, 1.0)
     assert forward.score == pytest.approx(1.0 - backward.score)
+
+
+def test_a_loaded_ranker_given_positionally_is_the_ranker() -> None:
+    # Regression: PairRankerEvaluator(<loaded PairRanker>) was accepted, then failed on first
+    # use with a TypeError from pathlib (the ranker was taken as a checkpoint path).
+    evaluator = PairRankerEvaluator(ScriptedCompare({("A", "B"): 2.0, ("B", "A"): -1.0}))
+    result = evaluator.evaluate(query="q", response="A", second_response="B")
+    assert result.score == 1.0
+    with pytest.raises(TypeError, match="once"):
+        PairRankerEvaluator(ScriptedCompare({}), ranker=ScriptedCompare({}))

@@ -318,3 +318,69 @@ async def test_function_agent_with_blender_llm() -> None:
     ]
     assert called == [("mul", "600")]
     assert str(await handler) == "The answer is 600."
+
+
+def test_llms_is_a_deprecated_alias_of_models() -> None:
+    members = [FixedLLM(answer="x", name="a"), FixedLLM(answer="yy", name="b")]
+    with pytest.warns(DeprecationWarning, match="models="):
+        llm = BlenderLLM(llms=members, ranker=LengthRanker())
+    assert llm.member_names == ["a", "b"]
+    with pytest.warns(DeprecationWarning, match="use models"):
+        assert llm.llms == llm.models
+    assert BlenderLLM(models=members, ranker=LengthRanker()).complete("q").text == "yy"
+
+
+def test_same_options_and_defaults_as_the_core() -> None:
+    from blender_core.engine import DEFAULT_OPTIONS
+
+    fields = BlenderLLM.model_fields
+    for name, default in DEFAULT_OPTIONS.items():
+        assert fields[name].default == default, name
+    with pytest.raises(ValueError, match="min_candidates=3 can never be met"):
+        BlenderLLM([FixedLLM(answer="x", name="a")], ranker=LengthRanker(), min_candidates=3)
+    with pytest.raises(ValueError, match="max_retries"):
+        BlenderLLM([FixedLLM(answer="x", name="a")], ranker=LengthRanker(), max_retries=-1)
+
+
+def test_min_candidates_and_retries() -> None:
+    class Flaky(FixedLLM):
+        failures_left: int = 1
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+            if self.failures_left:
+                self.failures_left -= 1
+                raise RuntimeError("flaky")
+            return super().complete(prompt, formatted=formatted, **kwargs)
+
+    members = [Flaky(answer="recovered", name="f"), FixedLLM(answer="ok", name="g")]
+    llm = BlenderLLM(members, ranker=LengthRanker(), max_retries=1, min_candidates=2)
+    response = llm.complete("q")
+    assert response.text == "recovered" and response.additional_kwargs["failures"] == []
+    strict = BlenderLLM(
+        [Flaky(answer="x", name="f"), FixedLLM(answer="ok", name="g")],
+        ranker=LengthRanker(),
+        min_candidates=2,
+    )
+    with pytest.raises(BlendError, match="flaky"):
+        strict.complete("q")
+
+
+def test_multi_turn_chat_is_ranked_on_the_core_chat_policy() -> None:
+    ranker = LengthRanker()
+    llm = BlenderLLM(
+        [FixedLLM(answer="x", name="a"), FixedLLM(answer="yy", name="b")], ranker=ranker
+    )
+    response = llm.chat(
+        [
+            ChatMessage(role="system", content="Be brief."),
+            ChatMessage(role="user", content="first"),
+            ChatMessage(role="assistant", content="ok"),
+            ChatMessage(role="user", content="second question"),
+        ]
+    )
+    assert response.additional_kwargs["instruction"] == "second question"
+    assert (
+        response.additional_kwargs["input"] == "system: Be brief.\n\nuser: first\n\nassistant: ok"
+    )
+    assert response.additional_kwargs["blend_mode"] == "text"

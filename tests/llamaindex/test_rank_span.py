@@ -8,59 +8,20 @@ from typing import Any
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage
-from llama_index.core.bridge.pydantic import Field
-from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.span import SimpleSpan
-from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from llamaindex_blender import BlenderLLM, FusionSynthesizer, PairRankerRerank
 from llamaindex_blender._tracing import RankEndEvent
 
-from .conftest import FixedLLM, JoinFuser, LengthRanker
+from .conftest import FixedLLM, JoinFuser, LengthRanker, SpanCollector
 
 USER = [ChatMessage(role="user", content="name a fruit")]
 
 
-class TaggedSpans(BaseSpanHandler[SimpleSpan]):
-    """Records each span's parent, tags and bound arguments."""
-
-    opened: dict[str, dict[str, Any]] = Field(default_factory=dict)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "TaggedSpans"
-
-    def new_span(
-        self,
-        id_: str,
-        bound_args: Any,
-        instance: Any | None = None,
-        parent_span_id: str | None = None,
-        tags: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> SimpleSpan:
-        self.opened[id_] = {
-            "parent": parent_span_id,
-            "tags": dict(tags or {}),
-            "args": dict(bound_args.arguments),
-        }
-        return SimpleSpan(id_=id_, parent_id=parent_span_id)
-
-    def prepare_to_exit_span(self, id_: str, bound_args: Any, **kwargs: Any) -> SimpleSpan | None:
-        return None
-
-    def prepare_to_drop_span(self, id_: str, bound_args: Any, **kwargs: Any) -> SimpleSpan | None:
-        return None
-
-
 @pytest.fixture
-def tagged() -> Any:
-    root = get_dispatcher()
-    handler = TaggedSpans()
-    root.add_span_handler(handler)
-    yield handler.opened
-    root.span_handlers.remove(handler)
+def tagged(span_collector: SpanCollector) -> Any:
+    """Span id -> its parent, tags and bound arguments."""
+    return span_collector.opened
 
 
 def _members() -> list[FixedLLM]:

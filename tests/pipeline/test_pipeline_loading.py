@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pipeline_fakes import FakeGenerator, LengthRanker, RecordingFuser
@@ -18,12 +19,24 @@ def test_load_ranker_names_and_objects() -> None:
         assert isinstance(ranker, ConsensusRanker)
         assert ranker.device == "cpu" and not ranker._encoder.loaded  # lazy: nothing loaded
     assert isinstance(load_ranker("random"), RandomRanker)
-    mine = LengthRanker()
-    assert load_ranker(mine) is mine  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("load", "own", "blank", "not_a_spec", "named"),
+    [
+        (load_ranker, LengthRanker(), "  ", 42, "PairRanker checkpoint"),
+        (load_fuser, RecordingFuser(), "", 3.5, "GenFuser checkpoint"),
+    ],
+    ids=["ranker", "fuser"],
+)
+def test_loaders_pass_objects_and_refuse_bad_specs(
+    load: Any, own: Any, blank: str, not_a_spec: Any, named: str
+) -> None:
+    assert load(own) is own
     with pytest.raises(ValueError, match="empty"):
-        load_ranker("  ")
-    with pytest.raises(TypeError, match="PairRanker checkpoint"):
-        load_ranker(42)  # type: ignore[arg-type]
+        load(blank)
+    with pytest.raises(TypeError, match=named):
+        load(not_a_spec)
 
 
 def test_load_ranker_checkpoint_path(tiny_pairrm_dir: Path) -> None:
@@ -45,16 +58,10 @@ def test_load_fuser_names_objects_and_generators() -> None:
 
     assert isinstance(load_fuser(None), SelectFuser)
     assert isinstance(load_fuser("select"), SelectFuser)
-    mine = RecordingFuser()
-    assert load_fuser(mine) is mine
     generator = FakeGenerator("writer", "fused!")
-    fuser = load_fuser(generator)  # type: ignore[arg-type]
+    fuser = load_fuser(generator)
     assert isinstance(fuser, LLMFuser) and fuser.generator is generator
     assert fuser.fuse("q", ["a", "b"]) == "fused!"
-    with pytest.raises(ValueError, match="empty"):
-        load_fuser("")
-    with pytest.raises(TypeError, match="GenFuser checkpoint"):
-        load_fuser(3.5)  # type: ignore[arg-type]
 
 
 def test_load_fuser_checkpoint_path(tiny_genfuser_dir: Path) -> None:

@@ -61,9 +61,9 @@ def test_sync_runner_answers_errors_and_timeouts_as_data() -> None:
     got = _by_name(outcomes)
     assert got["ok"].ok and got["ok"].output == "hi"
     assert got["error"].failure == ModelFailure("error", "error", "RuntimeError: boom")
-    # a member's own TimeoutError is an error, not our timeout
+    # a member's own TimeoutError is a timeout (the cause), told apart from ours by its message
     assert got["own_timeout"].failure is not None
-    assert got["own_timeout"].failure.kind == "error"
+    assert got["own_timeout"].failure.kind == "timeout"
     assert got["own_timeout"].failure.message == "TimeoutError: upstream deadline"
     assert got["slow"].failure == ModelFailure("slow", "timeout", "no answer within 0.3 s")
     assert got["slow"].latency >= 0.25
@@ -102,7 +102,7 @@ def test_async_runner_matches_the_sync_one() -> None:
     assert got["ok"].output == "hi"
     assert got["error"].failure == ModelFailure("error", "error", "RuntimeError: boom")
     assert got["own_timeout"].failure == ModelFailure(
-        "own_timeout", "error", "TimeoutError: upstream deadline"
+        "own_timeout", "timeout", "TimeoutError: upstream deadline"
     )
     assert got["slow"].failure == ModelFailure("slow", "timeout", "no answer within 0.2 s")
 
@@ -157,6 +157,7 @@ def test_blend_metadata_schema_keys() -> None:
         "candidates",
         "texts",
         "models_by_text",
+        "blend_mode",
         "ranking",
         "best",
         "best_models",

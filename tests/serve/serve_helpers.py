@@ -5,7 +5,8 @@
 a tiny OpenAI-compatible HTTP server in a thread whose behaviour is chosen by the first path
 segment: ``/ok/v1`` answers (with ``usage``), ``/error/v1`` is a 500, ``/hang/v1`` never
 answers before the test ends, ``/garbage/v1`` sends non-JSON, ``/badshape/v1`` JSON without
-``choices``.
+``choices``, ``/leak/v1`` answers with the ``Authorization`` header it was sent, and
+``/toolsA/v1`` and ``/toolsB/v1`` make different tool calls when given ``tools``.
 """
 
 from __future__ import annotations
@@ -140,6 +141,55 @@ def running(config_text: str, tmp_path: Path, **kwargs: object) -> Iterator[Serv
         server.stop()
 
 
+def _tool_answer(mode: str, body: dict[str, object]) -> dict[str, object]:
+    """A two-step tool user: ``capital(country)``, then ``weather(city)``, then an answer.
+
+    ``toolsA`` and ``toolsB`` offer different calls (argument spelling, an extra argument,
+    the final wording), so the gateway has different candidates to rank at every step.
+    """
+    messages = body.get("messages") or []
+    assert isinstance(messages, list)
+    results = [m for m in messages if m.get("role") == "tool"]
+    message: dict[str, object]
+    if len(results) == 0:
+        country = "France" if mode == "toolsA" else "france"
+        calls = [("capital", {"country": country})]
+    elif len(results) == 1:
+        city = str(results[0].get("content"))
+        calls = [("weather", {"city": city} if mode == "toolsA" else {"city": city, "unit": "C"})]
+    else:
+        calls = []
+    if calls:
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": f"call_{mode}_{len(results)}_{i}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+                for i, (name, args) in enumerate(calls)
+            ],
+        }
+    else:
+        facts = " ".join(str(m.get("content")) for m in results)
+        prefix = "Final answer" if mode == "toolsA" else "Done"
+        message = {"role": "assistant", "content": f"{prefix}: {facts}"}
+    return {
+        "id": "up-tools",
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": "tool_calls" if calls else "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+    }
+
+
 class _Threading(http.server.ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # the default backlog of 5 resets connections under load
@@ -186,8 +236,15 @@ class FakeUpstream:
                 if mode == "badshape":
                     self._send(200, b'{"result": "no choices here"}', "application/json")
                     return
+                if mode in ("toolsA", "toolsB") and body.get("tools"):
+                    self._send(
+                        200, json.dumps(_tool_answer(mode, body)).encode(), "application/json"
+                    )
+                    return
                 last = [m for m in body.get("messages", []) if m.get("role") == "user"][-1]
                 text = f"upstream answer to: {last['content']}"
+                if mode == "leak":  # a careless upstream that echoes the key it was sent
+                    text = f"my key is {self.headers.get('Authorization', '')} ok"
                 usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
                 if body.get("stream"):  # OpenAI's chunks; the usage event only when asked
                     events: list[object] = [

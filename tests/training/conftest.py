@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +81,15 @@ def tiny_bert_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertModel(config).save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return out
+
+
+@pytest.fixture
+def blender_cli() -> Callable[[list[str]], Any]:
+    """Runs ``blender <args>`` in this process (Typer's ``CliRunner``); returns its result."""
+    from typer.testing import CliRunner
+
+    from blender_core.cli import _register_commands, app
+
+    _register_commands()
+    runner = CliRunner()
+    return lambda args: runner.invoke(app, args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def test_select_top_k_by_ranker(toy_data: tuple[Path, Path]) -> None:
     from blender_core.ranking import BaseRanker, Ranking
 
     class LongestFirst(BaseRanker):
-        def rank_batch(self, instructions, candidate_lists):  # type: ignore[no-untyped-def]
+        def rank_batch(self, instructions, candidate_lists):
             return [Ranking.from_scores([len(c) for c in cands]) for cands in candidate_lists]
 
     train, _ = toy_data
@@ -74,14 +75,10 @@ def test_train_fuser_end_to_end(
 
 
 def test_cli_train_fuser(
-    toy_data: tuple[Path, Path], tiny_genfuser_dir: Path, tmp_path: Path
+    toy_data: tuple[Path, Path], tiny_genfuser_dir: Path, tmp_path: Path, blender_cli: Any
 ) -> None:
-    from typer.testing import CliRunner
-
     from blender_core import GenFuser
-    from blender_core.cli import _register_commands, app
 
-    _register_commands()
     train, _ = toy_data
     out = tmp_path / "cli_fuser"
     args = [
@@ -89,11 +86,11 @@ def test_cli_train_fuser(
         "--ranker", "random", "--top-k", "2", "--max-steps", "2", "--batch-size", "2",
         "--train-limit", "4", "--max-length", "64", "--threads", "1", "--no-progress",
     ]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    result = blender_cli(args)
     assert result.exit_code == 0, result.output
     assert "GenFuser training report" in result.output
     GenFuser.from_pretrained(out)
 
-    neither = CliRunner().invoke(app, [a for a in args if a not in ("--ranker", "random")])
+    neither = blender_cli([a for a in args if a not in ("--ranker", "random")])
     assert neither.exit_code == 2
     assert "exactly one of ranker" in neither.output

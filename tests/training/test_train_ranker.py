@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from small_configs import ranker_config
 
 from blender_core.data import read_mixinstruct
 from blender_core.training.ranker_trainer import (
-    RankerTrainingConfig,
     evaluate_rankings,
     find_last_checkpoint,
     load_start_model,
@@ -20,30 +21,6 @@ from blender_core.training.ranker_trainer import (
 pytest.importorskip("torch")
 
 
-def _config(
-    train: Path, dev: Path | None, backbone: Path, out: Path, **kw: object
-) -> RankerTrainingConfig:
-    settings: dict[str, object] = {
-        "train_file": train,
-        "dev_file": dev,
-        "backbone": backbone,
-        "metrics": ["q"],
-        "output_dir": out,
-        "source_maxlength": 8,
-        "candidate_maxlength": 24,
-        "pair_mode": "all",
-        "epochs": 12,
-        "learning_rate": 3e-3,
-        "batch_size": 16,
-        "warmup_ratio": 0.0,
-        "weight_decay": 0.0,
-        "num_threads": 1,
-        "training_args": {"eval_strategy": "no", "save_strategy": "no"},
-    }
-    settings.update(kw)
-    return RankerTrainingConfig(**settings)  # type: ignore[arg-type]
-
-
 @pytest.mark.slow
 def test_tiny_ranker_learns_the_marker(
     toy_data: tuple[Path, Path], tiny_bert_backbone: Path, tmp_path: Path
@@ -51,7 +28,7 @@ def test_tiny_ranker_learns_the_marker(
     from blender_core import PairRanker
 
     train, dev = toy_data
-    config = _config(train, dev, tiny_bert_backbone, tmp_path / "run")
+    config = ranker_config(train, dev, tiny_bert_backbone, tmp_path / "run")
     dev_records = read_mixinstruct(dev)
 
     model, tokenizer, kind = load_start_model(config)
@@ -95,7 +72,7 @@ def test_checkpoints_resume_and_bce(
         "train_limit": 16,
         "training_args": {},
     }
-    first = train_ranker(_config(train, dev, tiny_bert_backbone, out, max_steps=4, **common))
+    first = train_ranker(ranker_config(train, dev, tiny_bert_backbone, out, max_steps=4, **common))
     assert first.train_metrics["train_loss"] > 0
     assert first.metrics["eval_ranked_records"] == 4  # the final evaluation ranks every record
     ckpt = find_last_checkpoint(out)
@@ -103,7 +80,7 @@ def test_checkpoints_resume_and_bce(
     PairRanker.from_pretrained(ckpt)  # each checkpoint loads by itself
 
     second = train_ranker(
-        _config(train, dev, tiny_bert_backbone, out, max_steps=6, resume=True, **common)
+        ranker_config(train, dev, tiny_bert_backbone, out, max_steps=6, resume=True, **common)
     )
     assert second.report["resumed_from"].endswith("checkpoint-4")
     assert second.report["training"]["optimizer_steps"] == 6
@@ -112,7 +89,9 @@ def test_checkpoints_resume_and_bce(
 
     # continued training of a PairRanker checkpoint (the run directory)
     third = train_ranker(
-        _config(train, None, out, tmp_path / "cont", max_steps=2, **{**common, "eval_steps": None})
+        ranker_config(
+            train, None, out, tmp_path / "cont", max_steps=2, **{**common, "eval_steps": None}
+        )
     )
     assert third.report["started_from"].startswith("checkpoint:")
     assert third.metrics == {}
@@ -121,15 +100,15 @@ def test_checkpoints_resume_and_bce(
 def test_config_errors(toy_data: tuple[Path, Path], tmp_path: Path) -> None:
     train, dev = toy_data
     with pytest.raises(ValueError, match="unknown loss"):
-        _config(train, dev, tmp_path, tmp_path, loss="hinge")
+        ranker_config(train, dev, tmp_path, tmp_path, loss="hinge")
     with pytest.raises(ValueError, match="unknown pair mode"):
-        _config(train, dev, tmp_path, tmp_path, pair_mode="best")
+        ranker_config(train, dev, tmp_path, tmp_path, pair_mode="best")
     with pytest.raises(ValueError, match="at least one metric"):
-        _config(train, dev, tmp_path, tmp_path, metrics=[])
+        ranker_config(train, dev, tmp_path, tmp_path, metrics=[])
     with pytest.raises(FileNotFoundError, match="train file"):
-        _config(tmp_path / "missing.jsonl", dev, tmp_path, tmp_path)
+        ranker_config(tmp_path / "missing.jsonl", dev, tmp_path, tmp_path)
     with pytest.raises(ValueError, match="rank strategy"):
-        _config(train, dev, tmp_path, tmp_path, rank_strategy="best")
+        ranker_config(train, dev, tmp_path, tmp_path, rank_strategy="best")
 
 
 def test_missing_metric_is_named(
@@ -137,17 +116,14 @@ def test_missing_metric_is_named(
 ) -> None:
     train, dev = toy_data
     with pytest.raises(KeyError, match="has no score 'gpt4_pref'"):
-        train_ranker(_config(train, dev, tiny_bert_backbone, tmp_path / "x", metrics=["gpt4_pref"]))
+        train_ranker(
+            ranker_config(train, dev, tiny_bert_backbone, tmp_path / "x", metrics=["gpt4_pref"])
+        )
 
 
 def test_cli_train_ranker(
-    toy_data: tuple[Path, Path], tiny_bert_backbone: Path, tmp_path: Path
+    toy_data: tuple[Path, Path], tiny_bert_backbone: Path, tmp_path: Path, blender_cli: Any
 ) -> None:
-    from typer.testing import CliRunner
-
-    from blender_core.cli import _register_commands, app
-
-    _register_commands()
     train, dev = toy_data
     out = tmp_path / "cli"
     args = [
@@ -157,7 +133,7 @@ def test_cli_train_ranker(
         "--rank-strategy", "bubble", "--eval-rank-limit", "0", "--threads", "1", "--no-progress",
         "--training-arg", "logging_steps=1",
     ]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    result = blender_cli(args)
     assert result.exit_code == 0, result.output
     assert "PairRanker training report" in result.output
     assert (out / "model.safetensors").is_file()
@@ -166,6 +142,6 @@ def test_cli_train_ranker(
     assert report["dev"]["ranked_records"] == 3
     assert 0.0 <= report["dev_top1_vs_baselines"][0]["ranker_top1"] <= 1.0
 
-    bad = CliRunner().invoke(app, [*args[:5], "nope", *args[6:]])
+    bad = blender_cli([*args[:5], "nope", *args[6:]])
     assert bad.exit_code == 2
     assert "has no score 'nope'" in bad.output

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
+from small_configs import ranker_config
 
 from blender_core.training import runs
 from blender_core.training.ranker_config import RankerTrainingConfig
@@ -14,29 +16,8 @@ from blender_core.training.ranker_run import train_ranker
 pytest.importorskip("torch")
 
 
-def _config(
-    train: Path, dev: Path | None, backbone: Path, out: Path, **kw: object
-) -> RankerTrainingConfig:
-    settings: dict[str, object] = {
-        "train_file": train,
-        "dev_file": dev,
-        "backbone": backbone,
-        "metrics": ["q"],
-        "output_dir": out,
-        "source_maxlength": 8,
-        "candidate_maxlength": 24,
-        "pair_mode": "all",
-        "epochs": 1,
-        "learning_rate": 3e-3,
-        "batch_size": 4,
-        "warmup_ratio": 0.0,
-        "weight_decay": 0.0,
-        "num_threads": 1,
-        "bf16": False,
-        "training_args": {"eval_strategy": "no", "save_strategy": "no"},
-    }
-    settings.update(kw)
-    return RankerTrainingConfig(**settings)  # type: ignore[arg-type]
+# Fast steps: one epoch of small fixed batches, fp32.
+_config = partial(ranker_config, epochs=1, batch_size=4, bf16=False)
 
 
 def test_token_budget_packs_more_short_pairs_per_step(

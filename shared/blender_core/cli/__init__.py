@@ -1,4 +1,5 @@
-"""The ``blender`` command line: rank, demo, eval, train-ranker, train-fuser, serve, calibrate.
+"""The ``blender`` command line: rank, demo, eval, train-ranker, train-fuser, serve, calibrate,
+train-router, eval-policies.
 
 Each sub-command lives in its own module and registers itself on :data:`app`; heavy imports
 happen inside the commands.
@@ -55,7 +56,7 @@ def _root() -> None:
     tune_malloc()
 
 
-_COMMAND_MODULES = ("rank", "demo", "evaluate", "train", "serve", "calibrate")
+_COMMAND_MODULES = ("rank", "demo", "evaluate", "train", "serve", "calibrate", "policies")
 
 
 def _register_commands() -> None:

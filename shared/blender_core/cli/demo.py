@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import typer
 
 from blender_core.cli import app
+from blender_core.cli._errors import cli_errors
 from blender_core.fusion.base import BaseFuser, validate_fuse_inputs
 from blender_core.generators.base import BaseGenerator
 from blender_core.generators.timing import measure_queueing
@@ -49,6 +50,7 @@ __all__ = [
     "demo",
     "finish_at_sentence",
     "format_result",
+    "hub_specs",
 ]
 
 
@@ -366,6 +368,21 @@ def _openai_generators(
     return generators
 
 
+def hub_specs(ranker: Any, fuser: Any) -> list[tuple[str, str]]:
+    """The ``(name, what)`` of each model the demo would fetch from the hub (or a path).
+
+    ``consensus``/``random`` rankers and ``llm``/``select`` fusers ship offline; any other string
+    names a PairRanker or GenFuser checkpoint (:func:`blender_core.hub.require_cached` skips
+    local paths).
+    """
+    specs: list[tuple[str, str]] = []
+    if isinstance(ranker, str) and ranker.strip().lower() not in ("consensus", "random"):
+        specs.append((ranker.strip(), "PairRanker checkpoint"))
+    if isinstance(fuser, str) and fuser.strip().lower() not in ("llm", "select"):
+        specs.append((fuser.strip(), "GenFuser checkpoint"))
+    return specs
+
+
 def build_demo_blender(
     *,
     models: int = 3,
@@ -628,10 +645,21 @@ def _quiet_transformers(enabled: bool) -> Iterator[None]:
 
 
 @app.command("demo")
+@cli_errors
 def demo(
     prompt: str = typer.Argument(..., help="The instruction to blend answers for."),
-    models: int = typer.Option(
-        3, "--models", "-n", help="Local SmolLM2 members, each in its own role and sampling."
+    models: int | None = typer.Option(
+        None,
+        "--models",
+        "-n",
+        help="Local SmolLM2 members, each in its own role and sampling (default: 3, or 0 with "
+        "--openai-model).",
+    ),
+    keep_embedded: bool = typer.Option(
+        False,
+        "--keep-embedded",
+        help="With --openai-model: keep the 3 local SmolLM2 members beside the servers' models "
+        "(default: the servers' models replace them).",
     ),
     ranker: str = typer.Option(
         "consensus",
@@ -674,13 +702,22 @@ def demo(
     """Blend several LLMs' answers to PROMPT: candidates, ranking, fused answer, timings.
 
     Offline by default: SmolLM2-135M-Instruct plays several members, the MiniLM consensus
-    ranker ranks them and SmolLM2 fuses the best. Progress goes to stderr on a terminal.
+    ranker ranks them and SmolLM2 fuses the best. With --openai-model the servers' models
+    replace the local members (--keep-embedded keeps both). Progress goes to stderr on a
+    terminal. Exit code 1 when no member answered, 2 on bad input or a missing model.
     Threads: LLM_BLENDER_KIT_TORCH_THREADS (auto, a number, or off).
     """
     import os
 
+    from blender_core.hub import require_cached
     from blender_core.threads import apply_thread_budget
 
+    if models is None:
+        models = 3 if keep_embedded or not openai_model else 0
+    elif keep_embedded:
+        raise typer.BadParameter("give --models N or --keep-embedded, not both")
+    # Every hub id is checked before anything loads: one error naming all the missing ones.
+    require_cached(hub_specs(ranker, fuser))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     start = time.perf_counter()
     status = Status()
@@ -712,7 +749,7 @@ def demo(
                 with status.stage(label, done="generated, ranked and fused"):
                     result = blender.blend(prompt)
             except BlendError as exc:
-                typer.echo(f"blend failed: {exc}", err=True)
+                typer.echo(f"error: blend failed: {' '.join(str(exc).split())}", err=True)
                 raise typer.Exit(code=1) from exc
     finally:
         status.close()
@@ -738,3 +775,11 @@ def demo(
             queued=queued_by_member(blender),
         )
     )
+    servers = [name for name in blender.generators if roles.get(name) == "OpenAI-compatible server"]
+    if servers and not any(name in result.candidates for name in servers):
+        typer.echo(
+            f"error: no --openai-model member answered ({', '.join(servers)}): the answer above "
+            "comes from the local members only",
+            err=True,
+        )
+        raise typer.Exit(code=1)

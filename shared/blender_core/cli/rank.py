@@ -1,4 +1,4 @@
-"""``blender rank``: rank the candidates of MixInstruct records with a PairRanker.
+"""``blender rank``: rank the candidates of MixInstruct records (PairRanker, consensus, random).
 
 Example:
     .. code-block:: console
@@ -13,12 +13,15 @@ Each output row: ``{"id", "order", "ranks", "scores", "best", "best_model", "str
 are JSONL or Parquet by suffix and appear complete or not at all; a rerun with the same ``--out``
 skips the records already done (by id). ``--engine local`` (default) runs in this process;
 ``--engine ray`` runs a pool of PairRanker actors on Ray Data (the ``ray`` extra).
+``--model consensus`` (MiniLM agreement, offline) or ``--model random`` rank without a
+checkpoint; every ranker is built by :func:`blender_core.loading.load_ranker`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -64,7 +67,13 @@ def rank_command(
         typer.Option("--out", "-o", help="Output *.jsonl or *.parquet (default: JSONL on stdout)."),
     ] = None,
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Hub id or local PairRanker checkpoint.")
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="PairRanker checkpoint (hub id or local directory), or consensus (MiniLM, "
+            "offline) or random.",
+        ),
     ] = "llm-blender/PairRM",
     strategy: Annotated[str, typer.Option(help="max_logits, max_wins or bubble.")] = "max_logits",
     pairs: Annotated[
@@ -154,56 +163,49 @@ def rank_command(
         policy = parse_pair_policy(pair_policy)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--pair-policy") from exc
+    from blender_core.distributed import CORE_RANKERS, check_ranker_options
+    from blender_core.hub import require_cached
+
+    try:
+        check_ranker_options(model, strategy=strategy, pairs=pairs, top_k=top_k)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from exc
+    core = model.strip().lower() in CORE_RANKERS
+    if not core:
+        require_cached([(model, "PairRanker checkpoint")])  # offline: fail now, not in an actor
+        _warn_if_random(model)
     try:
         files, fmt = resolve_input_files(data)
-        label = _run_label(strategy, pairs, top_k)
+        label = model.strip().lower() if core else _run_label(strategy, pairs, top_k)
         sink = RankOutput(out, pairs_out=pairs_out, strategy=label, resume=resume)
     except (OSError, ValueError) as exc:
         raise _fail(str(exc)) from exc
 
+    job = _RankJob(
+        sink,
+        files,
+        fmt,
+        model,
+        strategy,
+        policy,
+        seed,
+        limit,
+        progress,
+        {
+            "device": device,
+            "dtype": dtype,
+            "batch_tokens": batch_tokens,
+            "pairs": pairs,
+            "top_k": top_k,
+        },
+    )
     try:
         with sink:
             if engine == "local":
-                _run_local(
-                    sink,
-                    files,
-                    fmt,
-                    model,
-                    strategy,
-                    policy,
-                    seed,
-                    limit,
-                    progress,
-                    {
-                        "device": device,
-                        "dtype": dtype,
-                        "batch_tokens": batch_tokens,
-                        "pairs": pairs,
-                        "top_k": top_k,
-                    },
-                )
+                _run_local(job)
             else:
-                _run_ray(
-                    sink,
-                    files,
-                    model,
-                    strategy,
-                    policy,
-                    seed,
-                    limit,
-                    progress,
-                    {
-                        "address": address,
-                        "concurrency": concurrency,
-                        "num_gpus": num_gpus,
-                        "batch_size": batch_size,
-                        "device": device,
-                        "dtype": dtype,
-                        "batch_tokens": batch_tokens,
-                        "pairs": pairs,
-                        "top_k": top_k,
-                    },
-                )
+                ray_options = {"concurrency": concurrency, "num_gpus": num_gpus}
+                _run_ray(job, address, {**ray_options, "batch_size": batch_size})
         records, pair_count = sink.finish()
     except typer.Exit:
         raise
@@ -220,6 +222,17 @@ def rank_command(
         pair_note = f", {pair_count} pairs -> {pairs_out}" if pairs_out is not None else ""
         typer.echo(
             f"ranked {sink.added} records{skipped} ({records} in all){where}{pair_note}", err=True
+        )
+
+
+def _warn_if_random(model: str) -> None:
+    from blender_core.testing.pairranker import is_random_checkpoint
+
+    if is_random_checkpoint(model):
+        typer.echo(
+            f"warning: {model} has random weights (blender_core.testing): its rankings are "
+            "arbitrary; use llm-blender/PairRM, a trained checkpoint or --model consensus",
+            err=True,
         )
 
 
@@ -254,79 +267,78 @@ def _local_records(files: list[str], fmt: str) -> Iterator[MixRecord]:
                 yield parse_record(parquet_row(row), f"{name}: row {number}")
 
 
-def _run_local(
-    sink: RankOutput,
-    files: list[str],
-    fmt: str,
-    model: str,
-    strategy: str,
-    policy: PairPolicy,
-    seed: int | None,
-    limit: int | None,
-    progress: bool,
-    ranker_options: dict[str, Any],
-) -> None:
-    from blender_core.pair_ranker import PairRanker
+@dataclass(frozen=True)
+class _RankJob:
+    """One ``blender rank`` run, whatever the engine: where the rankings go, what is read, how
+    each record is ranked (``options``: device, dtype, batch_tokens, pairs, top_k)."""
+
+    sink: RankOutput
+    files: list[str]
+    fmt: str
+    model: str
+    strategy: str
+    policy: PairPolicy
+    seed: int | None
+    limit: int | None
+    progress: bool
+    options: dict[str, Any]
+
+
+def _run_local(job: _RankJob) -> None:
+    from blender_core.distributed import load_data_ranker, rank_records
     from blender_core.preferences import preference_pairs, prompt_text
     from blender_core.rank_output import ranking_row
 
     # Every record is read and checked before any work, so bad input fails fast.
     records: list[MixRecord] = []
-    for record in _local_records(files, fmt):
-        if limit is not None and len(records) >= limit:
+    for record in _local_records(job.files, job.fmt):
+        if job.limit is not None and len(records) >= job.limit:
             break
         records.append(record)
     empty = [r.id for r in records if not r.candidates]
     if empty:
         raise ValueError(f"records without candidates: {', '.join(empty[:5])}")
-    todo = [r for r in records if r.id not in sink.done_ids]
+    todo = [r for r in records if r.id not in job.sink.done_ids]
     if not todo:
         return
     from blender_core.threads import apply_thread_budget
 
     apply_thread_budget()  # LLM_BLENDER_KIT_TORCH_THREADS overrides it
-    ranker = PairRanker.from_pretrained(
-        model,
-        device=ranker_options["device"],
-        dtype=ranker_options["dtype"],
-        batch_tokens=ranker_options["batch_tokens"] or None,  # None: tuned for the device
+    ranker = load_data_ranker(
+        job.model,
+        device=job.options["device"],
+        dtype=job.options["dtype"],
+        batch_tokens=job.options["batch_tokens"] or None,  # None: tuned for the device
     )
-    top_k = ranker_options["top_k"]
-    label = _run_label(strategy, ranker_options["pairs"], top_k)
-    bar = _progress_bar(progress, total=len(todo))
+    top_k = job.options["top_k"]
+    label = job.sink.strategy
+    bar = _progress_bar(job.progress, total=len(todo))
     try:
         for start in range(0, len(todo), _LOCAL_CHUNK):
             chunk = todo[start : start + _LOCAL_CHUNK]
-            if top_k is not None:
-                rankings = ranker.select_top_k(
-                    [r.instruction for r in chunk],
-                    [r.texts for r in chunk],
-                    top_k,
-                    inputs=[r.input for r in chunk],
-                    seed=seed,
-                )
-            else:
-                rankings = ranker.rank_batch(
-                    [r.instruction for r in chunk],
-                    [r.texts for r in chunk],
-                    inputs=[r.input for r in chunk],
-                    strategy=strategy,  # type: ignore[arg-type]
-                    seed=seed,
-                    pairs=ranker_options["pairs"],
-                )
+            rankings = rank_records(
+                ranker,
+                [r.instruction for r in chunk],
+                [r.texts for r in chunk],
+                [r.input for r in chunk],
+                strategy=job.strategy,
+                seed=job.seed,
+                pairs=job.options["pairs"],
+                top_k=top_k,
+            )
             for record, ranking in zip(chunk, rankings, strict=True):
                 pairs = None
-                if sink.pairs_out is not None:
+                if job.sink.pairs_out is not None:
                     pairs = preference_pairs(
                         prompt_text(record.instruction, record.input),
                         record.texts,
                         ranking,
-                        policy=policy,
+                        policy=job.policy,
                         models=record.models,
                         record_id=record.id,
                     )
-                sink.add(ranking_row(record.id, ranking, record.models, label), pairs)
-            sink.commit()
+                job.sink.add(ranking_row(record.id, ranking, record.models, label), pairs)
+            job.sink.commit()
             if bar is not None:
                 bar.update(len(chunk))
     finally:
@@ -342,65 +354,82 @@ def _progress_bar(enabled: bool, total: int | None = None) -> Any:
     return tqdm(total=total, desc="rank", unit="record")
 
 
-def _run_ray(
-    sink: RankOutput,
-    files: list[str],
-    model: str,
-    strategy: str,
-    policy: PairPolicy,
-    seed: int | None,
-    limit: int | None,
-    progress: bool,
-    options: dict[str, Any],
-) -> None:
+def _quiet_ray_data_console() -> None:
+    """Ray Data's console lines (execution plans, "progress bars disabled") off; errors pass.
+
+    Our own bar counts the records. Ray Data's log file (in the Ray session folder) keeps
+    everything: only the console handler that Ray Data installs on import is raised to ERROR.
+    """
+    import logging
+
+    import ray.data  # noqa: F401 - Ray Data installs its handlers when it is imported
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.setLevel(logging.ERROR)
+
+
+def _run_ray(job: _RankJob, address: str | None, options: dict[str, Any]) -> None:
     from blender_core._optional import require
     from blender_core.distributed import RANKING_COLUMNS, pairs_of_row, rank_dataset, read_records
 
     ray = require("ray", "ray")
     started = False
     if not ray.is_initialized():
-        if options["address"] is None:
+        if address is None:
+            import logging
+
             # A private local instance, never someone else's cluster found on this machine.
-            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                logging_level=logging.ERROR,
+            )
         else:
-            ray.init(address=options["address"])
+            ray.init(address=address)
         started = True
     try:
+        _quiet_ray_data_console()
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # rows come out in input order
         context.enable_progress_bars = False  # our own bar counts finished records
         context.raise_original_map_exception = True  # a bad record's own error, not a wrapper
-        ds = read_records(files, limit=limit)
-        done = frozenset(sink.done_ids)
+        ds = read_records(job.files, limit=job.limit)
+        done = frozenset(job.sink.done_ids)
         if done:
             ds = ds.filter(lambda row: row["id"] not in done)
         ranked = rank_dataset(
             ds,
-            model,
-            strategy=strategy,
-            seed=seed,
+            job.model,
+            strategy=job.strategy,
+            seed=job.seed,
             batch_size=options["batch_size"],
             concurrency=options["concurrency"],
             num_gpus=options["num_gpus"],
-            pairs=options["pairs"],
-            top_k=options["top_k"],
-            device=options["device"],
-            dtype=options["dtype"],
-            batch_tokens=options["batch_tokens"],
+            pairs=job.options["pairs"],
+            top_k=job.options["top_k"],
+            device=job.options["device"],
+            dtype=job.options["dtype"],
+            batch_tokens=job.options["batch_tokens"],
         )
-        label = _run_label(strategy, options["pairs"], options["top_k"])
-        if sink.pairs_out is None:
+        label = job.sink.strategy
+        if job.sink.pairs_out is None:
             ranked = ranked.select_columns(["id", *RANKING_COLUMNS])
-        bar = _progress_bar(progress)
+        bar = _progress_bar(job.progress)
         try:
             batch: Any
             for batch in ranked.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for row in batch.to_pylist():
                     ranking = {name: row[name] for name in ("id", *RANKING_COLUMNS)}
                     ranking["strategy"] = label
-                    pairs = pairs_of_row(row, policy) if sink.pairs_out is not None else None
-                    sink.add(ranking, pairs)
-                sink.commit()
+                    pairs = (
+                        pairs_of_row(row, job.policy) if job.sink.pairs_out is not None else None
+                    )
+                    job.sink.add(ranking, pairs)
+                job.sink.commit()
                 if bar is not None:
                     bar.update(batch.num_rows)
         finally:

@@ -42,14 +42,19 @@ def serve(
     "model" in a request names an ensemble (blend) or one member (pass-through). Binds to
     127.0.0.1 unless --host says otherwise. SIGINT/SIGTERM finish in-flight requests first.
     """
-    from blender_core.serve.config import EXAMPLE_CONFIG, load_config
+    from blender_core.serve.config import EXAMPLE_CONFIG, ConfigError, load_config
 
     if example_config:
         typer.echo(EXAMPLE_CONFIG, nl=False)
         return
     if config is None:
         raise typer.BadParameter("give --config blend.toml (or --example-config to print one)")
-    settings = load_config(config)
+    try:
+        settings = load_config(config)
+    except ConfigError as exc:  # one ``error:`` line per problem, not all on one line
+        for line in exc.messages():
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(code=2) from None
     variable = api_key_env or settings.server.api_key_env
     api_key = None
     if variable:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from blender_core.data import MixRecord
+from blender_core.data import MixRecord, detect_judge_metric
 from blender_core.evaluation.gpt_rank import GPTRank
 from blender_core.evaluation.metrics import ReferenceMetric
 from blender_core.evaluation.results import EvalResults, MethodResult
@@ -96,16 +96,6 @@ class BlendMethod:
                 raise TypeError(f"the fuser returned {type(text).__name__}, not a string")
             fused.append(text)
         return fused
-
-
-def detect_judge_metric(records: Sequence[MixRecord]) -> str | None:
-    """The stored score every candidate of every record has (the first, if several)."""
-    common: list[str] | None = None
-    for record in records:
-        for candidate in record.candidates:
-            keys = list(candidate.scores)
-            common = keys if common is None else [k for k in common if k in candidate.scores]
-    return common[0] if common else None
 
 
 def _with_scores(

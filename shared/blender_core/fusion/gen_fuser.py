@@ -119,10 +119,13 @@ class GenFuser(BaseFuser):
         cached = local_snapshot(source, what="GenFuser checkpoint")  # offline: cache or error
         if cached is not None:
             source = str(cached)
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-        model = AutoModelForSeq2SeqLM.from_pretrained(
-            source, dtype=torch_dtype, trust_remote_code=False
-        )
+        from blender_core.quiet import quiet_transformers
+
+        with quiet_transformers():  # transformers' load bar and report
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+            model = AutoModelForSeq2SeqLM.from_pretrained(
+                source, dtype=torch_dtype, trust_remote_code=False
+            )
         model.to(dev)
         model.eval()
         return cls(model, tokenizer, max_length=max_length, candidate_maxlength=candidate_maxlength)

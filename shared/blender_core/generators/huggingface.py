@@ -151,6 +151,7 @@ class _SharedModel:
 
         from blender_core.devices import resolve_device, resolve_dtype
         from blender_core.hub import local_snapshot
+        from blender_core.quiet import quiet_transformers
 
         device = resolve_device(self.device_spec)
         dtype = resolve_dtype(self.dtype_spec, device, gpu_default="bfloat16")
@@ -163,11 +164,12 @@ class _SharedModel:
         if cache_target is not None and (cache_target / "model.safetensors").is_file():
             source, extra, cache_target = str(cache_target), {}, None
         extra["trust_remote_code"] = False
-        config = AutoConfig.from_pretrained(source, **extra)
-        is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-        model_cls = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
-        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-        model = model_cls.from_pretrained(source, config=config, dtype=dtype, **extra)
+        with quiet_transformers():  # transformers' load bars and reports (GGUF, weights)
+            config = AutoConfig.from_pretrained(source, **extra)
+            is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+            model_cls = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
+            tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+            model = model_cls.from_pretrained(source, config=config, dtype=dtype, **extra)
         if cache_target is not None:
             try:
                 _write_gguf_cache(cache_target, model, tokenizer)

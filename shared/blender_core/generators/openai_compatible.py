@@ -17,8 +17,17 @@ import random
 import ssl
 import time
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
@@ -26,6 +35,7 @@ import httpx
 from blender_core.generators.base import BaseGenerator
 from blender_core.generators.callable import _run_coroutine
 from blender_core.generators.errors import GeneratorError, GeneratorTimeoutError
+from blender_core.generators.timing import note_retry_error, runner_time_left
 from blender_core.secrets import (
     InsecureTransportWarning,
     Secret,
@@ -35,7 +45,10 @@ from blender_core.secrets import (
 )
 from blender_core.types import Prompt, chat_messages
 
-__all__ = ["OpenAICompatibleGenerator", "UsageCallback", "shared_tls_context"]
+if TYPE_CHECKING:
+    from blender_core.tool_calls import ToolCall
+
+__all__ = ["ChatMessageResult", "OpenAICompatibleGenerator", "UsageCallback", "shared_tls_context"]
 
 _DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _DEFAULT_KEY_HOST = "api.openai.com"
@@ -50,6 +63,25 @@ T = TypeVar("T")
 
 UsageCallback = Callable[[dict[str, int]], None]
 """``on_usage`` hook: receives ``{"prompt_tokens", "completion_tokens", "total_tokens"}``."""
+
+
+@dataclass(frozen=True)
+class ChatMessageResult:
+    """One whole assistant message (:meth:`OpenAICompatibleGenerator.achat_message`).
+
+    Attributes:
+        text: The message's text (``""`` when it has none, e.g. only tool calls).
+        tool_calls: Its tool calls, in the server's order.
+        usage: The token counts the server reported (``None`` when it sent none).
+        finish_reason: ``choices[0].finish_reason`` (``"stop"``, ``"tool_calls"``, ...).
+        raw: The message as the server sent it (``role``, ``content``, ``tool_calls``...).
+    """
+
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: dict[str, int] | None = None
+    finish_reason: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
 
 
 @functools.cache
@@ -447,21 +479,91 @@ class OpenAICompatibleGenerator(BaseGenerator):
     def _messages(self, prompt: Prompt) -> list[dict[str, str]]:
         return chat_messages(prompt, self.system_prompt)
 
+    def _openai_messages(self, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """An OpenAI-shaped chat as sent (tool calls, tool results and content parts kept), the
+        ``system_prompt`` first unless the chat starts with a system message."""
+        if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+            raise TypeError(
+                f"messages must be a list of chat messages, got {type(messages).__name__}"
+            )
+        chat = []
+        for i, message in enumerate(messages):
+            if not isinstance(message, Mapping) or "role" not in message:
+                raise TypeError(
+                    f"chat message {i} must be a mapping with a 'role', got {message!r}"
+                )
+            chat.append(dict(message))
+        if not chat:
+            raise ValueError("a chat needs at least one message")
+        if self.system_prompt and chat[0]["role"] != "system":
+            chat.insert(0, {"role": "system", "content": self.system_prompt})
+        return chat
+
     def build_body(self, prompt: Prompt, **kwargs: Any) -> dict[str, Any]:
         """The JSON body sent for ``prompt``; keyword arguments override body fields."""
-        body: dict[str, Any] = {"model": self.model, "messages": self._messages(prompt)}
+        return self._body(self._messages(prompt), kwargs)
+
+    def _body(self, messages: list[dict[str, Any]], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
         if self.temperature is not None:
             body["temperature"] = self.temperature
         if self.max_tokens is not None:
             body["max_tokens"] = self.max_tokens
         body.update(self.extra_body)
-        if "max_new_tokens" in kwargs:  # the generator-wide name for the answer length
-            kwargs.setdefault("max_tokens", kwargs.pop("max_new_tokens"))
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        body.update(kwargs)
+        fields = dict(kwargs)
+        if "max_new_tokens" in fields:  # the generator-wide name for the answer length
+            fields.setdefault("max_tokens", fields.pop("max_new_tokens"))
+        body.update({k: v for k, v in fields.items() if v is not None})
         return body
 
     def _parse(self, status_code: int, raw: bytes, location: str | None = None) -> str:
+        """The answer's text (``choices[0].message.content``), its usage reported."""
+        data, message, excerpt = self._decode(status_code, raw, location)
+        content = message.get("content")
+        if not isinstance(content, str):
+            self._malformed(
+                status_code, "choices[0].message.content is missing or not a string", excerpt
+            )
+        self._report_usage(data.get("usage"))
+        return str(content)
+
+    def _parse_message(self, status_code: int, raw: bytes) -> ChatMessageResult:
+        """The whole assistant message: text (``None`` content is ``""``), tool calls, usage."""
+        from blender_core.tool_calls import ToolCall
+
+        data, message, excerpt = self._decode(status_code, raw)
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            self._malformed(status_code, "choices[0].message.content is not a string", excerpt)
+        items = message.get("tool_calls") or []
+        if not isinstance(items, list):
+            self._malformed(status_code, "choices[0].message.tool_calls is not a list", excerpt)
+        try:
+            calls = tuple(ToolCall.from_openai(item) for item in items)
+        except (TypeError, ValueError) as exc:
+            self._malformed(status_code, f"a tool call is not valid: {exc}", excerpt)
+        self._report_usage(data.get("usage"))
+        finish = data["choices"][0].get("finish_reason")
+        return ChatMessageResult(
+            text=content or "",
+            tool_calls=calls,
+            usage=_usage_counts(data.get("usage")),
+            finish_reason=finish if isinstance(finish, str) else None,
+            raw=message,
+        )
+
+    def _malformed(self, status_code: int, problem: str, excerpt: str) -> NoReturn:
+        raise GeneratorError(
+            f"{self.name}: malformed response from {self.url}: {problem}: {excerpt}",
+            status_code=status_code,
+            body=excerpt,
+        )
+
+    def _decode(
+        self, status_code: int, raw: bytes, location: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], str]:
+        """``(response, choices[0].message, excerpt)`` of a 2xx answer; a
+        :class:`GeneratorError` for an error status, a redirect or a malformed body."""
         text = raw.decode("utf-8", errors="replace")
         secrets = self._secrets()
         excerpt = _excerpt(text, secrets)
@@ -489,29 +591,15 @@ class OpenAICompatibleGenerator(BaseGenerator):
                 status_code=status_code,
                 body=excerpt,
             ) from exc
-        problem = None
-        content: Any = None
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            problem = "no 'choices' list"
-        elif not data["choices"]:
-            problem = "empty 'choices'"
-        else:
-            first = data["choices"][0]
-            message = first.get("message") if isinstance(first, dict) else None
-            if not isinstance(message, dict):
-                problem = "no 'message' in choices[0]"
-            else:
-                content = message.get("content")
-                if not isinstance(content, str):
-                    problem = "choices[0].message.content is missing or not a string"
-        if problem is not None:
-            raise GeneratorError(
-                f"{self.name}: malformed response from {self.url}: {problem}: {excerpt}",
-                status_code=status_code,
-                body=excerpt,
-            )
-        self._report_usage(data.get("usage"))
-        return str(content)
+            self._malformed(status_code, "no 'choices' list", excerpt)
+        if not data["choices"]:
+            self._malformed(status_code, "empty 'choices'", excerpt)
+        first = data["choices"][0]
+        message = first.get("message") if isinstance(first, dict) else None
+        if not isinstance(message, dict):
+            self._malformed(status_code, "no 'message' in choices[0]", excerpt)
+        return data, message, excerpt
 
     def _report_usage(self, usage: Any) -> None:
         """Pass valid ``usage`` counts to ``on_usage`` (if set)."""
@@ -561,18 +649,80 @@ class OpenAICompatibleGenerator(BaseGenerator):
         # httpx's sync timeouts bound each read, not the request: the async path under one
         # asyncio deadline (in a private event loop) is what bounds the whole call.
         body = self.build_body(prompt, **kwargs)
-        return str(_run_coroutine(self._bounded(body)))
+        return str(_run_coroutine(self._bounded(body, self._parse)))
 
     async def agenerate(self, prompt: Prompt, **kwargs: Any) -> str:
-        return await self._bounded(self.build_body(prompt, **kwargs))
+        return await self._bounded(self.build_body(prompt, **kwargs), self._parse)
 
-    async def _bounded(self, body: dict[str, Any]) -> str:
+    def chat_message(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> ChatMessageResult:
+        """Sync :meth:`achat_message`."""
+        body = self._chat_body(messages, tools, tool_choice, kwargs)
+        return _run_coroutine(self._bounded(body, self._parse_message))
+
+    async def achat_message(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> ChatMessageResult:
+        """The whole assistant message for an OpenAI-shaped chat: its text and tool calls.
+
+        The request goes through the same path as :meth:`agenerate`: the total deadline
+        ``timeout``, the retries, the refused redirects, ``max_response_bytes``, the key
+        redaction and ``on_usage``.
+
+        Args:
+            messages: The chat in OpenAI's shape, sent as given (assistant ``tool_calls`` and
+                ``tool`` results of earlier turns included); ``system_prompt`` goes first unless
+                the chat starts with a system message.
+            tools: OpenAI ``tools`` (``{"type": "function", "function": {...}}``).
+            tool_choice: ``"auto"``, ``"required"``, ``"none"`` or a named function.
+            **kwargs: Other body fields (``max_tokens`` / ``max_new_tokens``, ``seed``...).
+
+        Returns:
+            The text, the :class:`~blender_core.tool_calls.ToolCall` s, the usage, the finish
+            reason and the raw message.
+
+        Raises:
+            GeneratorError: as :meth:`agenerate`, and for a tool call that is not valid
+                (no function name, arguments that are not a JSON object).
+            GeneratorTimeoutError: the call ran past ``timeout``.
+        """
+        body = self._chat_body(messages, tools, tool_choice, kwargs)
+        return await self._bounded(body, self._parse_message)
+
+    def _chat_body(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None,
+        tool_choice: str | Mapping[str, Any] | None,
+        kwargs: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        fields = dict(kwargs)
+        if tools is not None:
+            fields["tools"] = [dict(t) for t in tools]
+        if tool_choice is not None:
+            fields["tool_choice"] = (
+                tool_choice if isinstance(tool_choice, str) else dict(tool_choice)
+            )
+        return self._body(self._openai_messages(messages), fields)
+
+    async def _bounded(self, body: dict[str, Any], parse: Callable[[int, bytes], T]) -> T:
         """:meth:`_post` under the total deadline ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = None if self.timeout is None else loop.time() + self.timeout
         try:
             async with asyncio.timeout_at(deadline) as scope:
-                return await self._post(body, deadline)
+                return await self._post(body, deadline, parse)
         except TimeoutError:
             if scope.expired():
                 raise self._timeout_error("total deadline") from None
@@ -584,7 +734,9 @@ class OpenAICompatibleGenerator(BaseGenerator):
             timeout=self.timeout, follow_redirects=False, verify=shared_tls_context()
         )
 
-    async def _post(self, body: dict[str, Any], deadline: float | None) -> str:
+    async def _post(
+        self, body: dict[str, Any], deadline: float | None, parse: Callable[[int, bytes], T]
+    ) -> T:
         async with self._client() as client, contextlib.AsyncExitStack() as stack:
             response = await self._open(stack, client, body, deadline)
             error: GeneratorError | None = None
@@ -596,7 +748,7 @@ class OpenAICompatibleGenerator(BaseGenerator):
                 error = self._dropped(exc, "while the answer was being received")
             if error is not None:
                 raise error  # raised outside the handler: no httpx request (and key) in its context
-            return self._parse(response.status_code, raw)
+            return parse(response.status_code, raw)
 
     async def _open(
         self,
@@ -632,7 +784,7 @@ class OpenAICompatibleGenerator(BaseGenerator):
                     return response
                 try:
                     raw = await self._read(response)
-                    self._parse(response.status_code, raw, response.headers.get("Location"))
+                    self._decode(response.status_code, raw, response.headers.get("Location"))
                 except _RetryableError as failure:
                     error, retry = failure.error, True
                     wait = _retry_after(response.headers.get("Retry-After"))
@@ -650,6 +802,9 @@ class OpenAICompatibleGenerator(BaseGenerator):
                 raise error
             delay = self._backoff(attempt) if wait is None else wait
             left = None if deadline is None else deadline - loop.time()
+            runner_left = runner_time_left()  # the blend's deadline for this member, if any
+            if runner_left is not None and (left is None or runner_left < left):
+                left = runner_left
             if delay > _MAX_RETRY_WAIT or (left is not None and delay >= left):
                 budget = "" if left is None else f", {max(left, 0.0):.1f} s left of the timeout"
                 raise GeneratorError(
@@ -658,6 +813,7 @@ class OpenAICompatibleGenerator(BaseGenerator):
                     status_code=error.status_code,
                     body=error.body,
                 )
+            note_retry_error(error)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -18,17 +18,29 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["CallTiming", "add_queue_time", "measure_queueing"]
+__all__ = [
+    "CallTiming",
+    "add_queue_time",
+    "measure_queueing",
+    "note_retry_error",
+    "runner_time_left",
+]
 
 
 @dataclass
 class CallTiming:
-    """Seconds one call spent queueing (waiting for a shared model) rather than generating."""
+    """One member call as its runner sees it: seconds spent queueing (waiting for a shared
+    model) rather than generating, the runner's deadline (``time.monotonic()``; ``None``: no
+    limit) and the last error of an attempt the generator retried (the cause, should the
+    deadline pass while it retries)."""
 
     queued: float = 0.0
+    deadline: float | None = None
+    retry_error: BaseException | None = None
 
 
 _current: contextvars.ContextVar[CallTiming | None] = contextvars.ContextVar(
@@ -54,3 +66,21 @@ def add_queue_time(seconds: float) -> None:
     timing = _current.get()
     if timing is not None and seconds >= 1e-3:
         timing.queued += seconds
+
+
+def runner_time_left() -> float | None:
+    """Seconds left before the enclosing runner's deadline (``None``: no runner or no limit):
+    a generator that would wait past it to retry gives up with the error it has instead."""
+    timing = _current.get()
+    if timing is None or timing.deadline is None:
+        return None
+    return timing.deadline - time.monotonic()
+
+
+def note_retry_error(error: BaseException) -> None:
+    """Report the error of an attempt about to be retried to the enclosing runner: if its
+    deadline passes during the retry, the failure is this error (its kind and message), not a
+    bare timeout."""
+    timing = _current.get()
+    if timing is not None:
+        timing.retry_error = error

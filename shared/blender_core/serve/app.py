@@ -1,8 +1,15 @@
 """The FastAPI app of ``blender serve`` and the uvicorn runner.
 
-Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``,
-``POST /v1/rerank``, ``GET /health``, ``GET /ready``, ``GET /metrics``. Every ``/v1`` request
-and ``/metrics`` need the bearer key when one is set; ``/health`` and ``/ready`` never do.
+Endpoints: ``POST /v1/chat/completions`` (tool calls included), ``POST /v1/completions``,
+``GET /v1/models``, ``POST /v1/rerank``, ``GET /health``, ``GET /ready``, ``GET /metrics``, and
+the blend inspector: ``GET /`` (the page) and ``POST /v1/blend/stream`` (its events). Every
+``/v1`` request, ``/metrics`` and ``/`` need the key when one is set; without one, requests
+must name one of ``server.allowed_hosts`` in ``Host``/``Origin`` and POST bodies must be JSON.
+``/health`` and ``/ready`` never need either.
+
+Slow clients: a POST's body is read before a concurrency slot is taken, within
+``server.body_timeout`` (408); headers have ``server.header_timeout`` and
+``server.max_header_bytes`` (see :mod:`blender_core.serve.protocol`).
 
 Under load: at most ``server.max_concurrency`` requests are served at once and the next one is
 answered 429 with ``Retry-After`` (no unbounded queue); each request has a total deadline
@@ -27,14 +34,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from blender_core.serve.config import ServeConfig
 from blender_core.serve.errors import ApiError
-from blender_core.serve.gateway import Gateway
+from blender_core.serve.gateway import Answer, Gateway
 from blender_core.serve.metrics import CONTENT_TYPE
 from blender_core.serve.schemas import (
     ChatCompletionRequest,
@@ -42,18 +51,41 @@ from blender_core.serve.schemas import (
     RerankRequest,
     check_texts,
     parse_body,
+    parse_json,
+    validate_body,
 )
-from blender_core.serve.security import bearer_matches
+from blender_core.serve.security import basic_matches, bearer_matches, host_allowed
 
-__all__ = ["create_app", "run"]
+__all__ = ["INSPECTOR_PAGE", "create_app", "run"]
 
 log = logging.getLogger("blender_core.serve")
+
+INSPECTOR_PAGE = (resources.files("blender_core.serve") / "static" / "inspector.html").read_text(
+    encoding="utf-8"
+)
+"""The blend inspector (``GET /``): one self-contained page, no external resources."""
 
 T = TypeVar("T")
 
 
 class _ClientGone(Exception):
     """The client disconnected before the answer was ready."""
+
+
+def check_json(request: Request) -> None:
+    """415 unless the body is declared ``application/json``.
+
+    Browsers send ``text/plain`` and form types across origins without asking first; a JSON
+    body needs a CORS preflight, which this server never grants.
+    """
+    declared = request.headers.get("content-type", "")
+    media = declared.split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise ApiError(
+            415,
+            f"Content-Type must be application/json, got {declared or 'none'!r}",
+            code="unsupported_media_type",
+        )
 
 
 async def _read_body(request: Request, cap: int) -> bytes:
@@ -67,13 +99,18 @@ async def _read_body(request: Request, cap: int) -> bytes:
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise ApiError(
-                413, f"the body is more than max_body_bytes={cap} bytes", code="body_too_large"
-            )
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise ApiError(
+                    413,
+                    f"the body is more than max_body_bytes={cap} bytes",
+                    code="body_too_large",
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise _ClientGone from None
     return b"".join(chunks)
 
 
@@ -108,6 +145,124 @@ def _sse(data: Any) -> bytes:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+class _HeadLimit:
+    """ASGI middleware: 431 for a request whose head is larger than ``max_header_bytes``.
+
+    uvicorn's ``h11_max_incomplete_event_size`` bounds a head that is still arriving (the
+    memory guard); a complete head that came in one read passes it, and is refused here.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.limit:
+                body = json.dumps(
+                    ApiError(
+                        431,
+                        f"the request head is {size} bytes, more than "
+                        f"max_header_bytes={self.limit}",
+                        code="header_too_large",
+                    ).body()
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 431,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def _chat_payload(model: str, answer: Answer) -> dict[str, Any]:
+    """A ``chat.completion`` body; with tool calls, ``finish_reason: "tool_calls"`` and
+    ``content: null`` when the chosen proposal has no text."""
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+    if answer.tool_calls:
+        message = {
+            "role": "assistant",
+            "content": answer.text or None,
+            "tool_calls": answer.tool_calls,
+        }
+    payload: dict[str, Any] = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "tool_calls" if answer.tool_calls else "stop",
+            }
+        ],
+        "usage": answer.usage,
+    }
+    if answer.blend is not None:
+        payload["blend"] = answer.blend
+    return payload
+
+
+def _tool_stream(model: str, answer: Answer, include_usage: bool) -> _Stream:
+    """A finished answer with tool calls as OpenAI's chunks: the role, the text, one chunk per
+    tool call (whole name and arguments, ``index`` set), the finish (with ``blend``), the usage
+    and ``[DONE]``."""
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _sse(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+                **extra,
+            }
+        )
+
+    async def body() -> AsyncIterator[bytes]:
+        yield chunk({"role": "assistant", "content": ""})
+        if answer.text:
+            yield chunk({"content": answer.text})
+        for index, call in enumerate(answer.tool_calls):
+            yield chunk({"tool_calls": [{"index": index, **call}]})
+        extra = {"blend": answer.blend} if answer.blend is not None else {}
+        yield chunk({}, "tool_calls" if answer.tool_calls else "stop", **extra)
+        if include_usage:
+            yield _sse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": answer.usage,
+                }
+            )
+        yield b"data: [DONE]\n\n"
+
+    return _Stream(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 class _App:
     """Request handling around a :class:`Gateway`: auth, limits, deadlines, disconnects."""
 
@@ -116,20 +271,40 @@ class _App:
         self.settings = gateway.settings
         self.metrics = gateway.metrics
         self.api_key = api_key
+        self.hosts = self.settings.host_names()
         self.in_flight = 0
 
     # -- admission ------------------------------------------------------------------------------
 
-    def check_key(self, request: Request) -> None:
+    def check_key(self, request: Request, *, realm: bool = False) -> None:
+        """401 without the right key; without a key, 403 for a foreign ``Host``/``Origin``.
+
+        The key comes as ``Authorization: Bearer <key>``, or as the password of HTTP Basic
+        auth (any user name): what a browser sends for the inspector page once asked
+        (``realm``: the 401 asks for Basic auth, so the browser shows its login dialog).
+        """
         if self.api_key is None:
+            if not host_allowed(
+                request.headers.get("host"), request.headers.get("origin"), self.hosts
+            ):
+                self.metrics.rejected.labels("host").inc()
+                raise ApiError(
+                    403,
+                    "without an API key this server answers only requests whose Host and "
+                    "Origin name one of its own host names (server.allowed_hosts); add the "
+                    "name there, or set a key",
+                    code="host_not_allowed",
+                )
             return
-        if not bearer_matches(request.headers.get("authorization"), self.api_key):
+        header = request.headers.get("authorization")
+        if not (bearer_matches(header, self.api_key) or basic_matches(header, self.api_key)):
             self.metrics.rejected.labels("auth").inc()
+            challenge = 'Basic realm="blender serve", charset="UTF-8"' if realm else "Bearer"
             raise ApiError(
                 401,
                 "missing or wrong API key: send 'Authorization: Bearer <key>'",
                 code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
+                headers={"WWW-Authenticate": challenge},
             )
 
     def check_ready(self) -> None:
@@ -148,14 +323,33 @@ class _App:
         self,
         request: Request,
         endpoint: str,
-        handler: Callable[[float], Awaitable[tuple[Response, str]]],
+        handler: Callable[[bytes, float], Awaitable[tuple[Response, str]]],
     ) -> Response:
-        """Admit the request (key, readiness, concurrency), run ``handler`` and count it."""
+        """Admit a POST (host or key, JSON, whole body, readiness, concurrency), run
+        ``handler(body, deadline)`` and count it.
+
+        The body is read before a concurrency slot is taken and within ``body_timeout``
+        (408 past it): clients that send their bodies slowly, or never finish them, hold a
+        connection but never a slot.
+        """
         start = time.perf_counter()
         model = "-"
         status = 500
         try:
             self.check_key(request)
+            check_json(request)
+            try:
+                async with asyncio.timeout(self.settings.body_timeout):
+                    raw = await _read_body(request, self.settings.max_body_bytes)
+            except TimeoutError:
+                self.metrics.rejected.labels("slow_body").inc()
+                raise ApiError(
+                    408,
+                    f"the request body did not arrive within body_timeout="
+                    f"{self.settings.body_timeout:g} s",
+                    code="request_timeout",
+                    headers={"Connection": "close"},
+                ) from None
             self.check_ready()
             if self.in_flight >= self.settings.max_concurrency:
                 self.metrics.rejected.labels("busy").inc()
@@ -170,7 +364,7 @@ class _App:
             self.metrics.in_flight.inc()
             try:
                 deadline = time.monotonic() + self.settings.request_timeout
-                response, model = await handler(deadline)
+                response, model = await handler(raw, deadline)
             finally:
                 self.in_flight -= 1
                 self.metrics.in_flight.dec()
@@ -250,14 +444,27 @@ class _App:
     def _check_common(self, body: Any) -> None:
         if body.n not in (None, 1):
             raise ApiError(422, "n: only n=1 is supported", param="n")
-        if getattr(body, "tools", None) or getattr(body, "functions", None):
+        if getattr(body, "functions", None):
             raise ApiError(
-                422, "tools: tool calls are not supported by blender serve", param="tools"
+                422,
+                "functions: the legacy 'functions' field is not supported; send 'tools'",
+                param="functions",
             )
 
-    async def chat(self, request: Request, deadline: float) -> tuple[Response, str]:
-        raw = await _read_body(request, self.settings.max_body_bytes)
-        body: ChatCompletionRequest = parse_body(raw, ChatCompletionRequest)
+    def _chat_request(self, raw: bytes) -> tuple[ChatCompletionRequest, str, list[dict[str, str]]]:
+        """A checked chat request: the body, ``ensemble``/``member`` and its text messages."""
+        data = parse_json(raw)
+        messages_in = data.get("messages")
+        if isinstance(messages_in, list) and len(messages_in) > self.settings.max_messages:
+            # before the full validation, whose cost grows with the number of messages
+            raise ApiError(
+                422,
+                f"messages: at most {self.settings.max_messages} per request, "
+                f"got {len(messages_in)}",
+                param="messages",
+                code="too_many_items",
+            )
+        body: ChatCompletionRequest = validate_body(data, ChatCompletionRequest)
         kind = self.gateway.check_model(body.model, endpoint="chat")
         self._check_common(body)
         messages = body.chat()
@@ -269,8 +476,70 @@ class _App:
         )
         if not any(m["role"] == "user" for m in messages):
             raise ApiError(422, "messages: needs at least one user message", param="messages")
+        self.gateway.check_system_prompt(body.model, messages)
+        return body, kind, messages
+
+    async def inspect(self, request: Request, raw: bytes, deadline: float) -> tuple[Response, str]:
+        """``POST /v1/blend/stream``: a blend as the inspector's events (Server-Sent Events)."""
+        body, kind, messages = self._chat_request(raw)
+        if kind != "ensemble":
+            raise ApiError(
+                422, f"model: {body.model!r} is a member; name an ensemble", param="model"
+            )
+        options = self._options(body, kind)
+        events = self.gateway.inspect(body.model, messages, options)
+        settings = self.settings
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout(max(0.0, deadline - time.monotonic())) as scope:
+                            event = await anext(events)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        if not scope.expired():  # not the request's deadline: another cause
+                            raise
+                        yield _sse(
+                            {
+                                "type": "error",
+                                "message": f"no complete blend within request_timeout="
+                                f"{settings.request_timeout:g} s",
+                                "code": "timeout",
+                            }
+                        )
+                        break
+                    yield _sse(event)
+                yield b"data: [DONE]\n\n"
+            finally:
+                await events.aclose()  # type: ignore[attr-defined]
+
+        response = _Stream(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        response.cleanups.append(events.aclose)  # type: ignore[attr-defined]
+        return response, body.model
+
+    async def chat(self, request: Request, raw: bytes, deadline: float) -> tuple[Response, str]:
+        body, kind, messages = self._chat_request(raw)
         options = self._options(body, kind)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        fields = body.tool_fields()
+        if fields is not None:
+            openai_chat = body.openai_messages()
+            if kind == "ensemble":
+                work = self.gateway.blend_tools(body.model, openai_chat, messages, fields, options)
+            else:
+                work = self.gateway.passthrough_tools(
+                    body.model, openai_chat, messages, fields, options
+                )
+            answer = await self.within(request, work, deadline)
+            if body.stream:
+                return _tool_stream(body.model, answer, include_usage), body.model
+            return JSONResponse(_chat_payload(body.model, answer)), body.model
         if body.stream:
             response = await self._stream(
                 request, "chat", body.model, kind, messages, options, deadline, include_usage
@@ -284,27 +553,11 @@ class _App:
             answer = await self.within(
                 request, self.gateway.passthrough(body.model, messages, options), deadline
             )
-        payload: dict[str, Any] = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer.text},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": answer.usage,
-        }
-        if answer.blend is not None:
-            payload["blend"] = answer.blend
-        return JSONResponse(payload), body.model
+        return JSONResponse(_chat_payload(body.model, answer)), body.model
 
-    async def completions(self, request: Request, deadline: float) -> tuple[Response, str]:
-        raw = await _read_body(request, self.settings.max_body_bytes)
+    async def completions(
+        self, request: Request, raw: bytes, deadline: float
+    ) -> tuple[Response, str]:
         body: CompletionRequest = parse_body(raw, CompletionRequest)
         kind = self.gateway.check_model(body.model, endpoint="completions")
         self._check_common(body)
@@ -416,6 +669,7 @@ class _App:
 
         finished = False
         source = pieces()
+        scrubber = gateway.scrub.stream()  # member keys never reach the client
 
         async def close() -> None:
             await source.aclose()  # type: ignore[attr-defined]
@@ -434,34 +688,37 @@ class _App:
                 while True:
                     remaining = deadline - time.monotonic()
                     try:
-                        async with asyncio.timeout(max(0.0, remaining)):
+                        async with asyncio.timeout(max(0.0, remaining)) as scope:
                             kind_, value = await anext(source)
-                    except TimeoutError:
-                        message = (
-                            f"no complete answer within request_timeout="
-                            f"{self.settings.request_timeout:g} s"
-                        )
-                        yield _sse(
-                            {
-                                "error": {
-                                    "message": message,
-                                    "type": "timeout_error",
-                                    "code": "timeout",
-                                }
-                            }
-                        )
-                        break
                     except ApiError as exc:
                         yield _sse(exc.body())
                         break
                     except Exception as exc:
-                        message = gateway.scrub(f"{type(exc).__name__}: {exc}")
-                        log.error("stream failed: %s", message)
-                        yield _sse({"error": {"message": message, "type": "server_error"}})
+                        # The kind is the cause: the request's own deadline, or the member's
+                        # failure (its own timeout included), named.
+                        if isinstance(exc, TimeoutError) and scope.expired():
+                            message = (
+                                f"no complete answer within request_timeout="
+                                f"{self.settings.request_timeout:g} s"
+                            )
+                            error = {"message": message, "type": "timeout_error", "code": "timeout"}
+                            yield _sse({"error": error})
+                        elif kind != "ensemble":
+                            yield _sse(gateway.member_failed(model, exc).body())
+                        else:
+                            detail = gateway.scrub(f"{type(exc).__name__}: {exc}")
+                            log.error("stream failed: %s", detail)
+                            message = "the answer failed mid-stream (details in the server log)"
+                            yield _sse({"error": {"message": message, "type": "server_error"}})
                         break
                     if kind_ == "delta":
-                        yield chunk({"content": value}, None)
+                        safe = scrubber.feed(value)
+                        if safe:
+                            yield chunk({"content": safe}, None)
                         continue
+                    rest = scrubber.flush()
+                    if rest:
+                        yield chunk({"content": rest}, None)
                     extra: dict[str, Any] = {}
                     if value is not None:
                         extra["blend"] = gateway.finish_stream(model, value, meter)
@@ -495,8 +752,7 @@ class _App:
 
     # -- rerank ---------------------------------------------------------------------------------
 
-    async def rerank(self, request: Request, deadline: float) -> tuple[Response, str]:
-        raw = await _read_body(request, self.settings.max_body_bytes)
+    async def rerank(self, request: Request, raw: bytes, deadline: float) -> tuple[Response, str]:
         body: RerankRequest = parse_body(raw, RerankRequest)
         name, ranker = self.gateway.reranker_for(body.model)
         documents = body.texts()
@@ -552,6 +808,7 @@ def create_app(
         openapi_url=None,
     )
     app.state.gateway = gateway
+    app.add_middleware(_HeadLimit, limit=config.server.max_header_bytes)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -562,21 +819,45 @@ def create_app(
         message = gateway.scrub(f"{type(exc).__name__}: {exc}")
         log.error("internal error on %s: %s", request.url.path, message)
         return JSONResponse(
-            {"error": {"message": f"internal error: {message}", "type": "server_error"}},
+            {
+                "error": {
+                    "message": "internal error (details in the server log)",
+                    "type": "server_error",
+                }
+            },
             status_code=500,
         )
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        return await state.serve(request, "chat", lambda d: state.chat(request, d))
+        return await state.serve(request, "chat", lambda b, d: state.chat(request, b, d))
+
+    @app.post("/v1/blend/stream")
+    async def blend_stream(request: Request) -> Response:
+        return await state.serve(request, "inspect", lambda b, d: state.inspect(request, b, d))
+
+    @app.get("/")
+    async def inspector(request: Request) -> Response:
+        state.check_key(request, realm=True)
+        return HTMLResponse(
+            INSPECTOR_PAGE,
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+                "X-Frame-Options": "DENY",
+            },
+        )
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        return await state.serve(request, "completions", lambda d: state.completions(request, d))
+        return await state.serve(
+            request, "completions", lambda b, d: state.completions(request, b, d)
+        )
 
     @app.post("/v1/rerank")
     async def rerank(request: Request) -> Response:
-        return await state.serve(request, "rerank", lambda d: state.rerank(request, d))
+        return await state.serve(request, "rerank", lambda b, d: state.rerank(request, b, d))
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -611,20 +892,34 @@ def run(
     api_key: str | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve ``config`` with uvicorn until SIGINT/SIGTERM, then finish in-flight requests."""
+    """Serve ``config`` with uvicorn until SIGINT/SIGTERM, then finish in-flight requests.
+
+    Connection limits: ``server.max_header_bytes`` is uvicorn's
+    ``h11_max_incomplete_event_size``, ``server.keep_alive_timeout`` its
+    ``timeout_keep_alive``, and ``server.header_timeout`` the deadline
+    :class:`~blender_core.serve.protocol.GuardedH11Protocol` adds. The access log's query
+    strings are blanked (:class:`~blender_core.serve.security.AccessLogFilter`).
+    """
     import uvicorn
 
+    from blender_core.serve.protocol import guarded_protocol
+    from blender_core.serve.security import AccessLogFilter
+
     app = create_app(config, api_key=api_key)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host or config.server.host,
-            port=config.server.port if port is None else port,
-            log_level=log_level,
-            timeout_graceful_shutdown=int(config.server.graceful_shutdown_timeout),
-            timeout_keep_alive=config.server.keep_alive_timeout,
-            server_header=False,
-            lifespan="on",
-        )
+    settings = config.server
+    access_filter = AccessLogFilter(app.state.gateway.scrub)
+    uvicorn_config = uvicorn.Config(
+        app,
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        log_level=log_level,
+        http=guarded_protocol(settings.header_timeout),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_timeout),
+        server_header=False,
+        lifespan="on",
     )
-    server.run()
+    # uvicorn.Config configures logging when it is built: the filter goes on after that.
+    logging.getLogger("uvicorn.access").addFilter(access_filter)
+    uvicorn.Server(uvicorn_config).run()

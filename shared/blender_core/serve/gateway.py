@@ -11,17 +11,29 @@ per round on CPU unless ``share_batches``); the gateway adds no batching of its 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar, cast
 
 from blender_core.blend import Blender, BlendError, BlendResult, BlendStreamEvent, ModelFailure
 from blender_core.fusion.base import Fuser
 from blender_core.generators.base import BaseGenerator, Generator
-from blender_core.ranking import Ranker
+from blender_core.generators.timing import measure_queueing, note_retry_error
+from blender_core.members import (
+    MemberResults,
+    arun_members,
+    deadline_failure,
+    error_failure,
+)
+from blender_core.priors import MemberPriors
+from blender_core.ranking import Ranker, arank_with
 from blender_core.serve.config import (
     EnsembleConfig,
     JudgeRankerSpec,
@@ -42,27 +54,44 @@ from blender_core.serve.members import (
 )
 from blender_core.serve.metrics import Metrics
 from blender_core.serve.security import Scrubber
+from blender_core.serve.tools import proposal_from_result, tool_prompt
+from blender_core.tool_calls import ToolCall, ToolProposal, aselect_tool_calls
 from blender_core.types import Prompt
 
-__all__ = ["Answer", "Gateway", "blend_metadata"]
+__all__ = [
+    "Answer",
+    "Gateway",
+    "blend_metadata",
+    "preference_matrix",
+    "public_message",
+    "scrub_tree",
+    "with_operator_prompt",
+]
 
 log = logging.getLogger("blender_core.serve")
+
+M = TypeVar("M", bound=Mapping[str, Any])
 
 
 @dataclass
 class Answer:
-    """A finished answer: its text, the usage summed over every member call, the blend."""
+    """A finished answer: its text, the usage summed over every member call, the blend, and
+    the tool calls it makes (OpenAI ``tool_calls`` items; empty for a text answer)."""
 
     text: str
     usage: dict[str, int]
     blend: dict[str, Any] | None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _Metered(BaseGenerator):
     """A member whose calls count their tokens in one request's meter.
 
     When ``messages`` is given, the member answers that chat whatever prompt it is handed (the
-    per-request Blender hands it the flattened instruction).
+    per-request Blender hands it the flattened instruction). ``retries``: an ensemble's
+    ``max_retries``, the calls made again after an exception (a stream only before its first
+    piece), within the ensemble's ``timeout``; the error of an attempt about to be retried is
+    told to the runner, so a deadline that passes during the retry is reported as that error.
     """
 
     def __init__(
@@ -72,74 +101,197 @@ class _Metered(BaseGenerator):
         *,
         messages: list[dict[str, str]] | None = None,
         options: Mapping[str, Any] | None = None,
+        retries: int = 0,
     ) -> None:
         super().__init__(inner.name)
         self.inner = inner
         self.meter = meter
         self.messages = messages
         self.options = dict(options or {})
+        self.retries = retries
 
     def _prompt(self, prompt: Prompt) -> Prompt:
         return self.messages if self.messages is not None else prompt
 
+    def _retry(self, attempt: int, error: Exception) -> bool:
+        if attempt >= self.retries:
+            return False
+        note_retry_error(error)
+        return True
+
     def generate(self, prompt: Prompt, **kwargs: Any) -> str:
-        token = USAGE_METER.set(self.meter)
-        try:
-            return self.inner.generate(self._prompt(prompt), **{**self.options, **kwargs})
-        finally:
-            USAGE_METER.reset(token)
+        attempt = 0
+        while True:
+            token = USAGE_METER.set(self.meter)
+            try:
+                return self.inner.generate(self._prompt(prompt), **{**self.options, **kwargs})
+            except Exception as exc:
+                if not self._retry(attempt, exc):
+                    raise
+            finally:
+                USAGE_METER.reset(token)
+            attempt += 1
 
     async def agenerate(self, prompt: Prompt, **kwargs: Any) -> str:
-        token = USAGE_METER.set(self.meter)
-        try:
-            return await self.inner.agenerate(self._prompt(prompt), **{**self.options, **kwargs})
-        finally:
-            USAGE_METER.reset(token)
+        attempt = 0
+        while True:
+            token = USAGE_METER.set(self.meter)
+            try:
+                return await self.inner.agenerate(
+                    self._prompt(prompt), **{**self.options, **kwargs}
+                )
+            except Exception as exc:
+                if not self._retry(attempt, exc):
+                    raise
+            finally:
+                USAGE_METER.reset(token)
+            attempt += 1
 
     async def astream(self, prompt: Prompt, **kwargs: Any) -> AsyncIterator[str]:
         astream = getattr(self.inner, "astream", None)
         if not callable(astream):
             yield await self.agenerate(prompt, **kwargs)
             return
-        deltas = astream(self._prompt(prompt), **{**self.options, **kwargs})
-        try:
-            while True:
-                token = USAGE_METER.set(self.meter)
-                try:
-                    delta = await anext(deltas)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    USAGE_METER.reset(token)
-                yield delta
-        finally:
-            await deltas.aclose()
+        attempt = 0
+        started = False
+        while True:
+            deltas = astream(self._prompt(prompt), **{**self.options, **kwargs})
+            try:
+                while True:
+                    token = USAGE_METER.set(self.meter)
+                    try:
+                        delta = await anext(deltas)
+                    except StopAsyncIteration:
+                        return
+                    finally:
+                        USAGE_METER.reset(token)
+                    started = True
+                    yield delta
+            except Exception as exc:
+                if started or not self._retry(attempt, exc):
+                    raise
+            finally:
+                await deltas.aclose()
+            attempt += 1
+
+
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>()]+")
+# A part that starts with a quote or holds braces or angle brackets is the upstream's text.
+_UPSTREAM_WORDS = re.compile(r"^[\"'`]|[{}<>]")
+
+
+def _upstream(match: re.Match[str]) -> str:
+    url = match.group(0)
+    trail = url[len(url.rstrip(":,.;")) :]  # punctuation after the URL is the sentence's
+    return "the upstream" + trail
+
+
+def public_message(message: str) -> str:
+    """What a client is told of a failure: no URLs and none of the upstream's own words.
+
+    ``gpt: HTTP 500 from https://host/v1/chat/completions: {"error": ...}`` becomes
+    ``gpt: HTTP 500 from the upstream (details in the server log)``: the leading
+    ``part: part`` clauses are kept while they are short and plain; the upstream's response
+    excerpt (quoted, bracketed or long) and everything after it stay in the log.
+    """
+    text = _URL.sub(_upstream, message)
+    kept: list[str] = []
+    parts = text.split(": ")
+    for part in parts:
+        if kept and (len(part) > 80 or _UPSTREAM_WORDS.search(part)):
+            break
+        kept.append(part[:200])
+    out = ": ".join(kept)
+    if len(kept) < len(parts):
+        out += " (details in the server log)"
+    return out
+
+
+def scrub_tree(value: Any, scrub: Scrubber) -> Any:
+    """``value`` with every string in it (keys included) scrubbed."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub_tree(k, scrub): scrub_tree(v, scrub) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_tree(v, scrub) for v in value]
+    return value
 
 
 def blend_metadata(
     ensemble: str, result: BlendResult, meter: UsageMeter, scrub: Scrubber
 ) -> dict[str, Any]:
-    """The ``blend`` object of a response (one place, from :meth:`BlendResult.to_dict`).
+    """The ``blend`` object of a response: :meth:`BlendResult.to_dict` (the schema every front
+    reports) plus the ensemble's name and each member's token usage.
 
-    Candidates by member, the distinct texts and who gave them, the ranking, the top-K handed to
-    the fuser, failures (secrets scrubbed), latencies and each member's token usage. The
-    instruction and the answer are left out (they are the request and the response).
+    The answer, the instruction and the input the ranker and fuser read, candidates by member,
+    the distinct texts and who gave them, the ranking, the top-K handed to the fuser, failures
+    (their details in the log only) and latencies; known secrets scrubbed from all of it (an
+    upstream that echoes its key in an answer does not hand it to the client).
     """
     data = result.to_dict()
-    for key in ("text", "instruction", "input"):
-        data.pop(key, None)
-    data["failures"] = [
-        {**failure, "message": scrub(failure["message"])} for failure in data["failures"]
-    ]
-    return {
-        "ensemble": ensemble,
-        **data,
-        "usage_by_member": {name: u.to_dict() for name, u in meter.by_member.items()},
-    }
+    data["failures"] = _failure_list(result.failures, scrub)
+    return scrub_tree(
+        {
+            "ensemble": ensemble,
+            **data,
+            "usage_by_member": {name: u.to_dict() for name, u in meter.by_member.items()},
+        },
+        scrub,
+    )
 
 
 def _failure_list(failures: tuple[ModelFailure, ...], scrub: Scrubber) -> list[dict[str, str]]:
-    return [{**f.to_dict(), "message": scrub(f.message)} for f in failures]
+    out = []
+    for failure in failures:
+        detail = scrub(failure.message)
+        log.warning("member %s failed (%s): %s", failure.model, failure.kind, detail)
+        out.append({**failure.to_dict(), "message": public_message(detail)})
+    return out
+
+
+def preference_matrix(ranking: Any) -> dict[str, Any]:
+    """``P[i][j]``, how much the ranker prefers distinct answer ``i`` over ``j`` (0..1), for
+    the inspector's heat map.
+
+    From the ranker's own pair logits (``sigmoid(M[i][j])``) where it computed them
+    (PairRanker, LLM judge); otherwise from its scores (``sigmoid(s_i - s_j)``), and
+    ``source`` says which. The diagonal is ``None``.
+    """
+    import math
+
+    def sigmoid(x: float) -> float:
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
+
+    scores = list(ranking.scores)
+    n = len(scores)
+    if ranking.matrix is not None:
+        values = [[sigmoid(ranking.matrix[i][j]) for j in range(n)] for i in range(n)]
+        source = "ranker"
+    else:
+        values = [[sigmoid(scores[i] - scores[j]) for j in range(n)] for i in range(n)]
+        source = "scores"
+    matrix: list[list[float | None]] = [
+        [None if i == j else round(values[i][j], 4) for j in range(n)] for i in range(n)
+    ]
+    return {"matrix": matrix, "source": source}
+
+
+def with_operator_prompt(messages: list[M], operator: str | None, policy: str) -> list[M]:
+    """The chat a member is sent, given its configured ``system_prompt`` and the policy.
+
+    Without client ``system`` messages, or without an operator prompt, the chat is unchanged
+    (the member adds its own prompt). With both: ``"prepend"`` puts the operator's prompt
+    first, merged into the client's leading system message if there is one; ``"replace"``
+    keeps the client's; ``"refuse"`` is checked before any member is called
+    (:meth:`Gateway.check_system_prompt`).
+    """
+    if not operator or policy != "prepend" or not any(m["role"] == "system" for m in messages):
+        return messages
+    if messages[0]["role"] == "system" and isinstance(messages[0].get("content"), str):
+        first = {**messages[0], "content": f"{operator}\n\n{messages[0]['content']}"}
+        return [cast(M, first), *messages[1:]]
+    return [cast(M, {"role": "system", "content": operator}), *messages]
 
 
 class Gateway:
@@ -162,6 +314,7 @@ class Gateway:
         self.rankers: dict[str, Ranker] = {}
         self.fusers: dict[str, Fuser] = {}
         self.rerankers: dict[str, Ranker] = {}
+        self.priors: dict[str, MemberPriors] = {}  # ensemble -> its member priors, if any
         self.ready = threading.Event()
         self.load_error: str | None = None
 
@@ -187,16 +340,19 @@ class Gateway:
 
             watched: dict[str, Any] = {}
             for name, ensemble in self.config.ensembles.items():
-                spec = ensemble.ranker
+                spec = ensemble.ranker_spec()
                 if not isinstance(spec, JudgeRankerSpec):  # a judge is built per request
                     ranker = loaded_ranker(spec)
                     self.rankers[name] = ranker
                     watched.setdefault(str(id(ranker)), (f"ensemble:{name}", ranker))
-                if not isinstance(ensemble.fuser, LLMFuserSpec):
-                    key = ensemble.fuser.model_dump_json()
+                fuser_spec = ensemble.fuser_spec()
+                if not isinstance(fuser_spec, LLMFuserSpec):
+                    key = fuser_spec.model_dump_json()
                     if key not in shared:
-                        shared[key] = build_fuser(ensemble.fuser, self.members, top_k=1)
+                        shared[key] = build_fuser(fuser_spec, self.members, top_k=1)
                     self.fusers[name] = shared[key]
+                if ensemble.priors is not None:
+                    self.priors[name] = MemberPriors.load(ensemble.priors)
             for name, rspec in self.config.rerankers.items():
                 ranker = loaded_ranker(rspec, rerank=True)
                 self.rerankers[name] = ranker
@@ -272,7 +428,13 @@ class Gateway:
     ) -> Blender:
         ensemble: EnsembleConfig = self.config.ensembles[name]
         members = {
-            m: _Metered(self.members[m], meter, messages=messages, options=options)
+            m: _Metered(
+                self.members[m],
+                meter,
+                messages=self.member_chat(m, messages),
+                options=options,
+                retries=ensemble.max_retries,
+            )
             for m in ensemble.members
         }
         ranker = self.rankers.get(name)
@@ -297,14 +459,43 @@ class Gateway:
             fuse_timeout=ensemble.fuse_timeout if ensemble.fuse_timeout is not None else ...,
             min_candidates=ensemble.min_candidates,
             strategy=ensemble.strategy,
+            priors=self.priors.get(name),
         )
+
+    def member_chat(self, name: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """The chat member ``name`` is sent (see :func:`with_operator_prompt`)."""
+        operator = getattr(self.config.members[name], "system_prompt", None)
+        return with_operator_prompt(messages, operator, self.settings.system_prompt_policy)
+
+    def check_system_prompt(self, model: str, messages: list[dict[str, str]]) -> None:
+        """422 when the policy is ``"refuse"``, the chat has system messages and a member it
+        reaches has its own ``system_prompt``."""
+        if self.settings.system_prompt_policy != "refuse":
+            return
+        if not any(m["role"] == "system" for m in messages):
+            return
+        ensemble = self.config.ensembles.get(model)
+        names = list(ensemble.members) if ensemble is not None else [model]
+        fixed = [n for n in names if getattr(self.config.members[n], "system_prompt", None)]
+        if fixed:
+            raise ApiError(
+                422,
+                "messages: system and developer messages are refused: member(s) "
+                f"{', '.join(fixed)} have the operator's system prompt "
+                "(server.system_prompt_policy = 'refuse')",
+                param="messages",
+                code="system_prompt_refused",
+            )
 
     def _blend_failed(self, name: str, exc: BlendError) -> ApiError:
         self._count_failures(exc.failures)
+        log.warning("ensemble %s failed: %s", name, self.scrub(str(exc)))
         failures = _failure_list(exc.failures, self.scrub)
+        summary = ", ".join(f"{f['model']} ({f['kind']})" for f in failures) or "none"
         return ApiError(
             502,
-            self.scrub(f"ensemble {name!r}: {exc}"),
+            f"ensemble {name!r}: too few answers to blend; failed: {summary} "
+            "(details in the server log)",
             code="members_failed",
             extra={"failures": failures},
         )
@@ -338,7 +529,9 @@ class Gateway:
             raise self._blend_failed(name, exc) from None
         self._record(result, meter)
         return Answer(
-            result.text, meter.total().to_dict(), blend_metadata(name, result, meter, self.scrub)
+            self.scrub(result.text),
+            meter.total().to_dict(),
+            blend_metadata(name, result, meter, self.scrub),
         )
 
     async def blend_stream(
@@ -368,19 +561,279 @@ class Gateway:
         self._record(result, meter)
         return blend_metadata(name, result, meter, self.scrub)
 
+    # -- the inspector's event stream -----------------------------------------------------------
+
+    async def inspect(
+        self, name: str, messages: list[dict[str, str]], options: Mapping[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A blend as events for the inspector page, each member's answer streamed on its own.
+
+        Events (``type``): ``start`` (members), ``member_delta`` (member, text),
+        ``member_done`` (member, latency, usage), ``member_error`` (member, kind, message),
+        then the core's own stream (:meth:`Blender.astream_candidates` over the answers):
+        ``fused_delta`` (text) and ``result`` (the ``blend`` object, the fused text and the
+        pairwise ``preferences``), or ``error`` when too few members answered.
+        """
+        ensemble = self.config.ensembles[name]
+        meter = UsageMeter()
+        blender = self._blender(name, messages, options, meter)
+        instruction, context = request_prompt(messages)
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        candidates: dict[str, str] = {}
+        failures: list[ModelFailure] = []
+        latencies: dict[str, float] = {}
+        scrubbers = {m: self.scrub.stream() for m in ensemble.members}
+
+        async def run(member: str) -> None:
+            chat = self.member_chat(member, messages)
+            metered = _Metered(
+                self.members[member],
+                meter,
+                messages=chat,
+                options=options,
+                retries=ensemble.max_retries,
+            )
+            parts: list[str] = []
+            start = time.perf_counter()
+            self.metrics.member_calls.labels(member).inc()
+            try:
+                with measure_queueing() as timing:
+                    timing.deadline = time.monotonic() + ensemble.timeout
+                    async with asyncio.timeout(ensemble.timeout) as scope:
+                        async for delta in metered.astream(chat):
+                            parts.append(delta)
+                            safe = scrubbers[member].feed(delta)
+                            if safe:
+                                await queue.put(
+                                    {"type": "member_delta", "member": member, "text": safe}
+                                )
+                text = "".join(parts)
+                if not text.strip():
+                    raise ValueError("empty answer")
+                rest = scrubbers[member].flush()
+                if rest:
+                    await queue.put({"type": "member_delta", "member": member, "text": rest})
+                candidates[member] = text
+                latencies[member] = time.perf_counter() - start
+                usage = meter.by_member.get(member)
+                await queue.put(
+                    {
+                        "type": "member_done",
+                        "member": member,
+                        "latency": latencies[member],
+                        "usage": usage.to_dict() if usage else None,
+                    }
+                )
+            except Exception as exc:
+                # The kind is the cause: the ensemble's deadline (a bare timeout, or the error
+                # being retried when it passed), or the member's own failure (its own timeout
+                # included: a "timeout" naming it, with its message).
+                if scope.expired():
+                    failure = deadline_failure(member, ensemble.timeout, timing)
+                else:
+                    failure = error_failure(member, exc)
+                failures.append(failure)
+                await queue.put(self._failure_event(failure))
+            finally:
+                self.metrics.stage_seconds.labels("generation").observe(time.perf_counter() - start)
+                await queue.put(None)
+
+        yield {"type": "start", "ensemble": name, "members": list(ensemble.members)}
+        tasks = [asyncio.ensure_future(run(m)) for m in ensemble.members]
+        try:
+            running = len(tasks)
+            while running:
+                item = await queue.get()
+                if item is None:
+                    running -= 1
+                else:
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        ordered = {m: candidates[m] for m in ensemble.members if m in candidates}
+        events = blender.astream_candidates(
+            instruction, ordered, input=context, failures=failures, latencies=latencies
+        )
+        fused = self.scrub.stream()
+        try:
+            async for piece in events:
+                if piece.kind == "delta":
+                    safe = fused.feed(piece.text)
+                    if safe:
+                        yield {"type": "fused_delta", "text": safe}
+                    continue
+                rest = fused.flush()
+                if rest:
+                    yield {"type": "fused_delta", "text": rest}
+                result = piece.result
+                assert result is not None
+                self._record(result, meter)
+                yield {
+                    "type": "result",
+                    "text": self.scrub(result.text),
+                    "blend": blend_metadata(name, result, meter, self.scrub),
+                    "preferences": preference_matrix(result.ranking),
+                    "usage": meter.total().to_dict(),
+                }
+        except BlendError as exc:
+            error = self._blend_failed(name, exc)
+            yield {"type": "error", **error.body()["error"]}
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    def _failure_event(self, failure: ModelFailure) -> dict[str, Any]:
+        detail = self.scrub(failure.message)
+        log.warning("member %s failed (%s): %s", failure.model, failure.kind, detail)
+        return {
+            "type": "member_error",
+            "member": failure.model,
+            "kind": failure.kind,
+            "message": public_message(detail),
+        }
+
+    # -- tool calls -----------------------------------------------------------------------------
+
+    def _openai_chat(self, name: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """An OpenAI-shaped chat for member ``name``, the operator's prompt kept by policy."""
+        operator = getattr(self.config.members[name], "system_prompt", None)
+        return with_operator_prompt(messages, operator, self.settings.system_prompt_policy)
+
+    async def _propose(
+        self,
+        name: str,
+        messages: list[dict[str, Any]],
+        text_chat: list[dict[str, str]],
+        fields: Mapping[str, Any],
+        options: Mapping[str, Any],
+        meter: UsageMeter,
+    ) -> ToolProposal:
+        """One member's proposal: its own tool calls where it can give a whole assistant
+        message (``achat_message``: OpenAI-compatible members), else its text."""
+        member = self.members[name]
+        achat_message = getattr(member, "achat_message", None)
+        if callable(achat_message):
+            token = USAGE_METER.set(meter)
+            try:
+                result = await achat_message(
+                    self._openai_chat(name, messages), **{**options, **fields}
+                )
+            finally:
+                USAGE_METER.reset(token)
+            return proposal_from_result(result)
+        chat = self.member_chat(name, text_chat)
+        text = await _Metered(member, meter, messages=chat, options=options).agenerate(chat)
+        return ToolProposal(text=str(text))
+
+    @staticmethod
+    def _openai_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+        out = []
+        for call in calls:
+            item = call.to_openai()
+            item["id"] = item["id"] or f"call_{uuid.uuid4().hex[:24]}"
+            out.append(item)
+        return out
+
+    async def blend_tools(
+        self,
+        name: str,
+        messages: list[dict[str, Any]],
+        text_chat: list[dict[str, str]],
+        fields: Mapping[str, Any],
+        options: Mapping[str, Any],
+    ) -> Answer:
+        """Ensemble ``name``'s members propose tool calls (or text); the core selects one.
+
+        Every member answers within the ensemble's ``timeout``; the proposals go to
+        :func:`blender_core.tool_calls.aselect_tool_calls` with the ensemble's ranker,
+        strategy, ``min_candidates`` and ``rank_timeout``. 502 when too few answer.
+        """
+        ensemble = self.config.ensembles[name]
+        meter = UsageMeter()
+        blender = self._blender(name, text_chat, options, meter)
+        instruction, context = tool_prompt(messages)
+        for member in ensemble.members:
+            self.metrics.member_calls.labels(member).inc()
+        # The core's runner: its deadline, retries and failure kinds (the kind is the cause).
+        outcomes = await arun_members(
+            {
+                m: partial(self._propose, m, messages, text_chat, fields, options, meter)
+                for m in ensemble.members
+            },
+            timeout=ensemble.timeout,
+            retries=ensemble.max_retries,
+        )
+        results: MemberResults[ToolProposal] = MemberResults.from_outcomes(outcomes)
+        for outcome in outcomes:
+            self.metrics.stage_seconds.labels("generation").observe(outcome.latency)
+        failures = list(results.failures)
+        latencies = dict(results.latencies)
+        ordered = {m: results.outputs[m] for m in ensemble.members if m in results.outputs}
+        start = time.perf_counter()
+        try:
+            chosen = await aselect_tool_calls(
+                blender.ranker,
+                instruction,
+                ordered,
+                input=context,
+                strategy=blender.strategy,
+                min_candidates=ensemble.min_candidates,
+                failures=failures,
+                latencies=latencies,
+                rank_timeout=blender.rank_timeout,
+            )
+        except BlendError as exc:
+            raise self._blend_failed(name, exc) from None
+        finally:
+            self.metrics.stage_seconds.labels("ranking").observe(time.perf_counter() - start)
+        self._count_failures(chosen.result.failures)
+        total = meter.total()
+        self.metrics.tokens.labels("prompt").inc(total.prompt_tokens)
+        self.metrics.tokens.labels("completion").inc(total.completion_tokens)
+        blend = blend_metadata(name, chosen.result, meter, self.scrub)
+        blend["selected"] = chosen.model
+        calls = scrub_tree(self._openai_calls(chosen.tool_calls), self.scrub)
+        return Answer(self.scrub(chosen.text), total.to_dict(), blend, calls)
+
+    async def passthrough_tools(
+        self,
+        name: str,
+        messages: list[dict[str, Any]],
+        text_chat: list[dict[str, str]],
+        fields: Mapping[str, Any],
+        options: Mapping[str, Any],
+    ) -> Answer:
+        """One member's answer to a chat with tools (its tool calls when it makes any)."""
+        meter = UsageMeter()
+        start = time.perf_counter()
+        self.metrics.member_calls.labels(name).inc()
+        try:
+            proposal = await self._propose(name, messages, text_chat, fields, options, meter)
+        except (Exception, TimeoutError) as exc:
+            raise self.member_failed(name, exc) from None
+        finally:
+            self.metrics.stage_seconds.labels("generation").observe(time.perf_counter() - start)
+        calls = scrub_tree(self._openai_calls(proposal.tool_calls), self.scrub)
+        return Answer(self.scrub(proposal.text), meter.total().to_dict(), None, calls)
+
     # -- pass-through ---------------------------------------------------------------------------
 
-    def _member_failed(self, name: str, exc: BaseException) -> ApiError:
+    def member_failed(self, name: str, exc: BaseException) -> ApiError:
+        """The 502 of a pass-through member that failed: its failure (``kind`` the cause, the
+        member named) counted, logged and told to the client without the upstream's words."""
         kind = "timeout" if isinstance(exc, TimeoutError) else "error"
         self.metrics.member_failures.labels(name, kind).inc()
-        text = str(exc)
-        message = self.scrub(f"member {name!r} failed ({kind}): {type(exc).__name__}: {text}")
-        failure = {
-            "model": name,
-            "kind": kind,
-            "message": self.scrub(f"{type(exc).__name__}: {text}"),
-        }
-        return ApiError(502, message, code="member_failed", extra={"failures": [failure]})
+        detail = self.scrub(f"{type(exc).__name__}: {exc}")
+        log.warning("member %s failed (%s): %s", name, kind, detail)
+        public = public_message(detail)
+        failure = {"model": name, "kind": kind, "message": public}
+        return ApiError(
+            502,
+            f"member {name!r} failed ({kind}): {public}",
+            code="member_failed",
+            extra={"failures": [failure]},
+        )
 
     def _member_timeout(self, name: str) -> float | None:
         spec = self.config.members[name]
@@ -391,32 +844,34 @@ class Gateway:
     ) -> Answer:
         """One member's answer to a chat; 502 naming it when it fails."""
         meter = UsageMeter()
-        member = _Metered(self.members[name], meter, messages=messages, options=options)
+        chat = self.member_chat(name, messages)
+        member = _Metered(self.members[name], meter, messages=chat, options=options)
         start = time.perf_counter()
         self.metrics.member_calls.labels(name).inc()
         try:
-            text = await member.agenerate(messages)
+            text = await member.agenerate(chat)
         except (Exception, TimeoutError) as exc:
-            raise self._member_failed(name, exc) from None
+            raise self.member_failed(name, exc) from None
         finally:
             self.metrics.stage_seconds.labels("generation").observe(time.perf_counter() - start)
         if not isinstance(text, str):
-            raise self._member_failed(name, TypeError(f"returned {type(text).__name__}, not str"))
-        return Answer(text, meter.total().to_dict(), None)
+            raise self.member_failed(name, TypeError(f"returned {type(text).__name__}, not str"))
+        return Answer(self.scrub(text), meter.total().to_dict(), None)
 
     async def passthrough_stream(
         self, name: str, messages: list[dict[str, str]], options: Mapping[str, Any]
     ) -> tuple[UsageMeter, str, AsyncIterator[str]]:
         """Start streaming one member's answer: the meter, the first delta and the rest."""
         meter = UsageMeter()
-        member = _Metered(self.members[name], meter, messages=messages, options=options)
+        chat = self.member_chat(name, messages)
+        member = _Metered(self.members[name], meter, messages=chat, options=options)
         self.metrics.member_calls.labels(name).inc()
-        deltas = member.astream(messages)
+        deltas = member.astream(chat)
         try:
             first = await anext(deltas, "")
         except (Exception, TimeoutError) as exc:
             await deltas.aclose()  # type: ignore[attr-defined]
-            raise self._member_failed(name, exc) from None
+            raise self.member_failed(name, exc) from None
         return meter, first, deltas
 
     # -- rerank ---------------------------------------------------------------------------------
@@ -448,18 +903,14 @@ class Gateway:
     ) -> list[tuple[int, float]]:
         """``(index, relevance score)`` of the ``top_n`` most relevant documents, best first.
 
-        A PairRanker asked for fewer than all documents selects them by knockout
-        (``top_k``) instead of scoring every pair.
+        A ranker that declares it selects the best K (:func:`~blender_core.ranking.selects_top_k`,
+        a PairRanker) and is asked for fewer than all documents selects them by knockout
+        (``top_k``) instead of scoring every pair; the others rank every document.
         """
-        from blender_core.pair_ranker import PairRanker
-
         start = time.perf_counter()
         try:
             knockout = top_n is not None and top_n < len(documents)
-            if isinstance(ranker, PairRanker) and knockout:
-                ranking = await ranker.arank(query, documents, top_k=top_n)
-            else:
-                ranking = await ranker.arank(query, documents)
+            ranking = await arank_with(ranker, query, documents, top_k=top_n if knockout else None)
         except ValueError as exc:  # e.g. too many documents for pairwise ranking
             raise ApiError(422, self.scrub(str(exc)), param="documents") from None
         finally:

@@ -24,15 +24,10 @@ from blender_core.generators.base import BaseGenerator, Generator
 from blender_core.generators.openai_compatible import OpenAICompatibleGenerator
 from blender_core.ranking import Ranker
 from blender_core.serve.config import (
-    ConsensusRankerSpec,
     GenFuserSpec,
     HuggingFaceMember,
-    JudgeRankerSpec,
     LLMFuserSpec,
-    MiniLMRerankerSpec,
     OpenAIMember,
-    PairRMRankerSpec,
-    RandomRankerSpec,
     SelectFuserSpec,
     ServeConfig,
     SmolLM2Member,
@@ -316,50 +311,34 @@ def load_member(member: Generator) -> None:
 
 
 def build_ranker(spec: Any, members: Mapping[str, Generator]) -> Ranker:
-    """A ranker from an ensemble's ``ranker`` spec (models load here)."""
-    if isinstance(spec, ConsensusRankerSpec):
-        from blender_core.rankers.consensus import ConsensusRanker
+    """A ranker from an ensemble's ``ranker`` spec, through the one factory
+    (:func:`blender_core.loading.load_ranker`; models load here)."""
+    from blender_core.loading import load_ranker
 
-        return ConsensusRanker(device=spec.device).load()
-    if isinstance(spec, RandomRankerSpec):
-        from blender_core.rankers.random import RandomRanker
-
-        return RandomRanker(seed=spec.seed)
-    if isinstance(spec, PairRMRankerSpec):
-        from blender_core.pair_ranker import PairRanker
-
-        return PairRanker.from_pretrained(
-            spec.checkpoint,
-            device=spec.device,
-            dtype=spec.dtype,
-            share_batches=spec.share_batches,
-        )
-    if isinstance(spec, JudgeRankerSpec):
-        from blender_core.rankers.llm_judge import LLMJudgeRanker
-
-        return LLMJudgeRanker(members[spec.member], seed=spec.seed, timeout=spec.timeout)
-    raise TypeError(f"unknown ranker spec {spec!r}")
+    options = spec.model_dump()
+    if "member" in options:  # the judging member's name -> the member itself
+        options["judge"] = members[options.pop("member")]
+    ranker = load_ranker(options)
+    load = getattr(ranker, "load", None)
+    if callable(load):
+        load()
+    return ranker
 
 
 def build_reranker(spec: Any) -> Ranker:
     """A ranker for ``/v1/rerank`` from a ``[rerankers.NAME]`` spec."""
-    if isinstance(spec, MiniLMRerankerSpec):
-        from blender_core.rankers.consensus import ConsensusRanker
-
-        return ConsensusRanker(device=spec.device, instruction_weight=1.0).load()
     return build_ranker(spec, {})
 
 
 def build_fuser(spec: Any, members: Mapping[str, Generator], *, top_k: int) -> Fuser:
-    """A fuser from an ensemble's ``fuser`` spec (models load here)."""
+    """A fuser from an ensemble's ``fuser`` spec, through the one factory
+    (:func:`blender_core.loading.load_fuser`; models load here)."""
+    from blender_core.loading import load_fuser
+
     if isinstance(spec, SelectFuserSpec):
-        from blender_core.fusion.select import SelectFuser
-
-        return SelectFuser()
+        return load_fuser("select")
     if isinstance(spec, GenFuserSpec):
-        from blender_core.fusion.gen_fuser import GenFuser
-
-        return GenFuser.from_pretrained(spec.checkpoint, device=spec.device, dtype=spec.dtype)
+        return load_fuser(spec.checkpoint, device=spec.device, dtype=spec.dtype)
     if isinstance(spec, LLMFuserSpec):
         from blender_core.fusion.llm_fuser import LLMFuser
 
@@ -381,19 +360,15 @@ def secret_values(config: ServeConfig) -> list[str]:
                 secrets.append(parts.password)
             if parts.username:
                 secrets.append(parts.username)
-            if parts.query:
-                secrets.extend(v for _, _, v in (q.partition("=") for q in parts.query.split("&")))
+            # A base_url has no query string (the config refuses one), so no query values
+            # here: blanking them would blank ordinary words such as an API version.
     return sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
 
 def request_prompt(messages: list[dict[str, str]]) -> tuple[str, str]:
-    """``(instruction, input)`` the ranker and fuser see for a chat.
+    """``(instruction, input)`` the ranker and fuser see for a chat: the one chat policy,
+    :func:`blender_core.chat.chat_prompt` (the latest user message; the rest of the
+    conversation, one ``role: content`` paragraph each, as the input)."""
+    from blender_core.chat import chat_prompt
 
-    The instruction is the last user message; the input is the conversation before it (system
-    messages and earlier turns, one ``role: content`` paragraph each), empty for a single turn.
-    """
-    checked = chat_messages(messages)
-    last = max(i for i, m in enumerate(checked) if m["role"] == "user")
-    history = [m for i, m in enumerate(checked) if i != last]
-    context = "\n\n".join(f"{m['role']}: {m['content']}" for m in history)
-    return checked[last]["content"], context
+    return chat_prompt(chat_messages(messages))

@@ -1,4 +1,5 @@
-"""Builders of tiny random checkpoints in the exact published layouts, for offline tests.
+"""Builders of tiny random checkpoints in the exact published layouts, for offline tests (and
+the rankers the examples offer, :func:`demo_ranker`).
 
 Example:
     .. code-block:: python
@@ -12,24 +13,23 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from blender_core.lazy import lazy_exports
 
 _EXPORTS = {
     "make_tiny_pairranker": "blender_core.testing.pairranker",
     "make_tiny_genfuser": "blender_core.testing.genfuser",
+    "demo_ranker": "blender_core.testing.demo",
 }
 
-__all__ = ["make_tiny_genfuser", "make_tiny_pairranker"]
+__all__ = ["demo_ranker", "make_tiny_genfuser", "make_tiny_pairranker"]
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'blender_core.testing' has no attribute {name!r}")
-    return getattr(importlib.import_module(module_name), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:
+    from blender_core.testing.demo import demo_ranker
     from blender_core.testing.genfuser import make_tiny_genfuser
     from blender_core.testing.pairranker import make_tiny_pairranker

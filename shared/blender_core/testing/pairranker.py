@@ -22,8 +22,10 @@ from typing import Any, Literal
 
 __all__ = [
     "RANDOM_RANKER_SHAPES",
+    "RANDOM_WEIGHTS_FILE",
     "TINY_CORPUS",
     "deberta_v3_config",
+    "is_random_checkpoint",
     "make_random_pairranker",
     "make_tiny_pairranker",
     "train_deberta_tokenizer",
@@ -216,7 +218,23 @@ def make_random_pairranker(
     torch.manual_seed(seed)
     out = workdir / "ranker"
     PairRankerModel(config).save_pretrained(out, tokenizer)
+    (out / RANDOM_WEIGHTS_FILE).write_text(_RANDOM_NOTE.format(seed=seed), encoding="utf-8")
     return out
+
+
+RANDOM_WEIGHTS_FILE = "RANDOM_WEIGHTS.txt"
+"""The note :func:`make_tiny_pairranker` leaves in its checkpoint: its weights are random."""
+
+_RANDOM_NOTE = (
+    "This PairRanker checkpoint was written by blender_core.testing (random weights).\n"
+    "Its weights are random (seed {seed}): it loads and runs like llm-blender/PairRM, in the\n"
+    "same file layout, but its rankings are arbitrary. Use it for offline tests only.\n"
+)
+
+
+def is_random_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a checkpoint written by :func:`make_tiny_pairranker` (random weights)."""
+    return (Path(path) / RANDOM_WEIGHTS_FILE).is_file()
 
 
 def make_tiny_pairranker(
@@ -244,6 +262,10 @@ def make_tiny_pairranker(
     For the ranker-config layouts the backbone's ``config.json`` is written to ``backbone/`` in the
     checkpoint and ``model_name`` is ``"backbone"`` (a local directory, resolved against the
     checkpoint), where the published files say ``"microsoft/deberta-v3-large"``.
+
+    The weights are random, so its rankings are arbitrary (it may well prefer "I don't know."
+    to "Paris."): the checkpoint holds a ``RANDOM_WEIGHTS.txt`` note saying so, and
+    ``blender rank`` warns on stderr when it ranks with one (:func:`is_random_checkpoint`).
     """
     import torch
     from safetensors.torch import save_file
@@ -256,6 +278,7 @@ def make_tiny_pairranker(
         raise ValueError(f"backbone must be 'deberta' or 'bert', got {backbone!r}")
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
+    (out / RANDOM_WEIGHTS_FILE).write_text(_RANDOM_NOTE.format(seed=seed), encoding="utf-8")
 
     with tempfile.TemporaryDirectory() as tmp:
         build = _deberta_tokenizer if backbone == "deberta" else _bert_tokenizer

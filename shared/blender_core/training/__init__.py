@@ -3,27 +3,16 @@
 Heavy libraries (torch, transformers) load on first use: each public name is imported from its
 module when first accessed.
 
-Example:
-    .. code-block:: python
-
-        from blender_core.training import RankerTrainingConfig, train_ranker
-
-        result = train_ranker(
-            RankerTrainingConfig(
-                train_file="train.jsonl",
-                dev_file="dev.jsonl",
-                backbone="microsoft/deberta-v3-small",
-                metrics=["gpt4t_pref"],
-                output_dir="runs/ranker",
-            )
-        )
-        result.metrics["eval_pairwise_accuracy"]
+Examples: :func:`train_ranker` (a PairRanker, :mod:`blender_core.training.ranker_run`) and
+:func:`train_fuser` (a GenFuser, :mod:`blender_core.training.fuser_trainer`); the command line
+is ``blender train-ranker`` / ``blender train-fuser``.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from blender_core.lazy import lazy_exports
 
 _EXPORTS = {
     "CandidatePair": "blender_core.training.pairs",
@@ -62,15 +51,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'blender_core.training' has no attribute {name!r}")
-    return getattr(importlib.import_module(module_name), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:

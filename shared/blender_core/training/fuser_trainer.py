@@ -216,8 +216,12 @@ def train_fuser(config: FuserTrainingConfig) -> TrainResult:
     )
     del ranker  # free the ranker before the fuser trains
 
-    tokenizer = AutoTokenizer.from_pretrained(str(config.base), trust_remote_code=False)
-    model = AutoModelForSeq2SeqLM.from_pretrained(str(config.base), trust_remote_code=False)
+    from blender_core.hub import local_snapshot
+
+    cached = local_snapshot(str(config.base), what="base model")  # offline: cache or one error
+    base = str(cached) if cached is not None else str(config.base)
+    tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False)
+    model = AutoModelForSeq2SeqLM.from_pretrained(base, trust_remote_code=False)
     prompt_builder = GenFuser(
         model,
         tokenizer,

@@ -30,6 +30,15 @@ class PairDataset:
 
     Items are ``{"input_ids": list[int], "scores_a": tuple, "scores_b": tuple}``. The pairs of
     epoch ``e`` are drawn with seed ``seed + e``, so a resumed run sees the same pairs.
+
+    Args:
+        records: The records to draw pairs from.
+        metrics: The score names, one task of the ranker each.
+        encoder: Encodes a record's source and two candidates as one pair.
+        seed: The seed of epoch 0.
+        **sampling: How pairs are chosen: the keywords of
+            :func:`~blender_core.training.pairs.build_pairs` (``mode``, ``num_pairs``,
+            ``include_ties``, ``min_gap``, ``swap``, ``dedupe``) with its defaults.
     """
 
     def __init__(
@@ -38,23 +47,13 @@ class PairDataset:
         metrics: Sequence[str],
         encoder: PairEncoder,
         *,
-        mode: str = "random",
-        num_pairs: int = 5,
         seed: int = 0,
-        include_ties: bool = False,
-        min_gap: float = 0.0,
-        swap: bool = True,
+        **sampling: Any,
     ) -> None:
         self.records = list(records)
         self.metrics = list(metrics)
         self.encoder = encoder
-        self._options = {
-            "mode": mode,
-            "num_pairs": num_pairs,
-            "include_ties": include_ties,
-            "min_gap": min_gap,
-            "swap": swap,
-        }
+        self._options = sampling
         self.seed = seed
         self.epoch = 0
         self.pairs: list[CandidatePair] = self._draw(0)
@@ -65,7 +64,7 @@ class PairDataset:
             )
 
     def _draw(self, epoch: int) -> list[CandidatePair]:
-        return build_pairs(self.records, self.metrics, seed=self.seed + epoch, **self._options)  # type: ignore[arg-type]
+        return build_pairs(self.records, self.metrics, seed=self.seed + epoch, **self._options)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the pairs of ``epoch`` (same count every epoch, different pairs and swaps)."""

@@ -96,14 +96,21 @@ def load_start_model(
         model.config.check_lengths()
         model.train()
         return model, tokenizer, "checkpoint"
+    from blender_core.hub import local_snapshot
+
+    # Offline, a hub id resolves from the local cache or fails now with the library's message,
+    # instead of transformers retrying the unreachable hub for most of a minute.
+    cached = local_snapshot(name, what="backbone model")
     model, tokenizer = PairRankerModel.from_backbone(
-        name,
+        str(cached) if cached is not None else name,
         source_maxlength=config.source_maxlength,
         candidate_maxlength=config.candidate_maxlength,
         n_tasks=len(config.metrics),
         drop_out=config.drop_out,
         seed=config.seed,
     )
+    if cached is not None:
+        model.config.model_name = name  # the checkpoint names the hub id, not this cache path
     model.config.check_lengths()
     model.train()
     return model, tokenizer, "backbone"
