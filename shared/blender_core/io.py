@@ -36,6 +36,7 @@ __all__ = [
     "check_output_file",
     "dumps_json",
     "json_safe",
+    "read_json_file",
 ]
 
 
@@ -211,3 +212,19 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
     with atomic_open(path, "wb") as handle:
         handle.write(data)
+
+
+def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
+    """The JSON value in ``path``, a file that ``what`` names in the errors ("priors file").
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: It is not JSON.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"{what} not found: {source}")
+    try:
+        return json.loads(source.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source} is not JSON: {exc}") from exc

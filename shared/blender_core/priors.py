@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from blender_core.data import MixRecord, judge_metric
-from blender_core.io import atomic_write_text
+from blender_core.io import atomic_write_text, read_json_file
 from blender_core.rankers.baselines import Pick, RankerSelector, record_prompt
 from blender_core.ranking import (
     BaseRanker,
@@ -173,14 +173,7 @@ class MemberPriors:
     @classmethod
     def load(cls, path: str | Path) -> MemberPriors:
         """Read a file written by :meth:`save`."""
-        source = Path(path)
-        if not source.is_file():
-            raise FileNotFoundError(f"priors file not found: {source}")
-        try:
-            data = json.loads(source.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{source} is not JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_file(path, "priors file"))
 
 
 def _ids_digest(records: Sequence[MixRecord]) -> str:

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from blender_core.data import MixRecord
-from blender_core.io import atomic_write_text
+from blender_core.io import atomic_write_text, read_json_file
 
 __all__ = [
     "ROUTER_FORMAT",
@@ -220,14 +220,7 @@ class RouterModel:
     @classmethod
     def load(cls, path: str | Path) -> RouterModel:
         """Read a file written by :meth:`save`."""
-        source = Path(path)
-        if not source.is_file():
-            raise FileNotFoundError(f"router file not found: {source}")
-        try:
-            data = json.loads(source.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{source} is not JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_file(path, "router file"))
 
 
 # -- fitting ------------------------------------------------------------------------------------

@@ -504,6 +504,13 @@ class Gateway:
         for failure in failures:
             self.metrics.member_failures.labels(failure.model, failure.kind).inc()
 
+    def _count_outcome(self, failures: tuple[ModelFailure, ...], meter: UsageMeter) -> None:
+        """Count a blend's member failures and the tokens its members used."""
+        self._count_failures(failures)
+        total = meter.total()
+        self.metrics.tokens.labels("prompt").inc(total.prompt_tokens)
+        self.metrics.tokens.labels("completion").inc(total.completion_tokens)
+
     def _record(self, result: BlendResult, meter: UsageMeter) -> None:
         m = self.metrics
         for member, seconds in result.latencies.items():
@@ -511,10 +518,7 @@ class Gateway:
             m.stage_seconds.labels("generation").observe(seconds)
         m.stage_seconds.labels("ranking").observe(result.rank_latency)
         m.stage_seconds.labels("fusion").observe(result.fuse_latency)
-        self._count_failures(result.failures)
-        total = meter.total()
-        m.tokens.labels("prompt").inc(total.prompt_tokens)
-        m.tokens.labels("completion").inc(total.completion_tokens)
+        self._count_outcome(result.failures, meter)
 
     async def blend(
         self, name: str, messages: list[dict[str, str]], options: Mapping[str, Any]
@@ -787,14 +791,11 @@ class Gateway:
             raise self._blend_failed(name, exc) from None
         finally:
             self.metrics.stage_seconds.labels("ranking").observe(time.perf_counter() - start)
-        self._count_failures(chosen.result.failures)
-        total = meter.total()
-        self.metrics.tokens.labels("prompt").inc(total.prompt_tokens)
-        self.metrics.tokens.labels("completion").inc(total.completion_tokens)
+        self._count_outcome(chosen.result.failures, meter)
         blend = blend_metadata(name, chosen.result, meter, self.scrub)
         blend["selected"] = chosen.model
         calls = scrub_tree(self._openai_calls(chosen.tool_calls), self.scrub)
-        return Answer(self.scrub(chosen.text), total.to_dict(), blend, calls)
+        return Answer(self.scrub(chosen.text), meter.total().to_dict(), blend, calls)
 
     async def passthrough_tools(
         self,
@@ -822,7 +823,7 @@ class Gateway:
     def member_failed(self, name: str, exc: BaseException) -> ApiError:
         """The 502 of a pass-through member that failed: its failure (``kind`` the cause, the
         member named) counted, logged and told to the client without the upstream's words."""
-        kind = "timeout" if isinstance(exc, TimeoutError) else "error"
+        kind = error_failure(name, exc).kind
         self.metrics.member_failures.labels(name, kind).inc()
         detail = self.scrub(f"{type(exc).__name__}: {exc}")
         log.warning("member %s failed (%s): %s", name, kind, detail)
