@@ -148,6 +148,16 @@ class BlendSettings(BaseModel):
     """Where ranker and fuser models load (``None``: by hardware)."""
     priors: Any = None
     """Member priors (a ``MemberPriors`` or a file from ``blender calibrate``)."""
+    policy: Any = "all"
+    """Which members a call asks (:mod:`blender_core.policies`): ``"all"`` (every member, the
+    default), ``"cascade"`` (in stages, stopping once confident), ``"router"`` (the members a
+    learned router picks), or a policy object."""
+    policy_options: dict[str, Any] | None = None
+    """The named policy's options (a cascade's ``threshold``, ``calibration``, ``stage_sizes``,
+    ``max_members``, ``budget``, ...; a router's ``model``, ``top_m``, ``mass``)."""
+    costs: dict[str, Any] | None = None
+    """Member name -> price and expected latency (a ``MemberCost``, a dict of its fields, or a
+    price per call): each call's cost in the blend metadata's ``calls``, and a cascade's budget."""
 
     _engine: Lazy[Engine] = PrivateAttr()
 

@@ -102,6 +102,12 @@ class BlenderLLM(FunctionCallingLLM):
         strategy: The ranker's aggregation strategy (``None``: its default).
         device: Where the ranker/fuser models load.
         priors: Member priors (a ``MemberPriors`` or a file from ``blender calibrate``).
+        policy: Which members a call asks: ``"all"`` (default), ``"cascade"``, ``"router"`` or a
+            policy object (:mod:`blender_core.policies`).
+        policy_options: The named policy's options (a cascade's ``threshold``,
+            ``calibration``, ``stage_sizes``, ...; a router's ``model``, ``top_m``, ``mass``).
+        costs: Member name -> price and expected latency (``MemberCost``, a dict of its fields,
+            or a price per call).
 
     Example:
         .. code-block:: python
@@ -134,6 +140,15 @@ class BlenderLLM(FunctionCallingLLM):
     strategy: str | None = Field(default=None, description="Ranker aggregation strategy.")
     device: str | None = Field(default=None, description="Device for ranker/fuser models.")
     priors: Any = Field(default=None, exclude=True, description="Member priors.")
+    policy: Any = Field(
+        default=DEFAULT_OPTIONS["policy"], exclude=True, description="Which members to call."
+    )
+    policy_options: dict[str, Any] | None = Field(
+        default=None, exclude=True, description="The policy's options."
+    )
+    costs: dict[str, Any] | None = Field(
+        default=None, exclude=True, description="Member prices and latencies."
+    )
 
     _engine: Engine = PrivateAttr()
 

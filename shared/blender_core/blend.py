@@ -36,8 +36,10 @@ from blender_core.fusion.base import Fuser
 from blender_core.generators.base import Generator
 from blender_core.generators.deadline import DeadlineExceeded, aiterate_with_deadline
 from blender_core.loading import load_fuser, load_ranker
-from blender_core.members import MemberResults, ModelFailure, arun_members, describe_error
+from blender_core.members import MemberResults, ModelFailure, Outcome, describe_error
+from blender_core.policies import Policy, build_policy, member_costs
 from blender_core.ranking import Ranker, Ranking
+from blender_core.staging import CallReport, StageTracer, UsageOf, arun_policy
 
 __all__ = [
     "BlendError",
@@ -153,6 +155,9 @@ class BlendResult:
             one call at a time) before generating; models that did not wait are left out.
         blend_mode: ``"text"`` (answers ranked and fused) or ``"tool_calls"`` (tool-call
             proposals ranked and the best selected, never fused: :mod:`blender_core.tool_calls`).
+        calls: Which members the policy called (in which stages), which it skipped and why,
+            each call's tokens and cost, and the calls saved (:class:`CallReport`); ``None``
+            for answers handed in without a report.
     """
 
     text: str
@@ -169,6 +174,7 @@ class BlendResult:
     failures: tuple[ModelFailure, ...] = ()
     queueing: Mapping[str, float] = field(default_factory=dict)
     blend_mode: Literal["text", "tool_calls"] = "text"
+    calls: CallReport | None = None
 
     @property
     def best(self) -> str:
@@ -190,8 +196,10 @@ class BlendResult:
         ``models_by_text``, ``blend_mode`` (``"text"`` or ``"tool_calls"``), ``ranking``
         (:meth:`~blender_core.ranking.Ranking.to_dict`, over ``texts``), ``best``,
         ``best_models``, ``top_k``, ``latencies`` (generation seconds), ``queueing`` (seconds
-        waited for a shared model), ``rank_latency``, ``fuse_latency`` and ``failures``
-        (:meth:`ModelFailure.to_dict` each). See ``docs/architecture.md``.
+        waited for a shared model), ``rank_latency``, ``fuse_latency``, ``failures``
+        (:meth:`ModelFailure.to_dict` each) and ``calls`` (:meth:`CallReport.to_dict`: the
+        policy's calls, skips, tokens, cost and calls saved; ``None`` when answers were handed
+        in without a report). See ``docs/architecture.md``.
         """
         return {
             "text": self.text,
@@ -210,6 +218,7 @@ class BlendResult:
             "rank_latency": self.rank_latency,
             "fuse_latency": self.fuse_latency,
             "failures": [failure.to_dict() for failure in self.failures],
+            "calls": self.calls.to_dict() if self.calls is not None else None,
         }
 
 
@@ -244,6 +253,7 @@ class _Ranked:
     latencies: dict[str, float]
     rank_latency: float
     queueing: dict[str, float] = field(default_factory=dict)
+    calls: CallReport | None = None
 
     def result(self, text: str, fuse_latency: float) -> BlendResult:
         return BlendResult(
@@ -260,6 +270,7 @@ class _Ranked:
             fuse_latency=fuse_latency,
             failures=tuple(self.failures),
             queueing=self.queueing,
+            calls=self.calls,
         )
 
 
@@ -343,6 +354,20 @@ class Blender:
         rank_tracer: A hook around each ranking call (:data:`RankTracer`): the adapters pass one
             that runs the ranking as a LangChain child run or a LlamaIndex span, with the
             :class:`RankStep` (ranker, N, strategy, top-K, passes).
+        policy: Which members a blend calls (:mod:`blender_core.policies`): ``"all"`` (the
+            default: everyone, in one stage), ``"cascade"`` (in stages, stopping once a
+            calibrated confidence that the best answer so far beats the members not called
+            reaches a threshold), ``"router"`` (the members a learned router picks for the
+            prompt), or a policy object. :attr:`BlendResult.calls` reports the calls.
+        policy_options: The named policy's options (:func:`~blender_core.policies.build_policy`;
+            a cascade: ``threshold``, ``calibration``, ``stage_sizes``, ``max_members``,
+            ``budget``, ``latency_budget``, ``hedge_after``, ``order``; a router: ``model``,
+            ``top_m``, ``mass``). A cascade made here takes ``priors`` and ``costs``.
+        costs: Member name -> its price and expected latency (a
+            :class:`~blender_core.policies.MemberCost`, its fields as a dict, or a price per
+            call): each call's cost in :attr:`BlendResult.calls`, and a cascade's budget.
+        stage_tracer: A hook around each stage of member calls
+            (:data:`~blender_core.staging.StageTracer`).
 
     Example:
         .. code-block:: python
@@ -375,8 +400,13 @@ class Blender:
         fuse_timeout: float | EllipsisType | None = ...,
         priors: Any = None,
         rank_tracer: RankTracer | None = None,
+        policy: Policy | str | None = None,
+        policy_options: Mapping[str, Any] | None = None,
+        costs: Mapping[str, Any] | None = None,
+        stage_tracer: StageTracer | None = None,
     ) -> None:
         self.rank_tracer = rank_tracer
+        self.stage_tracer = stage_tracer
         self.generators: Mapping[str, Generator] = MappingProxyType(
             self._named_generators(generators)
         )
@@ -412,6 +442,11 @@ class Blender:
         self.top_k = top_k
         self.min_candidates = min_candidates
         self.strategy = strategy
+        self.costs = member_costs(costs)
+        unknown = sorted(set(self.costs) - set(self.generators)) if self.generators else []
+        if unknown:
+            raise ValueError(f"costs name members not in the ensemble: {unknown}")
+        self.policy: Policy = build_policy(policy, policy_options, priors=priors, costs=self.costs)
 
     @staticmethod
     def _named_generators(
@@ -533,10 +568,8 @@ class Blender:
 
     async def ablend(self, instruction: str, *, input: str = "") -> BlendResult:
         """Async :meth:`blend`: base models run concurrently on this event loop."""
-        answers, failures, latencies, queueing = await self._generate_all(instruction, input)
-        ranked = await self._rank(
-            instruction, input, answers, failures, latencies, queueing=queueing
-        )
+        results, calls = await self._generate_all(instruction, input)
+        ranked = await self._rank(instruction, input, results, calls=calls)
         return await self._fuse_ranked(ranked)
 
     async def astream(
@@ -551,10 +584,8 @@ class Blender:
                     if event.kind == "delta":
                         print(event.text, end="", flush=True)
         """
-        answers, failures, latencies, queueing = await self._generate_all(instruction, input)
-        ranked = await self._rank(
-            instruction, input, answers, failures, latencies, queueing=queueing
-        )
+        results, calls = await self._generate_all(instruction, input)
+        ranked = await self._rank(instruction, input, results, calls=calls)
         async for event in self._stream_ranked(ranked):
             yield event
 
@@ -569,9 +600,8 @@ class Blender:
 
     async def _generate_all(
         self, instruction: str, input: str
-    ) -> tuple[dict[str, Any], list[ModelFailure], dict[str, float], dict[str, float]]:
-        """Every generator's answer at once: answers, failures, latencies and queueing by model
-        (:func:`~blender_core.members.arun_members`)."""
+    ) -> tuple[MemberResults[Any], CallReport]:
+        """The generators' answers, called as the policy decides (:meth:`acall_members`)."""
         _check_text("instruction", instruction)
         _check_text("input", input)
         if not self.generators:
@@ -580,15 +610,79 @@ class Blender:
                 "blend_candidates()"
             )
         prompt = self.prompt_for(instruction, input)
-        outcomes = await arun_members(
+        outcomes, calls = await self.acall_members(
+            instruction,
             {
                 name: partial(generator.agenerate, prompt)
                 for name, generator in self.generators.items()
             },
+            input=input,
             timeout=self.timeout,
         )
-        results: MemberResults[Any] = MemberResults.from_outcomes(outcomes)
-        return results.outputs, results.failures, results.latencies, results.queueing
+        return MemberResults.from_outcomes(outcomes), calls
+
+    async def acall_members(
+        self,
+        instruction: str,
+        calls: Mapping[str, Callable[[], Awaitable[Any]]],
+        *,
+        input: str = "",
+        timeout: float | EllipsisType | None = ...,
+        retries: int = 0,
+        check: Callable[[Any], Any] | None = None,
+        text_of: Callable[[Any], str] = str,
+        usage_of: UsageOf | None = None,
+        stage_tracer: StageTracer | None = None,
+    ) -> tuple[list[Outcome[Any]], CallReport]:
+        """Call members as this Blender's policy decides (:func:`.staging.arun_policy`):
+        stage by stage, the answers so far ranked together between stages with this Blender's
+        ranker (and priors). A front calls its own members (``calls``: name -> coroutine
+        function) with it and hands the outcomes and the report to :meth:`ablend_candidates`.
+
+        Args:
+            instruction, input: The prompt, as ranked.
+            calls: Member name -> a coroutine function calling it, in ensemble order.
+            timeout: Seconds each member may take (default: this Blender's ``timeout``).
+            retries: Retries of a member that raises.
+            check: Turns an answer into the output, or raises (a failure).
+            text_of: An answer's text (for ranking between stages and token estimates).
+            usage_of: An answer's reported ``(input_tokens, output_tokens)``, or ``None``.
+            stage_tracer: A hook around each stage (default: this Blender's).
+
+        Returns:
+            The called members' outcomes and the :class:`~blender_core.staging.CallReport`.
+        """
+        _check_text("instruction", instruction)
+        _check_text("input", input)
+        unknown = sorted(set(self.costs) - set(calls))
+        if unknown and not self.generators:
+            raise ValueError(f"costs name members not in the ensemble: {unknown}")
+        last: list[tuple[tuple[str, ...], Ranking]] = []
+
+        async def score(answers: Mapping[str, str]) -> Mapping[str, float]:
+            texts, models_by_text = _merge_texts(answers)
+            ranking = await self._rank_call(instruction, input, texts, models_by_text, top_k=None)
+            last[:] = [(tuple(texts), ranking)]
+            return {
+                name: float(ranking.scores[i])
+                for i, models in enumerate(models_by_text)
+                for name in models
+            }
+
+        return await arun_policy(
+            self.policy,
+            calls,
+            prompt=self.prompt_for(instruction, input),
+            score=score,
+            timeout=self.timeout if timeout is ... else timeout,
+            retries=retries,
+            check=check,
+            costs=self.costs,
+            usage_of=usage_of,
+            text_of=text_of,
+            stage_tracer=stage_tracer or self.stage_tracer,
+            ranked=lambda: last[0] if last else None,
+        )
 
     async def ablend_batch(
         self,
@@ -639,12 +733,13 @@ class Blender:
         failures: Sequence[ModelFailure] = (),
         latencies: Mapping[str, float] | None = None,
         queueing: Mapping[str, float] | None = None,
+        calls: CallReport | None = None,
     ) -> BlendResult:
-        """Async :meth:`blend_candidates`."""
-        answers = self._candidate_answers(instruction, candidates, input, failures)
-        ranked = await self._rank(
-            instruction, input, answers, list(failures), dict(latencies or {}), queueing=queueing
+        """Async :meth:`blend_candidates` (``calls``: the report of :meth:`acall_members`)."""
+        results = self._candidate_results(
+            instruction, candidates, input, failures, latencies, queueing
         )
+        ranked = await self._rank(instruction, input, results, calls=calls)
         return await self._fuse_ranked(ranked)
 
     def stream_candidates(
@@ -667,22 +762,25 @@ class Blender:
         failures: Sequence[ModelFailure] = (),
         latencies: Mapping[str, float] | None = None,
         queueing: Mapping[str, float] | None = None,
+        calls: CallReport | None = None,
     ) -> AsyncIterator[BlendStreamEvent]:
         """Async :meth:`stream_candidates`."""
-        answers = self._candidate_answers(instruction, candidates, input, failures)
-        ranked = await self._rank(
-            instruction, input, answers, list(failures), dict(latencies or {}), queueing=queueing
+        results = self._candidate_results(
+            instruction, candidates, input, failures, latencies, queueing
         )
+        ranked = await self._rank(instruction, input, results, calls=calls)
         async for event in self._stream_ranked(ranked):
             yield event
 
     @staticmethod
-    def _candidate_answers(
+    def _candidate_results(
         instruction: str,
         candidates: Sequence[str] | Mapping[str, str],
         input: str,
         failures: Sequence[ModelFailure],
-    ) -> dict[str, Any]:
+        latencies: Mapping[str, float] | None,
+        queueing: Mapping[str, float] | None,
+    ) -> MemberResults[Any]:
         _check_text("instruction", instruction)
         _check_text("input", input)
         if isinstance(candidates, Mapping):
@@ -699,7 +797,12 @@ class Blender:
                 raise TypeError(f"failures must be ModelFailure objects, got {failure!r}")
             if failure.model in answers:
                 raise ValueError(f"model {failure.model!r} is both a candidate and a failure")
-        return answers
+        return MemberResults(
+            outputs=answers,
+            failures=list(failures),
+            latencies=dict(latencies or {}),
+            queueing=dict(queueing or {}),
+        )
 
     # -- the shared second half ---------------------------------------------------------------
 
@@ -759,89 +862,48 @@ class Blender:
         self,
         instruction: str,
         input: str,
-        answers: Mapping[str, Any],
-        failures: list[ModelFailure],
-        latencies: dict[str, float],
+        results: MemberResults[Any],
         *,
-        queueing: Mapping[str, float] | None = None,
+        calls: CallReport | None = None,
     ) -> _Ranked:
-        """Merge identical answers, check ``min_candidates`` and rank, within ``rank_timeout``."""
+        """Merge identical answers, check ``min_candidates`` and rank, within ``rank_timeout``
+        (a cascade's last stage ranking of the same texts is reused: :attr:`CallReport.ranked`)."""
+        failures = list(results.failures)
         candidates: dict[str, str] = {}
-        texts: list[str] = []
-        models_by_text: list[list[str]] = []
-        position: dict[str, int] = {}
-        for name, answer in answers.items():
+        for name, answer in results.outputs.items():
             if not isinstance(answer, str):
                 failures.append(
                     ModelFailure(
                         name, "error", f"TypeError: returned {type(answer).__name__}, not str"
                     )
                 )
-                continue
-            key = answer.strip()
-            if not key:
+            elif not answer.strip():
                 failures.append(ModelFailure(name, "error", "empty answer"))
-                continue
-            candidates[name] = answer
-            if key in position:
-                models_by_text[position[key]].append(name)
             else:
-                position[key] = len(texts)
-                texts.append(answer)
-                models_by_text.append([name])
-
+                candidates[name] = answer
+        texts, models_by_text = _merge_texts(candidates)
         if len(texts) < self.min_candidates:
             raise BlendError(self._shortfall_message(len(texts), candidates, failures), failures)
 
-        top_k_aware = ranking_abilities.selects_top_k(self.ranker, self.strategy)
-
-        def ranking_call() -> Awaitable[Ranking]:
-            # Only the best top_k are needed: a ranker that declares it selects them without a
-            # full order; a ranker that accepts members (a PriorRanker) is told who said what.
-            return ranking_abilities.arank_with(
-                self.ranker,
-                instruction,
-                texts,
-                input=input,
-                strategy=self.strategy,
-                top_k=self.top_k,
-                members=models_by_text,
-            )
-
-        traced: Awaitable[Ranking]
-        if self.rank_tracer is None:
-            traced = ranking_call()
-        else:
-            step = RankStep.of(
-                self.ranker,
-                len(texts),
-                strategy=self.strategy,
-                top_k=self.top_k,
-                selects_top_k=top_k_aware,
-            )
-            traced = self.rank_tracer(step, ranking_call)
         start = time.perf_counter()
-        try:
-            ranking = await _within(traced, self.rank_timeout)
-        except (_StageTimeout, TimeoutError) as exc:
-            if isinstance(exc, _StageTimeout):
-                message = f"no ranking within {self.rank_timeout:g} s"
-                exc = TimeoutError(message)
-            else:
-                message = describe_error(exc)
-            failure = ModelFailure(_component_name(self.ranker), "timeout", message, exc, "ranking")
-            failures.append(failure)
-            raise BlendError(
-                f"the ranking stage failed: {failure}"
-                + (f"; {len(failures) - 1} model(s) failed before" if len(failures) > 1 else ""),
-                failures,
-            ) from None
+        reused = calls.ranked if calls is not None else None
+        if reused is not None and list(reused[0]) == texts:
+            ranking = reused[1]
+        else:
+            try:
+                ranking = await self._rank_call(
+                    instruction, input, texts, models_by_text, top_k=self.top_k
+                )
+            except BlendError as exc:
+                failures.extend(exc.failures)
+                raise BlendError(
+                    f"{exc}"
+                    + (
+                        f"; {len(failures) - 1} model(s) failed before" if len(failures) > 1 else ""
+                    ),
+                    failures,
+                ) from None
         rank_latency = time.perf_counter() - start
-        if len(ranking) != len(texts):
-            raise RuntimeError(
-                f"{type(self.ranker).__name__} returned a ranking of {len(ranking)} candidates "
-                f"for {len(texts)}"
-            )
 
         top = tuple(texts[i] for i in ranking.top_k(min(self.top_k, len(texts))))
         return _Ranked(
@@ -853,10 +915,68 @@ class Blender:
             ranking=ranking,
             top=top,
             failures=failures,
-            latencies=latencies,
+            latencies=dict(results.latencies),
             rank_latency=rank_latency,
-            queueing={k: v for k, v in (queueing or {}).items() if v},
+            queueing={k: v for k, v in results.queueing.items() if v},
+            calls=calls,
         )
+
+    async def _rank_call(
+        self,
+        instruction: str,
+        input: str,
+        texts: list[str],
+        models_by_text: list[list[str]],
+        *,
+        top_k: int | None,
+    ) -> Ranking:
+        """One traced ranking of ``texts`` within ``rank_timeout``; a timeout raises
+        :class:`BlendError` with a ``stage="ranking"`` failure. ``top_k``: only the best are
+        needed (a ranker that declares it selects them without a full order)."""
+        top_k_aware = top_k is not None and ranking_abilities.selects_top_k(
+            self.ranker, self.strategy
+        )
+
+        def ranking_call() -> Awaitable[Ranking]:
+            # a ranker that accepts members (a PriorRanker) is told who said what
+            return ranking_abilities.arank_with(
+                self.ranker,
+                instruction,
+                texts,
+                input=input,
+                strategy=self.strategy,
+                top_k=top_k,
+                members=models_by_text,
+            )
+
+        traced: Awaitable[Ranking]
+        if self.rank_tracer is None:
+            traced = ranking_call()
+        else:
+            step = RankStep.of(
+                self.ranker,
+                len(texts),
+                strategy=self.strategy,
+                top_k=top_k if top_k is not None else len(texts),
+                selects_top_k=top_k_aware,
+            )
+            traced = self.rank_tracer(step, ranking_call)
+        try:
+            ranking = await _within(traced, self.rank_timeout)
+        except (_StageTimeout, TimeoutError) as exc:
+            if isinstance(exc, _StageTimeout):
+                message = f"no ranking within {self.rank_timeout:g} s"
+                exc = TimeoutError(message)
+            else:
+                message = describe_error(exc)
+            failure = ModelFailure(_component_name(self.ranker), "timeout", message, exc, "ranking")
+            raise BlendError(f"the ranking stage failed: {failure}", [failure]) from None
+        if len(ranking) != len(texts):
+            raise RuntimeError(
+                f"{type(self.ranker).__name__} returned a ranking of {len(ranking)} candidates "
+                f"for {len(texts)}"
+            )
+        return ranking
 
     def _shortfall_message(
         self, distinct: int, candidates: Mapping[str, str], failures: Sequence[ModelFailure]
@@ -871,6 +991,23 @@ class Blender:
         if len(candidates) > distinct:
             parts.append("answered (identical answers merged): " + ", ".join(candidates))
         return "; ".join(parts)
+
+
+def _merge_texts(answers: Mapping[str, str]) -> tuple[list[str], list[list[str]]]:
+    """The distinct texts (equal after stripping surrounding whitespace), in the order of first
+    occurrence, and the members that gave each."""
+    texts: list[str] = []
+    models_by_text: list[list[str]] = []
+    position: dict[str, int] = {}
+    for name, answer in answers.items():
+        key = answer.strip()
+        if key in position:
+            models_by_text[position[key]].append(name)
+        else:
+            position[key] = len(texts)
+            texts.append(answer)
+            models_by_text.append([name])
+    return texts, models_by_text
 
 
 async def _one_fused(fuser: Fuser, ranked: _Ranked) -> AsyncIterator[str]:

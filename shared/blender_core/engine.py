@@ -30,7 +30,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from types import EllipsisType
 from typing import Any
 
@@ -39,8 +39,10 @@ from blender_core.bridge import iterate_sync, run_sync
 from blender_core.fusion.base import Fuser
 from blender_core.lazy import Lazy
 from blender_core.loading import DEFAULT_RANKER, load_fuser, load_ranker
-from blender_core.members import MemberResults
+from blender_core.members import MemberResults, Outcome
+from blender_core.policies import AllPolicy, Policy, RouterPolicy, build_policy, member_costs
 from blender_core.ranking import Ranker, Ranking, arank_with
+from blender_core.staging import CallReport, StageTracer, UsageOf, arun_policy
 from blender_core.tool_calls import ToolCallSelection, ToolProposal, aselect_tool_calls
 
 __all__ = ["DEFAULT_OPTIONS", "Engine", "check_options", "engine_options"]
@@ -55,6 +57,9 @@ DEFAULT_OPTIONS: Mapping[str, Any] = {
     "max_retries": 0,
     "device": None,
     "priors": None,
+    "policy": "all",
+    "policy_options": None,
+    "costs": None,
 }
 """The options every front takes, with the same names and defaults (the LangChain ensembles,
 LlamaIndex ``BlenderLLM``; the gateway's TOML ``[ensembles.NAME]`` tables use the same names)."""
@@ -103,6 +108,9 @@ class Engine:
         device, dtype: Where (and in what dtype) ranker and fuser models load.
         rank_timeout, fuse_timeout: As for :class:`~blender_core.blend.Blender`.
         rank_tracer: The front's hook around each ranking call (a LangChain run, a span).
+        policy, policy_options, costs: Which members a blend calls, and their prices (as for
+            :class:`~blender_core.blend.Blender`; checked here, before anything loads).
+        stage_tracer: The front's hook around each stage of member calls.
     """
 
     def __init__(
@@ -120,8 +128,15 @@ class Engine:
         rank_timeout: float | EllipsisType | None = ...,
         fuse_timeout: float | EllipsisType | None = ...,
         rank_tracer: RankTracer | None = None,
+        policy: Policy | str | None = "all",
+        policy_options: Mapping[str, Any] | None = None,
+        costs: Mapping[str, Any] | None = None,
+        stage_tracer: StageTracer | None = None,
     ) -> None:
         check_options(top_k=top_k, timeout=timeout, min_candidates=min_candidates)
+        self.costs = member_costs(costs)
+        self.policy: Policy = build_policy(policy, policy_options, priors=priors, costs=self.costs)
+        self.stage_tracer = stage_tracer
         self.ranker_spec = ranker
         self.fuser_spec = fuser
         self.top_k = top_k
@@ -173,6 +188,9 @@ class Engine:
             min_candidates=self.min_candidates,
             strategy=self.strategy,
             rank_tracer=self.rank_tracer,
+            policy=self.policy,
+            costs=self.costs,
+            stage_tracer=self.stage_tracer,
         )
 
     @property
@@ -231,16 +249,65 @@ class Engine:
 
     # -- text answers: rank and fuse -----------------------------------------------------------
 
+    # -- the members: called as the policy decides --------------------------------------------
+
+    async def acall_members(
+        self,
+        instruction: str,
+        calls: Mapping[str, Callable[[], Awaitable[Any]]],
+        *,
+        input: str = "",
+        retries: int = 0,
+        check: Callable[[Any], Any] | None = None,
+        text_of: Callable[[Any], str] = str,
+        usage_of: UsageOf | None = None,
+    ) -> tuple[list[Outcome[Any]], CallReport]:
+        """Call a front's members as the policy decides, each within ``timeout``
+        (:meth:`Blender.acall_members <blender_core.blend.Blender.acall_members>`). The
+        ``"all"`` and ``"router"`` policies load nothing here; a cascade loads the ranker (and
+        the fuser) to rank between stages.
+
+        Returns:
+            The called members' outcomes and the :class:`~blender_core.staging.CallReport` to
+            hand to :meth:`ablend`, :meth:`astream` or :meth:`aselect` as ``calls=``.
+        """
+        if isinstance(self.policy, AllPolicy | RouterPolicy):
+            return await arun_policy(
+                self.policy,
+                calls,
+                prompt=Blender.prompt_for(instruction, input),
+                timeout=self.timeout,
+                retries=retries,
+                check=check,
+                costs=self.costs,
+                usage_of=usage_of,
+                text_of=text_of,
+                stage_tracer=self.stage_tracer,
+            )
+        core = await self.acore()
+        return await core.acall_members(
+            instruction,
+            calls,
+            input=input,
+            retries=retries,
+            check=check,
+            text_of=text_of,
+            usage_of=usage_of,
+        )
+
     @staticmethod
-    def _run(results: MemberResults[str] | Mapping[str, str]) -> dict[str, Any]:
+    def _run(
+        results: MemberResults[str] | Mapping[str, str], calls: CallReport | None
+    ) -> dict[str, Any]:
         if isinstance(results, MemberResults):
             return {
                 "candidates": results.outputs,
                 "failures": results.failures,
                 "latencies": results.latencies,
                 "queueing": results.queueing,
+                "calls": calls,
             }
-        return {"candidates": results}
+        return {"candidates": results, "calls": calls}
 
     async def ablend(
         self,
@@ -248,14 +315,16 @@ class Engine:
         results: MemberResults[str] | Mapping[str, str],
         *,
         input: str = "",
+        calls: CallReport | None = None,
     ) -> BlendResult:
-        """Rank and fuse the members' answers (``results``: their run, or answers by member).
+        """Rank and fuse the members' answers (``results``: their run, or answers by member;
+        ``calls``: :meth:`acall_members`' report).
 
         Raises:
             BlendError: fewer than ``min_candidates`` distinct answers, or a ranking timeout.
         """
         core = await self.acore()
-        return await core.ablend_candidates(instruction, input=input, **self._run(results))
+        return await core.ablend_candidates(instruction, input=input, **self._run(results, calls))
 
     def blend(
         self,
@@ -263,9 +332,10 @@ class Engine:
         results: MemberResults[str] | Mapping[str, str],
         *,
         input: str = "",
+        calls: CallReport | None = None,
     ) -> BlendResult:
         """Sync :meth:`ablend` (through the bridge: works inside a running event loop too)."""
-        return run_sync(lambda: self.ablend(instruction, results, input=input))
+        return run_sync(lambda: self.ablend(instruction, results, input=input, calls=calls))
 
     async def astream(
         self,
@@ -273,11 +343,13 @@ class Engine:
         results: MemberResults[str] | Mapping[str, str],
         *,
         input: str = "",
+        calls: CallReport | None = None,
     ) -> AsyncIterator[BlendStreamEvent]:
         """:meth:`ablend` as events: the fused answer's deltas (an LLM fuser's tokens as
         generated, another fuser's answer as one delta), then the ``"result"`` event."""
         core = await self.acore()
-        async for event in core.astream_candidates(instruction, input=input, **self._run(results)):
+        events = core.astream_candidates(instruction, input=input, **self._run(results, calls))
+        async for event in events:
             yield event
 
     def stream(
@@ -286,9 +358,10 @@ class Engine:
         results: MemberResults[str] | Mapping[str, str],
         *,
         input: str = "",
+        calls: CallReport | None = None,
     ) -> Iterator[BlendStreamEvent]:
         """Sync :meth:`astream` (through the bridge)."""
-        return iterate_sync(lambda: self.astream(instruction, results, input=input))
+        return iterate_sync(lambda: self.astream(instruction, results, input=input, calls=calls))
 
     # -- tool calls: select, never fuse --------------------------------------------------------
 
@@ -299,10 +372,12 @@ class Engine:
         *,
         results: MemberResults[Any] | None = None,
         input: str = "",
+        calls: CallReport | None = None,
     ) -> ToolCallSelection:
         """Select the best tool-call proposal (:func:`~blender_core.tool_calls.aselect_tool_calls`
         with this engine's ranker, strategy, deadline, tracer and ``min_candidates``);
-        ``results`` adds the members' failures, latencies and queueing."""
+        ``results`` adds the members' failures, latencies and queueing; ``calls`` the policy's
+        report (:meth:`acall_members`)."""
         ranker = await self._ranker.aget()
         rank_timeout = self.timeout if self.rank_timeout is ... else self.rank_timeout
         return await aselect_tool_calls(
@@ -317,6 +392,7 @@ class Engine:
             queueing=results.queueing if results is not None else None,
             rank_timeout=rank_timeout,
             rank_tracer=self.rank_tracer,
+            calls=calls,
         )
 
     def select(

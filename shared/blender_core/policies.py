@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
@@ -60,8 +61,10 @@ __all__ = [
     "RouterRun",
     "Stop",
     "StopCalibration",
+    "build_policy",
     "estimate_tokens",
     "make_policy",
+    "member_costs",
 ]
 
 STOP_FEATURES = ("margin_vs_remaining", "margin_vs_runner_up", "log_called", "bias")
@@ -140,12 +143,31 @@ class MemberCost:
         raise TypeError(f"a member cost must be a MemberCost, mapping or number, got {value!r}")
 
 
+def member_costs(costs: Mapping[str, Any] | None) -> dict[str, MemberCost]:
+    """A price table: member name -> :class:`MemberCost` (from costs, mappings or per-call
+    numbers, :meth:`MemberCost.from_value`); ``None`` gives an empty table."""
+    if costs is None:
+        return {}
+    if not isinstance(costs, Mapping):
+        raise TypeError(f"costs must map member names to costs, got {type(costs).__name__}")
+    table: dict[str, MemberCost] = {}
+    for name, value in costs.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"costs: member names must be non-empty strings, got {name!r}")
+        try:
+            table[name] = MemberCost.from_value(value)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"costs[{name!r}]: {exc}") from exc
+    return table
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the engine saw after a stage: the members called so far and their scores.
 
     Attributes:
-        members: Every member called so far (in any order), one per candidate.
+        members: Every member called so far that answered (in any order), one per candidate;
+            empty when none has answered yet (every call so far failed).
         scores: The ranking score of each member's candidate, ranked together (the ranker's
             score plus the member prior where priors are used; higher is better).
         spent: The cost spent so far, when the engine knows it (else the policy estimates it).
@@ -163,8 +185,6 @@ class Observation:
                 f"an Observation needs one score per member: {len(self.members)} members, "
                 f"{len(self.scores)} scores"
             )
-        if not self.members:
-            raise ValueError("an Observation needs at least one called member")
         if any(not math.isfinite(float(s)) for s in self.scores):
             raise ValueError(f"observation scores must be finite, got {list(self.scores)}")
 
@@ -184,7 +204,12 @@ class Stop:
 
 
 class PolicyRun(Protocol):
-    """One request's decisions (see the module docstring for the loop)."""
+    """One request's decisions (see the module docstring for the loop).
+
+    A run may declare ``needs_observation = False`` (its :meth:`next_stage` ignores the
+    observation, as :class:`AllRun` and :class:`RouterRun` do): the engine then ranks nothing
+    between stages.
+    """
 
     called: list[str]
     skipped: dict[str, str]
@@ -238,6 +263,8 @@ class AllRun:
     members: list[str]
     called: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+
+    needs_observation: ClassVar[bool] = False
 
     def first_stage(self) -> list[str]:
         """Every member."""
@@ -313,6 +340,26 @@ class StopCalibration:
         }
 
     @classmethod
+    def load(cls, path: str | Path, *, stage_sizes: Sequence[int] = (1,)) -> StopCalibration:
+        """Read a calibration file: one :meth:`to_dict`, or the ``calibration.json`` of
+        ``blender eval-policies`` (one calibration per stage sizes, keyed ``"1"``, ``"1+2"``):
+        the one fitted for ``stage_sizes``."""
+        from blender_core.io import read_json_file
+
+        data = read_json_file(path, "stop calibration file")
+        if isinstance(data, Mapping) and "weights" not in data:
+            key = "+".join(str(int(s)) for s in stage_sizes)
+            if key not in data:
+                raise ValueError(
+                    f"{path} has no stop calibration for stage sizes {key!r}; it has "
+                    f"{sorted(data)}: pass the stage_sizes it was fitted for"
+                )
+            data = data[key]
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{path} is not a stop calibration (a JSON object)")
+        return cls.from_dict(data)
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StopCalibration:
         """Read :meth:`to_dict`'s form."""
         if list(data.get("features", [])) != list(STOP_FEATURES):
@@ -340,6 +387,8 @@ class CascadeRun:
     skipped: dict[str, str] = field(default_factory=dict)
     confidences: list[float] = field(default_factory=list)
     stages: list[list[str]] = field(default_factory=list)
+
+    needs_observation: ClassVar[bool] = True
 
     def _stage_size(self) -> int:
         sizes = self.policy.stage_sizes
@@ -407,7 +456,8 @@ class CascadeRun:
         if policy.max_members is not None and len(self.called) >= policy.max_members:
             _skip_rest(self, self.order, "max_members")
             return Stop("max_members")
-        if not missing:  # members that failed are absent: keep going without a confidence
+        if observation.members and not missing:
+            # members that failed are absent: keep going without a confidence
             confidence = self.confidence(observation)
             self.confidences.append(confidence)
             if confidence >= policy.threshold:
@@ -542,6 +592,8 @@ class RouterRun:
     called: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
+    needs_observation: ClassVar[bool] = False
+
     def first_stage(self) -> list[str]:
         """The routed members."""
         self.called = list(self.chosen)
@@ -618,7 +670,7 @@ class RouterPolicy:
 PolicyName = Literal["all", "cascade", "router"]
 
 
-def make_policy(spec: Policy | PolicyName | None, **options: Any) -> Policy:
+def make_policy(spec: Policy | PolicyName | str | None, **options: Any) -> Policy:
     """A policy from a name (``"all"``, ``"cascade"``, ``"router"``) and its options, or as is.
 
     Raises:
@@ -644,3 +696,55 @@ def make_policy(spec: Policy | PolicyName | None, **options: Any) -> Policy:
     if not callable(getattr(spec, "start", None)):
         raise TypeError(f"a policy must have start(prompt, members), got {type(spec).__name__}")
     return spec
+
+
+def build_policy(
+    spec: Policy | str | None,
+    options: Mapping[str, Any] | None = None,
+    *,
+    priors: Any = None,
+    costs: Mapping[str, Any] | None = None,
+) -> Policy:
+    """The policy of an ensemble from its ``policy``, ``policy_options``, ``priors`` and ``costs``
+    options (every front's names).
+
+    A cascade made from its name gets the ensemble's member priors (its order and expected
+    scores) and costs unless ``options`` gives its own; ``options["calibration"]`` may be a
+    :class:`StopCalibration`, its dict, or a file (:meth:`StopCalibration.load`, for the
+    cascade's ``stage_sizes``). A router's ``model`` may be a ``blender train-router`` file.
+    A policy object is used as is (``options`` must then be empty).
+
+    Raises:
+        ValueError: An unknown policy or option, or options with a policy object.
+        TypeError: An option of the wrong type.
+    """
+    opts = dict(options or {})
+    if spec is not None and not isinstance(spec, str):
+        if opts:
+            raise ValueError(
+                f"policy_options {sorted(opts)} were given with a policy object: set them on it"
+            )
+        return make_policy(spec)
+    if spec == "cascade":
+        calibration = opts.get("calibration")
+        if calibration is not None and not isinstance(calibration, StopCalibration):
+            if isinstance(calibration, Mapping):
+                opts["calibration"] = StopCalibration.from_dict(calibration)
+            else:
+                opts["calibration"] = StopCalibration.load(
+                    calibration, stage_sizes=tuple(opts.get("stage_sizes", (1,)))
+                )
+        if "stage_sizes" in opts and not isinstance(opts["stage_sizes"], tuple):
+            opts["stage_sizes"] = tuple(opts["stage_sizes"])
+        if "priors" not in opts and priors is not None:
+            from blender_core.priors import MemberPriors
+
+            opts["priors"] = (
+                priors if isinstance(priors, MemberPriors) else MemberPriors.load(priors)
+            )
+        if "costs" not in opts and costs:
+            opts["costs"] = costs
+    try:
+        return make_policy(spec, **opts)
+    except TypeError as exc:
+        raise TypeError(f"policy {spec!r}: {exc}") from exc

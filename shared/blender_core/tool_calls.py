@@ -46,6 +46,7 @@ from blender_core.blend import Blender, BlendResult, ModelFailure, RankTracer
 from blender_core.bridge import run_sync
 from blender_core.fusion.select import SelectFuser
 from blender_core.ranking import Ranker
+from blender_core.staging import CallReport
 
 __all__ = [
     "ToolCall",
@@ -233,6 +234,7 @@ async def aselect_tool_calls(
     queueing: Mapping[str, float] | None = None,
     rank_timeout: float | None = None,
     rank_tracer: RankTracer | None = None,
+    calls: CallReport | None = None,
 ) -> ToolCallSelection:
     """Rank the members' proposals and select the best (never fused); see the module docs.
 
@@ -248,6 +250,7 @@ async def aselect_tool_calls(
             seconds each waited), carried into the result.
         rank_timeout: Seconds the ranking may take (``None``: no limit).
         rank_tracer: The front's hook around the ranking call (a LangChain run, a span).
+        calls: The policy's report of the member calls (:class:`~blender_core.staging.CallReport`).
 
     Returns:
         The chosen member, its proposal and the ``blend_mode="tool_calls"`` result.
@@ -280,6 +283,7 @@ async def aselect_tool_calls(
         failures=failures,
         latencies=latencies,
         queueing=queueing,
+        calls=calls,
     )
     chosen = result.best_models[0]
     answered = {name: text for name, text in rendered.items() if text.strip()}
@@ -295,6 +299,6 @@ def select_tool_calls(
 ) -> ToolCallSelection:
     """Sync :func:`aselect_tool_calls`, with the same keywords (``input``, ``strategy``,
     ``min_candidates``, ``failures``, ``latencies``, ``queueing``, ``rank_timeout``,
-    ``rank_tracer``), through :func:`~blender_core.bridge.run_sync`: it works inside a running
-    event loop too."""
+    ``rank_tracer``, ``calls``), through :func:`~blender_core.bridge.run_sync`: it works
+    inside a running event loop too."""
     return run_sync(lambda: aselect_tool_calls(ranker, instruction, proposals, **options))

@@ -167,6 +167,7 @@ def test_blend_metadata_schema_keys() -> None:
         "rank_latency",
         "fuse_latency",
         "failures",
+        "calls",
     }
 
 
