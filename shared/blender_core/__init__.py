@@ -51,12 +51,18 @@ _EXPORTS: dict[str, str] = {
     "OpenAICompatibleGenerator": "blender_core.generators.openai_compatible",
     "GeneratorError": "blender_core.generators.errors",
     "GeneratorTimeoutError": "blender_core.generators.errors",
+    "ChatMessageResult": "blender_core.generators.openai_compatible",
     # pipeline
     "Blender": "blender_core.blend",
     "BlendResult": "blender_core.blend",
     "BlendError": "blender_core.blend",
     "BlendStreamEvent": "blender_core.blend",
     "ModelFailure": "blender_core.blend",
+    # policies: which members a blend calls, and the report of the calls
+    "CascadePolicy": "blender_core.policies",
+    "RouterPolicy": "blender_core.policies",
+    "MemberCost": "blender_core.policies",
+    "CallReport": "blender_core.staging",
     # loading from a spec (a hub id, a path, a name or an object)
     "load_ranker": "blender_core.loading",
     "load_fuser": "blender_core.loading",
@@ -75,7 +81,10 @@ __all__ = [
     "BlendResult",
     "BlendStreamEvent",
     "Blender",
+    "CallReport",
     "CallableGenerator",
+    "CascadePolicy",
+    "ChatMessageResult",
     "CheckpointError",
     "ConsensusRanker",
     "Fuser",
@@ -88,6 +97,7 @@ __all__ = [
     "LLMJudgeRanker",
     "LongestRanker",
     "MLMScoringRanker",
+    "MemberCost",
     "MixCandidate",
     "MixRecord",
     "ModelFailure",
@@ -99,6 +109,7 @@ __all__ = [
     "RandomRanker",
     "Ranker",
     "Ranking",
+    "RouterPolicy",
     "SelectFuser",
     "SimCLSRanker",
     "__version__",
@@ -130,10 +141,14 @@ if TYPE_CHECKING:
     from blender_core.generators.callable import CallableGenerator
     from blender_core.generators.errors import GeneratorError, GeneratorTimeoutError
     from blender_core.generators.huggingface import HuggingFaceGenerator
-    from blender_core.generators.openai_compatible import OpenAICompatibleGenerator
+    from blender_core.generators.openai_compatible import (
+        ChatMessageResult,
+        OpenAICompatibleGenerator,
+    )
     from blender_core.loading import load_fuser, load_ranker
     from blender_core.modeling import CheckpointError, PairRankerConfig, PairRankerModel
     from blender_core.pair_ranker import PairRanker
+    from blender_core.policies import CascadePolicy, MemberCost, RouterPolicy
     from blender_core.rankers.baselines import LongestRanker
     from blender_core.rankers.consensus import ConsensusRanker
     from blender_core.rankers.llm_judge import LLMJudgeRanker
@@ -141,3 +156,4 @@ if TYPE_CHECKING:
     from blender_core.rankers.random import RandomRanker
     from blender_core.rankers.simcls import SimCLSRanker
     from blender_core.ranking import BaseRanker, Ranker, Ranking
+    from blender_core.staging import CallReport
