@@ -447,7 +447,6 @@ class CascadeRun:
         """The next stage's members, or :class:`Stop` with the reason."""
         if not self.stages:
             raise RuntimeError("call first_stage() before next_stage()")
-        missing = [m for m in self.called if m not in observation.members]
         policy = self.policy
         planned = self._planned_next()
         remaining = [m for m in self.order if m not in self.called]
@@ -456,8 +455,9 @@ class CascadeRun:
         if policy.max_members is not None and len(self.called) >= policy.max_members:
             _skip_rest(self, self.order, "max_members")
             return Stop("max_members")
-        if observation.members and not missing:
-            # members that failed are absent: keep going without a confidence
+        if observation.members:
+            # over the members that answered: one that failed is neither a candidate nor
+            # expected any more (with no answer at all, go on without a confidence)
             confidence = self.confidence(observation)
             self.confidences.append(confidence)
             if confidence >= policy.threshold:

@@ -138,13 +138,20 @@ def test_answers_handed_in_without_a_report_have_no_calls() -> None:
     assert result.to_dict()["calls"] is None
 
 
-def test_a_failed_member_is_passed_over_without_a_confidence() -> None:
+def test_a_failed_member_is_passed_over_and_the_cascade_still_stops() -> None:
     members = Members({**ANSWERS, "strong": "!raise"})
     policy = cascade(0.9, stage_sizes=(1,))
-    result = Blender(members.generators(), ranker=LengthPairRanker(), policy=policy).blend("q")
+    result = Blender(
+        members.generators(), ranker=LengthPairRanker(), priors=PRIORS, policy=policy
+    ).blend("q")
     calls = result.calls
     assert calls is not None
-    assert calls.stages[:2] == (("strong",), ("mid",))
+    # strong failed: no confidence after stage 0; mid alone (prior 0.3) beats weak's expected
+    # -0.4 by 0.7, sigmoid(2.8) = 0.94: the cascade stops instead of calling everyone.
+    assert calls.stages == (("strong",), ("mid",))
+    assert calls.stop_reason == "confident"
+    assert len(calls.confidences) == 1
+    assert members.calls == Counter({"strong": 1, "mid": 1})
     assert [f.model for f in result.failures] == ["strong"]
     assert calls.usage["strong"].output_tokens == 0
 
