@@ -426,7 +426,7 @@ class CascadeRun:
         scores = sorted((float(s) for s in observation.scores), reverse=True)
         best = scores[0]
         runner_up = best - scores[1] if len(scores) > 1 else 0.0
-        remaining = [m for m in self.order if m not in observation.members]
+        remaining = [m for m in self.order if m not in self.called]
         if remaining:
             expected = max(self.policy.expected_score(m) for m in remaining)
             margin = best - expected
