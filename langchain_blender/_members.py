@@ -1,7 +1,9 @@
-"""LangChain ensemble members: naming them, calling them concurrently, their usage.
+"""LangChain ensemble members: naming them, the calls the core runs, their usage.
 
-Members are called with LangChain configs (so their runs nest under the caller's run); each
-answer (a message or a string) or failure becomes a :class:`MemberOutcome`.
+:func:`member_calls` gives each member's call with a LangChain config (so its run nests under the
+caller's run, or the stage run it is called in); the core engine runs them as its policy decides
+(stages, a deadline each, retries) and each answer (a message or a string) or failure becomes a
+:class:`MemberOutcome`.
 """
 
 from __future__ import annotations

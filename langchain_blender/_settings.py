@@ -201,7 +201,7 @@ class BlendSettings(BaseModel):
 
 class EnsembleSettings(BlendSettings):
     """What ``ChatBlender`` and ``Blender`` share: members, validation, identity, and the one
-    "call every member, then blend" implementation they translate from."""
+    "call the members the policy picks, then blend" implementation they translate from."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
