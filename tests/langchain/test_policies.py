@@ -444,3 +444,33 @@ def test_a_nested_ensembles_members_nest_in_its_own_stage() -> None:
     (inner_run,) = runs.named("inner")
     (inner_stage,) = [s for s in runs.named("stage 0") if s["parent"] == inner_run["run_id"]]
     assert runs.children(inner_stage["run_id"]) == ["cheap", "dear", "mid"]
+
+
+async def test_a_hedged_stage_is_its_own_run_beside_the_slow_one() -> None:
+    members = _members()
+    members["cheap"] = ScriptedChatModel(model_name="cheap", prefix="Cheap:", delay=0.5)
+    chat = ChatBlender(
+        models=members,
+        ranker=LengthRanker(),
+        policy="cascade",
+        policy_options={
+            "threshold": 1.0,
+            "stage_sizes": [1],
+            "max_members": 2,
+            "hedge_after": 0.01,  # the slow first stage is still running: start the next one
+        },
+        costs=COSTS,
+    )
+    runs = Runs()
+    message = await chat.ainvoke("hi", {"callbacks": [runs]})
+    calls = message.response_metadata["calls"]
+    assert calls["hedged"] == 1
+    assert calls["stages"] == [["cheap"], ["mid"]]
+    assert _invocations(members) == {"dear": 0, "mid": 1, "cheap": 1}
+    (root,) = runs.named("ChatBlender")
+    stages = [runs.named(f"stage {k}")[0] for k in (0, 1)]
+    assert [s["inputs"]["hedged"] for s in stages] == [False, True]
+    assert all(s["parent"] == root["run_id"] for s in stages)
+    # concurrent stages: each member in its own stage's run
+    assert runs.children(stages[0]["run_id"]) == ["cheap"]
+    assert runs.children(stages[1]["run_id"]) == ["mid"]
