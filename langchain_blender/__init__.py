@@ -19,7 +19,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from langchain_blender._adapters import LangChainGenerator
-from langchain_blender._callbacks import MEMBER_TAG
+from langchain_blender._callbacks import MEMBER_TAG, STAGE_TAG
 from langchain_blender.chat_models import ChatBlender
 from langchain_blender.llms import Blender
 from langchain_blender.rerank import PairRankerRerank
@@ -35,6 +35,7 @@ from langchain_blender.steps import (
 
 __all__ = [
     "MEMBER_TAG",
+    "STAGE_TAG",
     "BestOfModelsMiddleware",
     "BlendOutput",
     "Blender",

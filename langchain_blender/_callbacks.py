@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -24,19 +24,24 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 
 from blender_core.blend import RankStep
+from blender_core.members import Outcome
 from blender_core.ranking import Ranking
+from blender_core.staging import StageStep
 
 __all__ = [
     "FUSER_TAG",
     "MEMBER_TAG",
     "RANKER_TAG",
+    "STAGE_TAG",
     "ChildCallbacks",
     "UsageCollector",
     "achild_callbacks",
     "child_callbacks",
     "child_config",
+    "member_parent",
     "set_rank_callbacks",
     "trace_ranking",
+    "trace_stage",
     "with_handler",
 ]
 
@@ -46,6 +51,8 @@ FUSER_TAG = "llm_blender:fuser"
 """Tag on the fuser's run when the fuser is a LangChain model."""
 RANKER_TAG = "llm_blender:ranker"
 """Tag on the ranker's run (named for the ranker, with N, strategy, top-K and passes)."""
+STAGE_TAG = "llm_blender:stage"
+"""Tag on each stage's run (``"stage 0"``, ...: the members a policy called together)."""
 
 
 ChildCallbacks = CallbackManager | AsyncCallbackManager | list[BaseCallbackHandler] | None
@@ -145,4 +152,52 @@ async def trace_ranking(step: RankStep, rank: Callable[[], Awaitable[Ranking]]) 
         return {"ranking": ranking.to_dict()}
 
     await RunnableLambda(run, name=step.ranker).ainvoke(step.to_dict(), _rank_config(step))
+    return box[0]
+
+
+# The stage run's child callbacks, keyed by the ensemble's callbacks object: a member of *this*
+# ensemble nests under the stage; a nested ensemble's members (another key) do not.
+_STAGE_PARENT: contextvars.ContextVar[tuple[ChildCallbacks, ChildCallbacks] | None] = (
+    contextvars.ContextVar("llm_blender_stage_parent", default=None)
+)
+
+
+def member_parent(callbacks: ChildCallbacks) -> ChildCallbacks:
+    """Where a member run nests: the stage run it is called in (:func:`trace_stage`) when that
+    stage belongs to the ensemble whose child callbacks are ``callbacks``, else ``callbacks``."""
+    current = _STAGE_PARENT.get()
+    if current is not None and current[0] is callbacks:
+        return current[1]
+    return callbacks
+
+
+def _stage_outputs(outcomes: list[Outcome[Any]]) -> dict[str, Any]:
+    return {
+        "answered": [o.name for o in outcomes if o.failure is None],
+        "failed": [o.failure.to_dict() for o in outcomes if o.failure is not None],
+    }
+
+
+async def trace_stage(
+    step: StageStep, run: Callable[[], Awaitable[list[Outcome[Any]]]]
+) -> list[Outcome[Any]]:
+    """The core engine's stage tracer: each stage of member calls runs as a chain run named
+    ``"stage <index>"``, a child of the callbacks set by :func:`set_rank_callbacks` (the
+    ensemble's run); its inputs are the :class:`~blender_core.staging.StageStep`, its outputs the
+    members that answered and those that failed, and the members' runs nest under it."""
+    parent = _RANK_CALLBACKS.get()
+    box: list[list[Outcome[Any]]] = []
+
+    async def call(inputs: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        token = _STAGE_PARENT.set((parent, cast(ChildCallbacks, config.get("callbacks"))))
+        try:
+            outcomes = await run()
+        finally:
+            _STAGE_PARENT.reset(token)
+        box.append(outcomes)
+        return _stage_outputs(outcomes)
+
+    config = child_config(parent, f"stage {step.index}", STAGE_TAG)
+    config["metadata"] = {f"llm_blender_{key}": value for key, value in step.to_dict().items()}
+    await RunnableLambda(call, name=config["run_name"]).ainvoke(step.to_dict(), config)
     return box[0]

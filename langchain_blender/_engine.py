@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,6 +33,7 @@ from blender_core.bridge import iterate_sync, run_sync
 from blender_core.engine import Engine as CoreEngine
 from blender_core.members import MemberResults
 from blender_core.ranking import Ranker
+from blender_core.staging import CallReport
 from blender_core.tool_calls import ToolCall, ToolProposal
 from langchain_blender._adapters import (
     LangChainGenerator,
@@ -39,11 +48,12 @@ from langchain_blender._callbacks import (
     child_config,
     set_rank_callbacks,
     trace_ranking,
+    trace_stage,
     with_handler,
 )
 from langchain_blender._members import MemberOutcome
 
-__all__ = ["Blended", "Engine", "blend_metadata", "to_proposal"]
+__all__ = ["Blended", "Engine", "answer_text", "answer_usage", "blend_metadata", "to_proposal"]
 
 T = TypeVar("T")
 
@@ -84,6 +94,23 @@ def to_proposal(output: Any) -> ToolProposal:
     return ToolProposal(text=message_text(output), tool_calls=calls, raw=output)
 
 
+def answer_text(output: Any) -> str:
+    """A member answer's text as the ranker reads it: the message text, or for an answer that
+    calls tools the rendering of its proposal (what tool-call selection ranks)."""
+    if has_tool_calls(output):
+        return to_proposal(output).render()
+    return message_text(output)
+
+
+def answer_usage(output: Any) -> tuple[int, int] | None:
+    """A member answer's reported ``(input_tokens, output_tokens)`` (an ``AIMessage``'s
+    ``usage_metadata``), or ``None``."""
+    usage = output.usage_metadata if isinstance(output, AIMessage) else None
+    if not usage:
+        return None
+    return usage["input_tokens"], usage["output_tokens"]
+
+
 def _selected_message(chosen: Any) -> AIMessage:
     if not isinstance(chosen, AIMessage):
         return AIMessage(content=message_text(chosen))
@@ -103,13 +130,23 @@ class Engine:
         fuser: A Fuser, a core Generator, a LangChain runnable (an LLM fuser over it), or a spec
             for ``load_fuser``.
         **options: The core :class:`~blender_core.engine.Engine`'s options (``top_k``,
-            ``timeout``, ``min_candidates``, ``strategy``, ``priors``, ``device``).
+            ``timeout``, ``min_candidates``, ``strategy``, ``priors``, ``device``, ``policy``,
+            ``policy_options``, ``costs``).
+
+    Rankings and stages of member calls run as child runs of the ensemble's run (the tracers
+    ``trace_ranking`` and ``trace_stage`` of ``langchain_blender._callbacks``).
     """
 
     def __init__(self, *, ranker: Any, fuser: Any, **options: Any) -> None:
         if isinstance(fuser, Runnable):
             fuser = LangChainGenerator(fuser, name="fuser")
-        self.core = CoreEngine(ranker=ranker, fuser=fuser, rank_tracer=trace_ranking, **options)
+        self.core = CoreEngine(
+            ranker=ranker,
+            fuser=fuser,
+            rank_tracer=trace_ranking,
+            stage_tracer=trace_stage,
+            **options,
+        )
 
     @property
     def ranker(self) -> Ranker:
@@ -147,6 +184,39 @@ class Engine:
             result=result,
         )
 
+    # -- the members: called as the policy decides ---------------------------------------------
+
+    async def acall_members(
+        self,
+        instruction: str,
+        calls: Mapping[str, Callable[[], Awaitable[Any]]],
+        *,
+        callbacks: ChildCallbacks = None,
+        input: str = "",
+        retries: int = 0,
+    ) -> tuple[list[MemberOutcome], CallReport]:
+        """Call the members as the policy decides (the core :meth:`Engine.acall_members
+        <blender_core.engine.Engine.acall_members>`: stages, each member within the engine's
+        ``timeout``, ``retries`` each). Each stage is a child run of ``callbacks``' run (the
+        members' runs nest under it), as is a cascade's ranking between stages.
+
+        Returns:
+            The called members' outcomes and the report to hand to :meth:`ablend` /
+            :meth:`astream` as ``calls``.
+        """
+        context, _ = self._context(callbacks)
+        return await asyncio.create_task(
+            self.core.acall_members(
+                instruction,
+                calls,
+                input=input,
+                retries=retries,
+                text_of=answer_text,
+                usage_of=answer_usage,
+            ),
+            context=context,
+        )
+
     # -- one answer -------------------------------------------------------------------------
 
     async def ablend(
@@ -156,14 +226,18 @@ class Engine:
         *,
         callbacks: ChildCallbacks = None,
         input: str = "",
+        calls: CallReport | None = None,
     ) -> Blended:
-        """Rank and fuse the members' answers; when any calls tools, select the best proposal."""
+        """Rank and fuse the members' answers; when any calls tools, select the best proposal
+        (``calls``: :meth:`acall_members`' report, the metadata's ``calls``)."""
         context, collector = self._context(callbacks)
         results: MemberResults[Any] = MemberResults.from_outcomes(outcomes)
         proposals = self._proposals(outcomes)
         if proposals is not None:
             selection = await asyncio.create_task(
-                self.core.aselect(instruction, proposals, results=results, input=input),
+                self.core.aselect(
+                    instruction, proposals, results=results, input=input, calls=calls
+                ),
                 context=context,
             )
             return Blended(
@@ -173,7 +247,7 @@ class Engine:
             )
         texts = _texts(results)
         result = await asyncio.create_task(
-            self.core.ablend(instruction, texts, input=input), context=context
+            self.core.ablend(instruction, texts, input=input, calls=calls), context=context
         )
         return self._text_result(result, collector.usage)
 
@@ -190,16 +264,19 @@ class Engine:
         *,
         callbacks: ChildCallbacks = None,
         input: str = "",
+        calls: CallReport | None = None,
     ) -> AsyncIterator[str | Blended]:
         """:meth:`ablend`, yielding the fused text's deltas (an LLM fuser's tokens as generated;
         other fusers: one delta), then the :class:`Blended` answer. Tool calls: the answer only.
         """
         if self._proposals(outcomes) is not None:
-            yield await self.ablend(instruction, outcomes, callbacks=callbacks, input=input)
+            yield await self.ablend(
+                instruction, outcomes, callbacks=callbacks, input=input, calls=calls
+            )
             return
         context, collector = self._context(callbacks)
         texts = _texts(MemberResults.from_outcomes(outcomes))
-        events = context.run(self.core.astream, instruction, texts, input=input)
+        events = context.run(self.core.astream, instruction, texts, input=input, calls=calls)
         loop = asyncio.get_running_loop()
         try:
             while True:

@@ -1,13 +1,15 @@
-"""LangChain ensemble members: naming them, calling them concurrently, their usage.
+"""LangChain ensemble members: naming them, the calls the core runs, their usage.
 
-Members are called with LangChain configs (so their runs nest under the caller's run); each
-answer (a message or a string) or failure becomes a :class:`MemberOutcome`.
+:func:`member_calls` gives each member's call with a LangChain config (so its run nests under the
+caller's run, or the stage run it is called in); the core engine runs them as its policy decides
+(stages, a deadline each, retries) and each answer (a message or a string) or failure becomes a
+:class:`MemberOutcome`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -17,17 +19,17 @@ from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableWithFallbacks
 from langchain_core.runnables.base import RunnableBindingBase
 
-from blender_core.members import Outcome, arun_members
+from blender_core.members import Outcome
 from blender_core.members import name_members as core_name_members
 from langchain_blender._adapters import ainvoke_in_context, invoke_in_context, runnable_name
-from langchain_blender._callbacks import MEMBER_TAG, ChildCallbacks, child_config
+from langchain_blender._callbacks import MEMBER_TAG, ChildCallbacks, child_config, member_parent
 
 __all__ = [
     "MemberOutcome",
     "Prepare",
-    "ainvoke_members",
     "is_language_model",
     "load_member",
+    "member_calls",
     "member_usage",
     "name_members",
 ]
@@ -95,51 +97,44 @@ def _call_member(
     return _check_output(name, invoke_in_context(runnable, input, config, **kwargs))
 
 
+def _config(name: str, callbacks: ChildCallbacks) -> RunnableConfig:
+    """A member run's config, made when it is called: it nests under the stage it is called in."""
+    return child_config(member_parent(callbacks), name, MEMBER_TAG)
+
+
 async def _acall_member(
-    name: str, member: Runnable[Any, Any], input: Any, config: RunnableConfig, prepare: Prepare
+    name: str, member: Runnable[Any, Any], input: Any, callbacks: ChildCallbacks, prepare: Prepare
 ) -> Any:
     runnable, kwargs = prepare(name, member)
+    config = _config(name, callbacks)
     return _check_output(name, await ainvoke_in_context(runnable, input, config, **kwargs))
 
 
-async def _thread_call_member(*args: Any) -> Any:
+async def _thread_call_member(
+    name: str, member: Runnable[Any, Any], input: Any, callbacks: ChildCallbacks, prepare: Prepare
+) -> Any:
     """:func:`_call_member` in a worker thread (the sync forms' path)."""
-    return await asyncio.to_thread(_call_member, *args)
+    config = _config(name, callbacks)
+    return await asyncio.to_thread(_call_member, name, member, input, config, prepare)
 
 
-def _calls(
-    members: Mapping[str, Runnable[Any, Any]],
-    input: Any,
-    callbacks: ChildCallbacks,
-    prepare: Prepare,
-    call: Callable[..., Any],
-) -> dict[str, Callable[[], Any]]:
-    return {
-        name: partial(call, name, member, input, child_config(callbacks, name, MEMBER_TAG), prepare)
-        for name, member in members.items()
-    }
-
-
-async def ainvoke_members(
+def member_calls(
     members: Mapping[str, Runnable[Any, Any]],
     input: Any,
     *,
     callbacks: ChildCallbacks,
     prepare: Prepare,
-    timeout: float | None,
-    max_retries: int = 0,
     sync: bool = False,
-) -> list[MemberOutcome[Any]]:
-    """Call every member at once (:func:`blender_core.members.arun_members`): its native
+) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """Member name -> a coroutine function calling it on ``input`` with a LangChain config (its
+    run a child of ``callbacks``' run, or of the stage run it is called in): its native
     ``ainvoke``, or with ``sync`` its ``invoke`` in a worker thread (the sync forms of the
-    ensembles); each gets ``timeout`` seconds, retries included.
-
-    A member still running at the deadline is a ``"timeout"`` failure; a worker thread cannot
-    be stopped and its late answer is dropped.
-    """
+    ensembles). What the core's member runner and policy loop call."""
     call = _thread_call_member if sync else _acall_member
-    calls = _calls(members, input, callbacks, prepare, call)
-    return await arun_members(calls, timeout=timeout, retries=max_retries)
+    return {
+        name: partial(call, name, member, input, callbacks, prepare)
+        for name, member in members.items()
+    }
 
 
 def member_usage(outcomes: Sequence[MemberOutcome[Any]]) -> UsageMetadata | None:

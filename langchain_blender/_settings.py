@@ -21,6 +21,7 @@ from blender_core.bridge import iterate_sync, run_sync
 from blender_core.engine import engine_options
 from blender_core.lazy import Lazy
 from blender_core.loading import DEFAULT_RANKER
+from blender_core.policies import CascadePolicy, RouterPolicy
 from blender_core.ranking import Ranker
 from langchain_blender._adapters import runnable_name
 from langchain_blender._callbacks import ChildCallbacks
@@ -28,8 +29,8 @@ from langchain_blender._engine import Blended, Engine
 from langchain_blender._members import (
     MemberOutcome,
     Prepare,
-    ainvoke_members,
     is_language_model,
+    member_calls,
     member_usage,
     name_members,
 )
@@ -200,7 +201,7 @@ class BlendSettings(BaseModel):
 
 class EnsembleSettings(BlendSettings):
     """What ``ChatBlender`` and ``Blender`` share: members, validation, identity, and the one
-    "call every member, then blend" implementation they translate from."""
+    "call the members the policy picks, then blend" implementation they translate from."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -240,6 +241,30 @@ class EnsembleSettings(BlendSettings):
             raise ValueError(
                 f"min_candidates={self.min_candidates} can never be met with "
                 f"{len(self.models)} model(s)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_policy(self) -> Self:
+        """Build the policy now (nothing loads: the ranker, the fuser and a router's encoder
+        wait for the first call), so that a bad ``policy``, ``policy_options`` or ``costs``
+        fails here, naming the problem."""
+        core = self.engine.core
+        unknown = sorted(set(core.costs) - set(self.models))
+        if unknown:
+            raise ValueError(
+                f"costs name members not in the ensemble: {unknown} (members: {list(self.models)})"
+            )
+        policy = core.policy
+        order = getattr(policy, "order", None)
+        if isinstance(policy, CascadePolicy) and order is not None and not callable(order):
+            stray = [name for name in order if name not in self.models]
+            if stray:
+                raise ValueError(f"policy_options order names members not in the ensemble: {stray}")
+        if isinstance(policy, RouterPolicy) and not set(policy.model.members) & set(self.models):
+            raise ValueError(
+                f"the router knows none of the ensemble's members: it was fitted on "
+                f"{list(policy.model.members)}, the members are {list(self.models)}"
             )
         return self
 
@@ -299,9 +324,6 @@ class EnsembleSettings(BlendSettings):
 
         return prepare
 
-    def _calls(self, callbacks: ChildCallbacks) -> dict[str, Any]:
-        return {"callbacks": callbacks, "timeout": self.timeout, "max_retries": self.max_retries}
-
     def _stop_for(self, stop: list[str] | None) -> list[str] | None:
         """The call's stop sequences, else the ensemble's."""
         return stop if stop is not None else self.stop
@@ -332,19 +354,23 @@ class EnsembleSettings(BlendSettings):
     async def _arun(
         self, call: EnsembleCall, *, stream: bool = False
     ) -> tuple[Any, list[MemberOutcome]]:
-        """Every member answers ``call.member_input`` concurrently (its native ``ainvoke``; from
-        a sync hook its ``invoke`` in a worker thread), then the engine blends: a
-        :class:`Blended`, or with ``stream`` an async iterator of the fused answer's deltas then
-        the :class:`Blended` answer; and the members' outcomes."""
+        """The members the policy picks answer ``call.member_input`` (those of a stage
+        concurrently: each its native ``ainvoke``, from a sync hook its ``invoke`` in a worker
+        thread), then the engine blends: a :class:`Blended`, or with ``stream`` an async
+        iterator of the fused answer's deltas then the :class:`Blended` answer; and the called
+        members' outcomes. The metadata's ``calls`` reports the calls made and saved."""
         instruction, input = self._prompt(call.member_input)
-        outcomes = await ainvoke_members(
+        calls = member_calls(
             self.models,
             call.member_input,
+            callbacks=call.callbacks,
             prepare=self._prepare(call.stop, call.kwargs),
             sync=call.sync,
-            **self._calls(call.callbacks),
         )
-        options: dict[str, Any] = {"callbacks": call.callbacks, "input": input}
+        outcomes, report = await self.engine.acall_members(
+            instruction, calls, callbacks=call.callbacks, input=input, retries=self.max_retries
+        )
+        options: dict[str, Any] = {"callbacks": call.callbacks, "input": input, "calls": report}
         if stream:
             return self.engine.astream(instruction, outcomes, **options), outcomes
         return await self.engine.ablend(instruction, outcomes, **options), outcomes

@@ -45,8 +45,10 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
     callbacks, LCEL, tools, structured output and agents.
 
     * Members are called concurrently (``ainvoke`` on one event loop in async calls, a thread per
-      member in sync calls), each under ``timeout`` seconds; their runs are children of the
-      ensemble's run in every mode (tagged ``"llm_blender:member"``, named after the member).
+      member in sync calls), each under ``timeout`` seconds; ``policy`` picks which (every
+      member by default; ``"cascade"``, ``"router"``: a fraction of them, in stages). Each stage
+      is a child run of the ensemble's run (``"stage 0"``, ...; tagged ``"llm_blender:stage"``)
+      holding its members' runs (tagged ``"llm_blender:member"``, named after the member).
     * Streaming: members must all finish before ranking, so the stream starts once the answer is
       known; the fused text then arrives in word-sized chunks (tool calls in one chunk).
     * A member that raises or times out is listed in ``response_metadata["failures"]`` and the call
@@ -54,8 +56,10 @@ class ChatBlender(EnsembleSettings, BaseChatModel):
       failure.
     * ``response_metadata``: ``candidates`` (text by member), ``ranking`` (``order``, ``ranks``,
       ``scores``, ``texts``, ``models``), ``top_k``, ``best_models``, ``failures``, ``latencies``,
-      ``rank_latency``, ``fuse_latency``, ``blend_mode`` (``"text"`` or ``"tool_calls"``) and
-      ``model_name``. ``usage_metadata`` sums the members' (and a chat-model fuser's) usage.
+      ``rank_latency``, ``fuse_latency``, ``blend_mode`` (``"text"`` or ``"tool_calls"``),
+      ``calls`` (the members called and skipped, why, tokens, cost, calls saved) and
+      ``model_name``. ``usage_metadata`` sums the called members' (and a chat-model fuser's)
+      usage.
     * Tools: ``bind_tools`` binds the tools to every member. When any answer calls tools, only
       tool-calling answers are ranked (over a text rendering of the calls) and the best is returned
       as is, never fused. ``with_structured_output`` works through tool calling.

@@ -40,8 +40,11 @@ class Blender(EnsembleSettings, BaseLLM):
       (``batch`` and ``generate`` keep one run per prompt).
     * ``stream``/``astream``: the answer is known once every member has answered and the fuser
       has run; it then arrives in word-sized chunks.
+    * ``policy`` picks which members a prompt asks (every member by default; ``"cascade"``,
+      ``"router"``: a fraction of them, in stages, each stage a child run holding its members').
     * Each generation's ``generation_info`` holds ``candidates``, ``ranking``, ``top_k``,
-      ``best_models``, ``failures``, ``latencies`` and ``usage_metadata`` (summed over members that
+      ``best_models``, ``failures``, ``latencies``, ``calls`` (the members called and skipped,
+      why, tokens, cost, calls saved) and ``usage_metadata`` (summed over the called members that
       report it, and a LangChain-model fuser); ``llm_output["token_usage"]`` sums the batch.
     * A member that raises or times out is listed in ``failures``; when fewer than
       ``min_candidates`` answer, ``BlendError`` names every member's failure.

@@ -231,6 +231,15 @@ class RunRecorder(BaseCallbackHandler):
     def children_of(self, run_id: UUID) -> list[str]:
         return sorted(n for _, n, _, parent in self.runs if parent == run_id)
 
+    def child_id(self, run_id: UUID, name: str) -> UUID:
+        """The run id of ``run_id``'s one child named ``name``."""
+        (child,) = [r for _, n, r, parent in self.runs if parent == run_id and n == name]
+        return child
+
+    def stage_members(self, run_id: UUID, stage: int = 0) -> list[str]:
+        """The members called in ``run_id``'s stage ``stage`` (the runs nested in that stage)."""
+        return self.children_of(self.child_id(run_id, f"stage {stage}"))
+
 
 async def call_as(runnable: Any, mode: str, config: Any) -> Any:
     """Call ``runnable`` on ``"hi"`` (batches: ``["hi", "yo"]``) the way ``mode`` names:

@@ -93,7 +93,8 @@ def test_the_llm_ensemble_streams_a_fusers_tokens_under_its_run(members: dict[st
     chunks = list(llm.stream("hi", {"callbacks": [recorder]}))
     assert len(chunks) > 2 and "".join(chunks) == "the fused answer, token by token"
     (root,) = recorder.run_id_of("Blender")
-    assert recorder.children_of(root) == ["LengthRanker", "alpha", "beta", "fuser"]
+    assert recorder.children_of(root) == ["LengthRanker", "fuser", "stage 0"]
+    assert recorder.stage_members(root) == ["alpha", "beta"]
 
 
 def test_stop_cuts_a_streamed_answer(members: dict[str, Any]) -> None:
@@ -103,7 +104,7 @@ def test_stop_cuts_a_streamed_answer(members: dict[str, Any]) -> None:
     assert chunks[-1].response_metadata["text"].startswith("the fused answer, token")
 
 
-# -- tracing: members are children of the ensemble's run ----------------------------------------
+# -- tracing: members are children of the ensemble's run (in its stage run) ---------------------
 
 
 def _assert_nested(recorder: RunRecorder, ensemble_kind: str, count: int = 1) -> None:
@@ -112,14 +113,16 @@ def _assert_nested(recorder: RunRecorder, ensemble_kind: str, count: int = 1) ->
     ]
     assert len(roots) == count, recorder.runs
     for _, _, run_id, _ in roots:
-        assert recorder.children_of(run_id) == ["LengthRanker", "alpha", "beta"]
+        assert recorder.children_of(run_id) == ["LengthRanker", "stage 0"]
+        assert recorder.stage_members(run_id) == ["alpha", "beta"]
 
 
 async def test_member_runs_nest_under_the_ensemble_in_every_mode(members: dict[str, Any]) -> None:
-    """invoke/ainvoke/batch/abatch: members (and the ranker) are children of the ensemble run.
+    """invoke/ainvoke/batch/abatch: the ranker and the stage of member calls (the members in
+    it) are children of the ensemble run.
 
     stream/astream: langchain-core calls ``_stream``/``_astream`` without the run manager (by
-    design), so there the members' and ranker's runs attach to the ambient run instead (the
+    design), so there the stage's and ranker's runs attach to the ambient run instead (the
     caller's: here a RunnableLambda, or the chain), as siblings of the ensemble's run.
     """
     chat = _chat(members)
@@ -148,13 +151,14 @@ async def test_member_runs_nest_under_the_ensemble_in_every_mode(members: dict[s
         assert parent is not None
         chain_steps = ["PromptTemplate", "StrOutputParser"] if mode == "chain-stream" else []
         assert recorder.children_of(parent) == sorted(
-            ["ChatBlender", "LengthRanker", "alpha", "beta", *chain_steps]
+            ["ChatBlender", "LengthRanker", "stage 0", *chain_steps]
         ), (mode, recorder.runs)
+        assert recorder.stage_members(parent) == ["alpha", "beta"]
 
 
 async def test_member_runs_in_astream_events(members: dict[str, Any]) -> None:
-    # Streamed, the members' runs are siblings of the ensemble's (see the test above): in a
-    # chain, children of the chain's run, still in astream_events and tagged.
+    # Streamed, the members' stage run is a sibling of the ensemble's (see the test above): in a
+    # chain, a child of the chain's run; the members are in it, in astream_events and tagged.
     chat = ChatBlender(models=members, ranker=LengthRanker(), fuser=_streaming_fuser(), top_k=2)
     chain = PROMPT | chat
     events = [e async for e in chain.astream_events({"q": "hi"}, version="v2")]
@@ -162,7 +166,9 @@ async def test_member_runs_in_astream_events(members: dict[str, Any]) -> None:
     ensemble = next(e for e in starts if e["name"] == "ChatBlender")
     members_seen = [e for e in starts if e["name"] in ("alpha", "beta")]
     assert sorted(e["name"] for e in members_seen) == ["alpha", "beta"]
-    assert all(e["parent_ids"] == ensemble["parent_ids"] for e in members_seen)
+    (stage,) = [e for e in events if e["event"] == "on_chain_start" and e["name"] == "stage 0"]
+    assert stage["parent_ids"] == ensemble["parent_ids"]
+    assert all(e["parent_ids"] == [*stage["parent_ids"], stage["run_id"]] for e in members_seen)
     assert all(MEMBER_TAG in e["tags"] for e in members_seen)
     streamed = [
         e for e in events if e["event"] == "on_chat_model_stream" and e["name"] == "ChatBlender"
@@ -190,7 +196,8 @@ def test_chat_model_fuser_nests_and_counts_usage(members: dict[str, Any]) -> Non
     message = chat.invoke("hi", {"callbacks": [recorder]})
     assert message.content == "the fused answer"
     (root,) = recorder.run_id_of("ChatBlender")
-    assert recorder.children_of(root) == ["LengthRanker", "alpha", "beta", "fuser"]
+    assert recorder.children_of(root) == ["LengthRanker", "fuser", "stage 0"]
+    assert recorder.stage_members(root) == ["alpha", "beta"]
     assert fuser.calls == 1
     usage = message.usage_metadata
     assert usage is not None

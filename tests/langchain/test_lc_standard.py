@@ -15,7 +15,7 @@ from langchain_tests.integration_tests.chat_models import (
 from langchain_tests.unit_tests import ChatModelUnitTests
 from lc_fakes import LengthRanker, ScriptedChatModel
 
-from langchain_blender import ChatBlender
+from langchain_blender import STAGE_TAG, ChatBlender
 
 
 def _params() -> dict[str, Any]:
@@ -141,16 +141,26 @@ class TestChatBlenderIntegration(_Declared, ChatModelIntegrationTests):
 
 
 class _RootCallbackHandler(_TestCallbackHandler):
-    """Records every chat-model run: the ensemble's is the one not nested in another."""
+    """Records every chat-model run: the ensemble's is the one not nested in another. A member's
+    parent is read through its stage run (the ensemble's stage of member calls)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.runs: list[tuple[Any, Any, Any]] = []
+        self.stage_parent: dict[Any, Any] = {}
+
+    def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
+        if STAGE_TAG in (kwargs.get("tags") or []):
+            self.stage_parent[kwargs["run_id"]] = kwargs.get("parent_run_id")
 
     def on_chat_model_start(
         self, serialized: Any, messages: Any, *, options: Any = None, **kwargs: Any
     ) -> None:
         self.runs.append((kwargs["run_id"], kwargs.get("parent_run_id"), options))
+
+    def resolved(self) -> list[tuple[Any, Any, Any]]:
+        """The runs, a member's stage parent replaced by the stage's parent."""
+        return [(r, self.stage_parent.get(p, p), o) for r, p, o in self.runs]
 
 
 def _check_root_options(handler: _RootCallbackHandler, schema: Any, streamed: bool = False) -> None:
@@ -160,21 +170,22 @@ def _check_root_options(handler: _RootCallbackHandler, schema: Any, streamed: bo
     calls ``_stream``/``_astream`` without the run manager (by design), so the members' runs
     attach to the ambient run, the structured-output chain's: siblings of the ensemble's run.
     """
-    chat_runs = {run_id for run_id, _, _ in handler.runs}
-    roots = [(r, o) for r, parent, o in handler.runs if parent not in chat_runs]
+    runs = handler.resolved()
+    chat_runs = {run_id for run_id, _, _ in runs}
+    roots = [(r, o) for r, parent, o in runs if parent not in chat_runs]
     if streamed:
         ensembles = [
             (r, o) for r, o in roots if isinstance(o, dict) and "ls_structured_output_format" in o
         ]
         assert len(ensembles) == 1, "expected one on_chat_model_start for the ensemble"
         assert len(roots) == 3, "expected the ensemble's run and one run per member"
-        parents = {parent for _, parent, _ in handler.runs}
+        parents = {parent for _, parent, _ in runs}
         assert len(parents) == 1 and None not in parents, "expected siblings under the chain"
         root_id, options = ensembles[0]
     else:
         assert len(roots) == 1, "expected one on_chat_model_start for the ensemble"
         root_id, options = roots[0]
-        children = [r for r, parent, _ in handler.runs if parent == root_id]
+        children = [r for r, parent, _ in runs if parent == root_id]
         assert len(children) == 2, "expected one child chat-model run per member"
     assert isinstance(options, dict)
     assert options["ls_structured_output_format"]["schema"] == convert_to_json_schema(schema)
