@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from blender_core.policies import CascadePolicy, MemberCost, RouterPolicy
 from blender_core.ranking import BaseRanker, Ranking
 from blender_core.routing import RouterModel, fit_router
 from llamaindex_blender import BlenderLLM
+from llamaindex_blender._adapters import reported_usage
 from llamaindex_blender._tracing import StageEndEvent
 
 from .conftest import FixedLLM, JoinFuser, LengthRanker, SpanCollector
@@ -261,6 +263,24 @@ def test_reported_token_counts_price_the_calls() -> None:
     assert calls["usage"]["silent"]["estimated"] is True
     assert calls["cost"] == pytest.approx({"openai": 2.0, "anthropic": 2.25})
     assert calls["total_cost"] == pytest.approx(4.25)
+
+
+def test_reported_usage_reads_objects_and_ignores_what_is_no_usage() -> None:
+    usage = SimpleNamespace(prompt_tokens=12, completion_tokens=3, total_tokens=15)
+    assert reported_usage(CompletionResponse(text="x", raw=SimpleNamespace(usage=usage))) == (12, 3)
+    gemini = {"usage_metadata": {"prompt_token_count": 7, "candidates_token_count": 2}}
+    assert reported_usage(CompletionResponse(text="x", raw=gemini)) == (7, 2)
+    assert reported_usage(CompletionResponse(text="x")) is None
+    half = {"usage": {"prompt_tokens": 5}}  # no output count: not a report
+    assert reported_usage(CompletionResponse(text="x", raw=half)) is None
+    bad = {"prompt_tokens": -1, "completion_tokens": True}
+    assert reported_usage(CompletionResponse(text="x", additional_kwargs=bad)) is None
+    # a BlenderLLM as a member: its raw is a BlendResult, its additional_kwargs the blend
+    inner = BlenderLLM(members(), ranker=LengthRanker())
+    outer = BlenderLLM({"inner": inner, "d": FixedLLM(answer="date")}, ranker=LengthRanker())
+    calls = outer.complete("Name a fruit.").additional_kwargs["calls"]
+    assert calls["usage"]["inner"]["estimated"] is True
+    assert calls["called"] == ["inner", "d"]
 
 
 # -- the router ---------------------------------------------------------------------------------
