@@ -18,6 +18,7 @@ __all__ = [
     "instruction_from_messages",
     "member_names",
     "prompt_from_messages",
+    "reported_usage",
     "to_core_fuser",
     "to_llama_messages",
 ]
@@ -44,6 +45,46 @@ def prompt_from_messages(messages: Sequence[ChatMessage]) -> tuple[str, str]:
 def instruction_from_messages(messages: Sequence[ChatMessage]) -> str:
     """The instruction of :func:`prompt_from_messages` (the latest user message)."""
     return prompt_from_messages(messages)[0]
+
+
+_INPUT_KEYS = ("prompt_tokens", "input_tokens", "prompt_token_count")
+_OUTPUT_KEYS = ("completion_tokens", "output_tokens", "candidates_token_count")
+"""The token-count names LlamaIndex's own token counter reads (OpenAI, Anthropic, Gemini)."""
+
+
+def _field(source: Any, key: str) -> Any:
+    return source.get(key) if isinstance(source, Mapping) else getattr(source, key, None)
+
+
+def _count(source: Any, keys: Sequence[str]) -> int | None:
+    for key in keys:
+        value = _field(source, key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
+def reported_usage(response: Any) -> tuple[int, int] | None:
+    """A member response's own ``(input_tokens, output_tokens)``, or ``None`` when it reports none.
+
+    Read where LlamaIndex LLMs put them: the provider's ``usage`` (``usage_metadata``) in
+    ``raw`` (a mapping or an object: OpenAI's ``prompt_tokens``/``completion_tokens``,
+    Anthropic's ``input_tokens``/``output_tokens``, Gemini's ``prompt_token_count``/
+    ``candidates_token_count``), else the counts in ``additional_kwargs`` (OpenAI's
+    integration copies them there).
+    """
+    raw = getattr(response, "raw", None)
+    sources = [
+        usage
+        for usage in (_field(raw, "usage"), _field(raw, "usage_metadata"))
+        if usage is not None
+    ]
+    sources.append(getattr(response, "additional_kwargs", None) or {})
+    for source in sources:
+        tokens_in, tokens_out = _count(source, _INPUT_KEYS), _count(source, _OUTPUT_KEYS)
+        if tokens_in is not None and tokens_out is not None:
+            return tokens_in, tokens_out
+    return None
 
 
 def _llm_name(llm: LLM) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from blender_core.engine import Engine
 from blender_core.members import MemberResults
 from llamaindex_blender._adapters import to_core_fuser
-from llamaindex_blender._tracing import trace_ranking
+from llamaindex_blender._tracing import trace_ranking, trace_stage
 
 if TYPE_CHECKING:
     from blender_core.blend import BlendResult, BlendStreamEvent
@@ -23,9 +23,16 @@ __all__ = ["aprimed", "blend_info", "make_engine", "primed", "with_texts"]
 
 def make_engine(*, ranker: Any, fuser: Any, **options: Any) -> Engine:
     """The core engine of a LlamaIndex component: a LlamaIndex LLM as the fuser becomes a core
-    generator, and each ranking runs in a LlamaIndex span (``RankStartEvent``/``RankEndEvent``).
-    Nothing loads here."""
-    return Engine(ranker=ranker, fuser=to_core_fuser(fuser), rank_tracer=trace_ranking, **options)
+    generator; each ranking runs in a LlamaIndex span (``RankEndEvent``), and so does each
+    stage of member calls (``StageEndEvent``; :meth:`Engine.acall_members
+    <blender_core.engine.Engine.acall_members>`). Nothing loads here."""
+    return Engine(
+        ranker=ranker,
+        fuser=to_core_fuser(fuser),
+        rank_tracer=trace_ranking,
+        stage_tracer=trace_stage,
+        **options,
+    )
 
 
 def with_texts(

@@ -1,9 +1,15 @@
-"""The ranker's span: the core pipeline's ranking call as a LlamaIndex instrumentation span.
+"""The core pipeline's steps as LlamaIndex instrumentation spans: rankings and member stages.
 
-The span is named for the ranker (``"<Ranker>.rank-<uuid>"``), a child of the active span (the
-LLM's, the synthesizer's), with the :class:`~blender_core.blend.RankStep` (ranker, N, strategy,
-top-K, passes) as its bound arguments and tags; a :class:`RankEndEvent` carries the step and the
-ranking's order.
+A ranking's span is named for the ranker (``"<Ranker>.rank-<uuid>"``), a child of the active span
+(the LLM's, the synthesizer's), with the :class:`~blender_core.blend.RankStep` (ranker, N,
+strategy, top-K, passes) as its bound arguments and tags; a :class:`RankEndEvent` carries the
+step and the ranking's order.
+
+A stage of member calls (:mod:`blender_core.staging`: the members a policy calls at once) has a
+span named for the policy (``"<policy>.stage-<uuid>"``, e.g. ``"cascade.stage-..."``), a child of
+the LLM's span and the parent of the members' own spans, with the
+:class:`~blender_core.staging.StageStep` (stage index, members, policy, hedged) as its bound
+arguments and tags; a :class:`StageEndEvent` adds who answered and who failed.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from llama_index.core.instrumentation.events.base import BaseEvent
 from llama_index.core.instrumentation.span import active_span_id
 
 from blender_core.blend import RankStep
+from blender_core.members import Outcome
 from blender_core.ranking import Ranking
+from blender_core.staging import StageStep
 
-__all__ = ["RankEndEvent", "trace_ranking"]
+__all__ = ["RankEndEvent", "StageEndEvent", "trace_ranking", "trace_stage"]
 
 dispatcher = get_dispatcher(__name__)
 
@@ -53,26 +61,54 @@ def _rank(ranker: str, n: int, strategy: str | None, top_k: int, passes: int | N
     """The signature the span's bound arguments follow (the step's fields)."""
 
 
-class _RankerSpan:
-    """Enter, exit or drop one ranker span (the dispatcher's public span calls)."""
+class StageEndEvent(BaseEvent):
+    """A stage of member calls ended (emitted inside the stage's span).
 
-    def __init__(self, step: RankStep) -> None:
-        self.fields: dict[str, Any] = step.to_dict()
-        self.bound = inspect.signature(_rank).bind(**self.fields)
-        self.id_ = f"{step.ranker}.rank-{uuid.uuid4()}"
+    Args:
+        stage: The stage's number, from 0.
+        members: The members called in it.
+        policy: The policy's name (``all``, ``cascade``, ``router``, ...).
+        hedged: Whether it was started early, while the stage before still ran.
+        answered: The members that answered.
+        failed: The members that failed or timed out.
+    """
+
+    stage: int
+    members: list[str]
+    policy: str
+    hedged: bool = False
+    answered: list[str]
+    failed: list[str]
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "StageEndEvent"
+
+
+def _stage(stage: int, members: list[str], policy: str, hedged: bool) -> None:
+    """The signature a stage span's bound arguments follow (the step's fields)."""
+
+
+class _Span:
+    """Enter, exit or drop one span (the dispatcher's public span calls), with ``fields`` as
+    its bound arguments (following ``signature``) and tags."""
+
+    def __init__(self, id_: str, fields: dict[str, Any], signature: Callable[..., None]) -> None:
+        self.fields = fields
+        self.bound = inspect.signature(signature).bind(**fields)
+        self.id_ = id_
         self.token = active_span_id.set(self.id_)
         parent = None if self.token.old_value is self.token.MISSING else self.token.old_value
         dispatcher.span_enter(
             id_=self.id_, bound_args=self.bound, parent_id=parent, tags=self.fields
         )
 
-    def exit(self, ranking: Ranking) -> Ranking:
+    def exit(self, event: BaseEvent, result: Any) -> None:
         try:
-            dispatcher.event(RankEndEvent(**self.fields, order=list(ranking.order)))
-            dispatcher.span_exit(id_=self.id_, bound_args=self.bound, result=ranking)
+            dispatcher.event(event)
+            dispatcher.span_exit(id_=self.id_, bound_args=self.bound, result=result)
         finally:
             active_span_id.reset(self.token)
-        return ranking
 
     def drop(self, exc: BaseException) -> None:
         try:
@@ -83,10 +119,32 @@ class _RankerSpan:
 
 async def trace_ranking(step: RankStep, rank: Callable[[], Awaitable[Ranking]]) -> Ranking:
     """The core pipeline's rank tracer for LlamaIndex: ``rank()`` inside the ranker's span."""
-    span = _RankerSpan(step)
+    fields = step.to_dict()
+    span = _Span(f"{step.ranker}.rank-{uuid.uuid4()}", fields, _rank)
     try:
         ranking = await rank()
     except BaseException as exc:
         span.drop(exc)
         raise
-    return span.exit(ranking)
+    span.exit(RankEndEvent(**fields, order=list(ranking.order)), ranking)
+    return ranking
+
+
+async def trace_stage(
+    step: StageStep, run: Callable[[], Awaitable[list[Outcome[Any]]]]
+) -> list[Outcome[Any]]:
+    """The core's stage tracer for LlamaIndex (:data:`~blender_core.staging.StageTracer`):
+    ``run()`` (the stage's member calls) inside the stage's span, so that the members' spans
+    nest under it."""
+    fields = step.to_dict()
+    # "-" ends a span's name in LlamaIndex span ids ("<name>-<uuid>")
+    span = _Span(f"{step.policy.replace('-', '_')}.stage-{uuid.uuid4()}", fields, _stage)
+    try:
+        outcomes = await run()
+    except BaseException as exc:
+        span.drop(exc)
+        raise
+    answered = [o.name for o in outcomes if o.failure is None]
+    failed = [o.name for o in outcomes if o.failure is not None]
+    span.exit(StageEndEvent(**fields, answered=answered, failed=failed), outcomes)
+    return outcomes

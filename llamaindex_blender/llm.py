@@ -14,6 +14,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from llama_index.core.base.llms.types import (
@@ -36,15 +37,17 @@ from llama_index.core.llms.llm import LLM, ToolSelection
 
 from blender_core.bridge import iterate_sync, run_sync
 from blender_core.engine import DEFAULT_OPTIONS, Engine, check_options, engine_options
-from blender_core.members import MemberResults, arun_members
+from blender_core.members import MemberResults
+from blender_core.policies import CascadePolicy, RouterPolicy
 from blender_core.tool_calls import ToolCall, ToolProposal
-from llamaindex_blender._adapters import member_names, prompt_from_messages
-from llamaindex_blender._engine import aprimed, blend_info, make_engine, primed
+from llamaindex_blender._adapters import member_names, prompt_from_messages, reported_usage
+from llamaindex_blender._engine import aprimed, blend_info, make_engine, primed, with_texts
 
 if TYPE_CHECKING:
     from llama_index.core.tools import BaseTool
 
     from blender_core.blend import BlendResult, BlendStreamEvent
+    from blender_core.staging import CallReport
 
 __all__ = ["BlenderLLM"]
 
@@ -54,6 +57,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 Call = Callable[[LLM], Awaitable[T]]
 """How each member is called (a sync method in a worker thread, or the async one)."""
+Answer = ChatResponse | CompletionResponse
+"""A member's answer to ``chat`` or ``complete``."""
 
 
 class BlenderLLM(FunctionCallingLLM):
@@ -74,8 +79,17 @@ class BlenderLLM(FunctionCallingLLM):
 
     Every response carries the blend in ``additional_kwargs`` (``BlendResult.to_dict()``:
     ``blend_mode``, ``candidates`` by member, ``ranking``, ``texts``, ``models_by_text``,
-    ``top_k``, ``best_models``, ``failures``, ``latencies``, ``queueing``, ...; the same keys as
-    the LangChain ensembles and the gateway) and the core ``BlendResult`` in ``raw``. A failing
+    ``top_k``, ``best_models``, ``failures``, ``latencies``, ``queueing``, ``calls``, ...; the
+    same keys as the LangChain ensembles and the gateway) and the core ``BlendResult`` in
+    ``raw``.
+
+    Which members a call asks is the ``policy``'s (:mod:`blender_core.policies`): every member
+    (``"all"``), a cascade that calls them in stages and stops once its ranked best is
+    confidently the best (``"cascade"``), or the members a learned router picks for the prompt
+    (``"router"``). ``additional_kwargs["calls"]`` reports it (``called``, ``skipped`` with the
+    reason, ``stages``, ``calls_made``, ``calls_saved``, each member's ``usage`` (its reported
+    tokens, else estimates) and ``cost``); each stage of member calls is a span (named
+    ``"<policy>.stage-..."``) under this LLM's span, the members' spans under it. A failing
     or timed-out member is reported in ``failures`` and the call still answers; when fewer than
     ``min_candidates`` answer, ``blender_core.blend.BlendError`` names each one and its cause.
 
@@ -195,6 +209,7 @@ class BlenderLLM(FunctionCallingLLM):
             )
         super().__init__(models=members, member_names=names, **kwargs)
         self._engine = make_engine(**engine_options(self))
+        _check_policy(self._engine, names)
 
     @property
     def llms(self) -> list[LLM]:
@@ -228,51 +243,66 @@ class BlenderLLM(FunctionCallingLLM):
 
     # ------------------------------------------------------------------ the async core
 
-    async def _members_answer(self, call: Call[T]) -> MemberResults[T]:
-        """Every member's ``call`` at once, each bounded by ``timeout`` (retries included)."""
-
-        def bind(member: LLM) -> Callable[[], Awaitable[T]]:
-            return lambda: call(member)
-
-        outcomes = await arun_members(
-            {name: bind(member) for name, member in self.members.items()},
-            timeout=self.timeout,
+    async def _members_answer(
+        self,
+        calls: Mapping[str, Callable[[], Awaitable[T]]],
+        prompt: tuple[str, str],
+        text_of: Callable[[T], str],
+        usage_of: Callable[[T], tuple[int, int] | None],
+    ) -> tuple[MemberResults[T], CallReport]:
+        """The members the policy chooses, stage by stage (each stage in a span), each bounded by
+        ``timeout`` (retries included): their answers and the report of the calls
+        (:meth:`Engine.acall_members <blender_core.engine.Engine.acall_members>`)."""
+        outcomes, report = await self._engine.acall_members(
+            prompt[0],
+            calls,
+            input=prompt[1],
             retries=self.max_retries,
+            text_of=text_of,
+            usage_of=usage_of,
         )
-        return MemberResults.from_outcomes(outcomes)
+        return MemberResults.from_outcomes(outcomes), report
 
-    async def _ablend(self, call: Call[str], prompt: tuple[str, str]) -> BlendResult:
-        results = await self._members_answer(call)
-        return await self._engine.ablend(prompt[0], results, input=prompt[1])
+    async def _answers(
+        self, call: Call[Answer], prompt: tuple[str, str]
+    ) -> tuple[MemberResults[str], CallReport]:
+        """The members' texts for ``prompt`` (``call``: how a member answers)."""
+        calls = {name: partial(call, member) for name, member in self.members.items()}
+        results, report = await self._members_answer(calls, prompt, _text_of, reported_usage)
+        texts = {name: _text_of(answer) for name, answer in results.outputs.items()}
+        return with_texts(texts, results), report
+
+    async def _ablend(self, call: Call[Answer], prompt: tuple[str, str]) -> BlendResult:
+        results, report = await self._answers(call, prompt)
+        return await self._engine.ablend(prompt[0], results, input=prompt[1], calls=report)
 
     async def _astream(
-        self, call: Call[str], prompt: tuple[str, str]
+        self, call: Call[Answer], prompt: tuple[str, str]
     ) -> AsyncIterator[BlendStreamEvent]:
-        results = await self._members_answer(call)
-        async for event in self._engine.astream(prompt[0], results, input=prompt[1]):
+        results, report = await self._answers(call, prompt)
+        events = self._engine.astream(prompt[0], results, input=prompt[1], calls=report)
+        async for event in events:
             yield event
 
     @staticmethod
-    def _chat_call(messages: Sequence[ChatMessage], kwargs: Any, *, sync: bool) -> Call[str]:
+    def _chat_call(messages: Sequence[ChatMessage], kwargs: Any, *, sync: bool) -> Call[Answer]:
         if sync:
-            return lambda m: asyncio.to_thread(
-                lambda: m.chat(messages, **kwargs).message.content or ""
-            )
+            return lambda m: asyncio.to_thread(lambda: m.chat(messages, **kwargs))
 
-        async def call(member: LLM) -> str:
-            return (await member.achat(messages, **kwargs)).message.content or ""
+        async def call(member: LLM) -> Answer:
+            return await member.achat(messages, **kwargs)
 
         return call
 
     @staticmethod
-    def _complete_call(prompt: str, formatted: bool, kwargs: Any, *, sync: bool) -> Call[str]:
+    def _complete_call(prompt: str, formatted: bool, kwargs: Any, *, sync: bool) -> Call[Answer]:
         if sync:
             return lambda m: asyncio.to_thread(
-                lambda: m.complete(prompt, formatted=formatted, **kwargs).text
+                lambda: m.complete(prompt, formatted=formatted, **kwargs)
             )
 
-        async def call(member: LLM) -> str:
-            return (await member.acomplete(prompt, formatted=formatted, **kwargs)).text
+        async def call(member: LLM) -> Answer:
+            return await member.acomplete(prompt, formatted=formatted, **kwargs)
 
         return call
 
@@ -401,21 +431,33 @@ class BlenderLLM(FunctionCallingLLM):
             "messages"
         ]
 
-        def propose(member: LLM) -> ChatResponse:
+        def propose(name: str, member: LLM) -> ToolProposal:
             if isinstance(member, FunctionCallingLLM):
-                return member.chat_with_tools(tools, chat_history=messages, **kw)
-            return member.chat(messages)
+                response = member.chat_with_tools(tools, chat_history=messages, **kw)
+            else:
+                response = member.chat(messages)
+            return self._proposal(name, response)
 
-        async def apropose(member: LLM) -> ChatResponse:
+        async def apropose(name: str, member: LLM) -> ToolProposal:
             if isinstance(member, FunctionCallingLLM):
-                return await member.achat_with_tools(tools, chat_history=messages, **kw)
-            return await member.achat(messages)
+                response = await member.achat_with_tools(tools, chat_history=messages, **kw)
+            else:
+                response = await member.achat(messages)
+            return self._proposal(name, response)
 
-        call: Call[ChatResponse] = (lambda m: asyncio.to_thread(propose, m)) if sync else apropose
-        results = await self._members_answer(call)
-        proposals = {n: self._proposal(n, r) for n, r in results.outputs.items()}
-        instruction, input = prompt_from_messages(messages)
-        selection = await self._engine.aselect(instruction, proposals, results=results, input=input)
+        calls: dict[str, Callable[[], Awaitable[ToolProposal]]] = {
+            name: partial(asyncio.to_thread, propose, name, member)
+            if sync
+            else partial(apropose, name, member)
+            for name, member in self.members.items()
+        }
+        prompt = prompt_from_messages(messages)
+        results, report = await self._members_answer(
+            calls, prompt, ToolProposal.render, lambda p: reported_usage(p.raw)
+        )
+        selection = await self._engine.aselect(
+            prompt[0], results.outputs, results=results, input=prompt[1], calls=report
+        )
         chosen: ChatResponse = selection.proposal.raw
         response = chosen.model_copy(deep=False)
         response.additional_kwargs = {
@@ -504,6 +546,30 @@ class BlenderLLM(FunctionCallingLLM):
         if not calls and error_on_no_tool_call:
             raise ValueError(f"the selected proposal (from {name!r}) has no tool calls")
         return calls
+
+
+def _check_policy(engine: Engine, members: Sequence[str]) -> None:
+    """Refuse at construction what the core would find only at the first call: ``costs`` or a
+    cascade's ``order`` naming members not in the ensemble, a router that knows none of them.
+    (The engine itself refuses unknown policies and bad options.)"""
+    unknown = sorted(set(engine.costs) - set(members))
+    if unknown:
+        raise ValueError(f"costs name members not in the ensemble {list(members)}: {unknown}")
+    policy = engine.policy
+    if isinstance(policy, CascadePolicy) and isinstance(policy.order, Sequence):
+        policy.plan_order("", members)
+    if isinstance(policy, RouterPolicy) and not set(policy.model.members) & set(members):
+        raise ValueError(
+            f"the router knows none of the members {list(members)} "
+            f"(it was fitted on {list(policy.model.members)})"
+        )
+
+
+def _text_of(answer: Answer) -> str:
+    """A member's answer text (a chat's message content, a completion's text)."""
+    if isinstance(answer, ChatResponse):
+        return answer.message.content or ""
+    return answer.text
 
 
 def _tool_kwargs(

@@ -157,9 +157,16 @@ async def test_async_members_run_concurrently() -> None:
     assert response.message.content == "zzz | yy"
 
 
-def _check_nesting(spans: dict[str, str | None], method: str) -> None:
+def _stage_of(spans: dict[str, str | None], method: str) -> str:
+    """The one stage span of the members' calls, a child of ``BlenderLLM.<method>``'s span."""
     (parent,) = [s for s in spans if s.startswith(f"BlenderLLM.{method}-")]
-    children = [s for s, p in spans.items() if p == parent and s.startswith(f"FixedLLM.{method}-")]
+    (stage,) = [s for s, p in spans.items() if p == parent and s.startswith("all.stage-")]
+    return stage
+
+
+def _check_nesting(spans: dict[str, str | None], method: str) -> None:
+    stage = _stage_of(spans, method)
+    children = [s for s, p in spans.items() if p == stage and s.startswith(f"FixedLLM.{method}-")]
     assert len(children) == 3
 
 
@@ -174,7 +181,8 @@ def test_members_nest_in_spans_sync(spans: dict[str, str | None]) -> None:
     list(llm.stream_chat(USER))
     (parent,) = [s for s in spans if s.startswith("BlenderLLM.stream_chat-")]
     children = [s for s, p in spans.items() if p == parent]
-    assert sum(1 for s in children if s.startswith("FixedLLM.")) == 3
+    stage = _stage_of(spans, "stream_chat")
+    assert sum(1 for s, p in spans.items() if p == stage and s.startswith("FixedLLM.")) == 3
     assert sum(1 for s in children if s.startswith("LengthRanker.rank-")) == 1
 
 
@@ -284,8 +292,8 @@ def test_tool_calls_are_selected_not_fused() -> None:
 def test_tool_proposals_nest_in_spans(spans: dict[str, str | None]) -> None:
     tools = [FunctionTool.from_defaults(add), FunctionTool.from_defaults(mul)]
     tool_ensemble().chat_with_tools(tools, user_msg="20 times 30?")
-    (parent,) = [s for s in spans if s.startswith("BlenderLLM.chat_with_tools-")]
-    children = [s for s, p in spans.items() if p == parent]
+    stage = _stage_of(spans, "chat_with_tools")
+    children = [s for s, p in spans.items() if p == stage]
     assert sum(1 for s in children if s.startswith("MockFunctionCallingLLM.chat-")) == 2
 
 
