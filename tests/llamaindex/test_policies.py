@@ -180,19 +180,19 @@ def test_policy_all_reports_every_member_in_one_stage(method: str) -> None:
     assert calls_of(llm) == {"a": 1, "b": 1, "c": 1}
 
 
-def test_a_failing_member_does_not_stop_the_cascade() -> None:
+def test_a_failing_member_is_passed_over_and_the_cascade_still_stops() -> None:
     models = members()
     models["b"] = FixedLLM(answer="", name="b", error="boom")
     llm = cascade(models=models)
     info = llm.chat(USER).additional_kwargs
     calls = info["calls"]
-    # once a member failed the cascade measures no confidence (the core's rule): it goes on
-    assert calls["stages"] == [["b"], ["c"], ["a"]]
-    assert calls["skipped"] == {} and calls["stop_reason"] == "all_called"
+    # no confidence after the failed stage; after c's answer, measured over who answered
+    assert calls["stages"] == [["b"], ["c"]]
+    assert calls["skipped"] == {"a": "confident"} and calls["stop_reason"] == "confident"
     assert info["failures"] == [{"model": "b", "kind": "error", "message": "RuntimeError: boom"}]
     assert calls["usage"]["b"]["output_tokens"] == 0
-    assert info["candidates"] == {"c": "cherry", "a": "apple"}
-    assert calls_of(llm) == {"a": 1, "b": 1, "c": 1}
+    assert info["candidates"] == {"c": "cherry"}
+    assert calls_of(llm) == {"a": 0, "b": 1, "c": 1}
 
 
 def test_max_retries_retry_a_member_within_its_stage() -> None:
@@ -439,7 +439,6 @@ def test_a_stage_span_names_who_failed(events: Any) -> None:
     assert [(e.members, e.answered, e.failed) for e in ends] == [
         (["b"], [], ["b"]),
         (["c"], ["c"], []),
-        (["a"], ["a"], []),
     ]
 
 
