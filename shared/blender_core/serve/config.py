@@ -907,6 +907,11 @@ ranker = { type = "consensus" }   # or { type = "pairrm", checkpoint = "llm-blen
 fuser = { type = "select" }       # the top-ranked answer, streamed as it is
 timeout = 240                     # seconds per member (local members take turns on the CPU)
 min_candidates = 1
+# Call fewer members: one at a time until the ranking of the answers so far is confident
+# (policy = "all" | "cascade" | "router"; the response's blend.calls says who was called).
+# policy = "cascade"
+# policy_options = { threshold = 0.8, order = ["expert", "teacher", "coach"] }
+# costs = { expert = 0.001, teacher = 0.0005, coach = 0.0005 }   # price per call
 
 [ensembles.fused]                 # the same, then a member writes one answer from the top 2
 members = ["expert", "coach", "teacher"]
