@@ -77,6 +77,14 @@ def _config(upstream: FakeUpstream, router: Path) -> str:
 request_timeout = 60
 {members}
 
+[members.fixed]
+type = "static"
+text = "Paris."
+
+[ensembles.statics]
+members = ["fixed", "a1"]
+ranker = {{ type = "random", seed = 0 }}
+
 # threshold 0: confident after the first stage, whatever the ranking
 [ensembles.cascade]
 members = ["c1", "c2", "c3"]
@@ -282,6 +290,15 @@ def test_policy_all_calls_everyone_in_one_stage(
         )
         >= 1
     )
+
+
+def test_members_without_reported_usage_are_estimated(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(model="statics", messages=QUESTION)
+    usage = _blend(response)["calls"]["usage"]
+    assert usage["a1"] == {"input_tokens": 7, "output_tokens": 5, "estimated": False}
+    assert usage["fixed"]["estimated"] is True  # a static member reports no tokens
+    assert usage["fixed"]["output_tokens"] == 2  # "Paris." at 4 characters a token
+    assert response.usage is not None and response.usage.prompt_tokens == 7
 
 
 # -- streaming and tool calls -------------------------------------------------------------------

@@ -104,12 +104,14 @@ async def _metered_reply(
     """Call a member; its answer with the tokens the meter counted for it during the call.
 
     A stage calls each member once and the ranking between stages runs after the stage, so the
-    meter's growth for ``member`` over the call is this call's usage.
+    meter's growth for ``member`` over the call is this call's usage; no growth means the
+    member reported none (a ``static`` member, an upstream that sends no ``usage``).
     """
     before = meter.tokens_of(member) or (0, 0)
     output = await call()
     after = meter.tokens_of(member)
-    usage = None if after is None else (after[0] - before[0], after[1] - before[1])
+    grew = after is not None and after != before
+    usage = (after[0] - before[0], after[1] - before[1]) if grew and after else None
     return _Reply(output, text_of(output), usage)
 
 
