@@ -744,8 +744,7 @@ class Gateway:
         async def stream_member(member: str) -> str:
             parts: list[str] = []
             start = time.perf_counter()
-            astream = getattr(blender.generators[member], "astream")  # noqa: B009 (_Metered)
-            async for delta in astream(prompt):
+            async for delta in cast(_Metered, blender.generators[member]).astream(prompt):
                 parts.append(delta)
                 safe = scrubbers[member].feed(delta)
                 if safe:
