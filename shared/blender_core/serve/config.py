@@ -21,9 +21,13 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from blender_core.policies import MemberCost, Policy
+    from blender_core.priors import MemberPriors
 
 __all__ = [
     "EXAMPLE_CONFIG",
@@ -394,6 +398,15 @@ class EnsembleConfig(_Strict):
         priors: A member-priors file from ``blender calibrate``: the ranker's scores plus each
             member's prior (:class:`~blender_core.priors.PriorRanker`).
         description: Shown in ``/v1/models``.
+        policy: Which members a blend calls (:mod:`blender_core.policies`): ``"all"`` (every
+            member, the default), ``"cascade"`` (in stages until the ranking is confident) or
+            ``"router"`` (the members a ``blender train-router`` model routes the prompt to).
+        policy_options: ``[ensembles.NAME.policy_options]``, the policy's options: a cascade's
+            ``threshold``, ``calibration`` (a file), ``stage_sizes``, ``max_members``,
+            ``budget``, ``latency_budget``, ``hedge_after``, ``order`` (member names); a
+            router's ``model`` (a file), ``top_m``, ``mass``.
+        costs: ``[ensembles.NAME.costs]``: member -> its price and expected latency, a table of
+            :class:`~blender_core.policies.MemberCost` fields or a number (a price per call).
 
     The names and defaults shared with the LangChain and LlamaIndex fronts are those of
     :data:`blender_core.engine.DEFAULT_OPTIONS` (the ranker's default differs: consensus, which
@@ -413,6 +426,9 @@ class EnsembleConfig(_Strict):
     device: str | None = Field(default=None, min_length=1)
     priors: str | None = Field(default=None, min_length=1)
     description: str = ""
+    policy: Literal["all", "cascade", "router"] = "all"
+    policy_options: dict[str, Any] = Field(default_factory=dict)
+    costs: dict[str, Any] = Field(default_factory=dict)
 
     def _with_device(self, spec: Any) -> Any:
         if self.device is None or "device" not in type(spec).model_fields:
@@ -428,6 +444,31 @@ class EnsembleConfig(_Strict):
     def fuser_spec(self) -> FuserSpec:
         """The fuser spec, with the ensemble's ``device`` where it gives none."""
         return cast(FuserSpec, self._with_device(self.fuser))
+
+    def member_costs(self) -> dict[str, MemberCost]:
+        """``costs`` as :class:`~blender_core.policies.MemberCost` objects, by member."""
+        from blender_core.policies import member_costs
+
+        return member_costs(self.costs)
+
+    def build_policy(self, priors: MemberPriors | None = None) -> Policy:
+        """The ensemble's policy object (a calibration or router file read now): built once
+        per server and shared by its requests (a policy starts a fresh run per request).
+
+        Args:
+            priors: The loaded member priors (default: read ``priors``, if set).
+        """
+        from blender_core.policies import build_policy
+
+        options = dict(self.policy_options)
+        if "stage_sizes" in options and isinstance(options["stage_sizes"], list):
+            options["stage_sizes"] = tuple(options["stage_sizes"])
+        return build_policy(
+            self.policy,
+            options,
+            priors=priors if priors is not None else self.priors,
+            costs=self.member_costs(),
+        )
 
 
 class ServeConfig(_Strict):
@@ -620,6 +661,7 @@ def _references(config: ServeConfig) -> list[tuple[tuple[str | int, ...], str, s
             problem = _priors_problem(ensemble.priors)
             if problem is not None:
                 problems.append(((*at, "priors"), f"{key}.priors", problem))
+        problems.extend(_policy_problems(name, ensemble))
         for part in ("ranker", "fuser"):
             spec = getattr(ensemble, part)
             ref = getattr(spec, "member", None)
@@ -636,6 +678,114 @@ def _references(config: ServeConfig) -> list[tuple[tuple[str | int, ...], str, s
             ((), "", "nothing to serve: add [members.NAME] and [ensembles.NAME] tables")
         )
     return problems
+
+
+# The options each named policy takes in blend.toml (priors and costs come from the ensemble).
+POLICY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "all": (),
+    "cascade": (
+        "threshold",
+        "calibration",
+        "stage_sizes",
+        "max_members",
+        "budget",
+        "latency_budget",
+        "hedge_after",
+        "order",
+    ),
+    "router": ("model", "top_m", "mass"),
+}
+
+
+def _policy_problems(
+    name: str, ensemble: EnsembleConfig
+) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """What is wrong with an ensemble's ``policy``, ``policy_options`` and ``costs``: unknown
+    options and cost names are named; the rest is found by building the policy now
+    (:func:`blender_core.policies.build_policy`: values, calibration and router files)."""
+    from blender_core.policies import MemberCost
+
+    key = f"ensembles.{name}"
+    at: tuple[str | int, ...] = ("ensembles", name)
+    problems: list[tuple[tuple[str | int, ...], str, str]] = []
+    members = ", ".join(ensemble.members)
+    known = POLICY_OPTIONS[ensemble.policy]
+    for option in ensemble.policy_options:
+        if option not in known:
+            takes = f"it takes {', '.join(known)}" if known else "it takes none"
+            problems.append(
+                (
+                    (*at, "policy_options", option),
+                    f"{key}.policy_options.{option}",
+                    f"unknown option for policy {ensemble.policy!r} ({takes})",
+                )
+            )
+    order = ensemble.policy_options.get("order")
+    if isinstance(order, list):
+        for i, member in enumerate(order):
+            if member not in ensemble.members:
+                problems.append(
+                    (
+                        (*at, "policy_options", "order"),
+                        f"{key}.policy_options.order[{i}]",
+                        f"{member!r} is not a member of this ensemble ({members})",
+                    )
+                )
+    for member, value in ensemble.costs.items():
+        where = ((*at, "costs", member), f"{key}.costs.{member}")
+        if member not in ensemble.members:
+            problems.append((*where, f"not a member of this ensemble ({members})"))
+            continue
+        try:
+            MemberCost.from_value(value)
+        except (TypeError, ValueError) as exc:
+            problems.append((*where, str(exc)))
+    if problems:
+        return problems
+    for option, what in (("calibration", "stop calibration"), ("model", "router model")):
+        path = ensemble.policy_options.get(option)
+        if option in known and isinstance(path, str):
+            problem = _file_problem(ensemble, option, path, what)
+            if problem is not None:
+                problems.append(
+                    ((*at, "policy_options", option), f"{key}.policy_options.{option}", problem)
+                )
+    if problems:
+        return problems
+    try:
+        ensemble.build_policy(priors=None if ensemble.priors is None else _no_priors())
+    except (OSError, TypeError, ValueError, KeyError) as exc:
+        text = str(exc).strip("'\"") if isinstance(exc, KeyError) else str(exc)
+        problems.append(((*at, "policy_options"), f"{key}.policy_options", text))
+    return problems
+
+
+def _file_problem(ensemble: EnsembleConfig, option: str, path: str, what: str) -> str | None:
+    """What is wrong with a policy's calibration or router file (``None``: it loads)."""
+    try:
+        if option == "calibration":
+            from blender_core.policies import StopCalibration
+
+            sizes = ensemble.policy_options.get("stage_sizes", [1])
+            StopCalibration.load(path, stage_sizes=_sizes(sizes))
+        else:
+            from blender_core.routing import RouterModel
+
+            RouterModel.load(path)
+    except (OSError, TypeError, ValueError, KeyError) as exc:
+        return f"cannot read the {what} file {path!r}: {exc}"
+    return None
+
+
+def _sizes(value: Any) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, list) else (1,)
+
+
+def _no_priors() -> Any:
+    """Empty member priors: the priors file is checked on its own (``_priors_problem``)."""
+    from blender_core.priors import MemberPriors
+
+    return MemberPriors({})
 
 
 def _priors_problem(path: str) -> str | None:
@@ -757,6 +907,11 @@ ranker = { type = "consensus" }   # or { type = "pairrm", checkpoint = "llm-blen
 fuser = { type = "select" }       # the top-ranked answer, streamed as it is
 timeout = 240                     # seconds per member (local members take turns on the CPU)
 min_candidates = 1
+# Call fewer members: one at a time until the ranking of the answers so far is confident
+# (policy = "all" | "cascade" | "router"; the response's blend.calls says who was called).
+# policy = "cascade"
+# policy_options = { threshold = 0.8, order = ["expert", "teacher", "coach"] }
+# costs = { expert = 0.001, teacher = 0.0005, coach = 0.0005 }   # price per call
 
 [ensembles.fused]                 # the same, then a member writes one answer from the top 2
 members = ["expert", "coach", "teacher"]

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -25,13 +25,13 @@ from typing import Any, TypeVar, cast
 from blender_core.blend import Blender, BlendError, BlendResult, BlendStreamEvent, ModelFailure
 from blender_core.fusion.base import Fuser
 from blender_core.generators.base import BaseGenerator, Generator
-from blender_core.generators.timing import measure_queueing, note_retry_error
+from blender_core.generators.timing import note_retry_error
 from blender_core.members import (
     MemberResults,
-    arun_members,
-    deadline_failure,
+    Outcome,
     error_failure,
 )
+from blender_core.policies import MemberCost, Policy
 from blender_core.priors import MemberPriors
 from blender_core.ranking import Ranker, arank_with
 from blender_core.serve.config import (
@@ -55,6 +55,7 @@ from blender_core.serve.members import (
 from blender_core.serve.metrics import Metrics
 from blender_core.serve.security import Scrubber
 from blender_core.serve.tools import proposal_from_result, tool_prompt
+from blender_core.staging import CallReport, StageStep, StageTracer
 from blender_core.tool_calls import ToolCall, ToolProposal, aselect_tool_calls
 from blender_core.types import Prompt
 
@@ -82,6 +83,64 @@ class Answer:
     usage: dict[str, int]
     blend: dict[str, Any] | None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """A member's answer and the tokens its upstream reported for this call (``None``: it
+    reported none; the policy's report then estimates them from the text)."""
+
+    output: Any
+    text: str
+    usage: tuple[int, int] | None
+
+
+async def _metered_reply(
+    meter: UsageMeter,
+    member: str,
+    call: Callable[[], Awaitable[Any]],
+    text_of: Callable[[Any], str],
+) -> _Reply:
+    """Call a member; its answer with the tokens the meter counted for it during the call.
+
+    A stage calls each member once and the ranking between stages runs after the stage, so the
+    meter's growth for ``member`` over the call is this call's usage; no growth means the
+    member reported none (a ``static`` member, an upstream that sends no ``usage``).
+    """
+    before = meter.tokens_of(member) or (0, 0)
+    output = await call()
+    after = meter.tokens_of(member)
+    grew = after is not None and after != before
+    usage = (after[0] - before[0], after[1] - before[1]) if grew and after else None
+    return _Reply(output, text_of(output), usage)
+
+
+def _retried(call: Callable[[], Awaitable[Any]], retries: int) -> Callable[[], Awaitable[Any]]:
+    """``call`` tried again ``retries`` times after an exception (the error about to be
+    retried told to the runner, which reports it if the deadline passes meanwhile)."""
+
+    async def retried() -> Any:
+        for attempt in range(retries + 1):
+            try:
+                return await call()
+            except Exception as exc:
+                if attempt == retries:
+                    raise
+                note_retry_error(exc)
+        raise AssertionError("unreachable")
+
+    return retried
+
+
+def _proposal_text(output: Any) -> str:
+    """A proposal as the ranker reads it (its calls rendered, then its text)."""
+    return str(output.render())
+
+
+def _answer_text(output: Any) -> str:
+    if not isinstance(output, str):
+        raise TypeError(f"returned {type(output).__name__}, not str")
+    return output
 
 
 class _Metered(BaseGenerator):
@@ -315,6 +374,9 @@ class Gateway:
         self.fusers: dict[str, Fuser] = {}
         self.rerankers: dict[str, Ranker] = {}
         self.priors: dict[str, MemberPriors] = {}  # ensemble -> its member priors, if any
+        # ensemble -> its policy (built once; each request starts its own run) and costs
+        self.policies: dict[str, Policy] = {}
+        self.costs: dict[str, dict[str, MemberCost]] = {}
         self.ready = threading.Event()
         self.load_error: str | None = None
 
@@ -353,6 +415,8 @@ class Gateway:
                     self.fusers[name] = shared[key]
                 if ensemble.priors is not None:
                     self.priors[name] = MemberPriors.load(ensemble.priors)
+                self.costs[name] = ensemble.member_costs()
+                self.policies[name] = ensemble.build_policy(self.priors.get(name))
             for name, rspec in self.config.rerankers.items():
                 ranker = loaded_ranker(rspec, rerank=True)
                 self.rerankers[name] = ranker
@@ -460,6 +524,8 @@ class Gateway:
             min_candidates=ensemble.min_candidates,
             strategy=ensemble.strategy,
             priors=self.priors.get(name),
+            policy=self.policies[name],
+            costs=self.costs[name],
         )
 
     def member_chat(self, name: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -512,23 +578,102 @@ class Gateway:
         self.metrics.tokens.labels("completion").inc(total.completion_tokens)
 
     def _record(self, result: BlendResult, meter: UsageMeter) -> None:
+        """Record a blend's ranking and fusion times, failures and tokens (its member calls
+        are counted as they are made, :meth:`_call_members`)."""
         m = self.metrics
-        for member, seconds in result.latencies.items():
-            m.member_calls.labels(member).inc()
-            m.stage_seconds.labels("generation").observe(seconds)
         m.stage_seconds.labels("ranking").observe(result.rank_latency)
         m.stage_seconds.labels("fusion").observe(result.fuse_latency)
         self._count_outcome(result.failures, meter)
 
-    async def blend(
+    async def _call_members(
+        self,
+        name: str,
+        blender: Blender,
+        instruction: str,
+        context: str,
+        calls: Mapping[str, Callable[[], Awaitable[Any]]],
+        meter: UsageMeter,
+        *,
+        text_of: Callable[[Any], str] = _answer_text,
+        stage_tracer: StageTracer | None = None,
+    ) -> tuple[MemberResults[Any], CallReport]:
+        """Call ensemble ``name``'s members as its policy decides.
+
+        :meth:`Blender.acall_members <blender_core.blend.Blender.acall_members>`: stage by
+        stage, the answers so far ranked between stages by the ensemble's ranker, each member
+        within the ensemble's ``timeout`` (its ``max_retries`` are made by the member itself,
+        so that a deadline passing during a retry is reported as the error retried). Each
+        call's tokens are the ones its upstream reported; the members called are counted in
+        the metrics, with the calls saved, the skips and the stop.
+
+        Returns:
+            The answers (``calls``' outputs, by member) and failures, and the policy's report.
+        """
+        ensemble = self.config.ensembles[name]
+        outcomes, report = await blender.acall_members(
+            instruction,
+            {m: partial(_metered_reply, meter, m, call, text_of) for m, call in calls.items()},
+            input=context,
+            timeout=ensemble.timeout,
+            text_of=lambda reply: reply.text,
+            usage_of=lambda reply: reply.usage,
+            stage_tracer=stage_tracer,
+        )
+        for outcome in outcomes:
+            self.metrics.member_calls.labels(outcome.name).inc()
+            self.metrics.stage_seconds.labels("generation").observe(outcome.latency)
+        self.metrics.record_calls(name, report)
+        results: MemberResults[Any] = MemberResults.from_outcomes(
+            outcomes, convert=lambda reply: reply.output
+        )
+        return results, report
+
+    def _member_calls(
+        self, name: str, blender: Blender, chat_prompt: str
+    ) -> dict[str, Callable[[], Awaitable[Any]]]:
+        """Each member's call (its metered generator, bound to the request's chat)."""
+        return {
+            m: partial(blender.generators[m].agenerate, chat_prompt)
+            for m in self.config.ensembles[name].members
+        }
+
+    async def _blend_inputs(
         self, name: str, messages: list[dict[str, str]], options: Mapping[str, Any]
-    ) -> Answer:
-        """Blend ensemble ``name``'s answers to a chat; 502 when too few members answer."""
+    ) -> tuple[UsageMeter, Blender, str, str, MemberResults[Any], CallReport]:
         meter = UsageMeter()
         blender = self._blender(name, messages, options, meter)
         instruction, context = request_prompt(messages)
+        results, report = await self._call_members(
+            name,
+            blender,
+            instruction,
+            context,
+            self._member_calls(name, blender, blender.prompt_for(instruction, context)),
+            meter,
+        )
+        return meter, blender, instruction, context, results, report
+
+    async def blend(
+        self, name: str, messages: list[dict[str, str]], options: Mapping[str, Any]
+    ) -> Answer:
+        """Blend ensemble ``name``'s answers to a chat; 502 when too few members answer.
+
+        The members its policy chooses are called (:meth:`_call_members`); the ``blend``
+        object's ``calls`` says which, and the usage counts only them.
+        """
+        meter, blender, instruction, context, results, report = await self._blend_inputs(
+            name, messages, options
+        )
         try:
-            result = await blender.ablend(instruction, input=context)
+            result = await blender.ablend_candidates(
+                instruction,
+                results.outputs,
+                input=context,
+                failures=results.failures,
+                latencies=results.latencies,
+                queueing=results.queueing,
+                calls=report,
+            )
         except BlendError as exc:
             raise self._blend_failed(name, exc) from None
         self._record(result, meter)
@@ -546,10 +691,18 @@ class Gateway:
         Members and ranking run before this returns, so a blend that fails is a 502 before
         any byte of the stream is sent.
         """
-        meter = UsageMeter()
-        blender = self._blender(name, messages, options, meter)
-        instruction, context = request_prompt(messages)
-        events = blender.astream(instruction, input=context)
+        meter, blender, instruction, context, results, report = await self._blend_inputs(
+            name, messages, options
+        )
+        events = blender.astream_candidates(
+            instruction,
+            results.outputs,
+            input=context,
+            failures=results.failures,
+            latencies=results.latencies,
+            queueing=results.queueing,
+            calls=report,
+        )
         try:
             first = await anext(events)
         except BlendError as exc:
@@ -572,10 +725,12 @@ class Gateway:
     ) -> AsyncIterator[dict[str, Any]]:
         """A blend as events for the inspector page, each member's answer streamed on its own.
 
-        Events (``type``): ``start`` (members), ``member_delta`` (member, text),
-        ``member_done`` (member, latency, usage), ``member_error`` (member, kind, message),
-        then the core's own stream (:meth:`Blender.astream_candidates` over the answers):
-        ``fused_delta`` (text) and ``result`` (the ``blend`` object, the fused text and the
+        Events (``type``): ``start`` (members), then for each stage of the ensemble's policy
+        ``stage`` (its index, members, policy, hedged), ``member_delta`` (member, text),
+        ``member_done`` (member, latency, usage) and ``member_error`` (member, kind, message);
+        ``member_skipped`` (member, reason) for each member the policy did not call; then the
+        core's own stream (:meth:`Blender.astream_candidates` over the answers): ``fused_delta``
+        (text) and ``result`` (the ``blend`` object with its ``calls``, the fused text and the
         pairwise ``preferences``), or ``error`` when too few members answered.
         """
         ensemble = self.config.ensembles[name]
@@ -583,82 +738,76 @@ class Gateway:
         blender = self._blender(name, messages, options, meter)
         instruction, context = request_prompt(messages)
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        candidates: dict[str, str] = {}
-        failures: list[ModelFailure] = []
-        latencies: dict[str, float] = {}
         scrubbers = {m: self.scrub.stream() for m in ensemble.members}
+        prompt = blender.prompt_for(instruction, context)
 
-        async def run(member: str) -> None:
-            chat = self.member_chat(member, messages)
-            metered = _Metered(
-                self.members[member],
-                meter,
-                messages=chat,
-                options=options,
-                retries=ensemble.max_retries,
-            )
+        async def stream_member(member: str) -> str:
             parts: list[str] = []
             start = time.perf_counter()
-            self.metrics.member_calls.labels(member).inc()
+            async for delta in cast(_Metered, blender.generators[member]).astream(prompt):
+                parts.append(delta)
+                safe = scrubbers[member].feed(delta)
+                if safe:
+                    await queue.put({"type": "member_delta", "member": member, "text": safe})
+            text = "".join(parts)
+            if not text.strip():
+                raise ValueError("empty answer")
+            rest = scrubbers[member].flush()
+            if rest:
+                await queue.put({"type": "member_delta", "member": member, "text": rest})
+            usage = meter.by_member.get(member)
+            await queue.put(
+                {
+                    "type": "member_done",
+                    "member": member,
+                    "latency": time.perf_counter() - start,
+                    "usage": usage.to_dict() if usage else None,
+                }
+            )
+            return text
+
+        async def traced(step: StageStep, run: Callable[[], Awaitable[list[Outcome[Any]]]]) -> Any:
+            await queue.put({"type": "stage", **step.to_dict()})
+            outcomes = await run()
+            for outcome in outcomes:
+                if outcome.failure is not None:
+                    await queue.put(self._failure_event(outcome.failure))
+            return outcomes
+
+        async def call_members() -> tuple[MemberResults[Any], CallReport]:
             try:
-                with measure_queueing() as timing:
-                    timing.deadline = time.monotonic() + ensemble.timeout
-                    async with asyncio.timeout(ensemble.timeout) as scope:
-                        async for delta in metered.astream(chat):
-                            parts.append(delta)
-                            safe = scrubbers[member].feed(delta)
-                            if safe:
-                                await queue.put(
-                                    {"type": "member_delta", "member": member, "text": safe}
-                                )
-                text = "".join(parts)
-                if not text.strip():
-                    raise ValueError("empty answer")
-                rest = scrubbers[member].flush()
-                if rest:
-                    await queue.put({"type": "member_delta", "member": member, "text": rest})
-                candidates[member] = text
-                latencies[member] = time.perf_counter() - start
-                usage = meter.by_member.get(member)
-                await queue.put(
-                    {
-                        "type": "member_done",
-                        "member": member,
-                        "latency": latencies[member],
-                        "usage": usage.to_dict() if usage else None,
-                    }
+                return await self._call_members(
+                    name,
+                    blender,
+                    instruction,
+                    context,
+                    {m: partial(stream_member, m) for m in ensemble.members},
+                    meter,
+                    stage_tracer=traced,
                 )
-            except Exception as exc:
-                # The kind is the cause: the ensemble's deadline (a bare timeout, or the error
-                # being retried when it passed), or the member's own failure (its own timeout
-                # included: a "timeout" naming it, with its message).
-                if scope.expired():
-                    failure = deadline_failure(member, ensemble.timeout, timing)
-                else:
-                    failure = error_failure(member, exc)
-                failures.append(failure)
-                await queue.put(self._failure_event(failure))
             finally:
-                self.metrics.stage_seconds.labels("generation").observe(time.perf_counter() - start)
                 await queue.put(None)
 
         yield {"type": "start", "ensemble": name, "members": list(ensemble.members)}
-        tasks = [asyncio.ensure_future(run(m)) for m in ensemble.members]
+        work = asyncio.ensure_future(call_members())
         try:
-            running = len(tasks)
-            while running:
-                item = await queue.get()
-                if item is None:
-                    running -= 1
-                else:
-                    yield item
+            while (item := await queue.get()) is not None:
+                yield item
+            results, report = await work
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        ordered = {m: candidates[m] for m in ensemble.members if m in candidates}
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+        for member, reason in report.skipped.items():
+            yield {"type": "member_skipped", "member": member, "reason": reason}
         events = blender.astream_candidates(
-            instruction, ordered, input=context, failures=failures, latencies=latencies
+            instruction,
+            results.outputs,
+            input=context,
+            failures=results.failures,
+            latencies=results.latencies,
+            queueing=results.queueing,
+            calls=report,
         )
         fused = self.scrub.stream()
         try:
@@ -757,20 +906,23 @@ class Gateway:
         meter = UsageMeter()
         blender = self._blender(name, text_chat, options, meter)
         instruction, context = tool_prompt(messages)
-        for member in ensemble.members:
-            self.metrics.member_calls.labels(member).inc()
-        # The core's runner: its deadline, retries and failure kinds (the kind is the cause).
-        outcomes = await arun_members(
+        # The core's runner under the ensemble's policy: its deadline, retries and failure
+        # kinds (the kind is the cause); a cascade ranks the proposals' texts between stages.
+        results, report = await self._call_members(
+            name,
+            blender,
+            instruction,
+            context,
             {
-                m: partial(self._propose, m, messages, text_chat, fields, options, meter)
+                m: _retried(
+                    partial(self._propose, m, messages, text_chat, fields, options, meter),
+                    ensemble.max_retries,
+                )
                 for m in ensemble.members
             },
-            timeout=ensemble.timeout,
-            retries=ensemble.max_retries,
+            meter,
+            text_of=_proposal_text,
         )
-        results: MemberResults[ToolProposal] = MemberResults.from_outcomes(outcomes)
-        for outcome in outcomes:
-            self.metrics.stage_seconds.labels("generation").observe(outcome.latency)
         failures = list(results.failures)
         latencies = dict(results.latencies)
         ordered = {m: results.outputs[m] for m in ensemble.members if m in results.outputs}
@@ -786,6 +938,7 @@ class Gateway:
                 failures=failures,
                 latencies=latencies,
                 rank_timeout=blender.rank_timeout,
+                calls=report,
             )
         except BlendError as exc:
             raise self._blend_failed(name, exc) from None

@@ -89,6 +89,12 @@ class UsageMeter:
             usage.prompt_tokens += max(0, int(prompt_tokens))
             usage.completion_tokens += max(0, int(completion_tokens))
 
+    def tokens_of(self, member: str) -> tuple[int, int] | None:
+        """``(prompt, completion)`` tokens counted for ``member`` so far (``None``: none)."""
+        with self._lock:
+            usage = self.by_member.get(member)
+            return None if usage is None else (usage.prompt_tokens, usage.completion_tokens)
+
     def total(self) -> Usage:
         with self._lock:
             return Usage(

@@ -15,6 +15,14 @@ Names (all prefixed ``blender_``):
   ``ranker_batch_fill{ranker}`` (computed / budget tokens of the forward calls) and
   ``ranker_padding_efficiency{ranker}`` (real / computed tokens).
 - ``tokens_total{kind}``: prompt and completion tokens reported by members.
+- Policies (which members a blend calls, ``[ensembles.NAME] policy``):
+  ``ensemble_member_calls_total{ensemble, member}`` (the calls an ensemble's policy made),
+  ``member_calls_saved_total{ensemble, policy}`` (members not called, against calling all),
+  ``member_skips_total{ensemble, member, reason}`` (why a member was not called),
+  ``policy_stops_total{ensemble, policy, reason}`` (why a blend called no more members) and
+  ``member_cost_total{ensemble, member}`` (the calls' price from the ensemble's ``costs``).
+  Ensembles and members come from the configuration and reasons from a fixed set, so the
+  label sets stay bounded.
 """
 
 from __future__ import annotations
@@ -26,9 +34,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "POLICY_REASONS", "Metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+POLICY_REASONS = frozenset(
+    {
+        "all_called",
+        "confident",
+        "budget",
+        "max_members",
+        "latency_budget",
+        "routed",
+        "not_routed",
+        "rank_error",
+    }
+)
+"""The stop and skip reasons of :mod:`blender_core.policies` (any other counts as ``other``)."""
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -128,6 +150,36 @@ class Metrics:
             "blender_member_failures", "Member calls that failed", ["member", "kind"], registry=r
         )
         self.tokens = Counter("blender_tokens", "Tokens reported by members", ["kind"], registry=r)
+        self.ensemble_member_calls = Counter(
+            "blender_ensemble_member_calls",
+            "Member calls an ensemble's policy made",
+            ["ensemble", "member"],
+            registry=r,
+        )
+        self.calls_saved = Counter(
+            "blender_member_calls_saved",
+            "Member calls a policy did not make (against calling every member)",
+            ["ensemble", "policy"],
+            registry=r,
+        )
+        self.member_skips = Counter(
+            "blender_member_skips",
+            "Members a policy did not call, by reason",
+            ["ensemble", "member", "reason"],
+            registry=r,
+        )
+        self.policy_stops = Counter(
+            "blender_policy_stops",
+            "Blends whose policy called no more members, by reason",
+            ["ensemble", "policy", "reason"],
+            registry=r,
+        )
+        self.member_cost = Counter(
+            "blender_member_cost",
+            "Price of the member calls (the ensemble's costs)",
+            ["ensemble", "member"],
+            registry=r,
+        )
         self.ranker_stats = _RankerStats()
         r.register(self.ranker_stats)
 
@@ -135,5 +187,22 @@ class Metrics:
         """Export the stats of these rankers (name -> ranker; those without stats are skipped)."""
         self.ranker_stats.rankers.update(rankers)
 
+    def record_calls(self, ensemble: str, report: Any) -> None:
+        """Count a blend's member calls (a :class:`~blender_core.staging.CallReport`)."""
+        policy = str(report.policy)
+        for member in report.called:
+            self.ensemble_member_calls.labels(ensemble, member).inc()
+        self.calls_saved.labels(ensemble, policy).inc(report.calls_saved)
+        for member, reason in report.skipped.items():
+            self.member_skips.labels(ensemble, member, _bounded(reason)).inc()
+        self.policy_stops.labels(ensemble, policy, _bounded(report.stop_reason)).inc()
+        for member, price in report.cost.items():
+            self.member_cost.labels(ensemble, member).inc(max(0.0, float(price)))
+
     def render(self) -> bytes:
+        """The ``/metrics`` body (Prometheus text format)."""
         return generate_latest(self.registry)
+
+
+def _bounded(reason: str) -> str:
+    return reason if reason in POLICY_REASONS else "other"
