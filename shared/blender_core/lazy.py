@@ -76,6 +76,10 @@ class Lazy(Generic[T]):
         state = repr(self._value) if self._loaded else "not loaded"
         return f"Lazy({state})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled (sent to a worker process) unbuilt: the value is built again where it is used
+        return (Lazy, (self._factory,))
+
 
 def lazy_exports(
     package: str, exports: Mapping[str, str]

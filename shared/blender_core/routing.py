@@ -37,6 +37,7 @@ import numpy as np
 
 from blender_core.data import MixRecord
 from blender_core.io import atomic_write_text, read_json_file
+from blender_core.lazy import Lazy
 
 __all__ = [
     "ROUTER_FORMAT",
@@ -96,8 +97,12 @@ class RouterModel:
     params: Mapping[str, np.ndarray]
     encoder: str = "minilm"
     fitted_on: Mapping[str, Any] = field(default_factory=dict)
+    _embedder: Lazy[Callable[[Sequence[str]], np.ndarray]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_embedder", Lazy(self._minilm_embedder))
         if self.kind not in ("softmax", "mf"):
             raise ValueError(f"router kind must be 'softmax' or 'mf', got {self.kind!r}")
         if not self.members or len(set(self.members)) != len(self.members):
@@ -169,11 +174,16 @@ class RouterModel:
         return _softmax(np.stack(cols, axis=1))
 
     def default_embedder(self) -> Callable[[Sequence[str]], np.ndarray]:
-        """The embedding function of :attr:`encoder` (MiniLM, loaded once on first use)."""
+        """The embedding function of :attr:`encoder` (MiniLM, built once per router on first
+        use and shared by every request and thread)."""
         if self.encoder != "minilm":
             raise ValueError(
                 f"this router was trained on {self.encoder!r} embeddings: pass embed= to the policy"
             )
+        return self._embedder.get()
+
+    @staticmethod
+    def _minilm_embedder() -> Callable[[Sequence[str]], np.ndarray]:
         from blender_core.rankers.consensus import ConsensusRanker
 
         encoder = ConsensusRanker(device="cpu")

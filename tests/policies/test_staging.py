@@ -329,3 +329,28 @@ def test_build_policy_and_costs_name_the_problem(tmp_path: Path) -> None:
         build_policy("cascade", {"calibration": str(path), "stage_sizes": [2]})
     with pytest.raises(FileNotFoundError, match="stop calibration file"):
         build_policy("cascade", {"calibration": str(tmp_path / "missing.json")})
+
+
+def test_a_router_builds_its_prompt_encoder_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[int] = []
+
+    def fake_embedder() -> Any:
+        built.append(1)
+        return lambda texts: np.zeros((len(texts), 2))
+
+    monkeypatch.setattr(RouterModel, "_minilm_embedder", staticmethod(fake_embedder))
+    model = RouterModel("softmax", ("a", "b"), {"W": np.zeros((2, 2)), "b": np.zeros(2)})
+    policy = RouterPolicy(model)
+    for _ in range(3):
+        policy.start("q", ["a", "b"])
+    assert built == [1]
+
+
+def test_a_router_pickles_without_its_encoder() -> None:
+    import pickle
+
+    model = RouterModel("softmax", ("a", "b"), {"W": np.zeros((2, 2)), "b": np.zeros(2)})
+    copy = pickle.loads(pickle.dumps(RouterPolicy(model, top_m=1)))
+    assert copy.model.members == model.members
+    assert np.array_equal(copy.model.params["W"], model.params["W"])
+    assert copy.start("q", ["a", "b"], embedding=np.zeros(2)).chosen == ["a"]
