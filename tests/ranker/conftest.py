@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from torch_threads import torch_threads
+from suite_helpers import torch_threads
 
 
 @pytest.fixture(scope="session")
