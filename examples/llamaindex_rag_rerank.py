@@ -28,7 +28,7 @@ from llama_index.core.embeddings import BaseEmbedding, MockEmbedding
 from llama_index.core.llms import MockLLM
 
 from blender_core.rankers.consensus import ConsensusRanker
-from blender_core.testing import demo_ranker
+from blender_core.testing import add_ranker_option, demo_ranker
 from llamaindex_blender import PairRankerRerank
 
 DOCS = [
@@ -73,9 +73,7 @@ class MiniLMEmbedding(BaseEmbedding):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM, see above)"
-    )
+    add_ranker_option(parser)
     parser.add_argument("--embed", choices=["minilm", "mock"], default="minilm")
     parser.add_argument("--top-n", type=int, default=3)
     args = parser.parse_args()

@@ -31,7 +31,7 @@ from llama_index.core.query_engine import RouterQueryEngine
 from llama_index.core.selectors import LLMMultiSelector
 from llama_index.core.tools import QueryEngineTool
 
-from blender_core.testing import demo_ranker
+from blender_core.testing import add_ranker_option, demo_ranker
 from llamaindex_blender import FusionSynthesizer
 
 
@@ -89,9 +89,7 @@ SOURCES = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM, see above)"
-    )
+    add_ranker_option(parser)
     args = parser.parse_args()
     consensus = "consensus (the answer that agrees most with the others wins)"
     ranker = {"ranker": demo_ranker(args.ranker, minilm=consensus, instruction_weight=0.0)}

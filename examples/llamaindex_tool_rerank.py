@@ -30,7 +30,7 @@ from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.objects import ObjectIndex
 from llama_index.core.tools import FunctionTool
 
-from blender_core.testing import demo_ranker
+from blender_core.testing import add_ranker_option, demo_ranker
 from llamaindex_blender import PairRankerRerank
 
 
@@ -130,9 +130,7 @@ async def run(ranker: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM, see above)"
-    )
+    add_ranker_option(parser)
     args = parser.parse_args()
     relevance = "relevance (cosine similarity of each tool description to the request)"
     ranker = demo_ranker(args.ranker, minilm=relevance, instruction_weight=1.0)

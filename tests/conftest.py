@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -37,3 +38,20 @@ def tiny_genfuser_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from blender_core.testing import make_tiny_genfuser
 
     return make_tiny_genfuser(tmp_path_factory.mktemp("tiny_genfuser"))
+
+
+@pytest.fixture
+def judged_jsonl(tmp_path: Path) -> Path:
+    """``d.jsonl``: one MixInstruct record whose two candidates have ``judge`` scores."""
+    record = {
+        "id": 1,
+        "instruction": "q",
+        "output": "ref",
+        "candidates": [
+            {"model": "a", "text": "x", "scores": {"judge": 1.0}},
+            {"model": "b", "text": "yy", "scores": {"judge": 2.0}},
+        ],
+    }
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    return path

@@ -31,6 +31,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_format",
     "check_output_dir",
     "check_output_dir_creatable",
     "check_output_file",
@@ -212,6 +213,23 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
     with atomic_open(path, "wb") as handle:
         handle.write(data)
+
+
+def check_format(data: Any, expected: str, what: str) -> Mapping[str, Any]:
+    """``data`` as a mapping whose ``"format"`` is ``expected``, the header of a saved file.
+
+    Args:
+        data: A file's JSON value.
+        expected: The format string its writer puts in ``"format"``.
+        what: Names the file in the error ("router" -> "not a router file ...").
+
+    Raises:
+        ValueError: ``data`` is not a mapping, or its format is another.
+    """
+    if not isinstance(data, Mapping) or data.get("format") != expected:
+        found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+        raise ValueError(f"not a {what} file (format {found!r}, need {expected!r})")
+    return data
 
 
 def read_json_file(path: str | os.PathLike[str], what: str) -> Any:

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from blender_core.data import MixRecord, judge_metric
-from blender_core.io import atomic_write_text, read_json_file
+from blender_core.io import atomic_write_text, check_format, read_json_file
 from blender_core.rankers.baselines import Pick, RankerSelector, record_prompt
 from blender_core.ranking import (
     BaseRanker,
@@ -142,9 +142,7 @@ class MemberPriors:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MemberPriors:
         """Read :meth:`to_dict`'s form; a clear ``ValueError`` for anything else."""
-        if not isinstance(data, Mapping) or data.get("format") != PRIORS_FORMAT:
-            found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
-            raise ValueError(f"not a member-priors file (format {found!r}, need {PRIORS_FORMAT!r})")
+        data = check_format(data, PRIORS_FORMAT, "member-priors")
         priors = data.get("priors")
         if not isinstance(priors, Mapping) or not all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in priors.values()

@@ -11,7 +11,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, cast, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, cast, runtime_checkable
 
 __all__ = [
     "MAX_PAIRWISE_CANDIDATES",
@@ -96,7 +96,7 @@ class Ranking:
         matrix: Sequence[Sequence[float]] | None = None,
         strategy: str | None = None,
         ordered: int | None = None,
-    ) -> Ranking:
+    ) -> Self:
         """Build a ranking from per-candidate scores (higher is better).
 
         Ties keep input order in ``order`` and share the better rank in ``ranks``.

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from blender_core.data import MixRecord
-from blender_core.io import atomic_write_text, read_json_file
+from blender_core.io import atomic_write_text, check_format, read_json_file
 from blender_core.lazy import Lazy
 
 __all__ = [
@@ -203,9 +203,7 @@ class RouterModel:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RouterModel:
         """Read :meth:`to_dict`'s form; a clear ``ValueError`` for anything else."""
-        if not isinstance(data, Mapping) or data.get("format") != ROUTER_FORMAT:
-            found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
-            raise ValueError(f"not a router file (format {found!r}, need {ROUTER_FORMAT!r})")
+        data = check_format(data, ROUTER_FORMAT, "router")
         params = data.get("params")
         if not isinstance(params, Mapping):
             raise ValueError("'params' must map parameter names to arrays")

@@ -87,21 +87,20 @@ def test_output_location_checked_before_the_work(tmp_path: Path) -> None:
     assert "does not exist" in result.output and "Traceback" not in result.output
 
 
-def test_eval_results_are_strict_json_and_written_atomically(tmp_path: Path) -> None:
-    record = {
-        "id": 1,
-        "instruction": "q",
-        "output": "ref",
-        "candidates": [
-            {"model": "a", "text": "x", "scores": {"judge": 1.0}},
-            {"model": "b", "text": "yy", "scores": {"judge": 2.0}},
-        ],
-    }
-    data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps(record) + "\n")
+def test_eval_results_are_strict_json_and_written_atomically(
+    tmp_path: Path, judged_jsonl: Path
+) -> None:
     out = tmp_path / "new" / "deeper"
     result = cli(
-        "eval", str(data), "-r", "longest,random", "-m", "judge", "-o", str(out), "--no-plots"
+        "eval",
+        str(judged_jsonl),
+        "-r",
+        "longest,random",
+        "-m",
+        "judge",
+        "-o",
+        str(out),
+        "--no-plots",
     )
     assert result.exit_code == 0, result.output
     text = (out / "results.json").read_text()

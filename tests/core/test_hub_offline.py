@@ -34,17 +34,6 @@ def unreachable_hub(monkeypatch: pytest.MonkeyPatch, fresh_probe: None) -> str:
     return endpoint
 
 
-@pytest.fixture
-def hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """An empty Hugging Face cache for this test."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub-cache"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    return cache
-
-
 def _cache_repo(cache: Path, repo_id: str, source: Path) -> None:
     """Lay ``source``'s files out as a cached snapshot of ``repo_id`` (the hub cache layout)."""
     repo = cache / ("models--" + repo_id.replace("/", "--"))

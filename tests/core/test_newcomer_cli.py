@@ -51,15 +51,11 @@ def cli() -> typer.Typer:
 
 
 @pytest.fixture
-def empty_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Offline (the suite sets HF_HUB_OFFLINE=1) with an empty Hugging Face cache."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub-cache"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+def empty_hub_cache(monkeypatch: pytest.MonkeyPatch, hub_cache: Path) -> Path:
+    """Offline (the suite sets HF_HUB_OFFLINE=1) with an empty Hugging Face cache, and no
+    earlier hub probe remembered."""
     monkeypatch.setattr(hub, "_probed", {})
-    return cache
+    return hub_cache
 
 
 @pytest.fixture

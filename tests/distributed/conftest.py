@@ -14,9 +14,11 @@ before the first ``import ray`` of the test process.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from suite_helpers import torch_threads
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.setdefault("RAY_DISABLE_DOCKER_CPU_WARNING", "1")
@@ -24,14 +26,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="package", autouse=True)
-def _one_torch_thread() -> Any:
+def _one_torch_thread() -> Iterator[None]:
     """The in-process (local engine) ranker uses one intra-op thread like each Ray actor."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

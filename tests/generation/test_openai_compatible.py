@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from suite_helpers import write_endless
 
 from blender_core import OpenAICompatibleGenerator
 from blender_core.generators.errors import GeneratorError, GeneratorTimeoutError
@@ -89,11 +90,7 @@ class FakeServer:
                     if scenario == "huge":
                         self.send_header("Content-Length", str(10**12))
                     self.end_headers()
-                    try:
-                        for _ in range(100_000):  # ~6 GB if nobody stops reading
-                            self.wfile.write(b" " * 65536)
-                    except OSError:
-                        pass
+                    write_endless(self.wfile, b" " * 65536)
                     return None
                 if scenario == "badjson":
                     return self._send(200, "this is not json")

@@ -15,6 +15,8 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from suite_helpers import write_endless
+
 __all__ = ["MisbehavingServer", "chat_json", "sse_events"]
 
 
@@ -148,13 +150,8 @@ class MisbehavingServer:
                     return self._drip(chat_json(answer).encode() * 10, 0.2, 300)
                 if scenario in ("endless", "sseendless"):
                     self._start("text/event-stream" if stream else "application/json")
-                    try:
-                        if scenario == "sseendless":
-                            self.wfile.write(b"data: ")
-                        for _ in range(100_000):  # ~6 GB if nobody stops reading
-                            self.wfile.write(b"x" * 65536)
-                    except OSError:
-                        pass
+                    prefix = b"data: " if scenario == "sseendless" else b""
+                    write_endless(self.wfile, b"x" * 65536, prefix=prefix)
                     return None
                 if scenario == "ssetrickle":
                     self._start("text/event-stream")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -40,19 +39,9 @@ def test_out_is_not_created_for_bad_input(tmp_path: Path) -> None:
     assert not (tmp_path / "new").exists()  # nothing was created for a run that did not start
 
 
-def test_out_is_created_once_the_input_is_good(tmp_path: Path) -> None:
-    record = {
-        "id": 1,
-        "instruction": "q",
-        "candidates": [
-            {"model": "a", "text": "x", "scores": {"judge": 1.0}},
-            {"model": "b", "text": "yy", "scores": {"judge": 2.0}},
-        ],
-    }
-    data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps(record) + "\n")
+def test_out_is_created_once_the_input_is_good(tmp_path: Path, judged_jsonl: Path) -> None:
     out = tmp_path / "new" / "results"
-    code, output = _eval(data, out)
+    code, output = _eval(judged_jsonl, out)
     assert code == 0, output
     assert (out / "results.json").is_file()
 

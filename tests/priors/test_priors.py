@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from blender_core.blend import Blender
@@ -264,54 +265,30 @@ def test_calibrate_cli(tmp_path: Path) -> None:
     data = tmp_path / "train.jsonl"
     rows = synthetic(40, seed=6, strength=STRENGTH, scale=0.1)
     data.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in rows), encoding="utf-8")
+
+    def calibrate(ranker: str, out: Path, *options: str) -> Result:
+        """``blender calibrate`` of ``data`` with ``--ranker`` into ``out``."""
+        args = ["calibrate", str(data), "--ranker", ranker, "--out", str(out), *options]
+        return CliRunner().invoke(app, args)
+
     out = tmp_path / "priors.json"
-    result = CliRunner().invoke(
-        app, ["calibrate", str(data), "--ranker", "none", "--out", str(out)]
-    )
+    result = calibrate("none", out)
     assert result.exit_code == 0, result.output
     saved = json.loads(out.read_text())
     assert saved["scale"] is None and saved["fitted_on"]["data"]["name"] == "train.jsonl"
     assert saved["fitted_on"]["data"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
     assert "strong" in result.output
     out2 = tmp_path / "with-ranker.json"
-    result = CliRunner().invoke(
-        app,
-        [
-            "calibrate",
-            str(data),
-            "--ranker",
-            "random",
-            "--out",
-            str(out2),
-            "--limit",
-            "10",
-            "--min-gap",
-            "0.5",
-        ],
-    )
+    result = calibrate("random", out2, "--limit", "10", "--min-gap", "0.5")
     assert result.exit_code == 0, result.output
     saved = json.loads(out2.read_text())
     assert saved["fitted_on"]["ranker"] == "random" and saved["fitted_on"]["data"]["records"] == 10
     assert isinstance(saved["scale"], float)
     out3 = tmp_path / "scale-only.json"
-    result = CliRunner().invoke(
-        app,
-        [
-            "calibrate",
-            str(data),
-            "--ranker",
-            "random",
-            "--out",
-            str(out3),
-            "--priors-from",
-            str(out),
-        ],
-    )
+    result = calibrate("random", out3, "--priors-from", str(out))
     assert result.exit_code == 0, result.output
     assert json.loads(out3.read_text())["priors"] == json.loads(out.read_text())["priors"]
-    bad = CliRunner().invoke(
-        app, ["calibrate", str(data), "--ranker", "none", "--out", str(tmp_path / "no" / "p.json")]
-    )
+    bad = calibrate("none", tmp_path / "no" / "p.json")
     assert bad.exit_code == 2 and "does not exist" in bad.output
 
 

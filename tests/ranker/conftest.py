@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from suite_helpers import torch_threads
 
 
 @pytest.fixture(scope="session")
@@ -48,11 +50,7 @@ def short_ranker(tiny_pairrm_dir: Path) -> Any:
 
 
 @pytest.fixture(scope="package", autouse=True)
-def _one_torch_thread() -> Any:
+def _one_torch_thread() -> Iterator[None]:
     """Tiny models on a shared 2-core machine: one intra-op thread is ~30x faster than two."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield

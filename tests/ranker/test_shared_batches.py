@@ -122,17 +122,27 @@ def small_model(tiny_pairrm_dir: Path) -> tuple[Any, Any]:
     return PairRankerModel(config), tokenizer
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "bf16-mixed"])
-def test_concurrent_threads_get_their_solo_results(small_model, dtype: str) -> None:
+def _solo_results(
+    small_model: tuple[Any, Any], dtype: str, **options: Any
+) -> tuple[PairRanker, list[tuple[str, Any]], list[Any]]:
+    """A ranker over a copy of ``small_model``, the :func:`_calls` and each call's result made
+    alone (one request per round); then its stats are reset and its first round waits for all
+    the callers (:func:`_gate_first_round`)."""
     model, tokenizer = small_model
     ranker = PairRanker(
-        copy.deepcopy(model), tokenizer, dtype=dtype, coalesce_window_ms=50, share_batches=True
+        copy.deepcopy(model), tokenizer, dtype=dtype, coalesce_window_ms=50, **options
     )
     calls = _calls()
     solo = [_call(ranker, kind, args) for kind, args in calls]
     assert ranker.stats.requests_per_round == 1.0
     ranker.reset_stats()
     _gate_first_round(ranker, CALLERS)
+    return ranker, calls, solo
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "bf16-mixed"])
+def test_concurrent_threads_get_their_solo_results(small_model, dtype: str) -> None:
+    ranker, calls, solo = _solo_results(small_model, dtype, share_batches=True)
     shared: list[Any] = [None] * CALLERS
     errors: list[BaseException] = []
     start = threading.Barrier(CALLERS)
@@ -158,14 +168,7 @@ def test_concurrent_threads_get_their_solo_results(small_model, dtype: str) -> N
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "bf16-mixed"])
 def test_concurrent_asyncio_tasks_get_their_solo_results(small_model, dtype: str) -> None:
-    model, tokenizer = small_model
-    ranker = PairRanker(
-        copy.deepcopy(model), tokenizer, dtype=dtype, coalesce_window_ms=50, share_batches=True
-    )
-    calls = _calls()
-    solo = [_call(ranker, kind, args) for kind, args in calls]
-    ranker.reset_stats()
-    _gate_first_round(ranker, CALLERS)
+    ranker, calls, solo = _solo_results(small_model, dtype, share_batches=True)
 
     async def main() -> list[Any]:
         return await asyncio.gather(*(_acall(ranker, kind, args) for kind, args in calls))
@@ -176,13 +179,8 @@ def test_concurrent_asyncio_tasks_get_their_solo_results(small_model, dtype: str
 
 
 def test_cpu_default_serves_each_caller_its_own_batches(small_model) -> None:
-    model, tokenizer = small_model
-    ranker = PairRanker(copy.deepcopy(model), tokenizer, dtype="float32", coalesce_window_ms=50)
+    ranker, calls, solo = _solo_results(small_model, "float32")
     assert ranker.share_batches is False  # CPU
-    calls = _calls()
-    solo = [_call(ranker, kind, args) for kind, args in calls]
-    ranker.reset_stats()
-    _gate_first_round(ranker, CALLERS)
     shared: list[Any] = [None] * CALLERS
     start = threading.Barrier(CALLERS)
 

@@ -18,13 +18,22 @@ import hashlib
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from blender_core.cli import app
 from blender_core.cli._errors import cli_errors
 
-__all__ = ["calibrate_command", "file_sha256"]
+__all__ = ["LabelledData", "calibrate_command", "file_sha256"]
+
+#: DATA of the commands that fit on labelled records (``calibrate``, ``train-router``).
+LabelledData = Annotated[
+    Path,
+    typer.Argument(
+        help="Labelled MixInstruct JSONL (candidates' 'model' and judge 'scores').", exists=True
+    ),
+]
 
 
 def file_sha256(path: Path) -> str:
@@ -39,11 +48,7 @@ def file_sha256(path: Path) -> str:
 @app.command("calibrate")
 @cli_errors
 def calibrate_command(
-    data: Path = typer.Argument(  # noqa: B008 - typer's declaration style
-        ...,
-        help="Labelled MixInstruct JSONL (candidates' 'model' and judge 'scores').",
-        exists=True,
-    ),
+    data: LabelledData,
     ranker: str = typer.Option(
         ...,
         "--ranker",

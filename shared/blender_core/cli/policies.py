@@ -24,6 +24,7 @@ import typer
 
 from blender_core.cli import app
 from blender_core.cli._errors import cli_errors
+from blender_core.cli.calibrate import LabelledData
 
 __all__ = ["eval_policies_command", "load_costs", "train_router_command"]
 
@@ -61,11 +62,7 @@ def _floats(text: str, name: str) -> list[float]:
 @app.command("train-router")
 @cli_errors
 def train_router_command(
-    data: Path = typer.Argument(  # noqa: B008 - typer's declaration style
-        ...,
-        help="Labelled MixInstruct JSONL (candidates' 'model' and judge 'scores').",
-        exists=True,
-    ),
+    data: LabelledData,
     out: Path = typer.Option(..., "--out", "-o", help="The router JSON file to write."),  # noqa: B008
     kind: str = typer.Option(
         "auto",

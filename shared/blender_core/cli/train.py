@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,6 +42,20 @@ def parse_training_args(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+# Options both commands take, with the same meaning (each command keeps its own default).
+_Out = Annotated[Path, typer.Option(help="Run directory (model, checkpoints, report).")]
+_CandidateMaxlength = Annotated[int, typer.Option(help="Tokens per candidate.")]
+_Epochs = Annotated[float, typer.Option(help="Passes over the training pairs.")]
+_LearningRate = Annotated[float, typer.Option(help="Learning rate.")]
+_GradAccum = Annotated[int, typer.Option(help="Gradient accumulation steps.")]
+_WarmupRatio = Annotated[
+    float, typer.Option(help="Share of the steps with a rising learning rate.")
+]
+_WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay.")]
+_MaxSteps = Annotated[int, typer.Option(help="Stop after N steps (-1: epochs).")]
+_SaveSteps = Annotated[
+    int | None, typer.Option(help="Checkpoint every N steps (default: each epoch).")
+]
 _Resume = Annotated[bool, typer.Option(help="Resume from the last checkpoint in --out.")]
 _TrainLimit = Annotated[int | None, typer.Option(help="First N train records.")]
 _DevLimit = Annotated[int | None, typer.Option(help="First N dev records.")]
@@ -49,6 +64,18 @@ _Threads = Annotated[
 ]
 _DeepSpeed = Annotated[str | None, typer.Option(help="DeepSpeed config (JSON path).")]
 _Progress = Annotated[bool, typer.Option(help="Progress bars.")]
+
+#: A command parameter -> the config field it sets, where the names differ (the others match).
+_CONFIG_FIELDS = {
+    "data": "train_file",
+    "out": "output_dir",
+    "dev": "dev_file",
+    "metric": "metrics",
+    "lr": "learning_rate",
+    "early_stopping": "early_stopping_patience",
+    "threads": "num_threads",
+    "progress": "show_progress",
+}
 
 
 def _extra_training_args(items: list[str] | None, deepspeed: str | None) -> dict[str, Any]:
@@ -64,6 +91,33 @@ def _fail(exc: BaseException) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _train(
+    make_config: Callable[..., Any], train: Callable[[Any], object], options: dict[str, Any]
+) -> None:
+    """Check ``--out``, build the config from a command's options, train, print the report.
+
+    Args:
+        make_config: The config class (``RankerTrainingConfig``, ``FuserTrainingConfig``).
+        train: Its training function.
+        options: The command's parameters by name (:data:`_CONFIG_FIELDS` renames them).
+    """
+    from blender_core.io import check_output_dir
+
+    settings = dict(options)
+    out = check_output_dir(settings["out"])  # a bad --out fails now, not after training
+    settings["training_args"] = _extra_training_args(
+        settings.pop("training_arg"), settings.pop("deepspeed")
+    )
+    if "max_minutes" in settings:
+        minutes = settings.pop("max_minutes")
+        settings["max_train_seconds"] = minutes * 60 if minutes else None
+    try:
+        train(make_config(**{_CONFIG_FIELDS.get(k, k): v for k, v in settings.items()}))
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise _fail(exc) from exc
+    sys.stdout.write((out / "report.md").read_text(encoding="utf-8"))
+
+
 @app.command("train-ranker")
 @cli_errors
 def train_ranker_command(
@@ -73,7 +127,7 @@ def train_ranker_command(
         typer.Option(help="Encoder (DeBERTa-v3, BERT, MiniLM...) or a PairRanker checkpoint."),
     ],
     metric: Annotated[list[str], typer.Option(help="Score to learn (repeat for several tasks).")],
-    out: Annotated[Path, typer.Option(help="Run directory (model, checkpoints, report).")],
+    out: _Out,
     dev: Annotated[Path | None, typer.Option(help="Dev MixInstruct JSONL.")] = None,
     loss: Annotated[
         str, typer.Option(help="instructgpt, bce or margin (weighted by the score gap).")
@@ -87,15 +141,13 @@ def train_ranker_command(
     ] = 0.0,
     include_ties: Annotated[bool, typer.Option(help="Train on tied pairs too.")] = False,
     source_maxlength: Annotated[int, typer.Option(help="Source tokens.")] = 128,
-    candidate_maxlength: Annotated[int, typer.Option(help="Tokens per candidate.")] = 128,
-    epochs: Annotated[float, typer.Option(help="Passes over the training pairs.")] = 1.0,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-5,
+    candidate_maxlength: _CandidateMaxlength = 128,
+    epochs: _Epochs = 1.0,
+    lr: _LearningRate = 3e-5,
     batch_size: Annotated[int, typer.Option(help="Pairs per device batch.")] = 8,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
-    warmup_ratio: Annotated[
-        float, typer.Option(help="Share of the steps with a rising learning rate.")
-    ] = 0.05,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.1,
+    grad_accum: _GradAccum = 1,
+    warmup_ratio: _WarmupRatio = 0.05,
+    weight_decay: _WeightDecay = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of pair sampling, init and data order.")] = 42,
     bf16: Annotated[
         bool | None,
@@ -112,16 +164,14 @@ def train_ranker_command(
         int | None,
         typer.Option(help="Stop after N evaluations without a better dev top-1 (keeps the best)."),
     ] = None,
-    max_steps: Annotated[int, typer.Option(help="Stop after N steps (-1: epochs).")] = -1,
+    max_steps: _MaxSteps = -1,
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop training after this wall time.")
     ] = None,
     eval_steps: Annotated[
         int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")
     ] = None,
-    save_steps: Annotated[
-        int | None, typer.Option(help="Checkpoint every N steps (default: each epoch).")
-    ] = None,
+    save_steps: _SaveSteps = None,
     eval_rank_limit: Annotated[
         int | None,
         typer.Option(help="Dev records ranked at periodic evals (0: none; final: all)."),
@@ -141,52 +191,10 @@ def train_ranker_command(
     progress: _Progress = True,
 ) -> None:
     """Train a PairRanker on MixInstruct data (Hugging Face Trainer)."""
-    from blender_core.io import check_output_dir
+    options = dict(locals())  # the parameters only: taken before anything else is bound
     from blender_core.training import RankerTrainingConfig, train_ranker
 
-    check_output_dir(out)  # a bad --out fails now, not after training
-    extra = _extra_training_args(training_arg, deepspeed)
-    try:
-        config = RankerTrainingConfig(
-            train_file=data,
-            backbone=backbone,
-            metrics=metric,
-            output_dir=out,
-            dev_file=dev,
-            loss=loss,
-            pair_mode=pair_mode,
-            num_pairs=num_pairs,
-            min_score_gap=min_score_gap,
-            include_ties=include_ties,
-            source_maxlength=source_maxlength,
-            candidate_maxlength=candidate_maxlength,
-            epochs=epochs,
-            learning_rate=lr,
-            batch_size=batch_size,
-            grad_accum=grad_accum,
-            warmup_ratio=warmup_ratio,
-            weight_decay=weight_decay,
-            seed=seed,
-            bf16=bf16,
-            token_budget=token_budget,
-            early_stopping_patience=early_stopping,
-            max_steps=max_steps,
-            max_train_seconds=max_minutes * 60 if max_minutes else None,
-            eval_steps=eval_steps,
-            save_steps=save_steps,
-            eval_rank_limit=eval_rank_limit,
-            rank_strategy=rank_strategy,
-            resume=resume,
-            train_limit=train_limit,
-            dev_limit=dev_limit,
-            num_threads=threads,
-            show_progress=progress,
-            training_args=extra,
-        )
-        train_ranker(config)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise _fail(exc) from exc
-    sys.stdout.write((out / "report.md").read_text(encoding="utf-8"))
+    _train(RankerTrainingConfig, train_ranker, options)
 
 
 @app.command("train-fuser")
@@ -194,7 +202,7 @@ def train_ranker_command(
 def train_fuser_command(
     data: Annotated[Path, typer.Argument(help="MixInstruct JSONL with reference outputs.")],
     base: Annotated[str, typer.Option(help="Seq2seq model to fine-tune (e.g. a Flan-T5).")],
-    out: Annotated[Path, typer.Option(help="Run directory (model, checkpoints, report).")],
+    out: _Out,
     ranker: Annotated[
         str | None,
         typer.Option(help="Ranker choosing the top-K (PairRanker path/id, consensus, random)."),
@@ -205,22 +213,18 @@ def train_fuser_command(
     top_k: Annotated[int, typer.Option(help="Candidates per prompt.")] = 3,
     dev: Annotated[Path | None, typer.Option(help="Dev MixInstruct JSONL (eval loss).")] = None,
     max_length: Annotated[int, typer.Option(help="Prompt tokens.")] = 1024,
-    candidate_maxlength: Annotated[int, typer.Option(help="Tokens per candidate.")] = 128,
+    candidate_maxlength: _CandidateMaxlength = 128,
     max_target_length: Annotated[int, typer.Option(help="Target tokens.")] = 128,
-    epochs: Annotated[float, typer.Option(help="Passes over the training pairs.")] = 1.0,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
+    epochs: _Epochs = 1.0,
+    lr: _LearningRate = 1e-4,
     batch_size: Annotated[int, typer.Option(help="Prompts per device batch.")] = 4,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
-    warmup_ratio: Annotated[
-        float, typer.Option(help="Share of the steps with a rising learning rate.")
-    ] = 0.0,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    grad_accum: _GradAccum = 1,
+    warmup_ratio: _WarmupRatio = 0.0,
+    weight_decay: _WeightDecay = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and data order.")] = 42,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast.")] = False,
-    max_steps: Annotated[int, typer.Option(help="Stop after N steps (-1: epochs).")] = -1,
-    save_steps: Annotated[
-        int | None, typer.Option(help="Checkpoint every N steps (default: each epoch).")
-    ] = None,
+    max_steps: _MaxSteps = -1,
+    save_steps: _SaveSteps = None,
     resume: _Resume = False,
     train_limit: _TrainLimit = None,
     dev_limit: _DevLimit = None,
@@ -233,41 +237,7 @@ def train_fuser_command(
     progress: _Progress = True,
 ) -> None:
     """Fine-tune a GenFuser: prompt over the top-K candidates, target = reference output."""
-    from blender_core.io import check_output_dir
+    options = dict(locals())  # the parameters only: taken before anything else is bound
     from blender_core.training.fuser_trainer import FuserTrainingConfig, train_fuser
 
-    check_output_dir(out)  # a bad --out fails now, not after training
-    extra = _extra_training_args(training_arg, deepspeed)
-    try:
-        config = FuserTrainingConfig(
-            train_file=data,
-            base=base,
-            output_dir=out,
-            dev_file=dev,
-            ranker=ranker,
-            rank_by_metric=rank_by_metric,
-            top_k=top_k,
-            max_length=max_length,
-            candidate_maxlength=candidate_maxlength,
-            max_target_length=max_target_length,
-            epochs=epochs,
-            learning_rate=lr,
-            batch_size=batch_size,
-            grad_accum=grad_accum,
-            warmup_ratio=warmup_ratio,
-            weight_decay=weight_decay,
-            seed=seed,
-            bf16=bf16,
-            max_steps=max_steps,
-            save_steps=save_steps,
-            resume=resume,
-            train_limit=train_limit,
-            dev_limit=dev_limit,
-            num_threads=threads,
-            show_progress=progress,
-            training_args=extra,
-        )
-        train_fuser(config)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise _fail(exc) from exc
-    sys.stdout.write((out / "report.md").read_text(encoding="utf-8"))
+    _train(FuserTrainingConfig, train_fuser, options)

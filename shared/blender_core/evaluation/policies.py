@@ -756,24 +756,15 @@ def plot_cost_quality(
         )
     single, everyone = report.point("best single"), report.point("all")
     axes.axhline(100 * single.score, color="grey", linestyle="--", linewidth=0.9)
-    axes.scatter(
-        [xs(single)],
-        [100 * single.score],
-        color="black",
-        marker="*",
-        s=120,
-        zorder=5,
-        label=f"best single ({report.best_single})",
-    )
-    axes.scatter(
-        [xs(everyone)],
-        [100 * everyone.score],
-        color="red",
-        marker="X",
-        s=90,
-        zorder=5,
-        label="all members",
-    )
+    for point, label, style in (
+        (
+            single,
+            f"best single ({report.best_single})",
+            {"color": "black", "marker": "*", "s": 120},
+        ),
+        (everyone, "all members", {"color": "red", "marker": "X", "s": 90}),
+    ):
+        axes.scatter([xs(point)], [100 * point.score], zorder=5, label=label, **style)
     axes.set_xlabel("mean cost per prompt" if use_cost else "members called per prompt (mean)")
     axes.set_ylabel(f"judge score ({report.metric}, %)")
     if title:

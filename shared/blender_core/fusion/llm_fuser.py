@@ -6,7 +6,8 @@ import asyncio
 import logging
 import random
 import string
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from blender_core.fencing import Fence
@@ -184,22 +185,44 @@ class LLMFuser(BaseFuser):
             f"{self.timeout:g} s"
         )
 
+    @contextmanager
+    def _deadline(self) -> Iterator[None]:
+        """The fusion deadline passing inside the block raises :meth:`_timeout_error`."""
+        try:
+            yield
+        except DeadlineExceeded:
+            raise self._timeout_error() from None
+
+    def _request(
+        self, instruction: str, candidates: Sequence[str], input: str, kwargs: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """The prompt and the generation options of one fusion call."""
+        return self.build_prompt(instruction, candidates, input), {**self.generate_kwargs, **kwargs}
+
+    def _deltas(
+        self,
+        method: str,
+        whole: Callable[[Generator, str, dict[str, Any]], Any],
+        request: tuple[str, dict[str, Any]],
+    ) -> Any:
+        """The generator's ``method`` (``stream``/``astream``) over ``request``; a generator
+        without it gives its whole answer as one delta (``whole``)."""
+        prompt, options = request
+        streams = getattr(self.generator, method, None)
+        return streams(prompt, **options) if callable(streams) else whole(self.generator, *request)
+
     def fuse(
         self, instruction: str, candidates: Sequence[str], *, input: str = "", **kwargs: Any
     ) -> str:
-        prompt = self.build_prompt(instruction, candidates, input)
-        options = {**self.generate_kwargs, **kwargs}
-        try:
+        prompt, options = self._request(instruction, candidates, input, kwargs)
+        with self._deadline():
             text = call_with_timeout(self.generator.generate, self.timeout, prompt, **options)
-        except DeadlineExceeded:
-            raise self._timeout_error() from None
         return self._finish(text, candidates)
 
     async def afuse(
         self, instruction: str, candidates: Sequence[str], *, input: str = "", **kwargs: Any
     ) -> str:
-        prompt = self.build_prompt(instruction, candidates, input)
-        options = {**self.generate_kwargs, **kwargs}
+        prompt, options = self._request(instruction, candidates, input, kwargs)
         try:
             async with asyncio.timeout(self.timeout) as scope:
                 text = await self.generator.agenerate(prompt, **options)
@@ -223,22 +246,14 @@ class LLMFuser(BaseFuser):
                 for delta in fuser.stream("Capital of France?", ["Paris.", "Lyon."]):
                     print(delta, end="", flush=True)
         """
-        prompt = self.build_prompt(instruction, candidates, input)
-        options = {**self.generate_kwargs, **kwargs}
-        stream = getattr(self.generator, "stream", None)
-        source = (
-            stream(prompt, **options)
-            if callable(stream)
-            else _one_sync(self.generator, prompt, options)
-        )
+        request = self._request(instruction, candidates, input, kwargs)
+        source = self._deltas("stream", _one_sync, request)
         trim = _StripDeltas(f"generator {self.generator.name!r}")
-        try:
+        with self._deadline():
             for delta in iterate_with_deadline(source, self.timeout):
                 text = trim.feed(delta)
                 if text:
                     yield text
-        except DeadlineExceeded:
-            raise self._timeout_error() from None
         if not trim.started:
             yield self._finish("", candidates)
 
@@ -253,22 +268,14 @@ class LLMFuser(BaseFuser):
                 async for delta in fuser.astream("Capital of France?", ["Paris.", "Lyon."]):
                     print(delta, end="", flush=True)
         """
-        prompt = self.build_prompt(instruction, candidates, input)
-        options = {**self.generate_kwargs, **kwargs}
-        astream = getattr(self.generator, "astream", None)
-        source = (
-            astream(prompt, **options)
-            if callable(astream)
-            else _one(self.generator, prompt, options)
-        )
+        request = self._request(instruction, candidates, input, kwargs)
+        source = self._deltas("astream", _one, request)
         trim = _StripDeltas(f"generator {self.generator.name!r}")
-        try:
+        with self._deadline():
             async for delta in aiterate_with_deadline(source, self.timeout):
                 text = trim.feed(delta)
                 if text:
                     yield text
-        except DeadlineExceeded:
-            raise self._timeout_error() from None
         if not trim.started:
             yield self._finish("", candidates)
 

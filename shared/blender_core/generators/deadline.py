@@ -8,14 +8,16 @@ worker, which is joined at interpreter exit) never keeps the process alive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 __all__ = [
     "DeadlineExceeded",
+    "aiterate_until",
     "aiterate_with_deadline",
     "call_with_timeout",
     "iterate_with_deadline",
@@ -103,6 +105,26 @@ async def aiterate_with_deadline(
     """
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
+
+    def expired() -> DeadlineExceeded:
+        return DeadlineExceeded(f"not finished within {timeout:g} s")
+
+    async with contextlib.aclosing(aiterate_until(iterator, deadline, expired)) as items:
+        async for item in items:
+            yield item
+
+
+async def aiterate_until(
+    iterator: AsyncIterator[T], deadline: float | None, expired: Callable[[], BaseException]
+) -> AsyncGenerator[T, None]:
+    """The items of ``iterator`` until the event loop's clock reaches ``deadline``.
+
+    Args:
+        iterator: The async iterator; closed at the end (``aclose``), whatever the end.
+        deadline: An event-loop time (``loop.time()``); ``None``: no limit.
+        expired: Builds the error raised when the deadline passes while waiting for an item
+            (the time the consumer spends between items counts but is never interrupted).
+    """
     try:
         while True:
             try:
@@ -112,7 +134,7 @@ async def aiterate_with_deadline(
                 return
             except TimeoutError:
                 if scope.expired():
-                    raise DeadlineExceeded(f"not finished within {timeout:g} s") from None
+                    raise expired() from None
                 raise
             yield item
     finally:

@@ -34,6 +34,7 @@ import httpx
 
 from blender_core.generators.base import BaseGenerator
 from blender_core.generators.callable import _run_coroutine
+from blender_core.generators.deadline import aiterate_until
 from blender_core.generators.errors import GeneratorError, GeneratorTimeoutError
 from blender_core.generators.timing import note_retry_error, runner_time_left
 from blender_core.secrets import (
@@ -845,20 +846,10 @@ class OpenAICompatibleGenerator(BaseGenerator):
         loop = asyncio.get_running_loop()
         deadline = None if self.timeout is None else loop.time() + self.timeout
         events = self._events(body, deadline)
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout_at(deadline) as scope:
-                        delta = await anext(events)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    if scope.expired():
-                        raise self._timeout_error("total deadline, while streaming") from None
-                    raise
+        expired = functools.partial(self._timeout_error, "total deadline, while streaming")
+        async with contextlib.aclosing(aiterate_until(events, deadline, expired)) as deltas:
+            async for delta in deltas:
                 yield delta
-        finally:
-            await events.aclose()
 
     async def _events(
         self, body: dict[str, Any], deadline: float | None

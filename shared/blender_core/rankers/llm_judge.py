@@ -18,7 +18,7 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
@@ -467,17 +467,10 @@ class LLMJudgeRanker(BaseRanker):
             matrix[a][b] = judgement.score_a
             matrix[b][a] = judgement.score_b
             comparisons.append(PairComparison(a, b, judgement))
-        base = Ranking.from_scores(
+        ranking = JudgeRanking.from_scores(
             [sum(row) for row in matrix], matrix=matrix, strategy="llm_judge"
         )
-        return JudgeRanking(
-            order=base.order,
-            ranks=base.ranks,
-            scores=base.scores,
-            matrix=base.matrix,
-            strategy=base.strategy,
-            comparisons=tuple(comparisons),
-        )
+        return replace(ranking, comparisons=tuple(comparisons))
 
     def rank_batch(
         self,

@@ -21,15 +21,16 @@ _EXPORTS = {
     "make_tiny_pairranker": "blender_core.testing.pairranker",
     "make_tiny_genfuser": "blender_core.testing.genfuser",
     "demo_ranker": "blender_core.testing.demo",
+    "add_ranker_option": "blender_core.testing.demo",
 }
 
-__all__ = ["demo_ranker", "make_tiny_genfuser", "make_tiny_pairranker"]
+__all__ = ["add_ranker_option", "demo_ranker", "make_tiny_genfuser", "make_tiny_pairranker"]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:
-    from blender_core.testing.demo import demo_ranker
+    from blender_core.testing.demo import add_ranker_option, demo_ranker
     from blender_core.testing.genfuser import make_tiny_genfuser
     from blender_core.testing.pairranker import make_tiny_pairranker

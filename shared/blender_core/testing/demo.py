@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 
 from blender_core.ranking import Ranker
 
-__all__ = ["demo_ranker"]
+__all__ = ["add_ranker_option", "demo_ranker"]
+
+
+def add_ranker_option(parser: argparse.ArgumentParser) -> None:
+    """Add the ``--ranker`` option whose value :func:`demo_ranker` takes (default: MiniLM)."""
+    parser.add_argument(
+        "--ranker", help="PairRM hub id or path, or 'tiny' (default: MiniLM, see above)"
+    )
 
 
 def demo_ranker(spec: str | None, *, minilm: str, instruction_weight: float) -> Ranker | str:
