@@ -24,11 +24,64 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0  # seconds for a server to answer /ready (a loaded 2-core CI machine)
+
+
+CAPITAL_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "capital",
+        "description": "The capital city of a country.",
+        "parameters": {
+            "type": "object",
+            "properties": {"country": {"type": "string"}},
+            "required": ["country"],
+        },
+    },
+}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "Today's weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def streamed_chunks(client: Any, model: str, messages: Any, **fields: Any) -> list[Any]:
+    """Every chunk of a chat completion streamed through the OpenAI SDK ``client``, the usage
+    chunk asked for (``stream_options.include_usage``)."""
+    stream = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        stream=True,
+        stream_options={"include_usage": True},
+        **fields,
+    )
+    return list(stream)
+
+
+def serve_cli(config_text: str, tmp_path: Path, *args: str) -> tuple[Path, Any]:
+    """``blender serve --config blend.toml ARGS`` in process (Typer's runner), ``config_text``
+    written to ``tmp_path/blend.toml``: the path and the runner's result (exit code, output)."""
+    from typer.testing import CliRunner
+
+    from blender_core.cli import _register_commands, app
+
+    _register_commands()
+    path = tmp_path / "blend.toml"
+    path.write_text(config_text)
+    return path, CliRunner().invoke(app, ["serve", "--config", str(path), *args])
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from serve_helpers import serve_cli
 from typer.testing import CliRunner
 
 from blender_core.cli import _register_commands, app
@@ -52,22 +53,17 @@ def test_cli_prints_the_example_config() -> None:
 
 
 def test_cli_bad_config_is_one_error_line(tmp_path: Path) -> None:
-    _register_commands()
-    path = tmp_path / "blend.toml"
-    path.write_text(BASE + '[ensembles.e]\nmembers = ["a", "zz"]\n')
-    result = CliRunner().invoke(app, ["serve", "--config", str(path)])
+    path, result = serve_cli(BASE + '[ensembles.e]\nmembers = ["a", "zz"]\n', tmp_path)
     assert result.exit_code == 2
     assert f"{path}:9: ensembles.e.members[1]: unknown member 'zz'" in result.output
 
 
 def test_cli_lists_each_problem_on_its_own_error_line(tmp_path: Path) -> None:
-    _register_commands()
-    path = tmp_path / "blend.toml"
-    path.write_text(
+    path, result = serve_cli(
         BASE + "[server]\nmax_concurrency = 0\nretry_after = 0\n"
-        '[ensembles.e]\nmembers = ["a", "zz"]\n'
+        '[ensembles.e]\nmembers = ["a", "zz"]\n',
+        tmp_path,
     )
-    result = CliRunner().invoke(app, ["serve", "--config", str(path)])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert lines == [
@@ -107,13 +103,8 @@ def test_base_url_with_a_query_is_refused_with_the_reason() -> None:
 
 
 def test_cli_unset_server_key_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _register_commands()
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
-    path = tmp_path / "blend.toml"
-    path.write_text(BASE)
-    result = CliRunner().invoke(
-        app, ["serve", "--config", str(path), "--api-key-env", "NO_SUCH_KEY_VAR"]
-    )
+    _, result = serve_cli(BASE, tmp_path, "--api-key-env", "NO_SUCH_KEY_VAR")
     assert result.exit_code == 2
     assert "NO_SUCH_KEY_VAR" in result.output
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from serve_helpers import Server, running
+from serve_helpers import Server, running, streamed_chunks
 
 pytestmark = [pytest.mark.embedded, pytest.mark.slow]
 
@@ -57,13 +57,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def test_local_writer_streams_token_by_token(server: Server) -> None:
     client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=600)
-    stream = client.chat.completions.create(
-        model="default",
-        messages=[{"role": "user", "content": "What is the capital of France?"}],
-        stream=True,
-        stream_options={"include_usage": True},
+    chunks = streamed_chunks(
+        client, "default", [{"role": "user", "content": "What is the capital of France?"}]
     )
-    chunks = list(stream)
     deltas = [c.choices[0].delta.content for c in chunks if c.choices]
     deltas = [d for d in deltas if d]
     assert len(deltas) > 2  # SmolLM2 writes the fused answer piece by piece

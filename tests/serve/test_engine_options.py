@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import pytest
 from serve_helpers import FakeUpstream
+from toml_tables import ensemble, openai_member, static_member, static_members
 
 from blender_core.engine import DEFAULT_OPTIONS
 from blender_core.generators.callable import CallableGenerator
@@ -45,10 +46,6 @@ def _gateway(text: str) -> Gateway:
     gateway.load()
     assert gateway.load_error is None
     return gateway
-
-
-def _static(**answers: str) -> str:
-    return "".join(f'[members.{n}]\ntype = "static"\ntext = "{t}"\n\n' for n, t in answers.items())
 
 
 # -- 1. rerank reads declared abilities ---------------------------------------------------------
@@ -81,7 +78,7 @@ class _SelectsTopK(_Recording):
 
 
 def test_rerank_passes_top_k_only_to_a_ranker_that_declares_it_selects() -> None:
-    gateway = _gateway(_static(a="x"))
+    gateway = _gateway(static_members(a="x"))
     documents = ["a", "bbb", "cc", "dddd"]
     plain, selecting = _Recording(), _SelectsTopK()
     assert asyncio.run(gateway.rerank(plain, "q", documents, 2)) == [(3, 4.0), (1, 3.0)]
@@ -109,29 +106,11 @@ def test_serve_tests_no_concrete_ranker_classes() -> None:
 
 def _timeouts_config(upstream: FakeUpstream) -> str:
     return (
-        _static(alpha="Paris.")
-        + f"""
-[members.slowup]
-type = "openai"
-base_url = "{upstream.base_url("hang")}"
-model = "m"
-timeout = 0.5
-
-[members.late]
-type = "static"
-text = "Too late."
-delay = 5
-
-[ensembles.own]
-members = ["alpha", "slowup"]
-ranker = {{ type = "random", seed = 0 }}
-timeout = 30
-
-[ensembles.deadline]
-members = ["alpha", "late"]
-ranker = {{ type = "random", seed = 0 }}
-timeout = 0.5
-"""
+        static_members(alpha="Paris.")
+        + openai_member("slowup", upstream.base_url("hang"), timeout=0.5)
+        + static_member("late", "Too late.", delay=5)
+        + ensemble("own", ["alpha", "slowup"], timeout=30)
+        + ensemble("deadline", ["alpha", "late"], timeout=0.5)
     )
 
 
@@ -212,9 +191,8 @@ class _Flaky:
 
 
 def _retry_config(retries: int, timeout: float = 30) -> str:
-    return _static(alpha="Paris.", flaky="placeholder") + (
-        '[ensembles.e]\nmembers = ["alpha", "flaky"]\n'
-        f'ranker = {{ type = "random", seed = 0 }}\nmax_retries = {retries}\ntimeout = {timeout}\n'
+    return static_members(alpha="Paris.", flaky="placeholder") + ensemble(
+        "e", ["alpha", "flaky"], max_retries=retries, timeout=timeout
     )
 
 
@@ -260,7 +238,7 @@ def test_a_member_retrying_at_the_deadline_fails_with_its_error() -> None:
 
 def test_ensemble_device_fills_the_ranker_and_fuser_specs_without_their_own() -> None:
     config = parse_config(
-        _static(a="x")
+        static_members(a="x")
         + """
 [ensembles.one]
 members = ["a"]
@@ -292,7 +270,7 @@ def test_ensemble_priors_rank_by_member(tmp_path: Path) -> None:
     path = MemberPriors({"alpha": -1.0, "beta": 2.0, "gamma": 0.5}, scale=0.0).save(
         tmp_path / "priors.json"
     )
-    text = _static(alpha="Paris.", beta="It is Paris.", gamma="Lyon.") + (
+    text = static_members(alpha="Paris.", beta="It is Paris.", gamma="Lyon.") + (
         '[ensembles.e]\nmembers = ["alpha", "beta", "gamma"]\n'
         f'ranker = {{ type = "random", seed = 0 }}\npriors = "{path}"\n'
     )
@@ -307,7 +285,7 @@ def test_ensemble_priors_rank_by_member(tmp_path: Path) -> None:
 
 def test_bad_ensemble_options_are_config_errors(tmp_path: Path) -> None:
     unscaled = MemberPriors({"a": 1.0}).save(tmp_path / "unscaled.json")
-    text = _static(a="x") + (
+    text = static_members(a="x") + (
         f'[ensembles.missing]\nmembers = ["a"]\npriors = "{tmp_path / "nope.json"}"\n\n'
         f'[ensembles.unscaled]\nmembers = ["a"]\npriors = "{unscaled}"\n\n'
         '[ensembles.negative]\nmembers = ["a"]\nmax_retries = -1\n'

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import FakeUpstream, Server, running
+from serve_helpers import FakeUpstream, Server, running, streamed_chunks
+from toml_tables import ensemble, openai_member, static_member, static_members, table
 
 openai = pytest.importorskip("openai")
 
@@ -26,106 +27,55 @@ FUSED = "Blended answer: Paris is the capital."
 
 def _config(upstream: FakeUpstream, pairrm: Path, genfuser: Path) -> str:
     port = upstream.server.server_address[1]
-    return f"""
-[server]
-max_concurrency = 32
-max_body_bytes = 20000
-max_text_chars = 2000
-max_documents = 20
-max_tokens = 512
-request_timeout = 30
-
-[members.alpha]
-type = "static"
-text = "Paris is the capital of France."
-
-[members.beta]
-type = "static"
-text = "The capital of France is Paris."
-
-[members.gamma]
-type = "static"
-text = "Lyon, I think."
-
-[members.writer]
-type = "static"
-text = "{FUSED}"
-
-[members.echo]
-type = "static"
-text = "You said: {{prompt}}"
-
-[members.up]
-type = "openai"
-base_url = "{upstream.base_url("ok")}"
-model = "up-model"
-api_key_env = "UPSTREAM_KEY"
-
-[members.broken]
-type = "openai"
-base_url = "{upstream.base_url("error")}"
-model = "m"
-api_key_env = "UPSTREAM_KEY"
-
-[members.stuck]
-type = "openai"
-base_url = "{upstream.base_url("hang")}"
-model = "m"
-timeout = 1.0
-
-[members.junk]
-type = "openai"
-base_url = "{upstream.base_url("garbage")}"
-model = "m"
-
-[members.cred]
-type = "openai"
-base_url = "http://user:{URL_PASSWORD}@127.0.0.1:{port}/badshape/v1"
-model = "m"
-
-[ensembles.default]
-members = ["alpha", "beta", "gamma"]
-ranker = {{ type = "random", seed = 0 }}
-fuser = {{ type = "llm", member = "writer" }}
-top_k = 2
-description = "three static members, a static writer"
-
-[ensembles.mixed]
-members = ["alpha", "up"]
-ranker = {{ type = "random", seed = 0 }}
-fuser = {{ type = "select" }}
-
-[ensembles.ranked]
-members = ["alpha", "beta", "gamma"]
-ranker = {{ type = "pairrm", checkpoint = "{pairrm}", device = "cpu", dtype = "float32" }}
-fuser = {{ type = "select" }}
-
-[members.judge]
-type = "static"
-text = "A is better"
-
-[ensembles.judged]
-members = ["alpha", "beta", "gamma"]
-ranker = {{ type = "llm_judge", member = "judge" }}
-fuser = {{ type = "genfuser", checkpoint = "{genfuser}", device = "cpu" }}
-
-[ensembles.faulty]
-members = ["alpha", "up", "broken", "stuck", "junk", "cred"]
-ranker = {{ type = "random", seed = 0 }}
-fuser = {{ type = "select" }}
-timeout = 5
-
-[ensembles.down]
-members = ["broken", "stuck", "junk", "cred"]
-ranker = {{ type = "random", seed = 0 }}
-timeout = 5
-
-[rerankers.tiny]
-type = "pairrm"
-checkpoint = "{pairrm}"
-device = "cpu"
-dtype = "float32"
-"""
+    tiny_pairrm = {"type": "pairrm", "checkpoint": pairrm, "device": "cpu", "dtype": "float32"}
+    select = {"type": "select"}
+    return (
+        table(
+            "server",
+            max_concurrency=32,
+            max_body_bytes=20000,
+            max_text_chars=2000,
+            max_documents=20,
+            max_tokens=512,
+            request_timeout=30,
+        )
+        + static_members(
+            alpha="Paris is the capital of France.",
+            beta="The capital of France is Paris.",
+            gamma="Lyon, I think.",
+            writer=FUSED,
+            echo="You said: {prompt}",
+        )
+        + openai_member("up", upstream.base_url("ok"), model="up-model", api_key_env="UPSTREAM_KEY")
+        + openai_member("broken", upstream.base_url("error"), api_key_env="UPSTREAM_KEY")
+        + openai_member("stuck", upstream.base_url("hang"), timeout=1.0)
+        + openai_member("junk", upstream.base_url("garbage"))
+        + openai_member("cred", f"http://user:{URL_PASSWORD}@127.0.0.1:{port}/badshape/v1")
+        + ensemble(
+            "default",
+            ["alpha", "beta", "gamma"],
+            fuser={"type": "llm", "member": "writer"},
+            top_k=2,
+            description="three static members, a static writer",
+        )
+        + ensemble("mixed", ["alpha", "up"], fuser=select)
+        + ensemble("ranked", ["alpha", "beta", "gamma"], ranker=tiny_pairrm, fuser=select)
+        + static_member("judge", "A is better")
+        + ensemble(
+            "judged",
+            ["alpha", "beta", "gamma"],
+            ranker={"type": "llm_judge", "member": "judge"},
+            fuser={"type": "genfuser", "checkpoint": genfuser, "device": "cpu"},
+        )
+        + ensemble(
+            "faulty",
+            ["alpha", "up", "broken", "stuck", "junk", "cred"],
+            fuser=select,
+            timeout=5,
+        )
+        + ensemble("down", ["broken", "stuck", "junk", "cred"], timeout=5)
+        + table("rerankers.tiny", **tiny_pairrm)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -206,13 +156,7 @@ def test_async_sdk_concurrent_requests(server: Server) -> None:
 
 
 def test_streaming_sdk_streams_the_fused_answer(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(
-        model="default",
-        messages=QUESTION,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
+    chunks = streamed_chunks(client, "default", QUESTION)
     deltas = [
         c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
     ]
@@ -244,10 +188,7 @@ def test_passthrough_member_and_upstream_usage(
 def test_streamed_passthrough_counts_the_upstream_usage(
     client: openai.OpenAI, upstream: FakeUpstream
 ) -> None:
-    stream = client.chat.completions.create(
-        model="up", messages=QUESTION, stream=True, stream_options={"include_usage": True}
-    )
-    chunks = list(stream)
+    chunks = streamed_chunks(client, "up", QUESTION)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "upstream answer to: What is the capital of France?"
     assert chunks[-1].choices == [] and chunks[-1].usage is not None

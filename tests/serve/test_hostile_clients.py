@@ -16,28 +16,21 @@ from pathlib import Path
 import httpx
 import pytest
 from serve_helpers import Server, running
+from toml_tables import ensemble, static_members, table
 
-CONFIG = """
-[server]
-max_concurrency = 4
-request_timeout = 20
-body_timeout = 3
-header_timeout = 1.5
-keep_alive_timeout = 2
-max_header_bytes = 8192
-
-[members.a]
-type = "static"
-text = "alpha answer"
-
-[members.b]
-type = "static"
-text = "beta answer"
-
-[ensembles.e]
-members = ["a", "b"]
-ranker = { type = "random", seed = 0 }
-"""
+CONFIG = (
+    table(
+        "server",
+        max_concurrency=4,
+        request_timeout=20,
+        body_timeout=3,
+        header_timeout=1.5,
+        keep_alive_timeout=2,
+        max_header_bytes=8192,
+    )
+    + static_members(a="alpha answer", b="beta answer")
+    + ensemble("e", ["a", "b"])
+)
 
 KEY = "hostile-test-key-0123456789abcdef"
 Q = [{"role": "user", "content": "hello?"}]

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from serve_helpers import FakeUpstream, Server, running
+from toml_tables import ensemble, openai_member, static_member
 
 KEY = "inspector-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -20,44 +21,21 @@ MEMBERS = ["expert", "coach", "teacher", "flaky"]
 
 
 def _config(upstream: FakeUpstream) -> str:
-    return f"""
-[members.expert]
-type = "static"
-text = "Paris is the capital of France, on the Seine."
-word_delay = 0.02
-
-[members.coach]
-type = "static"
-text = "1. Remember: Paris. 2. Say it aloud. 3. Picture the Eiffel Tower."
-word_delay = 0.02
-
-[members.teacher]
-type = "static"
-text = "The capital of France is Paris; for example, the government sits there."
-word_delay = 0.02
-
-[members.flaky]
-type = "openai"
-base_url = "{upstream.base_url("error")}"
-model = "m"
-
-[members.writer]
-type = "static"
-text = "Paris is the capital of France."
-word_delay = 0.02
-
-[ensembles.inspect]
-members = {json.dumps(MEMBERS)}
-ranker = {{ type = "random", seed = 0 }}
-fuser = {{ type = "llm", member = "writer" }}
-top_k = 2
-"""
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as fake:
-        yield fake
+    slow = {"word_delay": 0.02}
+    return (
+        static_member("expert", "Paris is the capital of France, on the Seine.", **slow)
+        + static_member(
+            "coach", "1. Remember: Paris. 2. Say it aloud. 3. Picture the Eiffel Tower.", **slow
+        )
+        + static_member(
+            "teacher",
+            "The capital of France is Paris; for example, the government sits there.",
+            **slow,
+        )
+        + openai_member("flaky", upstream.base_url("error"))
+        + static_member("writer", "Paris is the capital of France.", **slow)
+        + ensemble("inspect", MEMBERS, fuser={"type": "llm", "member": "writer"}, top_k=2)
+    )
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ oversize bodies, loopback binding, load failures and graceful shutdown (real ser
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import threading
@@ -13,56 +14,26 @@ from pathlib import Path
 import httpx
 import pytest
 from serve_helpers import Server, running, start_server
+from toml_tables import ensemble, static_member, static_members, table
 
-CONFIG = """
-[server]
-max_concurrency = 2
-retry_after = 3
-request_timeout = 2
-max_body_bytes = 4000
-graceful_shutdown_timeout = 20
-
-[members.fast]
-type = "static"
-text = "fast answer"
-
-[members.other]
-type = "static"
-text = "another answer"
-
-[members.slow]
-type = "static"
-text = "slow answer"
-delay = 1.2
-
-[members.sleepy]
-type = "static"
-text = "never in time"
-delay = 30
-
-[members.dribble]
-type = "static"
-text = "one two three four five six"
-word_delay = 0.8
-
-[ensembles.quick]
-members = ["fast", "other"]
-ranker = { type = "random", seed = 0 }
-
-[ensembles.slowpoke]
-members = ["slow", "fast"]
-ranker = { type = "random", seed = 0 }
-
-[ensembles.stalled]
-members = ["sleepy"]
-ranker = { type = "random", seed = 0 }
-timeout = 60
-
-[ensembles.trickle]
-members = ["fast", "other"]
-ranker = { type = "random", seed = 0 }
-fuser = { type = "llm", member = "dribble" }
-"""
+CONFIG = (
+    table(
+        "server",
+        max_concurrency=2,
+        retry_after=3,
+        request_timeout=2,
+        max_body_bytes=4000,
+        graceful_shutdown_timeout=20,
+    )
+    + static_members(fast="fast answer", other="another answer")
+    + static_member("slow", "slow answer", delay=1.2)
+    + static_member("sleepy", "never in time", delay=30)
+    + static_member("dribble", "one two three four five six", word_delay=0.8)
+    + ensemble("quick", ["fast", "other"])
+    + ensemble("slowpoke", ["slow", "fast"])
+    + ensemble("stalled", ["sleepy"], timeout=60)
+    + ensemble("trickle", ["fast", "other"], fuser={"type": "llm", "member": "dribble"})
+)
 
 Q = [{"role": "user", "content": "hello?"}]
 
@@ -125,13 +96,18 @@ def test_total_deadline_is_504(server: Server) -> None:
     _wait_metric(server, "blender_in_flight_requests", 0.0)
 
 
-def test_deadline_mid_stream_sends_an_error_event(server: Server) -> None:
-    with httpx.stream(
+def _trickle(server: Server) -> contextlib.AbstractContextManager[httpx.Response]:
+    """A streamed chat with the ``trickle`` ensemble, whose writer outlives the deadline."""
+    return httpx.stream(
         "POST",
         f"{server.base_url}/chat/completions",
         json={"model": "trickle", "messages": Q, "stream": True},
         timeout=30,
-    ) as response:
+    )
+
+
+def test_deadline_mid_stream_sends_an_error_event(server: Server) -> None:
+    with _trickle(server) as response:
         assert response.status_code == 200
         lines = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert any('"content": "one"' in line for line in lines)
@@ -153,12 +129,7 @@ def test_client_disconnect_cancels_the_request(server: Server) -> None:
 
 def test_client_leaving_a_stream_cancels_it(server: Server) -> None:
     before = _metric(server, 'blender_cancelled_total{endpoint="chat"}')
-    with httpx.stream(
-        "POST",
-        f"{server.base_url}/chat/completions",
-        json={"model": "trickle", "messages": Q, "stream": True},
-        timeout=30,
-    ) as response:
+    with _trickle(server) as response:
         for line in response.iter_lines():
             if '"content": "one"' in line:
                 break

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from serve_helpers import Server, free_port, running
+from toml_tables import ensemble, openai_member, static_member
 
 pytestmark = [pytest.mark.llamacpp, pytest.mark.slow]
 
@@ -63,25 +64,13 @@ def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(llama_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    config = f"""
-[members.llama]
-type = "openai"
-base_url = "{llama_url}"
-model = "smollm2"
-temperature = 0
-max_tokens = 8
-timeout = 240
-
-[members.static]
-type = "static"
-text = "Paris is the capital of France."
-
-[ensembles.default]
-members = ["llama", "static"]
-ranker = {{ type = "random", seed = 0 }}
-fuser = {{ type = "llm", member = "llama" }}
-timeout = 240
-"""
+    config = (
+        openai_member("llama", llama_url, model="smollm2", temperature=0, max_tokens=8, timeout=240)
+        + static_member("static", "Paris is the capital of France.")
+        + ensemble(
+            "default", ["llama", "static"], fuser={"type": "llm", "member": "llama"}, timeout=240
+        )
+    )
     with running(config, tmp_path_factory.mktemp("serve-llama")) as running_server:
         yield running_server
 

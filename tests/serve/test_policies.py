@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 import pytest
-from serve_helpers import FakeUpstream, Server, running
+from serve_helpers import CAPITAL_TOOL, FakeUpstream, Server, running, serve_cli, streamed_chunks
+from toml_tables import ensemble, openai_member, static_member, table
 
 from blender_core.serve.config import ConfigError, parse_config
 
@@ -29,29 +30,7 @@ else:
     openai = pytest.importorskip("openai")
 
 QUESTION: Any = [{"role": "user", "content": "What is the capital of France?"}]
-TOOLS: Any = [
-    {
-        "type": "function",
-        "function": {
-            "name": "capital",
-            "description": "The capital city of a country.",
-            "parameters": {
-                "type": "object",
-                "properties": {"country": {"type": "string"}},
-                "required": ["country"],
-            },
-        },
-    }
-]
-
-
-def _member(name: str, upstream: FakeUpstream, mode: str) -> str:
-    return f"""
-[members.{name}]
-type = "openai"
-base_url = "{upstream.base_url(mode)}"
-model = "m"
-"""
+TOOLS: Any = [CAPITAL_TOOL]
 
 
 def _router_file(tmp_path: Path) -> Path:
@@ -67,69 +46,51 @@ def _router_file(tmp_path: Path) -> Path:
 
 
 def _config(upstream: FakeUpstream, router: Path) -> str:
-    members = "".join(
-        _member(name, upstream, f"pol-{name}")
-        for name in ("c1", "c2", "c3", "m1", "m2", "m3", "a1", "a2", "s1", "s2", "r1", "r2", "r3")
+    names = ("c1", "c2", "c3", "m1", "m2", "m3", "a1", "a2", "s1", "s2", "r1", "r2", "r3")
+    return (
+        table("server", request_timeout=60)
+        + "".join(openai_member(name, upstream.base_url(f"pol-{name}")) for name in names)
+        + openai_member("ta", upstream.base_url("toolsA"))
+        + openai_member("tb", upstream.base_url("toolsB"))
+        + static_member("fixed", "Paris.")
+        + ensemble("statics", ["fixed", "a1"])
+        # threshold 0: confident after the first stage, whatever the ranking
+        + ensemble("cascade", ["c1", "c2", "c3"], policy="cascade")
+        + table("ensembles.cascade.policy_options", threshold=0.0, order=["c2", "c1", "c3"])
+        + table(
+            "ensembles.cascade.costs",
+            c1=0.01,
+            c2={"input_per_1k": 1.0, "output_per_1k": 2.0},
+            c3=0.5,
+        )
+        # threshold 1: never confident; two members at most, one per stage
+        + ensemble(
+            "capped",
+            ["m1", "m2", "m3"],
+            policy="cascade",
+            policy_options={"threshold": 1.0, "max_members": 2},
+        )
+        + ensemble("everyone", ["a1", "a2"])
+        + ensemble(
+            "streamed",
+            ["s1", "s2"],
+            policy="cascade",
+            policy_options={"threshold": 0.0},
+            costs={"s1": 0.25, "s2": 0.75},
+        )
+        + ensemble(
+            "routed",
+            ["r1", "r2", "r3"],
+            policy="router",
+            policy_options={"model": router, "top_m": 1},
+        )
+        + ensemble(
+            "agents",
+            ["ta", "tb"],
+            policy="cascade",
+            policy_options={"threshold": 0.0, "order": ["tb", "ta"]},
+        )
     )
-    members += _member("ta", upstream, "toolsA") + _member("tb", upstream, "toolsB")
-    return f"""
-[server]
-request_timeout = 60
-{members}
-
-[members.fixed]
-type = "static"
-text = "Paris."
-
-[ensembles.statics]
-members = ["fixed", "a1"]
-ranker = {{ type = "random", seed = 0 }}
-
-# threshold 0: confident after the first stage, whatever the ranking
-[ensembles.cascade]
-members = ["c1", "c2", "c3"]
-ranker = {{ type = "random", seed = 0 }}
-policy = "cascade"
-
-[ensembles.cascade.policy_options]
-threshold = 0.0
-order = ["c2", "c1", "c3"]
-
-[ensembles.cascade.costs]
-c1 = 0.01
-c2 = {{ input_per_1k = 1.0, output_per_1k = 2.0 }}
-c3 = 0.5
-
-# threshold 1: never confident; two members at most, one per stage
-[ensembles.capped]
-members = ["m1", "m2", "m3"]
-ranker = {{ type = "random", seed = 0 }}
-policy = "cascade"
-policy_options = {{ threshold = 1.0, max_members = 2 }}
-
-[ensembles.everyone]
-members = ["a1", "a2"]
-ranker = {{ type = "random", seed = 0 }}
-
-[ensembles.streamed]
-members = ["s1", "s2"]
-ranker = {{ type = "random", seed = 0 }}
-policy = "cascade"
-policy_options = {{ threshold = 0.0 }}
-costs = {{ s1 = 0.25, s2 = 0.75 }}
-
-[ensembles.routed]
-members = ["r1", "r2", "r3"]
-ranker = {{ type = "random", seed = 0 }}
-policy = "router"
-policy_options = {{ model = "{router}", top_m = 1 }}
-
-[ensembles.agents]
-members = ["ta", "tb"]
-ranker = {{ type = "random", seed = 0 }}
-policy = "cascade"
-policy_options = {{ threshold = 0.0, order = ["tb", "ta"] }}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -306,13 +267,7 @@ def test_members_without_reported_usage_are_estimated(client: openai.OpenAI) -> 
 
 def test_streamed_chat_carries_the_calls(client: openai.OpenAI, upstream: FakeUpstream) -> None:
     before = _asked(upstream, "s1", "s2")
-    stream = client.chat.completions.create(
-        model="streamed",
-        messages=QUESTION,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
+    chunks = streamed_chunks(client, "streamed", QUESTION)
     after = _asked(upstream, "s1", "s2")
     assert {m: after[m] - before[m] for m in after} == {"s1": 1, "s2": 0}
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -492,13 +447,6 @@ def test_unreadable_calibration_and_router_files_are_named(tmp_path: Path) -> No
 
 
 def test_cli_refuses_a_bad_policy_config(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from blender_core.cli import _register_commands, app
-
-    _register_commands()
-    path = tmp_path / "blend.toml"
-    path.write_text(BASE + "[ensembles.e.costs]\nzz = 1\n")
-    result = CliRunner().invoke(app, ["serve", "--config", str(path)])
+    path, result = serve_cli(BASE + "[ensembles.e.costs]\nzz = 1\n", tmp_path)
     assert result.exit_code == 2
     assert f"{path}:12: ensembles.e.costs.zz: not a member of this ensemble (a, b)" in result.output

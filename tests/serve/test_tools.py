@@ -11,72 +11,22 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from serve_helpers import FakeUpstream, Server, running
+from serve_helpers import CAPITAL_TOOL, WEATHER_TOOL, FakeUpstream, Server, running, streamed_chunks
+from toml_tables import ensemble, openai_member, static_member
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "capital",
-            "description": "The capital city of a country.",
-            "parameters": {
-                "type": "object",
-                "properties": {"country": {"type": "string"}},
-                "required": ["country"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "weather",
-            "description": "Today's weather in a city.",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
-                "required": ["city"],
-            },
-        },
-    },
-]
+TOOLS = [CAPITAL_TOOL, WEATHER_TOOL]
 TASK = [{"role": "user", "content": "What is the weather in the capital of France?"}]
 
 
 def _config(upstream: FakeUpstream) -> str:
-    return f"""
-[members.a]
-type = "openai"
-base_url = "{upstream.base_url("toolsA")}"
-model = "m"
-
-[members.b]
-type = "openai"
-base_url = "{upstream.base_url("toolsB")}"
-model = "m"
-
-[members.talker]
-type = "static"
-text = "I would rather just talk."
-
-[members.broken]
-type = "openai"
-base_url = "{upstream.base_url("error")}"
-model = "m"
-
-[ensembles.agents]
-members = ["a", "b"]
-ranker = {{ type = "random", seed = 0 }}
-
-[ensembles.mixed]
-members = ["a", "talker", "broken"]
-ranker = {{ type = "random", seed = 0 }}
-"""
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream() as fake:
-        yield fake
+    return (
+        openai_member("a", upstream.base_url("toolsA"))
+        + openai_member("b", upstream.base_url("toolsB"))
+        + static_member("talker", "I would rather just talk.")
+        + openai_member("broken", upstream.base_url("error"))
+        + ensemble("agents", ["a", "b"])
+        + ensemble("mixed", ["a", "talker", "broken"])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -110,18 +60,12 @@ def test_sdk_gets_the_selected_tool_call(client: openai.OpenAI, upstream: FakeUp
 
 
 def test_sdk_streams_the_tool_call(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(
-        model="agents",
-        messages=TASK,
-        tools=TOOLS,  # type: ignore[arg-type]
-        stream=True,
-        stream_options={"include_usage": True},
-    )
+    chunks = streamed_chunks(client, "agents", TASK, tools=TOOLS)
     names: dict[int, str] = {}
     arguments: dict[int, str] = {}
     finish = None
     usage = None
-    for chunk in stream:
+    for chunk in chunks:
         if chunk.usage is not None:
             usage = chunk.usage
         for choice in chunk.choices:
