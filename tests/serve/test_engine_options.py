@@ -27,7 +27,7 @@ from blender_core.priors import MemberPriors
 from blender_core.ranking import Ranking
 from blender_core.serve.config import ConfigError, EnsembleConfig, parse_config
 from blender_core.serve.errors import ApiError
-from blender_core.serve.gateway import Gateway
+from blender_core.serve.gateway import Gateway, ToolRequest
 
 SERVE = Path(__file__).resolve().parents[2] / "shared" / "blender_core" / "serve"
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
@@ -131,7 +131,7 @@ def test_a_members_own_timeout_is_a_timeout_naming_it_on_every_path(
     assert answer.blend is not None
     _own_timeout(*answer.blend["failures"])
     # A blend with tools.
-    answer = asyncio.run(gateway.blend_tools("own", CHAT, CHAT, TOOLS, {}))
+    answer = asyncio.run(gateway.blend_tools("own", ToolRequest(CHAT, CHAT, TOOLS, {})))
     assert answer.blend is not None
     _own_timeout(*answer.blend["failures"])
 
@@ -155,7 +155,7 @@ def test_the_ensembles_deadline_is_a_bare_timeout_on_every_path(upstream: FakeUp
     expected = {"model": "late", "kind": "timeout", "message": "no answer within 0.5 s"}
     answer = asyncio.run(gateway.blend("deadline", CHAT, {}))
     assert answer.blend is not None and answer.blend["failures"] == [expected]
-    answer = asyncio.run(gateway.blend_tools("deadline", CHAT, CHAT, TOOLS, {}))
+    answer = asyncio.run(gateway.blend_tools("deadline", ToolRequest(CHAT, CHAT, TOOLS, {})))
     assert answer.blend is not None and answer.blend["failures"] == [expected]
 
     async def events() -> list[dict[str, Any]]:
@@ -202,7 +202,7 @@ def test_max_retries_calls_a_failing_member_again(path: str) -> None:
         if path == "blend":
             answer = await gateway.blend("e", CHAT, {})
         elif path == "tools":
-            answer = await gateway.blend_tools("e", CHAT, CHAT, TOOLS, {})
+            answer = await gateway.blend_tools("e", ToolRequest(CHAT, CHAT, TOOLS, {}))
         else:
             events = [e async for e in gateway.inspect("e", CHAT, {})]
             return next(e["blend"] for e in events if e["type"] == "result")

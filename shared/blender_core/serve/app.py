@@ -43,7 +43,7 @@ from starlette.requests import ClientDisconnect
 
 from blender_core.serve.config import ServeConfig
 from blender_core.serve.errors import ApiError
-from blender_core.serve.gateway import Answer, Gateway
+from blender_core.serve.gateway import Answer, Gateway, ToolRequest
 from blender_core.serve.metrics import CONTENT_TYPE
 from blender_core.serve.schemas import (
     ChatCompletionRequest,
@@ -129,6 +129,20 @@ class _Stream(StreamingResponse):
     def __init__(self, content: AsyncIterator[bytes], **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
         self.cleanups: list[Callable[[], Awaitable[None]]] = []
+
+    @classmethod
+    def events(
+        cls, content: AsyncIterator[bytes], *cleanups: Callable[[], Awaitable[None]]
+    ) -> _Stream:
+        """A server-sent event stream (neither cached nor buffered by a proxy), ``cleanups``
+        run at its end."""
+        response = cls(
+            content,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        response.cleanups.extend(cleanups)
+        return response
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -256,11 +270,7 @@ def _tool_stream(model: str, answer: Answer, include_usage: bool) -> _Stream:
             )
         yield b"data: [DONE]\n\n"
 
-    return _Stream(
-        body(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return _Stream.events(body())
 
 
 class _App:
@@ -515,13 +525,7 @@ class _App:
             finally:
                 await events.aclose()  # type: ignore[attr-defined]
 
-        response = _Stream(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-        response.cleanups.append(events.aclose)  # type: ignore[attr-defined]
-        return response, body.model
+        return _Stream.events(stream(), events.aclose), body.model  # type: ignore[attr-defined]
 
     async def chat(self, request: Request, raw: bytes, deadline: float) -> tuple[Response, str]:
         body, kind, messages = self._chat_request(raw)
@@ -529,13 +533,11 @@ class _App:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         fields = body.tool_fields()
         if fields is not None:
-            openai_chat = body.openai_messages()
+            tools = ToolRequest(body.openai_messages(), messages, fields, options)
             if kind == "ensemble":
-                work = self.gateway.blend_tools(body.model, openai_chat, messages, fields, options)
+                work = self.gateway.blend_tools(body.model, tools)
             else:
-                work = self.gateway.passthrough_tools(
-                    body.model, openai_chat, messages, fields, options
-                )
+                work = self.gateway.passthrough_tools(body.model, tools)
             answer = await self.within(request, work, deadline)
             if body.stream:
                 return _tool_stream(body.model, answer, include_usage), body.model
@@ -742,13 +744,7 @@ class _App:
             finally:
                 await source.aclose()  # type: ignore[attr-defined]
 
-        response = _Stream(
-            body(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-        response.cleanups.append(close)
-        return response
+        return _Stream.events(body(), close)
 
     # -- rerank ---------------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -42,13 +43,13 @@ from blender_core.serve.config import (
 )
 from blender_core.serve.errors import ApiError
 from blender_core.serve.members import (
-    USAGE_METER,
     UsageMeter,
     build_fuser,
     build_members,
     build_ranker,
     build_reranker,
     load_member,
+    metering,
     request_prompt,
     secret_values,
 )
@@ -62,6 +63,7 @@ from blender_core.types import Prompt
 __all__ = [
     "Answer",
     "Gateway",
+    "ToolRequest",
     "blend_metadata",
     "preference_matrix",
     "public_message",
@@ -83,6 +85,32 @@ class Answer:
     usage: dict[str, int]
     blend: dict[str, Any] | None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    """A chat with ``tools``: the chat in OpenAI's shape (``messages``: tool calls and results
+    kept), the same chat as text for members that cannot call tools (``text_chat``), the
+    request's tool fields (``tools``, ``tool_choice``...) and its sampling ``options``."""
+
+    messages: list[dict[str, Any]]
+    text_chat: list[dict[str, str]]
+    fields: Mapping[str, Any]
+    options: Mapping[str, Any]
+
+
+def _candidate_options(
+    context: str, results: MemberResults[Any], report: CallReport
+) -> dict[str, Any]:
+    """The keywords of :meth:`Blender.ablend_candidates` and :meth:`Blender.astream_candidates`
+    for the members' ``results`` and the policy's ``report``."""
+    return {
+        "input": context,
+        "failures": results.failures,
+        "latencies": results.latencies,
+        "queueing": results.queueing,
+        "calls": report,
+    }
 
 
 @dataclass(frozen=True)
@@ -178,32 +206,31 @@ class _Metered(BaseGenerator):
         note_retry_error(error)
         return True
 
-    def generate(self, prompt: Prompt, **kwargs: Any) -> str:
-        attempt = 0
-        while True:
-            token = USAGE_METER.set(self.meter)
+    @contextmanager
+    def _attempt(self, attempt: int) -> Iterator[None]:
+        """One attempt of a call, metered; its exception swallowed when the call is to be made
+        again (the caller's loop makes the next attempt), raised otherwise."""
+        with metering(self.meter):
             try:
-                return self.inner.generate(self._prompt(prompt), **{**self.options, **kwargs})
+                yield
             except Exception as exc:
                 if not self._retry(attempt, exc):
                     raise
-            finally:
-                USAGE_METER.reset(token)
+
+    def generate(self, prompt: Prompt, **kwargs: Any) -> str:
+        attempt = 0
+        while True:
+            with self._attempt(attempt):
+                return self.inner.generate(self._prompt(prompt), **{**self.options, **kwargs})
             attempt += 1
 
     async def agenerate(self, prompt: Prompt, **kwargs: Any) -> str:
         attempt = 0
         while True:
-            token = USAGE_METER.set(self.meter)
-            try:
+            with self._attempt(attempt):
                 return await self.inner.agenerate(
                     self._prompt(prompt), **{**self.options, **kwargs}
                 )
-            except Exception as exc:
-                if not self._retry(attempt, exc):
-                    raise
-            finally:
-                USAGE_METER.reset(token)
             attempt += 1
 
     async def astream(self, prompt: Prompt, **kwargs: Any) -> AsyncIterator[str]:
@@ -217,13 +244,11 @@ class _Metered(BaseGenerator):
             deltas = astream(self._prompt(prompt), **{**self.options, **kwargs})
             try:
                 while True:
-                    token = USAGE_METER.set(self.meter)
-                    try:
-                        delta = await anext(deltas)
-                    except StopAsyncIteration:
-                        return
-                    finally:
-                        USAGE_METER.reset(token)
+                    with metering(self.meter):
+                        try:
+                            delta = await anext(deltas)
+                        except StopAsyncIteration:
+                            return
                     started = True
                     yield delta
             except Exception as exc:
@@ -638,19 +663,39 @@ class Gateway:
         }
 
     async def _blend_inputs(
-        self, name: str, messages: list[dict[str, str]], options: Mapping[str, Any]
+        self,
+        name: str,
+        messages: list[dict[str, str]],
+        options: Mapping[str, Any],
+        tools: ToolRequest | None = None,
     ) -> tuple[UsageMeter, Blender, str, str, MemberResults[Any], CallReport]:
+        """Call ensemble ``name``'s members for a chat (:meth:`_call_members`): each its metered
+        generator, or, for a chat with ``tools``, each its proposal (:meth:`_propose`)."""
         meter = UsageMeter()
         blender = self._blender(name, messages, options, meter)
-        instruction, context = request_prompt(messages)
-        results, report = await self._call_members(
-            name,
-            blender,
-            instruction,
-            context,
-            self._member_calls(name, blender, blender.prompt_for(instruction, context)),
-            meter,
-        )
+        if tools is None:
+            instruction, context = request_prompt(messages)
+            prompt = blender.prompt_for(instruction, context)
+            results, report = await self._call_members(
+                name,
+                blender,
+                instruction,
+                context,
+                self._member_calls(name, blender, prompt),
+                meter,
+            )
+        else:
+            instruction, context = tool_prompt(tools.messages)
+            ensemble = self.config.ensembles[name]
+            proposals = {
+                m: _retried(partial(self._propose, m, tools, meter), ensemble.max_retries)
+                for m in ensemble.members
+            }
+            # The core's runner under the ensemble's policy: its deadline, retries and failure
+            # kinds (the kind is the cause); a cascade ranks the proposals' texts between stages.
+            results, report = await self._call_members(
+                name, blender, instruction, context, proposals, meter, text_of=_proposal_text
+            )
         return meter, blender, instruction, context, results, report
 
     async def blend(
@@ -668,11 +713,7 @@ class Gateway:
             result = await blender.ablend_candidates(
                 instruction,
                 results.outputs,
-                input=context,
-                failures=results.failures,
-                latencies=results.latencies,
-                queueing=results.queueing,
-                calls=report,
+                **_candidate_options(context, results, report),
             )
         except BlendError as exc:
             raise self._blend_failed(name, exc) from None
@@ -697,11 +738,7 @@ class Gateway:
         events = blender.astream_candidates(
             instruction,
             results.outputs,
-            input=context,
-            failures=results.failures,
-            latencies=results.latencies,
-            queueing=results.queueing,
-            calls=report,
+            **_candidate_options(context, results, report),
         )
         try:
             first = await anext(events)
@@ -803,11 +840,7 @@ class Gateway:
         events = blender.astream_candidates(
             instruction,
             results.outputs,
-            input=context,
-            failures=results.failures,
-            latencies=results.latencies,
-            queueing=results.queueing,
-            calls=report,
+            **_candidate_options(context, results, report),
         )
         fused = self.scrub.stream()
         try:
@@ -853,31 +886,21 @@ class Gateway:
         operator = getattr(self.config.members[name], "system_prompt", None)
         return with_operator_prompt(messages, operator, self.settings.system_prompt_policy)
 
-    async def _propose(
-        self,
-        name: str,
-        messages: list[dict[str, Any]],
-        text_chat: list[dict[str, str]],
-        fields: Mapping[str, Any],
-        options: Mapping[str, Any],
-        meter: UsageMeter,
-    ) -> ToolProposal:
+    async def _propose(self, name: str, request: ToolRequest, meter: UsageMeter) -> ToolProposal:
         """One member's proposal: its own tool calls where it can give a whole assistant
         message (``achat_message``: OpenAI-compatible members), else its text."""
         member = self.members[name]
         achat_message = getattr(member, "achat_message", None)
         if callable(achat_message):
-            token = USAGE_METER.set(meter)
-            try:
+            with metering(meter):
                 result = await achat_message(
-                    self._openai_chat(name, messages), **{**options, **fields}
+                    self._openai_chat(name, request.messages),
+                    **{**request.options, **request.fields},
                 )
-            finally:
-                USAGE_METER.reset(token)
             return proposal_from_result(result)
-        chat = self.member_chat(name, text_chat)
-        text = await _Metered(member, meter, messages=chat, options=options).agenerate(chat)
-        return ToolProposal(text=str(text))
+        chat = self.member_chat(name, request.text_chat)
+        member = _Metered(member, meter, messages=chat, options=request.options)
+        return ToolProposal(text=str(await member.agenerate(chat)))
 
     @staticmethod
     def _openai_calls(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
@@ -888,14 +911,7 @@ class Gateway:
             out.append(item)
         return out
 
-    async def blend_tools(
-        self,
-        name: str,
-        messages: list[dict[str, Any]],
-        text_chat: list[dict[str, str]],
-        fields: Mapping[str, Any],
-        options: Mapping[str, Any],
-    ) -> Answer:
+    async def blend_tools(self, name: str, request: ToolRequest) -> Answer:
         """Ensemble ``name``'s members propose tool calls (or text); the core selects one.
 
         Every member answers within the ensemble's ``timeout``; the proposals go to
@@ -903,25 +919,8 @@ class Gateway:
         strategy, ``min_candidates`` and ``rank_timeout``. 502 when too few answer.
         """
         ensemble = self.config.ensembles[name]
-        meter = UsageMeter()
-        blender = self._blender(name, text_chat, options, meter)
-        instruction, context = tool_prompt(messages)
-        # The core's runner under the ensemble's policy: its deadline, retries and failure
-        # kinds (the kind is the cause); a cascade ranks the proposals' texts between stages.
-        results, report = await self._call_members(
-            name,
-            blender,
-            instruction,
-            context,
-            {
-                m: _retried(
-                    partial(self._propose, m, messages, text_chat, fields, options, meter),
-                    ensemble.max_retries,
-                )
-                for m in ensemble.members
-            },
-            meter,
-            text_of=_proposal_text,
+        meter, blender, instruction, context, results, report = await self._blend_inputs(
+            name, request.text_chat, request.options, tools=request
         )
         failures = list(results.failures)
         latencies = dict(results.latencies)
@@ -950,20 +949,13 @@ class Gateway:
         calls = scrub_tree(self._openai_calls(chosen.tool_calls), self.scrub)
         return Answer(self.scrub(chosen.text), meter.total().to_dict(), blend, calls)
 
-    async def passthrough_tools(
-        self,
-        name: str,
-        messages: list[dict[str, Any]],
-        text_chat: list[dict[str, str]],
-        fields: Mapping[str, Any],
-        options: Mapping[str, Any],
-    ) -> Answer:
+    async def passthrough_tools(self, name: str, request: ToolRequest) -> Answer:
         """One member's answer to a chat with tools (its tool calls when it makes any)."""
         meter = UsageMeter()
         start = time.perf_counter()
         self.metrics.member_calls.labels(name).inc()
         try:
-            proposal = await self._propose(name, messages, text_chat, fields, options, meter)
+            proposal = await self._propose(name, request, meter)
         except (Exception, TimeoutError) as exc:
             raise self.member_failed(name, exc) from None
         finally:
@@ -1032,25 +1024,24 @@ class Gateway:
 
     def reranker_for(self, model: str | None) -> tuple[str, Ranker]:
         """The reranker a ``/v1/rerank`` request names (or the only one)."""
-        if model is None or model == "":
-            if len(self.rerankers) == 1:
-                return next(iter(self.rerankers.items()))
-            names = ", ".join(self.config.rerankers) or "none configured"
+        if model and model in self.config.rerankers:
+            return model, self.rerankers[model]
+        if not model and len(self.rerankers) == 1:
+            return next(iter(self.rerankers.items()))
+        names = ", ".join(self.config.rerankers) or "none configured"
+        if not model:
             raise ApiError(
                 422,
                 f"model: name one of the rerankers ({names})",
                 param="model",
                 code="model_required",
             )
-        if model not in self.config.rerankers:
-            names = ", ".join(self.config.rerankers) or "none configured"
-            raise ApiError(
-                404,
-                f"reranker {model!r} is not configured (rerankers: {names})",
-                param="model",
-                code="model_not_found",
-            )
-        return model, self.rerankers[model]
+        raise ApiError(
+            404,
+            f"reranker {model!r} is not configured (rerankers: {names})",
+            param="model",
+            code="model_not_found",
+        )
 
     async def rerank(
         self, ranker: Ranker, query: str, documents: list[str], top_n: int | None

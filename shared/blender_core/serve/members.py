@@ -114,9 +114,10 @@ def current_meter() -> UsageMeter | None:
 
 
 @contextmanager
-def metering() -> Iterator[UsageMeter]:
-    """Open a fresh :class:`UsageMeter` for the calls made inside the block."""
-    meter = UsageMeter()
+def metering(meter: UsageMeter | None = None) -> Iterator[UsageMeter]:
+    """Count the calls made inside the block in ``meter`` (a fresh :class:`UsageMeter` when
+    none is given)."""
+    meter = UsageMeter() if meter is None else meter
     token = USAGE_METER.set(meter)
     try:
         yield meter

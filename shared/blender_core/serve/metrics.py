@@ -55,6 +55,53 @@ POLICY_REASONS = frozenset(
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
+_RANKER_STATS: tuple[tuple[str, type[CounterMetricFamily | GaugeMetricFamily], str, str], ...] = (
+    # (PairRankerStats field, family, metric name, help)
+    (
+        "sequences",
+        CounterMetricFamily,
+        "blender_ranker_pairs",
+        "Candidate pairs scored by the PairRanker",
+    ),
+    (
+        "forward_calls",
+        CounterMetricFamily,
+        "blender_ranker_forward_calls",
+        "PairRanker forward passes (batches)",
+    ),
+    (
+        "rounds",
+        CounterMetricFamily,
+        "blender_ranker_rounds",
+        "PairRanker scheduling rounds (each serves every caller with pending pairs)",
+    ),
+    (
+        "requests",
+        CounterMetricFamily,
+        "blender_ranker_requests",
+        "Caller requests served by the PairRanker's rounds",
+    ),
+    (
+        "requests_per_round",
+        GaugeMetricFamily,
+        "blender_ranker_requests_per_round",
+        "Mean caller requests sharing a PairRanker round (> 1: requests coalesced)",
+    ),
+    (
+        "batch_fill",
+        GaugeMetricFamily,
+        "blender_ranker_batch_fill",
+        "Computed tokens / token budget of the PairRanker forward calls",
+    ),
+    (
+        "padding_efficiency",
+        GaugeMetricFamily,
+        "blender_ranker_padding_efficiency",
+        "Real tokens / computed (padded) tokens of the PairRanker forward calls",
+    ),
+)
+
+
 class _RankerStats(Collector):
     """Reads ``PairRanker.stats`` of the served rankers when Prometheus scrapes."""
 
@@ -62,55 +109,17 @@ class _RankerStats(Collector):
         self.rankers: dict[str, Any] = {}
 
     def collect(self) -> Iterable[Any]:
-        counters: dict[str, CounterMetricFamily] = {
-            "sequences": CounterMetricFamily(
-                "blender_ranker_pairs",
-                "Candidate pairs scored by the PairRanker",
-                labels=["ranker"],
-            ),
-            "forward_calls": CounterMetricFamily(
-                "blender_ranker_forward_calls",
-                "PairRanker forward passes (batches)",
-                labels=["ranker"],
-            ),
-            "rounds": CounterMetricFamily(
-                "blender_ranker_rounds",
-                "PairRanker scheduling rounds (each serves every caller with pending pairs)",
-                labels=["ranker"],
-            ),
-            "requests": CounterMetricFamily(
-                "blender_ranker_requests",
-                "Caller requests served by the PairRanker's rounds",
-                labels=["ranker"],
-            ),
-        }
-        gauges: dict[str, GaugeMetricFamily] = {
-            "requests_per_round": GaugeMetricFamily(
-                "blender_ranker_requests_per_round",
-                "Mean caller requests sharing a PairRanker round (> 1: requests coalesced)",
-                labels=["ranker"],
-            ),
-            "batch_fill": GaugeMetricFamily(
-                "blender_ranker_batch_fill",
-                "Computed tokens / token budget of the PairRanker forward calls",
-                labels=["ranker"],
-            ),
-            "padding_efficiency": GaugeMetricFamily(
-                "blender_ranker_padding_efficiency",
-                "Real tokens / computed (padded) tokens of the PairRanker forward calls",
-                labels=["ranker"],
-            ),
+        families = {
+            field: family(name, help_text, labels=["ranker"])
+            for field, family, name, help_text in _RANKER_STATS
         }
         for name, ranker in self.rankers.items():
             stats = getattr(ranker, "stats", None)
             if stats is None:
                 continue
-            for field, counter in counters.items():
-                counter.add_metric([name], float(getattr(stats, field)))
-            for field, gauge in gauges.items():
-                gauge.add_metric([name], float(getattr(stats, field)))
-        yield from counters.values()
-        yield from gauges.values()
+            for field, metric in families.items():
+                metric.add_metric([name], float(getattr(stats, field)))
+        yield from families.values()
 
 
 class Metrics:

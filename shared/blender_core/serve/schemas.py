@@ -233,9 +233,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except RecursionError:
-        raise ApiError(
-            400, f"the body is nested more than {MAX_DEPTH} levels deep", code="invalid_json"
-        ) from None
+        raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
@@ -246,28 +244,24 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     return data
 
 
+def _too_deep() -> ApiError:
+    return ApiError(
+        400, f"the body is nested more than {MAX_DEPTH} levels deep", code="invalid_json"
+    )
+
+
 def _check_tree(data: Any, *, surrogates: bool) -> None:
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         node, depth = stack.pop()
+        if isinstance(node, dict | list) and depth > MAX_DEPTH:
+            raise _too_deep()
         if isinstance(node, dict):
-            if depth > MAX_DEPTH:
-                raise ApiError(
-                    400,
-                    f"the body is nested more than {MAX_DEPTH} levels deep",
-                    code="invalid_json",
-                )
             for key, value in node.items():
                 if surrogates:
                     _check_text(key)
                 stack.append((value, depth + 1))
         elif isinstance(node, list):
-            if depth > MAX_DEPTH:
-                raise ApiError(
-                    400,
-                    f"the body is nested more than {MAX_DEPTH} levels deep",
-                    code="invalid_json",
-                )
             stack.extend((item, depth + 1) for item in node)
         elif surrogates and isinstance(node, str):
             _check_text(node)
