@@ -36,7 +36,13 @@ from blender_core.fusion.base import Fuser
 from blender_core.generators.base import Generator
 from blender_core.generators.deadline import DeadlineExceeded, aiterate_with_deadline
 from blender_core.loading import load_fuser, load_ranker
-from blender_core.members import MemberResults, ModelFailure, Outcome, describe_error
+from blender_core.members import (
+    MemberResults,
+    ModelFailure,
+    Outcome,
+    describe_error,
+    member_items,
+)
 from blender_core.policies import Policy, build_policy, member_costs
 from blender_core.ranking import Ranker, Ranking
 from blender_core.staging import CallReport, StageTracer, UsageOf, arun_policy
@@ -452,16 +458,13 @@ class Blender:
     def _named_generators(
         generators: Sequence[Generator] | Mapping[str, Generator],
     ) -> dict[str, Generator]:
-        items: list[tuple[Any, Generator]]
-        if isinstance(generators, Mapping):
-            items = list(generators.items())
-        elif isinstance(generators, str) or not isinstance(generators, Sequence):
-            raise TypeError(
-                "generators must be a list of Generators or a mapping name -> Generator, "
-                f"got {type(generators).__name__}"
-            )
-        else:
-            items = [(getattr(g, "name", None), g) for g in generators]
+        items = member_items(
+            generators,
+            lambda g: getattr(g, "name", None),
+            field="generators",
+            kind="Generator",
+            number_repeats=False,
+        )
         named: dict[str, Generator] = {}
         for position, (name, generator) in enumerate(items):
             if not (

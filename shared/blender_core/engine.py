@@ -300,13 +300,7 @@ class Engine:
         results: MemberResults[str] | Mapping[str, str], calls: CallReport | None
     ) -> dict[str, Any]:
         if isinstance(results, MemberResults):
-            return {
-                "candidates": results.outputs,
-                "failures": results.failures,
-                "latencies": results.latencies,
-                "queueing": results.queueing,
-                "calls": calls,
-            }
+            return {**results.blend_keywords(), "calls": calls}
         return {"candidates": results, "calls": calls}
 
     async def ablend(

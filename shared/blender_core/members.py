@@ -48,6 +48,7 @@ __all__ = [
     "deadline_failure",
     "describe_error",
     "error_failure",
+    "member_items",
     "name_members",
     "run_members",
     "timeout_failure",
@@ -186,12 +187,56 @@ class MemberResults(Generic[T]):
                 results.outputs[outcome.name] = output  # type: ignore[assignment]
         return results
 
+    def blend_keywords(self) -> dict[str, Any]:
+        """These results as the keywords of ``Blender.ablend_candidates`` and
+        ``astream_candidates``: ``candidates``, ``failures``, ``latencies``, ``queueing``."""
+        return {
+            "candidates": self.outputs,
+            "failures": self.failures,
+            "latencies": self.latencies,
+            "queueing": self.queueing,
+        }
+
+
+def member_items(
+    members: Any,
+    name_of: Callable[[Any], Any],
+    *,
+    field: str = "models",
+    kind: str = "model",
+    number_repeats: bool = True,
+) -> list[tuple[Any, Any]]:
+    """The ``(name, member)`` pairs of an ensemble's members, not yet checked: a mapping's
+    items as given, or a list's members named ``name_of(member)`` (with ``number_repeats``,
+    ``#2``, ``#3``... appended to repeats).
+
+    Raises:
+        TypeError: ``members`` is neither a list nor a mapping (the message names ``field``,
+            holding ``kind``s).
+    """
+    if isinstance(members, Mapping):
+        return list(members.items())
+    if isinstance(members, str) or not isinstance(members, Sequence):
+        raise TypeError(
+            f"{field} must be a list of {kind}s or a mapping name -> {kind}, "
+            f"got {type(members).__name__}"
+        )
+    if not number_repeats:
+        return [(name_of(member), member) for member in members]
+    items = []
+    seen: dict[str, int] = {}
+    for member in members:
+        base = name_of(member)
+        seen[base] = seen.get(base, 0) + 1
+        items.append((base if seen[base] == 1 else f"{base}#{seen[base]}", member))
+    return items
+
 
 def name_members(
     models: Any, name_of: Callable[[Any], str], *, check: Callable[[str, Any], Any] | None = None
 ) -> dict[str, Any]:
     """The one way every front names its members: a mapping's keys as given, or, for a list,
-    ``name_of(model)`` with ``#2``, ``#3``... appended to repeats.
+    ``name_of(model)`` with ``#2``, ``#3``... appended to repeats (:func:`member_items`).
 
     Args:
         models: A list of models, or a mapping name -> model.
@@ -203,20 +248,7 @@ def name_members(
         TypeError: ``models`` is neither a list nor a mapping.
         ValueError: no models, an empty name, or a duplicate name.
     """
-    if isinstance(models, Mapping):
-        items = list(models.items())
-    elif isinstance(models, str) or not isinstance(models, Sequence):
-        raise TypeError(
-            "models must be a list of models or a mapping name -> model, "
-            f"got {type(models).__name__}"
-        )
-    else:
-        items = []
-        seen: dict[str, int] = {}
-        for model in models:
-            base = name_of(model)
-            seen[base] = seen.get(base, 0) + 1
-            items.append((base if seen[base] == 1 else f"{base}#{seen[base]}", model))
+    items = member_items(models, name_of)
     if not items:
         raise ValueError("an ensemble needs at least one model")
     named: dict[str, Any] = {}

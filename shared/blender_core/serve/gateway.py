@@ -99,20 +99,6 @@ class ToolRequest:
     options: Mapping[str, Any]
 
 
-def _candidate_options(
-    context: str, results: MemberResults[Any], report: CallReport
-) -> dict[str, Any]:
-    """The keywords of :meth:`Blender.ablend_candidates` and :meth:`Blender.astream_candidates`
-    for the members' ``results`` and the policy's ``report``."""
-    return {
-        "input": context,
-        "failures": results.failures,
-        "latencies": results.latencies,
-        "queueing": results.queueing,
-        "calls": report,
-    }
-
-
 @dataclass(frozen=True)
 class _Reply:
     """A member's answer and the tokens its upstream reported for this call (``None``: it
@@ -712,8 +698,9 @@ class Gateway:
         try:
             result = await blender.ablend_candidates(
                 instruction,
-                results.outputs,
-                **_candidate_options(context, results, report),
+                input=context,
+                calls=report,
+                **results.blend_keywords(),
             )
         except BlendError as exc:
             raise self._blend_failed(name, exc) from None
@@ -737,8 +724,9 @@ class Gateway:
         )
         events = blender.astream_candidates(
             instruction,
-            results.outputs,
-            **_candidate_options(context, results, report),
+            input=context,
+            calls=report,
+            **results.blend_keywords(),
         )
         try:
             first = await anext(events)
@@ -839,8 +827,9 @@ class Gateway:
             yield {"type": "member_skipped", "member": member, "reason": reason}
         events = blender.astream_candidates(
             instruction,
-            results.outputs,
-            **_candidate_options(context, results, report),
+            input=context,
+            calls=report,
+            **results.blend_keywords(),
         )
         fused = self.scrub.stream()
         try:
