@@ -206,34 +206,53 @@ class ScriptedChatModel(BaseChatModel):
 
 
 class RunRecorder(BaseCallbackHandler):
-    """Records (kind, name, run_id, parent_run_id) of every model and chain run."""
+    """Records every model and chain run start (``kind``: chat, llm or chain; ``name``,
+    ``run_id``, ``parent``, ``inputs``, ``tags``, ``metadata``) and every chain's outputs."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.runs: list[tuple[str, str, UUID, UUID | None]] = []
+        self.starts: list[dict[str, Any]] = []
+        self.outputs: dict[UUID, Any] = {}
 
-    def _add(self, kind: str, serialized: Any, kwargs: dict[str, Any]) -> None:
-        name = kwargs.get("name") or (serialized or {}).get("name", "")
-        self.runs.append((kind, name, kwargs["run_id"], kwargs.get("parent_run_id")))
+    def _start(self, kind: str, serialized: Any, inputs: Any, kwargs: dict[str, Any]) -> None:
+        self.starts.append(
+            {
+                "kind": kind,
+                "name": kwargs.get("name") or (serialized or {}).get("name", ""),
+                "run_id": kwargs["run_id"],
+                "parent": kwargs.get("parent_run_id"),
+                "inputs": inputs,
+                "tags": kwargs.get("tags") or [],
+                "metadata": kwargs.get("metadata") or {},
+            }
+        )
 
     def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
-        self._add("chat", serialized, kwargs)
+        self._start("chat", serialized, messages, kwargs)
 
     def on_llm_start(self, serialized: Any, prompts: Any, **kwargs: Any) -> None:
-        self._add("llm", serialized, kwargs)
+        self._start("llm", serialized, prompts, kwargs)
 
     def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
-        self._add("chain", serialized, kwargs)
+        self._start("chain", serialized, inputs, kwargs)
+
+    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+        self.outputs[kwargs["run_id"]] = outputs
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        """The starts of the runs named ``name``, in order."""
+        return [s for s in self.starts if s["name"] == name]
 
     def run_id_of(self, name: str) -> list[UUID]:
-        return [run_id for _, n, run_id, _ in self.runs if n == name]
+        return [s["run_id"] for s in self.named(name)]
 
     def children_of(self, run_id: UUID) -> list[str]:
-        return sorted(n for _, n, _, parent in self.runs if parent == run_id)
+        """The names of ``run_id``'s child runs, sorted."""
+        return sorted(s["name"] for s in self.starts if s["parent"] == run_id)
 
     def child_id(self, run_id: UUID, name: str) -> UUID:
         """The run id of ``run_id``'s one child named ``name``."""
-        (child,) = [r for _, n, r, parent in self.runs if parent == run_id and n == name]
+        (child,) = [s["run_id"] for s in self.named(name) if s["parent"] == run_id]
         return child
 
     def stage_members(self, run_id: UUID, stage: int = 0) -> list[str]:

@@ -109,10 +109,13 @@ def test_stop_cuts_a_streamed_answer(members: dict[str, Any]) -> None:
 
 def _assert_nested(recorder: RunRecorder, ensemble_kind: str, count: int = 1) -> None:
     roots = [
-        r for r in recorder.runs if r[0] == ensemble_kind and r[1] in {"ChatBlender", "Blender"}
+        s
+        for s in recorder.starts
+        if s["kind"] == ensemble_kind and s["name"] in {"ChatBlender", "Blender"}
     ]
-    assert len(roots) == count, recorder.runs
-    for _, _, run_id, _ in roots:
+    assert len(roots) == count, recorder.starts
+    for root in roots:
+        run_id = root["run_id"]
         assert recorder.children_of(run_id) == ["LengthRanker", "stage 0"]
         assert recorder.stage_members(run_id) == ["alpha", "beta"]
 
@@ -146,13 +149,13 @@ async def test_member_runs_nest_under_the_ensemble_in_every_mode(members: dict[s
             await RunnableLambda(astream).ainvoke("hi", config)
         else:
             list((PROMPT | chat | StrOutputParser()).stream({"q": "hi"}, config))
-        (ensemble,) = [r for r in recorder.runs if r[1] == "ChatBlender"]
-        parent = ensemble[3]
+        (ensemble,) = recorder.named("ChatBlender")
+        parent = ensemble["parent"]
         assert parent is not None
         chain_steps = ["PromptTemplate", "StrOutputParser"] if mode == "chain-stream" else []
         assert recorder.children_of(parent) == sorted(
             ["ChatBlender", "LengthRanker", "stage 0", *chain_steps]
-        ), (mode, recorder.runs)
+        ), (mode, recorder.starts)
         assert recorder.stage_members(parent) == ["alpha", "beta"]
 
 

@@ -3,54 +3,16 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.tools import tool
-from lc_fakes import JoinFuser, LengthRanker, ScriptedChatModel, call_as
+from lc_fakes import JoinFuser, LengthRanker, RunRecorder, ScriptedChatModel, call_as
 
 from langchain_blender import Blender, ChatBlender, RankAndFuse, RankCandidates
 from langchain_blender._callbacks import RANKER_TAG
 
 
-class ChainRuns(BaseCallbackHandler):
-    """Records every run start: name, run id, parent id, inputs, tags, metadata; and outputs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.starts: list[dict[str, Any]] = []
-        self.outputs: dict[UUID, Any] = {}
-
-    def _start(self, serialized: Any, inputs: Any, kwargs: dict[str, Any]) -> None:
-        self.starts.append(
-            {
-                "name": kwargs.get("name") or (serialized or {}).get("name", ""),
-                "run_id": kwargs["run_id"],
-                "parent": kwargs.get("parent_run_id"),
-                "inputs": inputs,
-                "tags": kwargs.get("tags") or [],
-                "metadata": kwargs.get("metadata") or {},
-            }
-        )
-
-    def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
-        self._start(serialized, inputs, kwargs)
-
-    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
-        self._start(serialized, messages, kwargs)
-
-    def on_llm_start(self, serialized: Any, prompts: Any, **kwargs: Any) -> None:
-        self._start(serialized, prompts, kwargs)
-
-    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
-        self.outputs[kwargs["run_id"]] = outputs
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [s for s in self.starts if s["name"] == name]
-
-
 def _check_ranker_run(
-    runs: ChainRuns, root_name: str, n: int, top_k: int, *, longest_first: bool = True
+    runs: RunRecorder, root_name: str, n: int, top_k: int, *, longest_first: bool = True
 ) -> None:
     roots = runs.named(root_name)
     rankers = runs.named("LengthRanker")
@@ -78,7 +40,7 @@ def _check_ranker_run(
 async def test_the_ranker_run_is_a_child_of_the_chat_ensemble(members: dict[str, Any]) -> None:
     chat = ChatBlender(models=members, ranker=LengthRanker(), fuser=JoinFuser(), top_k=2)
     for mode in ("invoke", "ainvoke", "batch"):
-        runs = ChainRuns()
+        runs = RunRecorder()
         config: Any = {"callbacks": [runs]}
         await call_as(chat, mode, config)
         _check_ranker_run(runs, "ChatBlender", 2, 2)
@@ -90,7 +52,7 @@ async def test_the_ranker_run_is_a_child_of_the_chat_ensemble(members: dict[str,
 
 async def test_the_ranker_run_is_a_child_of_the_llm_ensemble(members: dict[str, Any]) -> None:
     llm = Blender(models=members, ranker=LengthRanker(), fuser=JoinFuser(), top_k=1)
-    runs = ChainRuns()
+    runs = RunRecorder()
     await llm.ainvoke("hi", {"callbacks": [runs]})
     _check_ranker_run(runs, "Blender", 2, 1)
 
@@ -103,7 +65,7 @@ def test_tool_call_answers_are_ranked_in_a_ranker_run() -> None:
 
     members = {name: ScriptedChatModel(model_name=name) for name in ("adder", "summer")}
     chat = ChatBlender(models=members, ranker=LengthRanker()).bind_tools([add])
-    runs = ChainRuns()
+    runs = RunRecorder()
     message = chat.invoke("please add 2 and 3", {"callbacks": [runs]})
     assert message.response_metadata["blend_mode"] == "tool_calls"
     # Both members propose the same call: one distinct proposal is ranked (top-1 selection).
@@ -116,6 +78,6 @@ def test_the_lcel_steps_trace_the_ranker() -> None:
         (RankCandidates(ranker=LengthRanker()), "RankCandidates"),
         (RankAndFuse(ranker=LengthRanker(), top_k=2), "RankAndFuse"),
     ):
-        runs = ChainRuns()
+        runs = RunRecorder()
         step.invoke({"instruction": "q", "candidates": candidates}, {"callbacks": [runs]})
         _check_ranker_run(runs, name, 2, 2)  # RankCandidates: a full order (top_k = n)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID
 
 import numpy as np
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 from langchain_core.runnables import RunnableLambda
-from lc_fakes import LengthRanker, ScriptedChatModel
+from lc_fakes import LengthRanker, RunRecorder, ScriptedChatModel
 
 from blender_core.data import MixCandidate, MixRecord
 from blender_core.policies import CascadePolicy, RouterPolicy
@@ -58,44 +57,6 @@ class LLMEnds(BaseCallbackHandler):
             return
         for generations in response.generations:
             self.infos.extend(g.generation_info or {} for g in generations)
-
-
-class Runs(BaseCallbackHandler):
-    """Records every run: name, id, parent, inputs, tags; and chain outputs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.starts: list[dict[str, Any]] = []
-        self.outputs: dict[UUID, Any] = {}
-
-    def _start(self, serialized: Any, inputs: Any, kwargs: dict[str, Any]) -> None:
-        self.starts.append(
-            {
-                "name": kwargs.get("name") or (serialized or {}).get("name", ""),
-                "run_id": kwargs["run_id"],
-                "parent": kwargs.get("parent_run_id"),
-                "inputs": inputs,
-                "tags": kwargs.get("tags") or [],
-            }
-        )
-
-    def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
-        self._start(serialized, inputs, kwargs)
-
-    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
-        self._start(serialized, messages, kwargs)
-
-    def on_llm_start(self, serialized: Any, prompts: Any, **kwargs: Any) -> None:
-        self._start(serialized, prompts, kwargs)
-
-    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
-        self.outputs[kwargs["run_id"]] = outputs
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [s for s in self.starts if s["name"] == name]
-
-    def children(self, run_id: UUID) -> list[str]:
-        return sorted(s["name"] for s in self.starts if s["parent"] == run_id)
 
 
 def _check_cascade_calls(calls: dict[str, Any]) -> None:
@@ -209,7 +170,7 @@ async def test_a_cascade_goes_on_in_stages_and_each_stage_is_a_run() -> None:
         costs=COSTS,
     )
     for mode in ("invoke", "ainvoke"):
-        runs = Runs()
+        runs = RunRecorder()
         config: Any = {"callbacks": [runs]}
         message = (
             chat.invoke("hi", config) if mode == "invoke" else await chat.ainvoke("hi", config)
@@ -234,15 +195,15 @@ async def test_a_cascade_goes_on_in_stages_and_each_stage_is_a_run() -> None:
         }
         assert stages[1]["inputs"]["members"] == ["mid"]
         # the members nest in their stage; the failure is the stage's output
-        assert runs.children(stages[0]["run_id"]) == ["cheap"]
-        assert runs.children(stages[1]["run_id"]) == ["mid"]
+        assert runs.children_of(stages[0]["run_id"]) == ["cheap"]
+        assert runs.children_of(stages[1]["run_id"]) == ["mid"]
         first = runs.outputs[stages[0]["run_id"]]
         assert first["answered"] == []
         assert [f["model"] for f in first["failed"]] == ["cheap"]
         assert runs.outputs[stages[1]["run_id"]] == {"answered": ["mid"], "failed": []}
         assert not runs.named("dear")
-        assert "stage 0" in runs.children(root["run_id"])
-        assert "LengthRanker" in runs.children(root["run_id"])  # ranked between stages
+        assert "stage 0" in runs.children_of(root["run_id"])
+        assert "LengthRanker" in runs.children_of(root["run_id"])  # ranked between stages
 
 
 def test_policy_all_reports_every_member_in_one_stage() -> None:
@@ -436,14 +397,14 @@ def test_a_nested_ensembles_members_nest_in_its_own_stage() -> None:
         models={"inner": inner, "solo": ScriptedChatModel(model_name="solo")},
         ranker=LengthRanker(),
     )
-    runs = Runs()
+    runs = RunRecorder()
     outer.invoke("hi", {"callbacks": [runs]})
     (root,) = [s for s in runs.named("ChatBlender") if s["parent"] is None]
     (outer_stage,) = [s for s in runs.named("stage 0") if s["parent"] == root["run_id"]]
-    assert runs.children(outer_stage["run_id"]) == ["inner", "solo"]
+    assert runs.children_of(outer_stage["run_id"]) == ["inner", "solo"]
     (inner_run,) = runs.named("inner")
     (inner_stage,) = [s for s in runs.named("stage 0") if s["parent"] == inner_run["run_id"]]
-    assert runs.children(inner_stage["run_id"]) == ["cheap", "dear", "mid"]
+    assert runs.children_of(inner_stage["run_id"]) == ["cheap", "dear", "mid"]
 
 
 async def test_a_hedged_stage_is_its_own_run_beside_the_slow_one() -> None:
@@ -461,7 +422,7 @@ async def test_a_hedged_stage_is_its_own_run_beside_the_slow_one() -> None:
         },
         costs=COSTS,
     )
-    runs = Runs()
+    runs = RunRecorder()
     message = await chat.ainvoke("hi", {"callbacks": [runs]})
     calls = message.response_metadata["calls"]
     assert calls["hedged"] == 1
@@ -472,5 +433,5 @@ async def test_a_hedged_stage_is_its_own_run_beside_the_slow_one() -> None:
     assert [s["inputs"]["hedged"] for s in stages] == [False, True]
     assert all(s["parent"] == root["run_id"] for s in stages)
     # concurrent stages: each member in its own stage's run
-    assert runs.children(stages[0]["run_id"]) == ["cheap"]
-    assert runs.children(stages[1]["run_id"]) == ["mid"]
+    assert runs.children_of(stages[0]["run_id"]) == ["cheap"]
+    assert runs.children_of(stages[1]["run_id"]) == ["mid"]
