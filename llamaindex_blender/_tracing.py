@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.base import BaseEvent
@@ -27,6 +27,8 @@ from blender_core.blend import RankStep
 from blender_core.members import Outcome
 from blender_core.ranking import Ranking
 from blender_core.staging import StageStep
+
+T = TypeVar("T")
 
 __all__ = ["RankEndEvent", "StageEndEvent", "trace_ranking", "trace_stage"]
 
@@ -117,17 +119,35 @@ class _Span:
             active_span_id.reset(self.token)
 
 
-async def trace_ranking(step: RankStep, rank: Callable[[], Awaitable[Ranking]]) -> Ranking:
-    """The core pipeline's rank tracer for LlamaIndex: ``rank()`` inside the ranker's span."""
-    fields = step.to_dict()
-    span = _Span(f"{step.ranker}.rank-{uuid.uuid4()}", fields, _rank)
+async def _in_span(
+    name: str,
+    fields: dict[str, Any],
+    signature: Callable[..., None],
+    work: Callable[[], Awaitable[T]],
+    end_event: Callable[[T], BaseEvent],
+) -> T:
+    """``work()`` inside the span ``<name>-<uuid>``; ``end_event(result)`` emitted in it at the
+    end, the span dropped when ``work`` raises."""
+    span = _Span(f"{name}-{uuid.uuid4()}", fields, signature)
     try:
-        ranking = await rank()
+        result = await work()
     except BaseException as exc:
         span.drop(exc)
         raise
-    span.exit(RankEndEvent(**fields, order=list(ranking.order)), ranking)
-    return ranking
+    span.exit(end_event(result), result)
+    return result
+
+
+async def trace_ranking(step: RankStep, rank: Callable[[], Awaitable[Ranking]]) -> Ranking:
+    """The core pipeline's rank tracer for LlamaIndex: ``rank()`` inside the ranker's span."""
+    fields = step.to_dict()
+    return await _in_span(
+        f"{step.ranker}.rank",
+        fields,
+        _rank,
+        rank,
+        lambda ranking: RankEndEvent(**fields, order=list(ranking.order)),
+    )
 
 
 async def trace_stage(
@@ -137,14 +157,11 @@ async def trace_stage(
     ``run()`` (the stage's member calls) inside the stage's span, so that the members' spans
     nest under it."""
     fields = step.to_dict()
+
+    def end(outcomes: list[Outcome[Any]]) -> StageEndEvent:
+        answered = [o.name for o in outcomes if o.failure is None]
+        failed = [o.name for o in outcomes if o.failure is not None]
+        return StageEndEvent(**fields, answered=answered, failed=failed)
+
     # "-" ends a span's name in LlamaIndex span ids ("<name>-<uuid>")
-    span = _Span(f"{step.policy.replace('-', '_')}.stage-{uuid.uuid4()}", fields, _stage)
-    try:
-        outcomes = await run()
-    except BaseException as exc:
-        span.drop(exc)
-        raise
-    answered = [o.name for o in outcomes if o.failure is None]
-    failed = [o.name for o in outcomes if o.failure is not None]
-    span.exit(StageEndEvent(**fields, answered=answered, failed=failed), outcomes)
-    return outcomes
+    return await _in_span(f"{step.policy.replace('-', '_')}.stage", fields, _stage, run, end)
