@@ -4,9 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["torch_threads", "write_endless"]
+__all__ = ["json_values", "torch_threads", "write_endless"]
+
+
+def json_values(*, allow_nan: bool, max_leaves: int) -> Any:
+    """A hypothesis strategy of any JSON value (null, booleans, numbers, short strings, and
+    lists and objects of them); floats NaN too with ``allow_nan``."""
+    from hypothesis import strategies as st
+
+    return st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=allow_nan)
+        | st.text(max_size=20),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=max_leaves,
+    )
 
 
 @contextmanager

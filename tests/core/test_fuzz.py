@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from suite_helpers import json_values
 from typer.testing import CliRunner
 
 from blender_core.cli import _register_commands, app
@@ -26,25 +27,19 @@ FUZZ = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
+JSON_VALUES = json_values(allow_nan=True, max_leaves=12)
 candidate = st.fixed_dictionaries(
-    {"text": json_values | st.text(max_size=30)},
-    optional={"model": json_values, "scores": json_values, "decoding_method": json_values},
+    {"text": JSON_VALUES | st.text(max_size=30)},
+    optional={"model": JSON_VALUES, "scores": JSON_VALUES, "decoding_method": JSON_VALUES},
 )
 record = st.fixed_dictionaries(
     {},
     optional={
-        "id": json_values,
-        "instruction": st.text(max_size=30) | json_values,
-        "input": json_values,
-        "output": json_values,
-        "candidates": st.lists(candidate, max_size=3) | json_values,
+        "id": JSON_VALUES,
+        "instruction": st.text(max_size=30) | JSON_VALUES,
+        "input": JSON_VALUES,
+        "output": JSON_VALUES,
+        "candidates": st.lists(candidate, max_size=3) | JSON_VALUES,
     },
 )
 line = (

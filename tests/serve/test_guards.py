@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from serve_helpers import FakeUpstream
+from suite_helpers import json_values
 from toml_tables import ensemble, openai_member, static_members, table
 
 from blender_core.serve import create_app, parse_config
@@ -332,13 +333,7 @@ def test_upstream_details_stay_in_the_log(
     assert upstream.url in caplog.text
 
 
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
+_JSON = json_values(allow_nan=False, max_leaves=20)
 _BODIES = st.one_of(
     st.binary(max_size=200),
     _JSON.map(lambda v: json.dumps(v).encode()),
