@@ -455,21 +455,8 @@ def test_cli_eval_policies_and_train_router(
         cache.embeddings = embeddings_for(recs)
         cache.save(out / "cache" / cache_key(path, "consensus"))
     runner = CliRunner()
-    result = runner.invoke(
-        app,
-        [
-            "eval-policies",
-            str(dev),
-            "--train",
-            str(train),
-            "--out",
-            str(out),
-            "--bootstrap",
-            "100",
-            "--thresholds",
-            "0.5,0.9",
-        ],
-    )
+    eval_policies = ["eval-policies", str(dev), "--train", str(train), "--out", str(out)]
+    result = runner.invoke(app, [*eval_policies, "--bootstrap", "100", "--thresholds", "0.5,0.9"])
     assert result.exit_code == 0, result.output
     assert "| cascade [1] | t=0.9 |" in result.output
     assert "| cascade (router order) [1+2] | t=0.5 |" in result.output
@@ -509,19 +496,7 @@ def test_cli_eval_policies_and_train_router(
         app, ["train-router", str(train), "--out", str(tmp_path / "x.json"), "--kind", "tree"]
     )
     assert bad.exit_code != 0 and "tree" in bad.output
-    bad = runner.invoke(
-        app,
-        [
-            "eval-policies",
-            str(dev),
-            "--train",
-            str(train),
-            "--out",
-            str(out),
-            "--stage-sizes",
-            "1;0",
-        ],
-    )
+    bad = runner.invoke(app, [*eval_policies, "--stage-sizes", "1;0"])
     assert bad.exit_code != 0 and "stage sizes must be integers >= 1" in bad.output
 
 
