@@ -6,7 +6,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
-__all__ = ["json_values", "torch_threads", "write_endless"]
+__all__ = ["command_group", "json_values", "torch_threads", "write_endless"]
+
+
+def command_group(name: str, command: Any) -> Any:
+    """A Typer app with one ``blender`` command alone, checked to be registered in the real app
+    (a group, so that ``CliRunner().invoke(group, [name, ...])`` keeps the name: a one-command
+    app drops it)."""
+    import typer
+
+    from blender_core.cli import app
+
+    assert name in [c.name for c in app.registered_commands]
+    group = typer.Typer()
+    group.command(name)(command)
+    group.callback()(lambda: None)
+    return group
 
 
 def json_values(*, allow_nan: bool, max_leaves: int) -> Any:

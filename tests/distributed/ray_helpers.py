@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from suite_helpers import command_group
+
 #: Keyword arguments of every Ray start in these tests.
 RAY_LOCAL = {"include_dashboard": False, "log_to_driver": False}
 
@@ -86,11 +88,6 @@ def _is_ray(proc: Any) -> bool:
 
 def rank_cli_app() -> Any:
     """A Typer app with ``blender rank`` alone (``CliRunner().invoke(app, ["rank", ...])``)."""
-    import typer
-
     from blender_core.cli.rank import rank_command
 
-    group = typer.Typer()
-    group.command("rank")(rank_command)
-    group.callback()(lambda: None)
-    return group
+    return command_group("rank", rank_command)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 import typer
+from suite_helpers import command_group
 from typer.testing import CliRunner
 
-from blender_core.cli import app
 from blender_core.cli.evaluate import evaluate_command
 from blender_core.data import read_mixinstruct
 
@@ -17,11 +18,7 @@ from blender_core.data import read_mixinstruct
 @pytest.fixture
 def cli() -> typer.Typer:
     """A group with just ``eval`` (the real app registers it too: checked here)."""
-    assert "eval" in [c.name for c in app.registered_commands]
-    group = typer.Typer()
-    group.command("eval")(evaluate_command)
-    group.callback()(lambda: None)
-    return group
+    return cast(typer.Typer, command_group("eval", evaluate_command))
 
 
 def test_eval_writes_table_and_plots(cli: typer.Typer, records_file: Path, tmp_path: Path) -> None:

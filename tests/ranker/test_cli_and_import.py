@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from suite_helpers import command_group
 from typer.testing import CliRunner
 
 from blender_core import PairRanker
@@ -47,16 +48,9 @@ RECORDS = [
 @pytest.fixture(scope="module")
 def cli_app():  # type: ignore[no-untyped-def]
     """The ``rank`` command in a group of its own (a one-command typer app drops the name)."""
-    import typer
-
-    from blender_core.cli import app
     from blender_core.cli.rank import rank_command
 
-    assert "rank" in [c.name for c in app.registered_commands]
-    group = typer.Typer()
-    group.command("rank")(rank_command)
-    group.callback()(lambda: None)
-    return group
+    return command_group("rank", rank_command)
 
 
 def test_cli_rank_writes_one_line_per_record(cli_app, tiny_pairrm_dir, tmp_path) -> None:
