@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
-__all__ = ["command_group", "json_values", "torch_threads", "write_endless"]
+__all__ = [
+    "command_group",
+    "json_values",
+    "tool_call_message",
+    "torch_threads",
+    "write_endless",
+]
 
 
 def command_group(name: str, command: Any) -> Any:
@@ -41,6 +47,19 @@ def json_values(*, allow_nan: bool, max_leaves: int) -> Any:
         ),
         max_leaves=max_leaves,
     )
+
+
+def tool_call_message(calls: Iterable[tuple[str, str, str]]) -> dict[str, Any]:
+    """An OpenAI chat-completions assistant message that calls tools: ``calls`` as
+    ``(id, name, arguments)``, the arguments as JSON text (as on the wire: not checked here)."""
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+            for call_id, name, arguments in calls
+        ],
+    }
 
 
 @contextmanager

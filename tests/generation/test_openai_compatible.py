@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from suite_helpers import write_endless
+from suite_helpers import tool_call_message, write_endless
 
 from blender_core import OpenAICompatibleGenerator
 from blender_core.generators.errors import GeneratorError, GeneratorTimeoutError
@@ -108,20 +108,9 @@ class FakeServer:
                                     {
                                         "index": 0,
                                         "finish_reason": "tool_calls",
-                                        "message": {
-                                            "role": "assistant",
-                                            "content": None,
-                                            "tool_calls": [
-                                                {
-                                                    "id": "call_1",
-                                                    "type": "function",
-                                                    "function": {
-                                                        "name": "weather",
-                                                        "arguments": arguments,
-                                                    },
-                                                }
-                                            ],
-                                        },
+                                        "message": tool_call_message(
+                                            [("call_1", "weather", arguments)]
+                                        ),
                                     }
                                 ],
                                 "usage": {
@@ -148,6 +137,10 @@ class FakeServer:
     def url(self, scenario: str) -> str:
         return f"http://127.0.0.1:{self.port}/{scenario}/v1"
 
+    def generator(self, scenario: str = "ok", **options: Any) -> OpenAICompatibleGenerator:
+        """The generator of model ``tiny`` against ``scenario`` (``options``: its keywords)."""
+        return OpenAICompatibleGenerator("tiny", base_url=self.url(scenario), **options)
+
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
@@ -161,13 +154,8 @@ def server() -> Iterator[FakeServer]:
 
 
 def test_success_sync(server: FakeServer) -> None:
-    gen = OpenAICompatibleGenerator(
-        "tiny",
-        base_url=server.url("ok"),
-        api_key="sk-test",
-        system_prompt="Be brief.",
-        temperature=0.2,
-        max_tokens=16,
+    gen = server.generator(
+        api_key="sk-test", system_prompt="Be brief.", temperature=0.2, max_tokens=16
     )
     assert gen.name == "tiny"
     assert gen.generate("hello") == "echo: hello"
@@ -196,13 +184,7 @@ async def test_success_async_concurrent(
 
 
 def test_chat_prompt_and_call_overrides(server: FakeServer) -> None:
-    gen = OpenAICompatibleGenerator(
-        "tiny",
-        base_url=server.url("ok"),
-        api_key="",
-        system_prompt="ignored",
-        extra_body={"seed": 1},
-    )
+    gen = server.generator(api_key="", system_prompt="ignored", extra_body={"seed": 1})
     chat = [{"role": "system", "content": "own"}, {"role": "user", "content": "hey"}]
     assert gen.generate(chat, max_new_tokens=5, temperature=0.0) == "echo: hey"
     body = server.requests[-1]["body"]
@@ -212,7 +194,7 @@ def test_chat_prompt_and_call_overrides(server: FakeServer) -> None:
 
 
 async def test_server_error(server: FakeServer) -> None:
-    gen = OpenAICompatibleGenerator("tiny", base_url=server.url("error"), max_retries=0)
+    gen = server.generator("error", max_retries=0)
     with pytest.raises(GeneratorError, match=r"HTTP 500.*model exploded") as info:
         gen.generate("x")
     assert info.value.status_code == 500
@@ -220,12 +202,12 @@ async def test_server_error(server: FakeServer) -> None:
     with pytest.raises(GeneratorError, match="HTTP 500"):
         await gen.agenerate("x")
     with pytest.raises(GeneratorError, match="HTTP 400") as bad:
-        OpenAICompatibleGenerator("tiny", base_url=server.url("badrequest")).generate("x")
+        server.generator("badrequest").generate("x")
     assert bad.value.status_code == 400
 
 
 async def test_timeout(server: FakeServer) -> None:
-    gen = OpenAICompatibleGenerator("tiny", base_url=server.url("slow"), timeout=0.3)
+    gen = server.generator("slow", timeout=0.3)
     start = time.perf_counter()
     with pytest.raises(GeneratorTimeoutError, match=r"timeout of 0\.3 s"):
         gen.generate("x")
@@ -237,7 +219,7 @@ async def test_timeout(server: FakeServer) -> None:
 async def test_timeout_bounds_the_whole_request_against_a_trickling_server(
     server: FakeServer,
 ) -> None:
-    gen = OpenAICompatibleGenerator("tiny", base_url=server.url("trickle"), timeout=2)
+    gen = server.generator("trickle", timeout=2)
     start = time.perf_counter()
     with pytest.raises(GeneratorTimeoutError, match=r"timeout of 2 s"):
         await asyncio.to_thread(gen.generate, "x")
@@ -253,9 +235,7 @@ async def test_timeout_bounds_the_whole_request_against_a_trickling_server(
 
 @pytest.mark.parametrize("scenario", ["endless", "huge"])
 async def test_response_bodies_are_capped(server: FakeServer, scenario: str) -> None:
-    gen = OpenAICompatibleGenerator(
-        "tiny", base_url=server.url(scenario), max_response_bytes=2**20, timeout=20
-    )
+    gen = server.generator(scenario, max_response_bytes=2**20, timeout=20)
     start = time.perf_counter()
     with pytest.raises(GeneratorError, match=r"exceeds max_response_bytes=1048576"):
         await asyncio.to_thread(gen.generate, "x")
@@ -277,7 +257,7 @@ async def test_response_bodies_are_capped(server: FakeServer, scenario: str) -> 
     ],
 )
 async def test_malformed_response(server: FakeServer, scenario: str, message: str) -> None:
-    gen = OpenAICompatibleGenerator("tiny", base_url=server.url(scenario))
+    gen = server.generator(scenario)
     with pytest.raises(GeneratorError, match=message):
         gen.generate("x")
     with pytest.raises(GeneratorError, match=message):
@@ -286,12 +266,12 @@ async def test_malformed_response(server: FakeServer, scenario: str, message: st
 
 def test_retries_on_5xx(server: FakeServer) -> None:
     server.flaky_failures = 0
-    gen = OpenAICompatibleGenerator("tiny", base_url=server.url("flaky"), max_retries=1)
+    gen = server.generator("flaky", max_retries=1)
     assert gen.generate("again") == "echo: again"
     assert server.flaky_failures == 2
     server.flaky_failures = 0
     with pytest.raises(GeneratorError, match="HTTP 503"):
-        OpenAICompatibleGenerator("tiny", base_url=server.url("flaky"), max_retries=0).generate("x")
+        server.generator("flaky", max_retries=0).generate("x")
 
 
 async def test_connection_refused() -> None:
@@ -319,7 +299,7 @@ def test_environment_defaults(server: FakeServer, monkeypatch: pytest.MonkeyPatc
     assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-env"
     monkeypatch.setenv("OPENAI_BASE_URL", "http://example.invalid/v1")
     assert OpenAICompatibleGenerator("tiny").base_url == "http://example.invalid/v1"
-    assert OpenAICompatibleGenerator("tiny", base_url=server.url("ok")).base_url == server.url("ok")
+    assert server.generator().base_url == server.url("ok")
     monkeypatch.delenv("OPENAI_BASE_URL")
     monkeypatch.delenv("OPENAI_API_BASE")
     assert OpenAICompatibleGenerator("tiny").base_url == "https://api.openai.com/v1"
@@ -350,17 +330,7 @@ TOOLS = [
 ]
 CHAT = [
     {"role": "user", "content": "Weather in Paris, then Lyon?"},
-    {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {
-                "id": "call_0",
-                "type": "function",
-                "function": {"name": "weather", "arguments": '{"city": "Lyon"}'},
-            }
-        ],
-    },
+    tool_call_message([("call_0", "weather", '{"city": "Lyon"}')]),
     {"role": "tool", "tool_call_id": "call_0", "content": "Sunny in Lyon"},
 ]
 
@@ -370,9 +340,8 @@ async def test_chat_message_returns_tool_calls_and_usage(server: FakeServer) -> 
     from blender_core.tool_calls import ToolCall
 
     seen: list[dict[str, int]] = []
-    gen = OpenAICompatibleGenerator(
-        "tiny",
-        base_url=server.url("tools"),
+    gen = server.generator(
+        "tools",
         api_key="sk-test",
         system_prompt="Use tools.",
         max_tokens=32,
@@ -395,9 +364,7 @@ async def test_chat_message_returns_tool_calls_and_usage(server: FakeServer) -> 
     assert body["tools"] == TOOLS and body["tool_choice"] == "auto"
     assert body["max_tokens"] == 8 and body["seed"] == 1 and body["model"] == "tiny"
     # The sync form; a text answer is a message without tool calls.
-    text = OpenAICompatibleGenerator("tiny", base_url=server.url("ok")).chat_message(
-        [{"role": "user", "content": "hi"}], tools=TOOLS
-    )
+    text = server.generator().chat_message([{"role": "user", "content": "hi"}], tools=TOOLS)
     assert (text.text, text.tool_calls, text.usage) == ("echo: hi", (), None)
 
 
@@ -405,12 +372,12 @@ async def test_chat_message_shares_the_text_paths_deadline_retries_and_limits(
     server: FakeServer,
 ) -> None:
     # The total deadline.
-    slow = OpenAICompatibleGenerator("tiny", base_url=server.url("slow"), timeout=0.3)
+    slow = server.generator("slow", timeout=0.3)
     with pytest.raises(GeneratorTimeoutError, match=r"timeout of 0\.3 s"):
         await slow.achat_message([{"role": "user", "content": "x"}], tools=TOOLS)
     # Retries of a 503, then the answer.
     server.flaky_failures = 0
-    flaky = OpenAICompatibleGenerator("tiny", base_url=server.url("flaky"), max_retries=1)
+    flaky = server.generator("flaky", max_retries=1)
     assert (await flaky.achat_message([{"role": "user", "content": "again"}])).text == (
         "echo: again"
     )
@@ -422,19 +389,11 @@ async def test_chat_message_shares_the_text_paths_deadline_retries_and_limits(
         ("nochoices", r"malformed response.*no 'choices'"),
         ("badtool", r"malformed response.*tool call is not valid.*not valid JSON"),
     ]:
-        gen = OpenAICompatibleGenerator(
-            "tiny",
-            base_url=server.url(scenario),
-            max_retries=0,
-            max_response_bytes=2**20,
-            timeout=20,
-        )
+        gen = server.generator(scenario, max_retries=0, max_response_bytes=2**20, timeout=20)
         with pytest.raises(GeneratorError, match=message):
             await gen.achat_message([{"role": "user", "content": "x"}], tools=TOOLS)
     # The key never shows in an error.
-    leaky = OpenAICompatibleGenerator(
-        "tiny", base_url=server.url("error"), api_key="sk-secret-123456", max_retries=0
-    )
+    leaky = server.generator("error", api_key="sk-secret-123456", max_retries=0)
     with pytest.raises(GeneratorError) as info:
         await leaky.achat_message([{"role": "user", "content": "sk-secret-123456"}])
     assert "sk-secret-123456" not in str(info.value)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from suite_helpers import tool_call_message
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0  # seconds for a server to answer /ready (a loaded 2-core CI machine)
@@ -213,18 +214,10 @@ def _tool_answer(mode: str, body: dict[str, object]) -> dict[str, object]:
     else:
         calls = []
     if calls:
-        message = {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": f"call_{mode}_{len(results)}_{i}",
-                    "type": "function",
-                    "function": {"name": name, "arguments": json.dumps(args)},
-                }
-                for i, (name, args) in enumerate(calls)
-            ],
-        }
+        message = tool_call_message(
+            (f"call_{mode}_{len(results)}_{i}", name, json.dumps(args))
+            for i, (name, args) in enumerate(calls)
+        )
     else:
         facts = " ".join(str(m.get("content")) for m in results)
         prefix = "Final answer" if mode == "toolsA" else "Done"

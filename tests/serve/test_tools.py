@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 from serve_helpers import CAPITAL_TOOL, WEATHER_TOOL, FakeUpstream, Server, running, streamed_chunks
+from suite_helpers import tool_call_message
 from toml_tables import ensemble, openai_member, static_member
 
 TOOLS = [CAPITAL_TOOL, WEATHER_TOOL]
@@ -101,17 +102,7 @@ def test_passthrough_member_with_tools(client: openai.OpenAI) -> None:
 def test_history_with_tool_results_is_forwarded(client: openai.OpenAI) -> None:
     history: list[Any] = [
         *TASK,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "capital", "arguments": '{"country": "France"}'},
-                }
-            ],
-        },
+        tool_call_message([("call_1", "capital", '{"country": "France"}')]),
         {"role": "tool", "tool_call_id": "call_1", "content": "Paris"},
     ]
     response = client.chat.completions.create(model="agents", messages=history, tools=TOOLS)  # type: ignore[arg-type]
