@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.response.schema import RESPONSE_TYPE
@@ -224,12 +225,11 @@ class FusionSynthesizer(BaseSynthesizer):
         additional_source_nodes: Sequence[NodeWithScore] | None = None,
         **response_kwargs: Any,
     ) -> RESPONSE_TYPE:
-        token = _current_blend.set(None)
-        try:
+        """Answer ``query`` from ``nodes`` (LlamaIndex's synthesis); the response's metadata
+        carries this call's blend under ``"blend"`` (a streamed one once it ends)."""
+        with _blend_slot():
             response = super().synthesize(query, nodes, additional_source_nodes, **response_kwargs)
             return _with_blend(response, _current_blend.get())
-        finally:
-            _current_blend.reset(token)
 
     async def asynthesize(
         self,
@@ -238,14 +238,23 @@ class FusionSynthesizer(BaseSynthesizer):
         additional_source_nodes: Sequence[NodeWithScore] | None = None,
         **response_kwargs: Any,
     ) -> RESPONSE_TYPE:
-        token = _current_blend.set(None)
-        try:
+        """Async :meth:`synthesize`."""
+        with _blend_slot():
             response = await super().asynthesize(
                 query, nodes, additional_source_nodes, **response_kwargs
             )
             return _with_blend(response, _current_blend.get())
-        finally:
-            _current_blend.reset(token)
+
+
+@contextmanager
+def _blend_slot() -> Iterator[None]:
+    """An empty blend slot for one synthesis (the ranking step fills it in), the caller's back
+    after: nested or concurrent syntheses each read their own blend."""
+    token = _current_blend.set(None)
+    try:
+        yield
+    finally:
+        _current_blend.reset(token)
 
 
 def _chunks_as_candidates(text_chunks: Sequence[str]) -> dict[str, str]:
