@@ -41,6 +41,22 @@ def _is_generator(obj: Any) -> bool:
 _REGISTERED: dict[str, Callable[..., Ranker]] = {}
 
 
+def _text_spec(spec: object, kind: str) -> str | None:
+    """A string or :class:`~pathlib.Path` spec as text (a keyword or a checkpoint), ``None``
+    for any other spec.
+
+    Raises:
+        ValueError: an empty or blank string.
+    """
+    if isinstance(spec, Path):
+        return str(spec)
+    if not isinstance(spec, str):
+        return None
+    if not spec.strip():
+        raise ValueError(f"{kind} spec is an empty string")
+    return spec
+
+
 def register_ranker(type: str, factory: Callable[..., Ranker]) -> None:
     """Make ``type`` a ranker spec name: ``factory(**options)`` builds it (a plugin's ranker)."""
     if not isinstance(type, str) or not type.strip():
@@ -129,22 +145,19 @@ def load_ranker(
         options.setdefault("device", device)
         options.setdefault("dtype", dtype)
         return build_ranker(kind, **options)
-    if isinstance(spec, Path):
-        spec = str(spec)
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "consensus"):
+    text = _text_spec(spec, "ranker")
+    if spec is None or (text is not None and text.strip().lower() == "consensus"):
         from blender_core.rankers.consensus import ConsensusRanker
 
         return ConsensusRanker(device=device, dtype=dtype)
-    if isinstance(spec, str):
-        if not spec.strip():
-            raise ValueError("ranker spec is an empty string")
-        if spec.strip().lower() == "random":
+    if text is not None:
+        if text.strip().lower() == "random":
             from blender_core.rankers.random import RandomRanker
 
             return RandomRanker()
         from blender_core.pair_ranker import PairRanker
 
-        return PairRanker.from_pretrained(spec, device=device, dtype=dtype)
+        return PairRanker.from_pretrained(text, device=device, dtype=dtype)
     if isinstance(spec, Ranker):
         return spec
     raise TypeError(
@@ -175,18 +188,15 @@ def load_fuser(
 
             fuser = load_fuser("llm-blender/gen_fuser_3b", dtype="bfloat16")
     """
-    if isinstance(spec, Path):
-        spec = str(spec)
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "select"):
+    text = _text_spec(spec, "fuser")
+    if spec is None or (text is not None and text.strip().lower() == "select"):
         from blender_core.fusion.select import SelectFuser
 
         return SelectFuser()
-    if isinstance(spec, str):
-        if not spec.strip():
-            raise ValueError("fuser spec is an empty string")
+    if text is not None:
         from blender_core.fusion.gen_fuser import GenFuser
 
-        return GenFuser.from_pretrained(spec, device=device, dtype=dtype)
+        return GenFuser.from_pretrained(text, device=device, dtype=dtype)
     if _is_fuser(spec):
         return cast(Fuser, spec)
     if _is_generator(spec):
