@@ -498,6 +498,9 @@ def test_cli_eval_policies_and_train_router(
     assert bad.exit_code != 0 and "tree" in bad.output
     bad = runner.invoke(app, [*eval_policies, "--stage-sizes", "1;0"])
     assert bad.exit_code != 0 and "stage sizes must be integers >= 1" in bad.output
+    for flag in ("--priors", "--router", "--costs"):  # input files must exist
+        bad = runner.invoke(app, [*eval_policies, flag, str(tmp_path / "missing.json")])
+        assert bad.exit_code == 2 and "does not exist" in bad.output, (flag, bad.output)
 
 
 class _NoMatrix(BaseRanker):

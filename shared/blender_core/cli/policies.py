@@ -182,6 +182,11 @@ def _cached(
     return cache
 
 
+def _input_file(flag: str, help: str) -> Any:
+    """An optional ``flag FILE`` option whose file must exist."""
+    return typer.Option(None, flag, help=help, exists=True)
+
+
 @app.command("eval-policies")
 @cli_errors
 def eval_policies_command(
@@ -196,25 +201,16 @@ def eval_policies_command(
         "consensus", "--ranker", help="consensus, or a PairRanker checkpoint (all-pairs strategy)."
     ),
     out: Path = typer.Option(Path("policy-results"), "--out", "-o", help="Output directory."),  # noqa: B008
-    priors_file: Path | None = typer.Option(  # noqa: B008
-        None,
-        "--priors",
-        help="A `blender calibrate` file for this ranker (default: fit on --train).",
-        exists=True,
+    priors_file: Path | None = _input_file(  # noqa: B008
+        "--priors", "A `blender calibrate` file for this ranker (default: fit on --train)."
     ),
     no_priors: bool = typer.Option(False, "--no-priors", help="Rank without member priors."),
-    router_file: Path | None = typer.Option(  # noqa: B008
-        None,
-        "--router",
-        help="A `blender train-router` file (default: trained on --train).",
-        exists=True,
+    router_file: Path | None = _input_file(  # noqa: B008
+        "--router", "A `blender train-router` file (default: trained on --train)."
     ),
     no_router: bool = typer.Option(False, "--no-router", help="Skip the router curves."),
-    costs_file: Path | None = typer.Option(  # noqa: B008
-        None,
-        "--costs",
-        help="Member price table (JSON); default: each call costs 1.",
-        exists=True,
+    costs_file: Path | None = _input_file(  # noqa: B008
+        "--costs", "Member price table (JSON); default: each call costs 1."
     ),
     thresholds: str = typer.Option(
         "0.3,0.5,0.6,0.7,0.8,0.85,0.9,0.95,0.98", "--thresholds", help="Cascade thresholds."
