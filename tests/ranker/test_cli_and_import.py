@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from suite_helpers import command_group
@@ -13,35 +14,35 @@ from typer.testing import CliRunner
 from blender_core import PairRanker
 from blender_core.data import write_mixinstruct
 
+
+def _record(
+    rid: str, instruction: str, answers: dict[str, str], *, input: str = "", output: str = ""
+) -> dict[str, Any]:
+    """A MixInstruct record as the JSONL has it; ``answers``: model name -> candidate text."""
+    return {
+        "id": rid,
+        "instruction": instruction,
+        "input": input,
+        "output": output,
+        "candidates": [{"model": model, "text": text} for model, text in answers.items()],
+    }
+
+
 RECORDS = [
-    {
-        "id": "r1",
-        "instruction": "Say hi",
-        "input": "",
-        "output": "hello",
-        "candidates": [
-            {"model": "m1", "text": "hi!"},
-            {"model": "m2", "text": "go away"},
-            {"model": "m3", "text": "hello, how can I help?"},
-        ],
-    },
-    {
-        "id": "r2",
-        "instruction": "Translate: ",
-        "input": "good morning",
-        "output": "bonjour",
-        "candidates": [
-            {"model": "m1", "text": "bonjour"},
-            {"model": "m2", "text": "<|candidate1|> [SEP]"},
-        ],
-    },
-    {
-        "id": "r3",
-        "instruction": "Only one",
-        "input": "",
-        "output": "",
-        "candidates": [{"model": "solo", "text": "yes"}],
-    },
+    _record(
+        "r1",
+        "Say hi",
+        {"m1": "hi!", "m2": "go away", "m3": "hello, how can I help?"},
+        output="hello",
+    ),
+    _record(
+        "r2",
+        "Translate: ",
+        {"m1": "bonjour", "m2": "<|candidate1|> [SEP]"},
+        input="good morning",
+        output="bonjour",
+    ),
+    _record("r3", "Only one", {"solo": "yes"}),
 ]
 
 
