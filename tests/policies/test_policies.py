@@ -496,6 +496,13 @@ def test_cli_eval_policies_and_train_router(
         app, ["train-router", str(train), "--out", str(tmp_path / "x.json"), "--kind", "tree"]
     )
     assert bad.exit_code != 0 and "tree" in bad.output
+    chosen = runner.invoke(
+        app, [*eval_policies, "--bootstrap", "100", "--best-single", "weak", "--no-plots"]
+    )
+    assert chosen.exit_code == 0, chosen.output
+    assert "| best single | weak |" in chosen.output
+    bad = runner.invoke(app, [*eval_policies, "--best-single", "ghost"])
+    assert bad.exit_code != 0 and "'ghost' answers none of the records" in bad.output
     bad = runner.invoke(app, [*eval_policies, "--stage-sizes", "1;0"])
     assert bad.exit_code != 0 and "stage sizes must be integers >= 1" in bad.output
     for flag in ("--priors", "--router", "--costs"):  # input files must exist

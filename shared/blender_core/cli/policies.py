@@ -223,6 +223,13 @@ def eval_policies_command(
         "configurations separated by ';' give one curve each.",
     ),
     metric: str | None = typer.Option(None, "--metric", help="Judge score (default: common)."),
+    best_single: str | None = typer.Option(
+        None,
+        "--best-single",
+        help="The member to compare with (default: the best mean judge score on --train), e.g. "
+        "the one chosen on all labelled data when --train holds only records the ranker never "
+        "saw.",
+    ),
     bootstrap: int = typer.Option(10_000, "--bootstrap", help="Bootstrap resamples.", min=1),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N records."),
@@ -254,6 +261,11 @@ def eval_policies_command(
     if metric_name is None:
         raise typer.BadParameter(
             "the records have no judge score every candidate has", param_hint="--metric"
+        )
+    if best_single is not None and not any(best_single in r.models for r in records):
+        raise typer.BadParameter(
+            f"{best_single!r} answers none of the records of {data.name}",
+            param_hint="--best-single",
         )
     costs = load_costs(costs_file) if costs_file is not None else None
     use_router = not no_router
@@ -317,7 +329,7 @@ def eval_policies_command(
         records,
         cache,
         metric=metric_name,
-        best_single=best_single_model(train_records, metric_name),
+        best_single=best_single or best_single_model(train_records, metric_name),
         priors=priors,
         calibration=calibrations,
         router=router,
