@@ -152,9 +152,21 @@ def test_mixed_ranker_keeps_a_float32_stream(tiny_pairrm_dir) -> None:
     assert ranker._identity() != pure._identity()
 
 
-def test_int8_is_opt_in_and_needs_detected_int8_units(fake_cpu, monkeypatch) -> None:
+def test_int8_is_not_offered_below_the_agreement_bar(fake_cpu, monkeypatch) -> None:
     fake_cpu({"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_int8"}, "AVX512")
     monkeypatch.setattr(devices, "_quantized_engines", lambda: ("x86", "fbgemm", "onednn"))
+    monkeypatch.delenv(devices.INT8_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"not offered.*86.7 %.*98 %"):
+        devices.choose_precision("int8", CPU)
+    monkeypatch.setenv(devices.INT8_ENV, "yes")  # only "1" lets it through
+    with pytest.raises(ValueError, match="not offered"):
+        devices.choose_precision("int8", CPU)
+
+
+def test_int8_for_measurement_needs_detected_int8_units(fake_cpu, monkeypatch) -> None:
+    fake_cpu({"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_int8"}, "AVX512")
+    monkeypatch.setattr(devices, "_quantized_engines", lambda: ("x86", "fbgemm", "onednn"))
+    monkeypatch.setenv(devices.INT8_ENV, "1")
     assert devices.choose_precision(None, CPU).quantized is None  # never the automatic choice
     for spec in ("int8", "INT8", "int8-dynamic", "qint8"):
         precision = devices.choose_precision(spec, CPU)
@@ -177,8 +189,9 @@ def test_int8_is_opt_in_and_needs_detected_int8_units(fake_cpu, monkeypatch) -> 
     not {"x86", "fbgemm"} & set(torch.backends.quantized.supported_engines),
     reason="torch without an x86 quantized engine",
 )
-def test_int8_ranker_quantizes_the_backbone_only(fake_cpu, tiny_pairrm_dir) -> None:
+def test_int8_ranker_quantizes_the_backbone_only(fake_cpu, tiny_pairrm_dir, monkeypatch) -> None:
     fake_cpu({"avx512_vnni"}, "AVX512")
+    monkeypatch.setenv(devices.INT8_ENV, "1")
     ranker = PairRanker.from_pretrained(tiny_pairrm_dir, device="cpu", dtype="int8", cache=True)
     backbone = ranker.model.pretrained_model
     assert not any(isinstance(m, torch.nn.Linear) for m in backbone.modules())
