@@ -21,7 +21,7 @@ from blender_core.bridge import iterate_sync, run_sync
 from blender_core.engine import engine_options
 from blender_core.lazy import Lazy
 from blender_core.loading import DEFAULT_RANKER
-from blender_core.policies import CascadePolicy, RouterPolicy
+from blender_core.policies import check_policy_members
 from blender_core.ranking import Ranker
 from langchain_blender._adapters import runnable_name
 from langchain_blender._callbacks import ChildCallbacks
@@ -250,22 +250,7 @@ class EnsembleSettings(BlendSettings):
         wait for the first call), so that a bad ``policy``, ``policy_options`` or ``costs``
         fails here, naming the problem."""
         core = self.engine.core
-        unknown = sorted(set(core.costs) - set(self.models))
-        if unknown:
-            raise ValueError(
-                f"costs name members not in the ensemble: {unknown} (members: {list(self.models)})"
-            )
-        policy = core.policy
-        order = getattr(policy, "order", None)
-        if isinstance(policy, CascadePolicy) and order is not None and not callable(order):
-            stray = [name for name in order if name not in self.models]
-            if stray:
-                raise ValueError(f"policy_options order names members not in the ensemble: {stray}")
-        if isinstance(policy, RouterPolicy) and not set(policy.model.members) & set(self.models):
-            raise ValueError(
-                f"the router knows none of the ensemble's members: it was fitted on "
-                f"{list(policy.model.members)}, the members are {list(self.models)}"
-            )
+        check_policy_members(core.policy, list(self.models), core.costs)
         return self
 
     @property

@@ -38,7 +38,7 @@ from llama_index.core.llms.llm import LLM, ToolSelection
 from blender_core.bridge import iterate_sync, run_sync
 from blender_core.engine import DEFAULT_OPTIONS, Engine, check_options, engine_options
 from blender_core.members import MemberResults
-from blender_core.policies import CascadePolicy, RouterPolicy
+from blender_core.policies import check_policy_members
 from blender_core.tool_calls import ToolCall, ToolProposal
 from llamaindex_blender._adapters import member_names, prompt_from_messages, reported_usage
 from llamaindex_blender._engine import aprimed, blend_info, make_engine, primed, with_texts
@@ -209,7 +209,7 @@ class BlenderLLM(FunctionCallingLLM):
             )
         super().__init__(models=members, member_names=names, **kwargs)
         self._engine = make_engine(**engine_options(self))
-        _check_policy(self._engine, names)
+        check_policy_members(self._engine.policy, names, self._engine.costs)
 
     @property
     def llms(self) -> list[LLM]:
@@ -546,23 +546,6 @@ class BlenderLLM(FunctionCallingLLM):
         if not calls and error_on_no_tool_call:
             raise ValueError(f"the selected proposal (from {name!r}) has no tool calls")
         return calls
-
-
-def _check_policy(engine: Engine, members: Sequence[str]) -> None:
-    """Refuse at construction what the core would find only at the first call: ``costs`` or a
-    cascade's ``order`` naming members not in the ensemble, a router that knows none of them.
-    (The engine itself refuses unknown policies and bad options.)"""
-    unknown = sorted(set(engine.costs) - set(members))
-    if unknown:
-        raise ValueError(f"costs name members not in the ensemble {list(members)}: {unknown}")
-    policy = engine.policy
-    if isinstance(policy, CascadePolicy) and isinstance(policy.order, Sequence):
-        policy.plan_order("", members)
-    if isinstance(policy, RouterPolicy) and not set(policy.model.members) & set(members):
-        raise ValueError(
-            f"the router knows none of the members {list(members)} "
-            f"(it was fitted on {list(policy.model.members)})"
-        )
 
 
 def _text_of(answer: Answer) -> str:

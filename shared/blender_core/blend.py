@@ -43,7 +43,7 @@ from blender_core.members import (
     describe_error,
     member_items,
 )
-from blender_core.policies import Policy, build_policy, member_costs
+from blender_core.policies import Policy, build_policy, check_policy_members, member_costs
 from blender_core.ranking import Ranker, Ranking
 from blender_core.staging import CallReport, StageTracer, UsageOf, arun_policy
 
@@ -55,6 +55,7 @@ __all__ = [
     "ModelFailure",
     "RankStep",
     "RankTracer",
+    "StageScorer",
     "planned_passes",
 ]
 
@@ -449,10 +450,9 @@ class Blender:
         self.min_candidates = min_candidates
         self.strategy = strategy
         self.costs = member_costs(costs)
-        unknown = sorted(set(self.costs) - set(self.generators)) if self.generators else []
-        if unknown:
-            raise ValueError(f"costs name members not in the ensemble: {unknown}")
         self.policy: Policy = build_policy(policy, policy_options, priors=priors, costs=self.costs)
+        if self.generators:
+            check_policy_members(self.policy, list(self.generators), self.costs)
 
     @staticmethod
     def _named_generators(
@@ -657,26 +657,13 @@ class Blender:
         """
         _check_text("instruction", instruction)
         _check_text("input", input)
-        unknown = sorted(set(self.costs) - set(calls))
-        if unknown and not self.generators:
-            raise ValueError(f"costs name members not in the ensemble: {unknown}")
-        last: list[tuple[tuple[str, ...], Ranking]] = []
-
-        async def score(answers: Mapping[str, str]) -> Mapping[str, float]:
-            texts, models_by_text = _merge_texts(answers)
-            ranking = await self._rank_call(instruction, input, texts, models_by_text, top_k=None)
-            last[:] = [(tuple(texts), ranking)]
-            return {
-                name: float(ranking.scores[i])
-                for i, models in enumerate(models_by_text)
-                for name in models
-            }
-
+        check_policy_members(self.policy, list(calls), self.costs)
+        scorer = StageScorer(self._itself, instruction, input)
         return await arun_policy(
             self.policy,
             calls,
             prompt=self.prompt_for(instruction, input),
-            score=score,
+            score=scorer,
             timeout=self.timeout if timeout is ... else timeout,
             retries=retries,
             check=check,
@@ -684,8 +671,11 @@ class Blender:
             usage_of=usage_of,
             text_of=text_of,
             stage_tracer=stage_tracer or self.stage_tracer,
-            ranked=lambda: last[0] if last else None,
+            ranked=scorer.ranked,
         )
+
+    async def _itself(self) -> Blender:
+        return self
 
     async def ablend_batch(
         self,
@@ -994,6 +984,43 @@ class Blender:
         if len(candidates) > distinct:
             parts.append("answered (identical answers merged): " + ", ".join(candidates))
         return "; ".join(parts)
+
+
+class StageScorer:
+    """Ranks a policy's answers so far between stages (:func:`~blender_core.staging.arun_policy`'s
+    ``score``) with a Blender's ranker and priors, and keeps the last ranking for the final one.
+
+    Args:
+        blender: Gives the Blender whose ranker ranks (awaited on the first stage that needs a
+            ranking, so a policy that never ranks between stages loads nothing).
+        instruction, input: The prompt, as ranked.
+    """
+
+    def __init__(
+        self, blender: Callable[[], Awaitable[Blender]], instruction: str, input: str
+    ) -> None:
+        self._blender = blender
+        self.instruction = instruction
+        self.input = input
+        self.last: tuple[tuple[str, ...], Ranking] | None = None
+
+    async def __call__(self, answers: Mapping[str, str]) -> Mapping[str, float]:
+        """Member -> the score of its answer, the distinct answers ranked together."""
+        blender = await self._blender()
+        texts, models_by_text = _merge_texts(answers)
+        ranking = await blender._rank_call(
+            self.instruction, self.input, texts, models_by_text, top_k=None
+        )
+        self.last = (tuple(texts), ranking)
+        return {
+            name: float(ranking.scores[i])
+            for i, models in enumerate(models_by_text)
+            for name in models
+        }
+
+    def ranked(self) -> tuple[tuple[str, ...], Ranking] | None:
+        """The last ranking of the distinct texts (:attr:`CallReport.ranked`)."""
+        return self.last
 
 
 def _merge_texts(answers: Mapping[str, str]) -> tuple[list[str], list[list[str]]]:

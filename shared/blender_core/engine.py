@@ -34,13 +34,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from types import EllipsisType
 from typing import Any
 
-from blender_core.blend import Blender, BlendResult, BlendStreamEvent, RankStep, RankTracer
+from blender_core.blend import (
+    Blender,
+    BlendResult,
+    BlendStreamEvent,
+    RankStep,
+    RankTracer,
+    StageScorer,
+)
 from blender_core.bridge import iterate_sync, run_sync
 from blender_core.fusion.base import Fuser
 from blender_core.lazy import Lazy
 from blender_core.loading import DEFAULT_RANKER, load_fuser, load_ranker
 from blender_core.members import MemberResults, Outcome
-from blender_core.policies import AllPolicy, Policy, RouterPolicy, build_policy, member_costs
+from blender_core.policies import Policy, build_policy, check_policy_members, member_costs
 from blender_core.ranking import Ranker, Ranking, arank_with
 from blender_core.staging import CallReport, StageTracer, UsageOf, arun_policy
 from blender_core.tool_calls import ToolCallSelection, ToolProposal, aselect_tool_calls
@@ -263,36 +270,29 @@ class Engine:
         usage_of: UsageOf | None = None,
     ) -> tuple[list[Outcome[Any]], CallReport]:
         """Call a front's members as the policy decides, each within ``timeout``
-        (:meth:`Blender.acall_members <blender_core.blend.Blender.acall_members>`). The
-        ``"all"`` and ``"router"`` policies load nothing here; a cascade loads the ranker (and
-        the fuser) to rank between stages.
+        (:meth:`Blender.acall_members <blender_core.blend.Blender.acall_members>`). A policy
+        that ranks nothing between stages (``"all"``, ``"router"``) loads nothing here; a
+        cascade loads the ranker (and the fuser) on its first ranking between stages.
 
         Returns:
             The called members' outcomes and the :class:`~blender_core.staging.CallReport` to
             hand to :meth:`ablend`, :meth:`astream` or :meth:`aselect` as ``calls=``.
         """
-        if isinstance(self.policy, AllPolicy | RouterPolicy):
-            return await arun_policy(
-                self.policy,
-                calls,
-                prompt=Blender.prompt_for(instruction, input),
-                timeout=self.timeout,
-                retries=retries,
-                check=check,
-                costs=self.costs,
-                usage_of=usage_of,
-                text_of=text_of,
-                stage_tracer=self.stage_tracer,
-            )
-        core = await self.acore()
-        return await core.acall_members(
-            instruction,
+        check_policy_members(self.policy, list(calls), self.costs)
+        scorer = StageScorer(self.acore, instruction, input)
+        return await arun_policy(
+            self.policy,
             calls,
-            input=input,
+            prompt=Blender.prompt_for(instruction, input),
+            score=scorer,
+            timeout=self.timeout,
             retries=retries,
             check=check,
-            text_of=text_of,
+            costs=self.costs,
             usage_of=usage_of,
+            text_of=text_of,
+            stage_tracer=self.stage_tracer,
+            ranked=scorer.ranked,
         )
 
     @staticmethod

@@ -62,6 +62,7 @@ __all__ = [
     "Stop",
     "StopCalibration",
     "build_policy",
+    "check_policy_members",
     "estimate_tokens",
     "make_policy",
     "member_costs",
@@ -572,6 +573,11 @@ class CascadePolicy:
         head = [m for m in given if m in names]
         return head + [m for m in names if m not in head]
 
+    def check_members(self, members: Sequence[str]) -> None:
+        """Raise ``ValueError`` when a given ``order`` names members not in ``members``."""
+        if self.order is not None and not callable(self.order):
+            self.plan_order("", members)
+
     def start(
         self, prompt: str, members: Sequence[str], *, embedding: np.ndarray | None = None
     ) -> CascadeRun:
@@ -659,6 +665,14 @@ class RouterPolicy:
                 if total >= self.mass - 1e-12:
                     break
         return RouterRun(chosen, probs, names)
+
+    def check_members(self, members: Sequence[str]) -> None:
+        """Raise ``ValueError`` when the router knows none of ``members``."""
+        if not set(self.model.members) & set(members):
+            raise ValueError(
+                f"the router knows none of the ensemble's members {list(members)} (it was "
+                f"fitted on {list(self.model.members)})"
+            )
 
     def order(self, prompt: str, members: Sequence[str]) -> list[str]:
         """The members by routed probability, best first (a per-prompt cascade order)."""
@@ -748,3 +762,23 @@ def build_policy(
         return make_policy(spec, **opts)
     except TypeError as exc:
         raise TypeError(f"policy {spec!r}: {exc}") from exc
+
+
+def check_policy_members(
+    policy: Policy, members: Sequence[str], costs: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse a price table or a policy that cannot serve these members, before any call.
+
+    ``costs`` naming members not in the ensemble, and what the policy itself checks
+    (``policy.check_members``: a cascade's given ``order``, a router that knows none of them).
+
+    Raises:
+        ValueError: Naming the members at fault.
+    """
+    names = _check_members(members)
+    unknown = sorted(set(costs or {}) - set(names))
+    if unknown:
+        raise ValueError(f"costs name members not in the ensemble: {unknown} (members: {names})")
+    check = getattr(policy, "check_members", None)
+    if callable(check):
+        check(names)

@@ -450,3 +450,15 @@ def test_cli_refuses_a_bad_policy_config(tmp_path: Path) -> None:
     path, result = serve_cli(BASE + "[ensembles.e.costs]\nzz = 1\n", tmp_path)
     assert result.exit_code == 2
     assert f"{path}:12: ensembles.e.costs.zz: not a member of this ensemble (a, b)" in result.output
+
+
+def test_a_router_that_knows_none_of_the_members_is_named(tmp_path: Path) -> None:
+    from blender_core.routing import RouterModel
+
+    path = tmp_path / "router.json"
+    RouterModel("softmax", ("x", "y"), {"W": np.zeros((2, 2)), "b": np.zeros(2)}).save(path)
+    problems = _problems(BASE + f'policy = "router"\npolicy_options = {{ model = "{path}" }}\n')
+    assert problems == [
+        "blend.toml:12: ensembles.e.policy_options: the router knows none of the ensemble's "
+        "members ['a', 'b'] (it was fitted on ['x', 'y'])"
+    ]

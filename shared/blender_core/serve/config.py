@@ -752,8 +752,11 @@ def _policy_problems(
                 )
     if problems:
         return problems
+    from blender_core.policies import check_policy_members
+
     try:
-        ensemble.build_policy(priors=None if ensemble.priors is None else _no_priors())
+        policy = ensemble.build_policy(priors=None if ensemble.priors is None else _no_priors())
+        check_policy_members(policy, ensemble.members)  # e.g. a router that knows none of them
     except (OSError, TypeError, ValueError, KeyError) as exc:
         text = str(exc).strip("'\"") if isinstance(exc, KeyError) else str(exc)
         problems.append(((*at, "policy_options"), f"{key}.policy_options", text))
