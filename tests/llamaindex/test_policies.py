@@ -478,5 +478,5 @@ def test_bad_policy_options_are_refused_at_construction(
 
 
 def test_a_router_that_knows_none_of_the_members_is_refused(router: RouterModel) -> None:
-    with pytest.raises(ValueError, match="router knows none of the ensemble.s members"):
+    with pytest.raises(ValueError, match="router knows none of the ensemble's members"):
         BlenderLLM(members(), ranker=LengthRanker(), policy=RouterPolicy(router, embed=fake_embed))
