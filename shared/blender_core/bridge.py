@@ -20,19 +20,26 @@ Example:
         result = run_sync(lambda: blender.ablend("Say hi"))
         for event in iterate_sync(lambda: blender.astream("Say hi")):
             ...
+
+A function with a sync and an async form is written once: :func:`sync_twin` makes the sync form
+of a coroutine function (through :func:`run_sync`), :func:`thread_twin` the async form of a
+blocking one (in a worker thread); both keep the parameters, so type checkers and ``help`` see
+the same signature.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["in_running_loop", "iterate_sync", "run_sync"]
+__all__ = ["in_running_loop", "iterate_sync", "run_sync", "sync_twin", "thread_twin"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _DEFAULT_WORKERS = 8
 
@@ -138,3 +145,55 @@ def iterate_sync(
                 host.run(aclose)
         finally:
             host.close()
+
+
+def _named(twin: Callable[..., Any], original: Callable[..., Any], name: str, doc: str) -> None:
+    functools.update_wrapper(twin, original)  # signature and annotations (``__wrapped__``)
+    owner, _, _ = original.__qualname__.rpartition(".")
+    twin.__name__ = name
+    twin.__qualname__ = f"{owner}.{name}" if owner else name
+    twin.__doc__ = doc
+
+
+def sync_twin(afunc: Callable[P, Coroutine[Any, Any, T]], *, name: str, doc: str) -> Callable[P, T]:
+    """The sync form of the coroutine function ``afunc``: the same parameters, run to completion
+    through :func:`run_sync` (so it works inside a running event loop too).
+
+    Args:
+        afunc: The async implementation.
+        name: The sync function's name (``afunc``'s without its ``a``, usually).
+        doc: Its docstring.
+
+    Example:
+        .. code-block:: python
+
+            async def afetch(url: str, *, timeout: float = 10.0) -> str: ...
+
+            fetch = sync_twin(afetch, name="fetch", doc="Sync :func:`afetch`.")
+    """
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(lambda: afunc(*args, **kwargs))
+
+    _named(call, afunc, name, doc)
+    return call
+
+
+def thread_twin(
+    func: Callable[P, T], *, name: str, doc: str
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """The async form of the blocking function ``func``: the same parameters, run in a worker
+    thread (``asyncio.to_thread``, the caller's context variables included) so that the event
+    loop goes on meanwhile.
+
+    Args:
+        func: The blocking implementation.
+        name: The async function's name (``a`` + ``func``'s, usually).
+        doc: Its docstring.
+    """
+
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+    _named(call, func, name, doc)
+    return call

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import threading
 from collections.abc import AsyncIterator
 
 import pytest
 
-from blender_core.bridge import in_running_loop, iterate_sync, run_sync
+from blender_core.bridge import in_running_loop, iterate_sync, run_sync, sync_twin, thread_twin
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("bridge_test", default="unset")
 
@@ -77,3 +78,36 @@ async def test_iterate_sync_inside_a_loop() -> None:
     events = _Events()
     assert list(iterate_sync(events.gen)) == [0, 1, 2, 3, 4]
     assert events.closed
+
+
+async def _ascale(value: int, *, factor: int = 2) -> int:
+    """Scale ``value``."""
+    await asyncio.sleep(0)
+    return value * factor
+
+
+def test_sync_twin_keeps_the_signature_and_runs_inside_a_running_loop() -> None:
+    scale = sync_twin(_ascale, name="scale", doc="Sync scale.")
+    assert scale(3) == 6 and scale(3, factor=5) == 15
+    assert scale.__name__ == "scale" and scale.__doc__ == "Sync scale."
+    assert inspect.signature(scale) == inspect.signature(_ascale)
+
+    async def inside() -> int:
+        return scale(4)  # a sync caller inside a running loop: the bridge's worker thread
+
+    assert asyncio.run(inside()) == 8
+    with pytest.raises(TypeError):
+        scale(3, 4)  # keyword-only stays keyword-only
+
+
+async def test_thread_twin_runs_the_blocking_function_off_the_loop() -> None:
+    loop_thread = threading.get_ident()
+
+    def where(tag: str, *, suffix: str = "") -> tuple[str, int]:
+        return tag + suffix, threading.get_ident()
+
+    awhere = thread_twin(where, name="awhere", doc="Async where.")
+    tag, thread = await awhere("x", suffix="!")
+    assert tag == "x!" and thread != loop_thread
+    assert awhere.__name__ == "awhere" and inspect.iscoroutinefunction(awhere)
+    assert inspect.signature(awhere) == inspect.signature(where)

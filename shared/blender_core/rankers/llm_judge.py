@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
+from blender_core.bridge import sync_twin
 from blender_core.fencing import Fence
 from blender_core.generators.base import Generator
 from blender_core.generators.deadline import DeadlineExceeded, call_with_timeout
@@ -208,33 +209,6 @@ def _judgement(raw: Any) -> PairJudgement:
     return PairJudgement(verdict, score_a, score_b, raw)
 
 
-def judge_pair(
-    judge: Generator,
-    instruction: str,
-    candidate_a: str,
-    candidate_b: str,
-    *,
-    input: str = "",
-    prompt_template: str | None = None,
-    **generate_kwargs: Any,
-) -> PairJudgement:
-    """Ask ``judge`` to compare two answers (``candidate_a`` shown first) and score its verdict.
-
-    Errors of the judge itself propagate; an unparseable answer gives a judgement with
-    ``verdict=None`` and zero points (check ``.valid``).
-
-    Example:
-        .. code-block:: python
-
-            judgement = judge_pair(judge, "Say hi", "hi!", "go away")
-            judgement.verdict, judgement.score_a, judgement.score_b
-    """
-    prompt = build_judge_prompt(
-        instruction, candidate_a, candidate_b, input=input, prompt_template=prompt_template
-    )
-    return _judgement(judge.generate(prompt, **generate_kwargs))
-
-
 async def ajudge_pair(
     judge: Generator,
     instruction: str,
@@ -245,11 +219,36 @@ async def ajudge_pair(
     prompt_template: str | None = None,
     **generate_kwargs: Any,
 ) -> PairJudgement:
-    """Async :func:`judge_pair` (uses the judge's ``agenerate``)."""
+    """Ask ``judge`` to compare two answers (``candidate_a`` shown first) and score its verdict
+    (through the judge's ``agenerate``).
+
+    Errors of the judge itself propagate; an unparseable answer gives a judgement with
+    ``verdict=None`` and zero points (check ``.valid``).
+
+    Example:
+        .. code-block:: python
+
+            judgement = await ajudge_pair(judge, "Say hi", "hi!", "go away")
+            judgement.verdict, judgement.score_a, judgement.score_b
+    """
     prompt = build_judge_prompt(
         instruction, candidate_a, candidate_b, input=input, prompt_template=prompt_template
     )
     return _judgement(await judge.agenerate(prompt, **generate_kwargs))
+
+
+judge_pair = sync_twin(
+    ajudge_pair,
+    name="judge_pair",
+    doc="""Sync :func:`ajudge_pair`: the same parameters and judgement.
+
+    Example:
+        .. code-block:: python
+
+            judgement = judge_pair(judge, "Say hi", "hi!", "go away")
+            judgement.verdict, judgement.score_a, judgement.score_b
+    """,
+)
 
 
 @dataclass(frozen=True)
