@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -138,27 +137,12 @@ class Blender(EnsembleSettings, BaseLLM):
     # outcome, and the first failure is raised once every prompt has finished.
 
     def generate(
-        self,
-        prompts: list[str],
-        stop: list[str] | None = None,
-        callbacks: Callbacks | list[Callbacks] | None = None,
-        *,
-        tags: list[str] | list[list[str]] | None = None,
-        metadata: dict[str, Any] | list[dict[str, Any]] | None = None,
-        run_name: str | list[str] | None = None,
-        run_id: uuid.UUID | list[uuid.UUID | None] | None = None,
-        **kwargs: Any,
+        self, prompts: list[str], stop: Any = None, callbacks: Any = None, **kwargs: Any
     ) -> LLMResult:
-        run: dict[str, Any] = {
-            "callbacks": callbacks,
-            "tags": tags,
-            "metadata": metadata,
-            "run_name": run_name,
-            "run_id": run_id,
-        }
-        if not isinstance(prompts, list) or len(prompts) < 2:
-            return super().generate(prompts, stop, **run, **kwargs)
-        runs = per_prompt_run_args(len(prompts), **run)
+        # ``stop``, ``callbacks`` and ``kwargs`` are ``BaseLLM.generate``'s, passed on as given.
+        runs = per_prompt_run_args(prompts, callbacks, kwargs)
+        if runs is None:
+            return super().generate(prompts, stop, callbacks, **kwargs)
         generate_one = super().generate
         with ContextThreadPoolExecutor(max_workers=min(len(prompts), 8)) as pool:
             futures = [
@@ -174,27 +158,11 @@ class Blender(EnsembleSettings, BaseLLM):
         return merge_results(outcomes)
 
     async def agenerate(
-        self,
-        prompts: list[str],
-        stop: list[str] | None = None,
-        callbacks: Callbacks | list[Callbacks] | None = None,
-        *,
-        tags: list[str] | list[list[str]] | None = None,
-        metadata: dict[str, Any] | list[dict[str, Any]] | None = None,
-        run_name: str | list[str] | None = None,
-        run_id: uuid.UUID | list[uuid.UUID | None] | None = None,
-        **kwargs: Any,
+        self, prompts: list[str], stop: Any = None, callbacks: Any = None, **kwargs: Any
     ) -> LLMResult:
-        run: dict[str, Any] = {
-            "callbacks": callbacks,
-            "tags": tags,
-            "metadata": metadata,
-            "run_name": run_name,
-            "run_id": run_id,
-        }
-        if not isinstance(prompts, list) or len(prompts) < 2:
-            return await super().agenerate(prompts, stop, **run, **kwargs)
-        runs = per_prompt_run_args(len(prompts), **run)
+        runs = per_prompt_run_args(prompts, callbacks, kwargs)
+        if runs is None:
+            return await super().agenerate(prompts, stop, callbacks, **kwargs)
         agenerate_one = super().agenerate
         outcomes = await asyncio.gather(
             *(
@@ -244,17 +212,20 @@ class Blender(EnsembleSettings, BaseLLM):
 
 
 def per_prompt_run_args(
-    n: int,
-    callbacks: Callbacks | list[Callbacks] | None,
-    tags: list[str] | list[list[str]] | None,
-    metadata: dict[str, Any] | list[dict[str, Any]] | None,
-    run_name: str | list[str] | None,
-    run_id: uuid.UUID | list[uuid.UUID | None] | None,
-) -> list[dict[str, Any]]:
-    """Split ``BaseLLM.generate``'s run arguments into one set per prompt, as it reads them: a
-    list of per-prompt values (callbacks given per prompt, tags as a list of lists, metadata,
-    run names and run ids as lists) must have one entry per prompt; anything else is shared;
-    a single ``run_id`` names the first prompt's run."""
+    prompts: list[str], callbacks: Callbacks | list[Callbacks] | None, kwargs: dict[str, Any]
+) -> list[dict[str, Any]] | None:
+    """Take ``BaseLLM.generate``'s other run arguments (``tags``, ``metadata``, ``run_name``,
+    ``run_id``) out of ``kwargs`` and split them with ``callbacks`` into one set per
+    prompt, as it reads them: a list of per-prompt values (callbacks given per prompt, tags as
+    a list of lists, metadata, run names and run ids as lists) must have one entry per prompt;
+    anything else is shared; a single ``run_id`` names the first prompt's run. ``None`` (and
+    ``kwargs`` untouched) for fewer than two prompts, which ``generate`` runs as it is."""
+    if not isinstance(prompts, list) or len(prompts) < 2:
+        return None
+    n = len(prompts)
+    tags, metadata, run_name, run_id = (
+        kwargs.pop(name, None) for name in ("tags", "metadata", "run_name", "run_id")
+    )
 
     def split(name: str, value: Any, per_prompt: bool) -> list[Any]:
         if not per_prompt:

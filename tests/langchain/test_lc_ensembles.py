@@ -192,6 +192,23 @@ async def test_llm_batch_keeps_one_run_per_prompt(members: dict[str, Any]) -> No
         _assert_nested(recorder, "llm", 3)
 
 
+async def test_llm_generate_splits_per_prompt_run_arguments(members: dict[str, Any]) -> None:
+    """Callbacks (positional too), tags and run names given per prompt reach each prompt's run."""
+    llm = _llm(members)
+    for call in ("generate", "agenerate"):
+        first, second = RunRecorder(), RunRecorder()
+        options: dict[str, Any] = {"tags": [["one"], ["two"]], "run_name": ["p1", "p2"]}
+        if call == "generate":
+            result = llm.generate(["a", "b"], None, [[first], [second]], **options)
+        else:
+            result = await llm.agenerate(["a", "b"], None, [[first], [second]], **options)
+        assert len(result.generations) == 2
+        assert first.run_id_of("p1") and not first.run_id_of("p2")
+        assert second.run_id_of("p2") and not second.run_id_of("p1")
+        with pytest.raises(ValueError, match="run_name must be a list of the same length"):
+            llm.generate(["a", "b"], run_name=["only one"])
+
+
 def test_chat_model_fuser_nests_and_counts_usage(members: dict[str, Any]) -> None:
     fuser = ScriptedChatModel(model_name="fuser-model", reply="the fused answer")
     chat = ChatBlender(models=members, ranker=LengthRanker(), fuser=fuser, top_k=2)
