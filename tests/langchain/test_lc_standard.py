@@ -37,30 +37,15 @@ class _Declared:
     def chat_model_params(self) -> dict[str, Any]:
         return _params()
 
-    @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
-
-    @property
-    def supports_json_mode(self) -> bool:
-        return False
-
-    @property
-    def supports_model_override(self) -> bool:
-        # A per-call ``model`` has no single meaning for an ensemble of several models.
-        return False
+    # Declared rather than left to langchain-tests to infer, so that a lost capability fails
+    # the suite instead of skipping its tests.
+    has_tool_calling = True
+    has_tool_choice = True
+    has_structured_output = True
+    returns_usage_metadata = True
+    supports_json_mode = False
+    # A per-call ``model`` has no single meaning for an ensemble of several models.
+    supports_model_override = False
 
 
 class TestChatBlenderUnit(_Declared, ChatModelUnitTests):
