@@ -17,6 +17,11 @@ from lc_fakes import LengthRanker, ScriptedChatModel
 
 from langchain_blender import STAGE_TAG, ChatBlender
 
+SchemaType = Literal["pydantic", "typeddict", "json_schema"]
+"""How langchain-tests' structured-output tests give their joke schema."""
+
+_EACH_SCHEMA_TYPE = pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+
 
 def _params() -> dict[str, Any]:
     return {
@@ -68,31 +73,28 @@ class TestChatBlenderIntegration(_Declared, ChatModelIntegrationTests):
     )
 
     @pytest.mark.xfail(reason=_XFAIL, strict=True)
-    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
-    def test_structured_output(
-        self,
-        model: BaseChatModel,
-        schema_type: Literal["pydantic", "typeddict", "json_schema"],
-    ) -> None:
+    @_EACH_SCHEMA_TYPE
+    def test_structured_output(self, model: BaseChatModel, schema_type: SchemaType) -> None:
         super().test_structured_output(model, schema_type)
 
     @pytest.mark.xfail(reason=_XFAIL, strict=True)
-    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+    @_EACH_SCHEMA_TYPE
     async def test_structured_output_async(
-        self,
-        model: BaseChatModel,
-        schema_type: Literal["pydantic", "typeddict", "json_schema"],
+        self, model: BaseChatModel, schema_type: SchemaType
     ) -> None:
         await super().test_structured_output_async(model, schema_type)
 
-    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
-    def test_structured_output_root_run(
-        self,
-        model: BaseChatModel,
-        schema_type: Literal["pydantic", "typeddict", "json_schema"],
-    ) -> None:
+    def _joke_chat(self, model: BaseChatModel, schema_type: SchemaType) -> tuple[Any, Any, Any]:
+        """The standard joke schema, its validator, and ``model`` bound to answer in it."""
         schema, validate = _get_joke_class(schema_type)
         chat = model.with_structured_output(schema, **self.structured_output_kwargs)
+        return schema, validate, chat
+
+    @_EACH_SCHEMA_TYPE
+    def test_structured_output_root_run(
+        self, model: BaseChatModel, schema_type: SchemaType
+    ) -> None:
+        schema, validate, chat = self._joke_chat(model, schema_type)
         handler = _RootCallbackHandler()
         validate(chat.invoke("Tell me a joke about cats.", config={"callbacks": [handler]}))
         _check_root_options(handler, schema)
@@ -103,14 +105,11 @@ class TestChatBlenderIntegration(_Declared, ChatModelIntegrationTests):
         assert chunk is not None
         _check_root_options(handler, schema, streamed=True)
 
-    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
+    @_EACH_SCHEMA_TYPE
     async def test_structured_output_root_run_async(
-        self,
-        model: BaseChatModel,
-        schema_type: Literal["pydantic", "typeddict", "json_schema"],
+        self, model: BaseChatModel, schema_type: SchemaType
     ) -> None:
-        schema, validate = _get_joke_class(schema_type)
-        chat = model.with_structured_output(schema, **self.structured_output_kwargs)
+        schema, validate, chat = self._joke_chat(model, schema_type)
         handler = _RootCallbackHandler()
         result = await chat.ainvoke("Tell me a joke about cats.", config={"callbacks": [handler]})
         validate(result)
