@@ -183,16 +183,8 @@ def main() -> None:
     from blender_core.allocator import tune_malloc
     from blender_core.data import read_mixinstruct
     from blender_core.devices import cpu_bf16_support
-    from blender_core.evaluation.runner import evaluate
+    from blender_core.evaluation import build_methods, evaluate
     from blender_core.priors import PriorRanker, fit_priors
-    from blender_core.rankers.baselines import (
-        FixedModelSelector,
-        LongestRanker,
-        OracleSelector,
-        RankerSelector,
-        UniformSelector,
-        best_single_model,
-    )
     from blender_core.training import train_ranker
 
     tune_malloc()  # our process, as the `blender` CLI does: see blender_core.allocator
@@ -270,12 +262,12 @@ def main() -> None:
         priors.save(args.out / "priors.json")
     alone = fit_priors(all_train, metric=metric, data_name=f"{args.set}/{train_file.name}")
     members = [[c.model for c in r.candidates] for r in dev]
-    best = best_single_model(all_train, metric)
+    # The baselines as `blender eval --rankers oracle,random,longest,best-single --train` has them.
+    baselines = build_methods(
+        "oracle,random,longest,best-single", dev, judge_metric=metric, train_records=all_train
+    )
     rows: list[Any] = [
-        OracleSelector(metric),
-        UniformSelector(),
-        RankerSelector(LongestRanker(), name="longest"),
-        FixedModelSelector(best, name=f"best single: {best} (on train)"),
+        *baselines,
         Precomputed(ranker_row, dev_rankings),
         *extra_rows,
         Precomputed("priors only", PriorRanker(None, alone).rerank(dev_rankings, members)),
