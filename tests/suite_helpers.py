@@ -7,12 +7,33 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 __all__ = [
+    "cli_args",
     "command_group",
     "json_values",
     "tool_call_message",
     "torch_threads",
     "write_endless",
 ]
+
+
+def cli_args(command: str, *arguments: object, **options: object) -> list[str]:
+    """The words of ``blender COMMAND ARGUMENTS... --OPTION VALUE...`` for ``CliRunner().invoke``.
+
+    An option's keyword spells its name with ``_`` for ``-`` (``batch_tokens=256``:
+    ``--batch-tokens 256``); ``True`` gives the flag alone (``no_progress=True``:
+    ``--no-progress``), ``None`` or ``False`` leaves the option out, and a list or tuple gives it
+    once per value. Arguments and values are written with ``str`` (paths, numbers).
+    """
+    words = [command, *map(str, arguments)]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is not None and value is not False:
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for item in values:
+                words += [flag, str(item)]
+    return words
 
 
 def command_group(name: str, command: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import cast
 
 import pytest
 import typer
-from suite_helpers import command_group
+from suite_helpers import cli_args, command_group
 from typer.testing import CliRunner
 
 from blender_core.cli.evaluate import evaluate_command
@@ -23,25 +23,17 @@ def cli() -> typer.Typer:
 
 def test_eval_writes_table_and_plots(cli: typer.Typer, records_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "eval",
-            str(records_file),
-            "--rankers",
-            "oracle,random,longest,single",
-            "--metrics",
-            "judge",
-            "--out",
-            str(out),
-            "--train",
-            str(records_file),
-            "--beats",
-            "c",
-            "--limit",
-            "2",
-        ],
+    args = cli_args(
+        "eval",
+        records_file,
+        rankers="oracle,random,longest,single",
+        metrics="judge",
+        out=out,
+        train=records_file,
+        beats="c",
+        limit=2,
     )
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     markdown = (out / "table.md").read_text()
     assert "| longest | 100.0 | 75.0 | 100.0 | 100.0 |" in markdown.replace("**", "")
@@ -58,23 +50,11 @@ def test_eval_writes_table_and_plots(cli: typer.Typer, records_file: Path, tmp_p
 
 
 def test_eval_rejects_bad_specs(cli: typer.Typer, records_file: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        cli, ["eval", str(records_file), "--rankers", "oracle,bogus", "--out", str(tmp_path)]
-    )
+    bad_ranker = cli_args("eval", records_file, rankers="oracle,bogus", out=tmp_path)
+    result = CliRunner().invoke(cli, bad_ranker)
     assert result.exit_code != 0
     assert "unknown method spec 'bogus'" in result.output
-    result = CliRunner().invoke(
-        cli,
-        [
-            "eval",
-            str(records_file),
-            "--rankers",
-            "longest",
-            "--metrics",
-            "rouge",
-            "--out",
-            str(tmp_path),
-        ],
-    )
+    bad_metric = cli_args("eval", records_file, rankers="longest", metrics="rouge", out=tmp_path)
+    result = CliRunner().invoke(cli, bad_metric)
     assert result.exit_code != 0
     assert "unknown metric spec 'rouge'" in result.output

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 import pytest
-from suite_helpers import command_group
+from suite_helpers import cli_args, command_group
 from typer.testing import CliRunner
 
 from blender_core import PairRanker
@@ -58,25 +58,17 @@ def test_cli_rank_writes_one_line_per_record(cli_app, tiny_pairrm_dir, tmp_path)
     data = tmp_path / "data.jsonl"
     write_mixinstruct(data, RECORDS)
     out = tmp_path / "ranked.jsonl"
-    result = CliRunner().invoke(
-        cli_app,
-        [
-            "rank",
-            str(data),
-            "--model",
-            str(tiny_pairrm_dir),
-            "--out",
-            str(out),
-            "--strategy",
-            "max_wins",
-            "--batch-tokens",
-            "256",
-            "--device",
-            "cpu",
-            "--dtype",
-            "float32",
-        ],
+    args = cli_args(
+        "rank",
+        data,
+        model=tiny_pairrm_dir,
+        out=out,
+        strategy="max_wins",
+        batch_tokens=256,
+        device="cpu",
+        dtype="float32",
     )
+    result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["id"] for line in lines] == ["r1", "r2", "r3"]
@@ -97,19 +89,15 @@ def test_cli_rank_writes_one_line_per_record(cli_app, tiny_pairrm_dir, tmp_path)
 def test_cli_rank_limit_stdout_and_bubble(cli_app, tiny_pairrm_dir, tmp_path) -> None:
     data = tmp_path / "data.jsonl"
     write_mixinstruct(data, RECORDS)
-    args = [
+    args = cli_args(
         "rank",
-        str(data),
-        "--model",
-        str(tiny_pairrm_dir),
-        "--strategy",
-        "bubble",
-        "--seed",
-        "3",
-        "--limit",
-        "2",
-        "--no-progress",
-    ]
+        data,
+        model=tiny_pairrm_dir,
+        strategy="bubble",
+        seed=3,
+        limit=2,
+        no_progress=True,
+    )
     first = CliRunner().invoke(cli_app, args)
     assert first.exit_code == 0, first.output
     lines = [json.loads(line) for line in first.stdout.splitlines() if line.startswith("{")]
