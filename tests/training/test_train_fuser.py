@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from suite_helpers import cli_args
 
 from blender_core.data import read_mixinstruct
 from blender_core.training.fuser_trainer import FuserTrainingConfig, select_top_k, train_fuser
@@ -81,16 +82,15 @@ def test_cli_train_fuser(
 
     train, _ = toy_data
     out = tmp_path / "cli_fuser"
-    args = [
-        "train-fuser", str(train), "--base", str(tiny_genfuser_dir), "--out", str(out),
-        "--ranker", "random", "--top-k", "2", "--max-steps", "2", "--batch-size", "2",
-        "--train-limit", "4", "--max-length", "64", "--threads", "1", "--no-progress",
-    ]  # fmt: skip
-    result = blender_cli(args)
+    options: dict[str, Any] = dict(
+        base=tiny_genfuser_dir, out=out, ranker="random", top_k=2, max_steps=2, batch_size=2,
+        train_limit=4, max_length=64, threads=1, no_progress=True,
+    )  # fmt: skip
+    result = blender_cli(cli_args("train-fuser", train, **options))
     assert result.exit_code == 0, result.output
     assert "GenFuser training report" in result.output
     GenFuser.from_pretrained(out)
 
-    neither = blender_cli([a for a in args if a not in ("--ranker", "random")])
+    neither = blender_cli(cli_args("train-fuser", train, **{**options, "ranker": None}))
     assert neither.exit_code == 2
     assert "exactly one of ranker" in neither.output

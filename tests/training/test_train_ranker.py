@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from small_configs import ranker_config
+from suite_helpers import cli_args
 
 from blender_core.data import read_mixinstruct
 from blender_core.training.ranker_trainer import (
@@ -126,14 +127,12 @@ def test_cli_train_ranker(
 ) -> None:
     train, dev = toy_data
     out = tmp_path / "cli"
-    args = [
-        "train-ranker", str(train), "--backbone", str(tiny_bert_backbone), "--metric", "q",
-        "--out", str(out), "--dev", str(dev), "--max-steps", "2", "--batch-size", "4",
-        "--source-maxlength", "8", "--candidate-maxlength", "16", "--dev-limit", "3",
-        "--rank-strategy", "bubble", "--eval-rank-limit", "0", "--threads", "1", "--no-progress",
-        "--training-arg", "logging_steps=1",
-    ]  # fmt: skip
-    result = blender_cli(args)
+    options: dict[str, Any] = dict(
+        backbone=tiny_bert_backbone, metric="q", out=out, dev=dev, max_steps=2, batch_size=4,
+        source_maxlength=8, candidate_maxlength=16, dev_limit=3, rank_strategy="bubble",
+        eval_rank_limit=0, threads=1, no_progress=True, training_arg="logging_steps=1",
+    )  # fmt: skip
+    result = blender_cli(cli_args("train-ranker", train, **options))
     assert result.exit_code == 0, result.output
     assert "PairRanker training report" in result.output
     assert (out / "model.safetensors").is_file()
@@ -142,6 +141,6 @@ def test_cli_train_ranker(
     assert report["dev"]["ranked_records"] == 3
     assert 0.0 <= report["dev_top1_vs_baselines"][0]["ranker_top1"] <= 1.0
 
-    bad = blender_cli([*args[:5], "nope", *args[6:]])
+    bad = blender_cli(cli_args("train-ranker", train, **{**options, "metric": "nope"}))
     assert bad.exit_code == 2
     assert "has no score 'nope'" in bad.output
