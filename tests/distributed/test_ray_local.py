@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from ray_helpers import RAY_LOCAL, configure_ray_data, local_rankings, make_records, stop_ray
+from suite_helpers import cli_args
 from typer.testing import CliRunner
 
 from blender_core.data import write_mixinstruct
@@ -29,8 +30,9 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _rank(cli_app: Any, *args: str) -> Any:
-    return CliRunner().invoke(cli_app, ["rank", *args, "--no-progress"])
+def _rank(cli_app: Any, data: Path, **options: Any) -> Any:
+    """``blender rank DATA --no-progress`` with ``options`` as :func:`cli_args` takes them."""
+    return CliRunner().invoke(cli_app, cli_args("rank", data, **options, no_progress=True))
 
 
 def test_rank_dataset_matches_the_local_ranker(tiny_pairrm_dir: Path, tmp_path: Path) -> None:
@@ -74,31 +76,24 @@ def test_cli_ray_equals_local_jsonl_and_parquet(cli_app, tiny_pairrm_dir, tmp_pa
     records = make_records(7)
     data = tmp_path / "data.jsonl"
     write_mixinstruct(data, records)
-    common = ["--model", str(tiny_pairrm_dir), "--pair-policy", "all", "--dtype", "float32"]
+    common = {"model": tiny_pairrm_dir, "pair_policy": "all", "dtype": "float32"}
     local = _rank(
         cli_app,
-        str(data),
-        *common,
-        "--out",
-        str(tmp_path / "local.jsonl"),
-        "--pairs-out",
-        str(tmp_path / "local_pairs.jsonl"),
+        data,
+        **common,
+        out=tmp_path / "local.jsonl",
+        pairs_out=tmp_path / "local_pairs.jsonl",
     )
     assert local.exit_code == 0, local.output
     on_ray = _rank(
         cli_app,
-        str(data),
-        *common,
-        "--engine",
-        "ray",
-        "--concurrency",
-        "2",
-        "--batch-size",
-        "2",
-        "--out",
-        str(tmp_path / "ray.parquet"),
-        "--pairs-out",
-        str(tmp_path / "ray_pairs.parquet"),
+        data,
+        **common,
+        engine="ray",
+        concurrency=2,
+        batch_size=2,
+        out=tmp_path / "ray.parquet",
+        pairs_out=tmp_path / "ray_pairs.parquet",
     )
     assert on_ray.exit_code == 0, on_ray.output
     local_rows = _jsonl(tmp_path / "local.jsonl")
@@ -124,21 +119,11 @@ def test_cli_ray_equals_local_jsonl_and_parquet(cli_app, tiny_pairrm_dir, tmp_pa
 
     pq.write_table(pa.Table.from_pylist(records), folder / "part-0.parquet")
     # ... with each pair encoded once (--pairs one-way), against the local engine doing the same.
-    one_way = ["--model", str(tiny_pairrm_dir), "--dtype", "float32", "--pairs", "one-way"]
-    local_one_way = _rank(
-        cli_app, str(data), *one_way, "--seed", "3", "--out", str(tmp_path / "local_1w.jsonl")
-    )
+    one_way = {"model": tiny_pairrm_dir, "dtype": "float32", "pairs": "one-way", "seed": 3}
+    local_one_way = _rank(cli_app, data, **one_way, out=tmp_path / "local_1w.jsonl")
     assert local_one_way.exit_code == 0, local_one_way.output
     from_parquet = _rank(
-        cli_app,
-        str(folder),
-        *one_way,
-        "--seed",
-        "3",
-        "--engine",
-        "ray",
-        "--out",
-        str(tmp_path / "from_parquet.jsonl"),
+        cli_app, folder, **one_way, engine="ray", out=tmp_path / "from_parquet.jsonl"
     )
     assert from_parquet.exit_code == 0, from_parquet.output
     rows = _jsonl(tmp_path / "from_parquet.jsonl")
@@ -159,15 +144,20 @@ def test_cli_ray_malformed_records_fail_cleanly(cli_app, tiny_pairrm_dir, tmp_pa
     lines = [json.dumps(r) for r in records[7:]]
     bad.write_text("\n".join([*lines[:2], '{"id": "x", "instruction": 3, "candidates": []}']))
     out, pairs = tmp_path / "out.jsonl", tmp_path / "pairs.jsonl"
-    args = ["--model", str(tiny_pairrm_dir), "--engine", "ray", "--batch-size", "2"]
-    args += ["--out", str(out), "--pairs-out", str(pairs)]
-    result = _rank(cli_app, str(shards), *args)
+    options = {
+        "model": tiny_pairrm_dir,
+        "engine": "ray",
+        "batch_size": 2,
+        "out": out,
+        "pairs_out": pairs,
+    }
+    result = _rank(cli_app, shards, **options)
     assert result.exit_code == 2
     assert "b.jsonl:3: field 'instruction' must be a string" in result.output
     # Records of a.jsonl may have been ranked already: they wait in the checkpoint, not in --out.
     assert not out.exists() and not pairs.exists()
     bad.write_text("\n".join(lines) + "\n")
-    fixed = _rank(cli_app, str(shards), *args)
+    fixed = _rank(cli_app, shards, **options)
     assert fixed.exit_code == 0, fixed.output
     assert sorted(r["id"] for r in _jsonl(out)) == sorted(r["id"] for r in records)  # once each
     assert not list(tmp_path.glob(".*partial*"))
@@ -175,9 +165,7 @@ def test_cli_ray_malformed_records_fail_cleanly(cli_app, tiny_pairrm_dir, tmp_pa
     out = tmp_path / "out2.jsonl"
     broken = tmp_path / "broken.jsonl"
     broken.write_text(good + "\n{not json\n")
-    result = _rank(
-        cli_app, str(broken), "--model", str(tiny_pairrm_dir), "--engine", "ray", "--out", str(out)
-    )
+    result = _rank(cli_app, broken, model=tiny_pairrm_dir, engine="ray", out=out)
     assert result.exit_code == 2 and "broken.jsonl:2: invalid JSON" in result.output
     assert not out.exists()
 
@@ -186,16 +174,7 @@ def test_cli_ray_malformed_records_fail_cleanly(cli_app, tiny_pairrm_dir, tmp_pa
     rows = make_records(2)
     rows[1]["candidates"] = []
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "bad.parquet")
-    result = _rank(
-        cli_app,
-        str(tmp_path / "bad.parquet"),
-        "--model",
-        str(tiny_pairrm_dir),
-        "--engine",
-        "ray",
-        "--out",
-        str(out),
-    )
+    result = _rank(cli_app, tmp_path / "bad.parquet", model=tiny_pairrm_dir, engine="ray", out=out)
     assert result.exit_code == 2 and "bad.parquet: row 2: no candidates" in result.output
     assert not out.exists()
 
@@ -205,8 +184,8 @@ def test_cli_ray_resume_skips_done_records(cli_app, tiny_pairrm_dir, tmp_path) -
     data = tmp_path / "data.jsonl"
     write_mixinstruct(data, records[:4])
     out = tmp_path / "ranked.jsonl"
-    args = ["--model", str(tiny_pairrm_dir), "--engine", "ray", "--out", str(out)]
-    first = _rank(cli_app, str(data), *args)
+    options = {"model": tiny_pairrm_dir, "engine": "ray", "out": out}
+    first = _rank(cli_app, data, **options)
     assert first.exit_code == 0, first.output
     before = _jsonl(out)
     # A killed run leaves its checkpoint: one finished record and a torn line.
@@ -214,7 +193,7 @@ def test_cli_ray_resume_skips_done_records(cli_app, tiny_pairrm_dir, tmp_path) -
     write_mixinstruct(data, records)
     row = dict(before[0], id="r4")
     checkpoint.write_text(json.dumps({"row": row}) + "\n" + '{"row": {"id": "r5", "or')
-    second = _rank(cli_app, str(data), *args)
+    second = _rank(cli_app, data, **options)
     assert second.exit_code == 0, second.output
     assert "ranked 1 records, 5 already done (6 in all)" in second.output
     after = _jsonl(out)
@@ -259,9 +238,12 @@ def test_cli_ray_gpus_the_cluster_lacks_fail_at_once(cli_app, tiny_pairrm_dir, t
         warnings.simplefilter("error")  # no RayDeprecationWarning from our own calls
         result = _rank(
             cli_app,
-            str(tmp_path / "data.jsonl"),
-            *("--model", str(tiny_pairrm_dir), "--engine", "ray", "--out", str(out)),
-            *("--concurrency", "8", "--num-gpus", "1"),
+            tmp_path / "data.jsonl",
+            model=tiny_pairrm_dir,
+            engine="ray",
+            out=out,
+            concurrency=8,
+            num_gpus=1,
         )
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()

@@ -47,7 +47,7 @@ RECORDS = [
 
 
 @pytest.fixture(scope="module")
-def cli_app():  # type: ignore[no-untyped-def]
+def cli_app() -> Any:
     """The ``rank`` command in a group of its own (a one-command typer app drops the name)."""
     from blender_core.cli.rank import rank_command
 
