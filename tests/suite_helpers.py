@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
+from blender_core.rankers.baselines import LongestRanker
+from blender_core.ranking import Ranking
+
 __all__ = [
+    "LengthRanker",
     "cli_args",
     "command_group",
     "json_values",
@@ -14,6 +18,20 @@ __all__ = [
     "torch_threads",
     "write_endless",
 ]
+
+
+class LengthRanker(LongestRanker):
+    """The longest answer first (the library's ``LongestRanker``), recording what it was asked:
+    ``calls`` holds ``(instruction, candidates)`` per ranked list, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def rank_batch(
+        self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
+    ) -> list[Ranking]:
+        self.calls += [(i, list(c)) for i, c in zip(instructions, candidate_lists, strict=True)]
+        return super().rank_batch(instructions, candidate_lists)
 
 
 def cli_args(command: str, *arguments: object, **options: object) -> list[str]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 import pytest
 from hardening_server import MisbehavingServer
 
 from blender_core import OpenAICompatibleGenerator
-from blender_core.ranking import BaseRanker, Ranking
+from blender_core.rankers.baselines import LongestRanker
 
 pytest.importorskip("langchain_core")
 
@@ -18,16 +17,6 @@ from langchain_core.runnables import RunnableLambda
 from langchain_blender import ChatBlender
 
 KEY = "sk-live-TOPSECRET-langchain-0123456789"
-
-
-class LengthRanker(BaseRanker):
-    def rank_batch(
-        self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
-    ) -> list[Ranking]:
-        return [
-            Ranking.from_scores([float(len(c)) for c in candidates], strategy="length")
-            for candidates in candidate_lists
-        ]
 
 
 def test_chat_blender_metadata_never_holds_the_key(fresh: MisbehavingServer) -> None:
@@ -45,7 +34,7 @@ def test_chat_blender_metadata_never_holds_the_key(fresh: MisbehavingServer) -> 
             "raw": RunnableLambda(raw),
             "fine": RunnableLambda(lambda _: "a fine answer"),
         },
-        ranker=LengthRanker(),
+        ranker=LongestRanker(),
     )
     message = chat.invoke("hello")
     assert message.content == "a fine answer"

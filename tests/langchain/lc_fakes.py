@@ -19,25 +19,10 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from suite_helpers import LengthRanker
 
 from blender_core.fusion.base import BaseFuser
-from blender_core.ranking import BaseRanker, Ranking
-
-
-class LengthRanker(BaseRanker):
-    """Longer answers rank higher (ties: input order). Deterministic and instant."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, list[str]]] = []
-
-    def rank_batch(
-        self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
-    ) -> list[Ranking]:
-        out = []
-        for instruction, candidates in zip(instructions, candidate_lists, strict=True):
-            self.calls.append((instruction, list(candidates)))
-            out.append(Ranking.from_scores([float(len(c)) for c in candidates], strategy="length"))
-        return out
+from blender_core.ranking import Ranking
 
 
 class ShortestRanker(LengthRanker):
@@ -149,10 +134,10 @@ class ScriptedChatModel(BaseChatModel):
             return AIMessage(
                 content="",
                 tool_calls=[tool_call],
-                usage_metadata=usage,  # type: ignore[arg-type]
+                usage_metadata=usage,
                 response_metadata=metadata,
             )
-        return AIMessage(content=content, usage_metadata=usage, response_metadata=metadata)  # type: ignore[arg-type]
+        return AIMessage(content=content, usage_metadata=usage, response_metadata=metadata)
 
     def _pick_tool(
         self, tools: list[dict[str, Any]], choice: Any, text: str

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Sequence
 
 import pytest
+from suite_helpers import LengthRanker
 
 from blender_core.blend import BlendError, ModelFailure, RankStep
-from blender_core.ranking import BaseRanker, Ranking
 from blender_core.tool_calls import (
     ToolCall,
     ToolProposal,
@@ -17,25 +15,6 @@ from blender_core.tool_calls import (
     render_tool_calls,
     select_tool_calls,
 )
-
-
-class RecordingLengthRanker(BaseRanker):
-    """Longer renderings rank higher; records what it was asked."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, list[str]]] = []
-        self.threads: list[str] = []
-
-    def rank_batch(
-        self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
-    ) -> list[Ranking]:
-        self.threads.append(threading.current_thread().name)
-        out = []
-        for instruction, candidates in zip(instructions, candidate_lists, strict=True):
-            self.seen.append((instruction, list(candidates)))
-            out.append(Ranking.from_scores([float(len(c)) for c in candidates]))
-        return out
-
 
 ADD = ToolCall("add", {"b": 3, "a": 2}, id="call_1")
 MUL = ToolCall("multiply", {"a": 4, "b": 5, "note": "ünï"}, id="call_2")
@@ -69,7 +48,7 @@ def test_openai_round_trip_and_bad_items() -> None:
 
 
 def test_tool_calls_win_over_text_and_the_best_is_selected() -> None:
-    ranker = RecordingLengthRanker()
+    ranker = LengthRanker()
     chosen = select_tool_calls(
         ranker,
         "what is 2+3 and 4*5?",
@@ -84,7 +63,7 @@ def test_tool_calls_win_over_text_and_the_best_is_selected() -> None:
     assert chosen.tool_calls == (ADD, MUL)
     assert chosen.text == "computing"
     # Only proposals with calls were ranked, on the instruction and the input as the source.
-    ((source, ranked),) = ranker.seen
+    ((source, ranked),) = ranker.calls
     assert source == "what is 2+3 and 4*5?\n\nuser: hi\nassistant: hello"
     assert ranked == [ADD.render(), render_tool_calls([ADD, MUL], "computing")]
     meta = chosen.result.to_dict()
@@ -97,7 +76,7 @@ def test_tool_calls_win_over_text_and_the_best_is_selected() -> None:
 
 
 def test_without_tool_calls_every_answer_is_ranked_and_selected_not_fused() -> None:
-    ranker = RecordingLengthRanker()
+    ranker = LengthRanker()
     chosen = select_tool_calls(ranker, "q", {"a": "short", "b": "the longest one"})
     assert chosen.model == "b" and chosen.tool_calls == () and chosen.text == "the longest one"
     assert chosen.result.text == "the longest one"
@@ -105,19 +84,19 @@ def test_without_tool_calls_every_answer_is_ranked_and_selected_not_fused() -> N
 
 
 def test_identical_proposals_merge_and_the_first_member_is_chosen() -> None:
-    ranker = RecordingLengthRanker()
+    ranker = LengthRanker()
     same = ToolProposal(tool_calls=(ToolCall("add", {"a": 1, "b": 2}, id="x"),))
     also = ToolProposal(tool_calls=(ToolCall("add", {"b": 2, "a": 1}, id="y"),))
     chosen = select_tool_calls(ranker, "q", {"m1": same, "m2": also})
     assert chosen.model == "m1" and chosen.tool_calls[0].id == "x"
     assert chosen.result.models_by_text == (("m1", "m2"),)
-    assert [len(c) for _, c in ranker.seen] == [1]  # ranked once
+    assert [len(c) for _, c in ranker.calls] == [1]  # ranked once
 
 
 def test_failures_latencies_and_empty_proposals_are_reported() -> None:
     failure = ModelFailure("down", "error", "RuntimeError: boom")
     chosen = select_tool_calls(
-        RecordingLengthRanker(),
+        LengthRanker(),
         "q",
         {"a": ToolProposal(tool_calls=(ADD,)), "silent": ToolProposal()},
         failures=[failure],
@@ -132,7 +111,7 @@ def test_failures_latencies_and_empty_proposals_are_reported() -> None:
 def test_too_few_candidates_raise_blend_error_naming_the_failures() -> None:
     with pytest.raises(BlendError, match="boom") as info:
         select_tool_calls(
-            RecordingLengthRanker(),
+            LengthRanker(),
             "q",
             {"a": ToolProposal(tool_calls=(ADD,))},
             failures=[ModelFailure("down", "error", "RuntimeError: boom")],
@@ -143,20 +122,20 @@ def test_too_few_candidates_raise_blend_error_naming_the_failures() -> None:
 
 def test_bad_proposals_are_refused_clearly() -> None:
     with pytest.raises(TypeError, match="mapping member name"):
-        select_tool_calls(RecordingLengthRanker(), "q", ["a"])  # type: ignore[arg-type]
+        select_tool_calls(LengthRanker(), "q", ["a"])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="proposal of 'a'"):
-        select_tool_calls(RecordingLengthRanker(), "q", {"a": 3})  # type: ignore[dict-item]
+        select_tool_calls(LengthRanker(), "q", {"a": 3})  # type: ignore[dict-item]
 
 
 async def test_async_selection_is_traced_with_top_k_one() -> None:
     steps: list[RankStep] = []
 
-    async def tracer(step, rank):  # type: ignore[no-untyped-def]
+    async def tracer(step, rank):
         steps.append(step)
         return await rank()
 
     chosen = await aselect_tool_calls(
-        RecordingLengthRanker(),
+        LengthRanker(),
         "q",
         {"a": ToolProposal(tool_calls=(ADD,)), "b": ToolProposal(tool_calls=(ADD, MUL))},
         rank_tracer=tracer,
@@ -168,7 +147,7 @@ async def test_async_selection_is_traced_with_top_k_one() -> None:
 async def test_sync_selection_works_inside_a_running_event_loop() -> None:
     # A sync caller in a notebook cell: the bridge runs the selection in a worker thread.
     chosen = select_tool_calls(
-        RecordingLengthRanker(), "q", {"a": "x", "b": ToolProposal(tool_calls=(ADD,))}
+        LengthRanker(), "q", {"a": "x", "b": ToolProposal(tool_calls=(ADD,))}
     )
     assert chosen.model == "b"
     asyncio.get_running_loop()  # still ours, untouched
