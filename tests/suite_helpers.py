@@ -14,6 +14,7 @@ __all__ = [
     "cli_args",
     "command_group",
     "json_values",
+    "judged_pair",
     "tool_call_message",
     "torch_threads",
     "write_endless",
@@ -86,6 +87,18 @@ def json_values(*, allow_nan: bool, max_leaves: int) -> Any:
         ),
         max_leaves=max_leaves,
     )
+
+
+def judged_pair(prompt: str) -> tuple[str, str]:
+    """The candidates A and B that a GPT-Rank judge prompt shows, unfenced; fails the test when
+    the prompt lacks its ``Candidate A:``/``Candidate B:`` slots before the question."""
+    import re
+
+    from blender_core.fencing import unfence
+
+    assert re.search(r"Candidate A:\n.*?\n\nCandidate B:\n.*?\n\nGiven", prompt, re.S), prompt
+    quoted = unfence(prompt)
+    return quoted["candidate A"], quoted["candidate B"]
 
 
 def tool_call_message(calls: Iterable[tuple[str, str, str]]) -> dict[str, Any]:

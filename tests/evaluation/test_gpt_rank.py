@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from suite_helpers import judged_pair
 
 from blender_core.data import MixRecord
 from blender_core.evaluation.gpt_rank import ChatModelJudge, GPTRank, as_judge
 from blender_core.evaluation.runner import evaluate
-from blender_core.fencing import unfence
 from blender_core.generators.callable import CallableGenerator
 from blender_core.rankers.baselines import (
     FixedModelSelector,
@@ -21,8 +20,6 @@ from blender_core.rankers.baselines import (
     RankerSelector,
     UniformSelector,
 )
-
-PAIR = re.compile(r"Candidate A:\n(.*?)\n\nCandidate B:\n(.*?)\n\nGiven", re.S)
 
 
 class ScriptedJudge:
@@ -33,10 +30,7 @@ class ScriptedJudge:
         self._lock = threading.Lock()
 
     def __call__(self, prompt: Any) -> str:
-        match = PAIR.search(prompt)
-        assert match, prompt
-        quoted = unfence(prompt)
-        a, b = quoted["candidate A"], quoted["candidate B"]
+        a, b = judged_pair(prompt)
         with self._lock:
             self.shown.append((a, b))
         if len(a) == len(b):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import threading
 import time
 from typing import Any
 
 import pytest
+from suite_helpers import judged_pair
 
 from blender_core.fencing import Fence, unfence
 from blender_core.rankers.llm_judge import (
@@ -253,9 +253,6 @@ def test_verdict_scores_follow_gpt_rank() -> None:
         parse_verdict(None)  # type: ignore[arg-type]
 
 
-_SLOT = re.compile(r"Candidate A:\n(.*?)\n\nCandidate B:\n(.*?)\n\nGiven", re.S)
-
-
 class QualityJudge:
     """A scripted judge: knows each answer's quality, answers with the GPT-Rank verdicts.
 
@@ -273,10 +270,7 @@ class QualityJudge:
         self._lock = threading.Lock()
 
     def _verdict(self, prompt: str) -> str:
-        match = _SLOT.search(prompt)
-        assert match, prompt
-        quoted = unfence(prompt)
-        a, b = quoted["candidate A"], quoted["candidate B"]
+        a, b = judged_pair(prompt)
         self.shown.append((a, b))
         if self.reply is not None:
             return str(self.reply(a, b))
