@@ -34,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
@@ -45,6 +44,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from blender_core.bridge import thread_twin
 from blender_core.data import MixRecord, judge_metric
 from blender_core.io import atomic_write_text, check_format, read_json_file
 from blender_core.rankers.baselines import Pick, RankerSelector, record_prompt
@@ -497,18 +497,10 @@ class PriorRanker(BaseRanker):
         batch = None if members is None else [members]
         return self.rank_batch([instruction], [candidates], members=batch, strategy=strategy)[0]
 
-    async def arank(
-        self,
-        instruction: str,
-        candidates: Sequence[str],
-        *,
-        members: Sequence[Members] | None = None,
-        strategy: str | None = None,
-    ) -> Ranking:
-        """Async :meth:`rank`, in a worker thread."""
-        return await asyncio.to_thread(
-            lambda: self.rank(instruction, candidates, members=members, strategy=strategy)
-        )
+    # Built under its own name first: type checkers then take the twin's signature from
+    # ``rank`` (``members``, ``strategy``) rather than from ``BaseRanker.arank``.
+    _arank = thread_twin(rank, name="arank", doc="Async :meth:`rank`, in a worker thread.")
+    arank = _arank
 
     def __repr__(self) -> str:
         inner = type(self.ranker).__name__ if self.ranker is not None else None
