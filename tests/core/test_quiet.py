@@ -93,7 +93,7 @@ def test_minilm_loads_once_per_process_and_quietly(capfd: pytest.CaptureFixture[
         relevance.rank("Capital of France?", ["Paris.", "Bananas."])
     finally:
         sentence_transformers.SentenceTransformer.__init__ = real  # type: ignore[method-assign]
-    assert consensus._encoder.get() is relevance._encoder.get()
+    assert consensus._loaded.get() is relevance._loaded.get()
     assert len(loads) <= 1  # 0 when an earlier test of this process loaded it already
     assert ranking.order[-1] == 2
     err = capfd.readouterr().err

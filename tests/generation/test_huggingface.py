@@ -23,7 +23,7 @@ def test_lazy_load_once(tiny_causal_dir: Path) -> None:
     gen = HuggingFaceGenerator(tiny_causal_dir, max_new_tokens=3)
     assert isinstance(gen, Generator)
     assert gen.name == tiny_causal_dir.name
-    assert gen._shared.model is None  # nothing loaded at construction
+    assert not gen._shared.loaded  # nothing loaded at construction
     with ThreadPoolExecutor(4) as pool:  # concurrent first use loads exactly once
         models = list(pool.map(lambda _: gen.model, range(4)))
     assert all(m is models[0] for m in models)
@@ -82,9 +82,9 @@ def test_with_options_shares_the_model(causal: HuggingFaceGenerator) -> None:
 def test_with_options_before_loading_loads_once(tiny_causal_dir: Path) -> None:
     base = HuggingFaceGenerator(tiny_causal_dir, max_new_tokens=2)
     copies = [base.with_options(name=f"c{i}", seed=i) for i in range(3)]
-    assert base._shared.model is None
+    assert not base._shared.loaded
     copies[2].generate("x")
-    assert base._shared.model is not None and copies[0].model is base.model
+    assert base._shared.loaded and copies[0].model is base.model
 
 
 async def test_concurrent_calls_are_serialised_and_consistent(

@@ -17,7 +17,7 @@ def test_load_ranker_names_and_objects() -> None:
     for spec in (None, "consensus", " Consensus "):
         ranker = load_ranker(spec, device="cpu")
         assert isinstance(ranker, ConsensusRanker)
-        assert ranker.device == "cpu" and not ranker._encoder.loaded  # lazy: nothing loaded
+        assert ranker.device == "cpu" and not ranker._loaded.loaded  # lazy: nothing loaded
     assert isinstance(load_ranker("random"), RandomRanker)
 
 

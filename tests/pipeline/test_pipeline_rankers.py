@@ -140,7 +140,7 @@ def test_consensus_instruction_weight(consensus_ranker: Any) -> None:
     instruction = "How tall is the Eiffel Tower in Paris?"
     assert consensus_ranker.rank(instruction, candidates).order[-1] == 2
     relevant = ConsensusRanker(instruction_weight=0.9)
-    relevant._encoder, relevant.max_length = consensus_ranker._encoder, 256  # share the load
+    relevant._loaded, relevant.max_length = consensus_ranker._loaded, 256  # share the load
     assert relevant.rank(instruction, candidates).best == 2
 
 
@@ -188,7 +188,7 @@ def test_consensus_loads_once_under_concurrency() -> None:
     def work() -> None:
         try:
             ranker.rank("q", ["a b", "a c"])
-            loaded.append(ranker._encoder.get())
+            loaded.append(ranker._loaded.get())
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from blender_core.encoding import chars_per_token_bound, precut, precut_tail
+from blender_core.encoding import precut, precut_tail
 from blender_core.evaluation.cache import ScoreCache, model_key
 from blender_core.evaluation.metrics import ReferenceMetric
+from blender_core.hf_models import LazyModel, PretrainedModel, load_pretrained
 
 __all__ = ["PAPER_BARTSCORE_MODEL", "BARTScoreMetric"]
 
@@ -17,7 +17,7 @@ __all__ = ["PAPER_BARTSCORE_MODEL", "BARTScoreMetric"]
 PAPER_BARTSCORE_MODEL = "facebook/bart-large-cnn"
 
 
-class BARTScoreMetric(ReferenceMetric):
+class BARTScoreMetric(LazyModel[PretrainedModel], ReferenceMetric):
     """BARTScore (candidate -> reference): ``mean_t log p(ref_t | ref_<t, candidate)``.
 
     Works with any sequence-to-sequence model (the candidate is the encoder input, the reference
@@ -56,66 +56,30 @@ class BARTScoreMetric(ReferenceMetric):
         max_length: int = 1024,
         cache: ScoreCache | str | Path | None = None,
     ) -> None:
-        super().__init__(cache=cache)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_length < 4:
-            raise ValueError(f"max_length must be >= 4, got {max_length}")
+        super().__init__(device=device, batch_size=batch_size, cache=cache)
         self.model_name_or_path = str(model_name_or_path)
-        self.device = device
         self.dtype = dtype
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._chars_per_token = 128  # set from the vocabulary at load
-        self._torch_device: Any = None
+        self.max_length = self._checked_max_length(max_length, 4)
         self.is_encoder_decoder: bool | None = None
 
     def config(self) -> Mapping[str, Any]:
         model = model_key(self.model_name_or_path)
         return {"metric": self.name, "model": model, "max_length": self.max_length}
 
-    def load(self) -> BARTScoreMetric:
-        """Load the model now (otherwise on first use); returns ``self``."""
-        with self._lock:
-            if self._model is not None:
-                return self
-            from transformers import (
-                AutoConfig,
-                AutoModelForCausalLM,
-                AutoModelForSeq2SeqLM,
-                AutoTokenizer,
-            )
+    def _load_model(self) -> PretrainedModel:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-            from blender_core.devices import resolve_device, resolve_dtype
-
-            device = resolve_device(self.device)
-            dtype = resolve_dtype(self.dtype, device)
-            config = AutoConfig.from_pretrained(self.model_name_or_path, trust_remote_code=False)
-            self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
-            auto: Any = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
-            tokenizer = AutoTokenizer.from_pretrained(
-                self.model_name_or_path, trust_remote_code=False
-            )
-            model: Any = auto.from_pretrained(
-                self.model_name_or_path, dtype=dtype, trust_remote_code=False
-            )
-            model.to(device)
-            model.eval()
-            self._tokenizer = tokenizer
-            self._chars_per_token = chars_per_token_bound(tokenizer)
-            self._torch_device = device
-            self._model = model
-        return self
+        config = AutoConfig.from_pretrained(self.model_name_or_path, trust_remote_code=False)
+        self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+        auto = AutoModelForSeq2SeqLM if self.is_encoder_decoder else AutoModelForCausalLM
+        return load_pretrained(auto, self.model_name_or_path, device=self.device, dtype=self.dtype)
 
     def _compute(
         self, candidates: Sequence[str], references: Sequence[str], *, show_progress: bool
     ) -> list[float]:
         from tqdm.auto import tqdm
 
-        self.load()
+        loaded = self._loaded.get()
         # Long pairs together: little padding per batch.
         order = sorted(
             range(len(candidates)), key=lambda i: -len(candidates[i]) - len(references[i])
@@ -126,14 +90,14 @@ class BARTScoreMetric(ReferenceMetric):
             idx = order[start : start + self.batch_size]
             # Cut by characters first (a bound from max_length), so a huge text is never
             # tokenised whole; the causal layout keeps the end of the candidate.
-            per_token, keep = self._chars_per_token, self.max_length
+            per_token, keep = loaded.chars_per_token, self.max_length
             cut = precut if self.is_encoder_decoder else precut_tail
             cands = [cut(candidates[i], keep, per_token) for i in idx]
             refs = [precut(references[i], keep, per_token) for i in idx]
             if self.is_encoder_decoder:
-                values = self._seq2seq(cands, refs)
+                values = self._seq2seq(loaded, cands, refs)
             else:
-                values = self._causal(cands, refs)
+                values = self._causal(loaded, cands, refs)
             for i, value in zip(idx, values, strict=True):
                 scores[i] = value
         return scores
@@ -148,10 +112,10 @@ class BARTScoreMetric(ReferenceMetric):
         counts = mask.sum(dim=1).clamp(min=1)
         return [float(x) for x in (logprobs.sum(dim=1) / counts).tolist()]
 
-    def _seq2seq(self, cands: list[str], refs: list[str]) -> list[float]:
+    def _seq2seq(self, loaded: PretrainedModel, cands: list[str], refs: list[str]) -> list[float]:
         import torch
 
-        tok = self._tokenizer
+        tok = loaded.tokenizer
         enc = tok(
             cands, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
         )
@@ -164,24 +128,24 @@ class BARTScoreMetric(ReferenceMetric):
         )
         labels = tgt["input_ids"].masked_fill(tgt["attention_mask"].eq(0), -100)
         with torch.inference_mode():
-            out = self._model(
-                input_ids=enc["input_ids"].to(self._torch_device),
-                attention_mask=enc["attention_mask"].to(self._torch_device),
-                labels=labels.to(self._torch_device),
+            out = loaded.model(
+                input_ids=enc["input_ids"].to(loaded.device),
+                attention_mask=enc["attention_mask"].to(loaded.device),
+                labels=labels.to(loaded.device),
             )
-        return self._token_means(out.logits, labels.to(self._torch_device))
+        return self._token_means(out.logits, labels.to(loaded.device))
 
-    def _start_id(self) -> int:
-        tok = self._tokenizer
+    @staticmethod
+    def _start_id(tok: Any) -> int:
         for token_id in (tok.eos_token_id, tok.cls_token_id, tok.pad_token_id, 0):
             if token_id is not None:
                 return int(token_id)
         return 0  # pragma: no cover
 
-    def _causal(self, cands: list[str], refs: list[str]) -> list[float]:
+    def _causal(self, loaded: PretrainedModel, cands: list[str], refs: list[str]) -> list[float]:
         import torch
 
-        tok = self._tokenizer
+        tok = loaded.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         rows: list[list[int]] = []
         label_rows: list[list[int]] = []
@@ -195,7 +159,7 @@ class BARTScoreMetric(ReferenceMetric):
                 cand_ids = [tok.bos_token_id, *cand_ids]
             if not cand_ids:
                 # Something must precede the reference's first token for it to be scored.
-                cand_ids = [self._start_id()]
+                cand_ids = [self._start_id(tok)]
             room = self.max_length - len(ref_ids)
             cand_ids = cand_ids[-room:] if len(cand_ids) > room else cand_ids
             rows.append(cand_ids + ref_ids)
@@ -205,9 +169,9 @@ class BARTScoreMetric(ReferenceMetric):
         attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
         labels = torch.tensor([r + [-100] * (width - len(r)) for r in label_rows])
         with torch.inference_mode():
-            logits = self._model(
-                input_ids=input_ids.to(self._torch_device),
-                attention_mask=attention.to(self._torch_device),
+            logits = loaded.model(
+                input_ids=input_ids.to(loaded.device),
+                attention_mask=attention.to(loaded.device),
             ).logits
         # Position t predicts token t + 1.
-        return self._token_means(logits[:, :-1], labels[:, 1:].to(self._torch_device))
+        return self._token_means(logits[:, :-1], labels[:, 1:].to(loaded.device))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from blender_core._optional import require
 from blender_core.encoding import chars_per_token_bound, precut, token_budget
 from blender_core.evaluation.cache import ScoreCache, model_key
 from blender_core.evaluation.metrics import ReferenceMetric
+from blender_core.hf_models import LazyModel, model_path
 
 __all__ = ["PAPER_BERTSCORE_MODEL", "BERTScoreMetric"]
 
@@ -18,13 +18,7 @@ __all__ = ["PAPER_BERTSCORE_MODEL", "BERTScoreMetric"]
 PAPER_BERTSCORE_MODEL = "bert-base-multilingual-cased"
 
 
-def _default_model() -> str:
-    from blender_core.rankers.consensus import default_encoder_path
-
-    return str(default_encoder_path())
-
-
-class BERTScoreMetric(ReferenceMetric):
+class BERTScoreMetric(LazyModel[tuple[Any, int, int]], ReferenceMetric):
     """BERTScore F1 of a candidate against the reference (``bert_score.BERTScorer``).
 
     Baseline rescaling is off (rescaling needs files per hub model). Scores are in [-1, 1],
@@ -36,9 +30,9 @@ class BERTScoreMetric(ReferenceMetric):
             the paper used ``bert-base-multilingual-cased`` (:data:`PAPER_BERTSCORE_MODEL`).
         num_layers: Which layer's embeddings to match. ``None``: bert-score's tuned layer for
             known hub models, else the encoder's last layer.
+        device: ``None`` lets bert-score pick CUDA when available, else CPU.
         batch_size: Texts per forward pass.
         max_length: Tokens kept per text (``None``: the tokenizer's limit, 512 for BERT).
-        device: ``None`` lets bert-score pick CUDA when available, else CPU.
         cache: See :class:`~blender_core.evaluation.metrics.ReferenceMetric`.
 
     Example:
@@ -58,24 +52,15 @@ class BERTScoreMetric(ReferenceMetric):
         model_type: str | Path | None = None,
         *,
         num_layers: int | None = None,
+        device: str | None = None,
         batch_size: int = 32,
         max_length: int | None = None,
-        device: str | None = None,
         cache: ScoreCache | str | Path | None = None,
     ) -> None:
-        super().__init__(cache=cache)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_length is not None and max_length < 4:
-            raise ValueError(f"max_length must be >= 4, got {max_length}")
-        self.model_type = str(model_type) if model_type is not None else _default_model()
+        super().__init__(device=device, batch_size=batch_size, cache=cache)
+        self.max_length = self._checked_max_length(max_length, 4)
+        self.model_type = model_path(model_type)
         self.num_layers = num_layers if num_layers is not None else self._default_layers()
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.device = device
-        self._scorer: Any = None
-        self._cut: tuple[int, int] = (0, 0)  # (token budget, characters per token)
-        self._lock = threading.Lock()
 
     def _default_layers(self) -> int:
         bert_score = require("bert_score", "eval")
@@ -104,34 +89,28 @@ class BERTScoreMetric(ReferenceMetric):
             "rescale": False,
         }
 
-    def _load(self) -> Any:
-        with self._lock:
-            if self._scorer is None:
-                bert_score = require("bert_score", "eval")
-                scorer = bert_score.BERTScorer(
-                    model_type=self.model_type,
-                    num_layers=self.num_layers,
-                    batch_size=self.batch_size,
-                    device=self.device,
-                    rescale_with_baseline=False,
-                    idf=False,
-                )
-                if self.max_length is not None:
-                    # bert-score truncates every text to the tokenizer's model_max_length.
-                    scorer._tokenizer.model_max_length = self.max_length
-                # Texts are cut by characters before bert-score tokenises them whole.
-                self._cut = (
-                    token_budget(scorer._tokenizer, self.max_length),
-                    chars_per_token_bound(scorer._tokenizer),
-                )
-                self._scorer = scorer
-        return self._scorer
+    def _load_model(self) -> tuple[Any, int, int]:
+        """The scorer, and the token budget and characters per token of its texts' cut."""
+        bert_score = require("bert_score", "eval")
+        scorer = bert_score.BERTScorer(
+            model_type=self.model_type,
+            num_layers=self.num_layers,
+            batch_size=self.batch_size,
+            device=self.device,
+            rescale_with_baseline=False,
+            idf=False,
+        )
+        if self.max_length is not None:
+            # bert-score truncates every text to the tokenizer's model_max_length.
+            scorer._tokenizer.model_max_length = self.max_length
+        # Texts are cut by characters before bert-score tokenises them whole.
+        tokenizer = scorer._tokenizer
+        return scorer, token_budget(tokenizer, self.max_length), chars_per_token_bound(tokenizer)
 
     def _compute(
         self, candidates: Sequence[str], references: Sequence[str], *, show_progress: bool
     ) -> list[float]:
-        scorer = self._load()
-        budget, per_token = self._cut
+        scorer, budget, per_token = self._loaded.get()
         _, _, f1 = scorer.score(
             [precut(c, budget, per_token) for c in candidates],
             [precut(r, budget, per_token) for r in references],

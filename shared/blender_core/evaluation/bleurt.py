@@ -10,13 +10,13 @@ a clear :class:`BLEURTUnavailableError` otherwise.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from blender_core.evaluation.cache import ScoreCache, model_key
 from blender_core.evaluation.metrics import ReferenceMetric
+from blender_core.hf_models import LazyModel, PretrainedModel
 
 __all__ = ["BLEURTMetric", "BLEURTUnavailableError"]
 
@@ -38,7 +38,7 @@ def _import_bleurt() -> Any:
     return bleurt_pytorch
 
 
-class BLEURTMetric(ReferenceMetric):
+class BLEURTMetric(LazyModel[PretrainedModel], ReferenceMetric):
     """BLEURT score of a candidate against the reference (``bleurt-pytorch`` checkpoints).
 
     Args:
@@ -56,7 +56,10 @@ class BLEURTMetric(ReferenceMetric):
         .. code-block:: python
 
             metric = BLEURTMetric("path/to/BLEURT-20-D12")
-            metric.score("a bird chirps by the window", "a bird chirps by the window")
+            metric.score_batch(
+                ["a bird chirps by the window", "the window is a bird"],
+                ["a bird chirps by the window", "a bird chirps by the window"],
+            )  # the same text scores higher than a scrambled one
     """
 
     name = "bleurt"
@@ -70,35 +73,23 @@ class BLEURTMetric(ReferenceMetric):
         max_length: int = 512,
         cache: ScoreCache | str | Path | None = None,
     ) -> None:
-        super().__init__(cache=cache)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.checkpoint = str(checkpoint)
-        self.device = device
-        self.batch_size = batch_size
+        super().__init__(device=device, batch_size=batch_size, cache=cache)
         self.max_length = max_length
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._torch_device: Any = None
 
     def config(self) -> Mapping[str, Any]:
         model = model_key(self.checkpoint)
         return {"metric": self.name, "model": model, "max_length": self.max_length}
 
-    def load(self) -> BLEURTMetric:
-        """Load the checkpoint now (otherwise on first use); returns ``self``."""
-        with self._lock:
-            if self._model is None:
-                bleurt = _import_bleurt()
-                from blender_core.devices import resolve_device
+    def _load_model(self) -> PretrainedModel:
+        bleurt = _import_bleurt()
+        from blender_core.devices import resolve_device
 
-                device = resolve_device(self.device)
-                self._tokenizer = bleurt.BleurtTokenizer.from_pretrained(self.checkpoint)
-                model = bleurt.BleurtForSequenceClassification.from_pretrained(self.checkpoint)
-                self._model = model.to(device).eval()
-                self._torch_device = device
-        return self
+        # bleurt-pytorch's own classes, in float32 (as the port scores): not load_pretrained.
+        device = resolve_device(self.device)
+        tokenizer = bleurt.BleurtTokenizer.from_pretrained(self.checkpoint)
+        model = bleurt.BleurtForSequenceClassification.from_pretrained(self.checkpoint)
+        return PretrainedModel(model.to(device).eval(), tokenizer, device)
 
     def _compute(
         self, candidates: Sequence[str], references: Sequence[str], *, show_progress: bool
@@ -106,18 +97,18 @@ class BLEURTMetric(ReferenceMetric):
         import torch
         from tqdm.auto import tqdm
 
-        self.load()
+        loaded = self._loaded.get()
         scores: list[float] = []
         starts = range(0, len(candidates), self.batch_size)
         for start in tqdm(starts, desc="BLEURT", disable=not show_progress):
-            inputs = self._tokenizer(
+            inputs = loaded.tokenizer(
                 list(references[start : start + self.batch_size]),
                 list(candidates[start : start + self.batch_size]),
                 padding="longest",
                 truncation=True,
                 max_length=self.max_length,
                 return_tensors="pt",
-            ).to(self._torch_device)
+            ).to(loaded.device)
             with torch.inference_mode():
-                scores.extend(float(x) for x in self._model(**inputs).logits.flatten().tolist())
+                scores.extend(float(x) for x in loaded.model(**inputs).logits.flatten().tolist())
         return scores

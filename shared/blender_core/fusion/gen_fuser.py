@@ -108,27 +108,29 @@ class GenFuser(BaseFuser):
             max_length: Maximum prompt length in tokens.
             candidate_maxlength: Maximum length of each candidate in tokens.
         """
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoModelForSeq2SeqLM
 
-        from blender_core.devices import resolve_device, resolve_dtype
+        from blender_core.hf_models import load_pretrained
         from blender_core.hub import local_snapshot
 
-        dev = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, dev, gpu_default="bfloat16")
         source = str(name_or_path)
         cached = local_snapshot(source, what="GenFuser checkpoint")  # offline: cache or error
         if cached is not None:
             source = str(cached)
-        from blender_core.quiet import quiet_transformers
-
-        with quiet_transformers():  # transformers' load bar and report
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-            model = AutoModelForSeq2SeqLM.from_pretrained(
-                source, dtype=torch_dtype, trust_remote_code=False
-            )
-        model.to(dev)
-        model.eval()
-        return cls(model, tokenizer, max_length=max_length, candidate_maxlength=candidate_maxlength)
+        loaded = load_pretrained(  # quiet: transformers' load bar and report
+            AutoModelForSeq2SeqLM,
+            source,
+            device=device,
+            dtype=dtype,
+            gpu_default="bfloat16",
+            quiet=True,
+        )
+        return cls(
+            loaded.model,
+            loaded.tokenizer,
+            max_length=max_length,
+            candidate_maxlength=candidate_maxlength,
+        )
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Save the model and tokenizer to ``path`` (loadable with :meth:`from_pretrained`)."""

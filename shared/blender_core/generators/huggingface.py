@@ -19,6 +19,7 @@ from typing import Any
 
 from blender_core.generators.base import BaseGenerator, _StripDeltas
 from blender_core.generators.timing import add_queue_time
+from blender_core.lazy import Lazy
 from blender_core.threads import torch_section
 from blender_core.types import Prompt, chat_messages
 
@@ -117,20 +118,22 @@ class _SharedModel:
         self.gguf_cache = gguf_cache
         self.device_spec = device
         self.dtype_spec = dtype
-        self.model = model
-        self.tokenizer = tokenizer
         self.is_seq2seq = bool(
             model is not None and getattr(model.config, "is_encoder_decoder", False)
         )
-        self.load_lock = threading.Lock()
+        self._loaded: Lazy[tuple[Any, Any]] = Lazy(self._load)
+        if model is not None:
+            self._loaded.set((model, tokenizer))
         self.generate_lock = threading.Lock()  # one generation at a time per loaded model
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the model and tokenizer are loaded."""
+        return self._loaded.loaded
+
     def get(self) -> tuple[Any, Any]:
-        if self.model is None:
-            with self.load_lock:
-                if self.model is None:
-                    self._load()
-        return self.model, self.tokenizer
+        """The model and tokenizer, loaded on the first call (once, across threads)."""
+        return self._loaded.get()
 
     def _gguf_cache_target(self) -> Path | None:
         if not self.gguf_file or self.gguf_cache is False:
@@ -141,7 +144,7 @@ class _SharedModel:
         root = default_gguf_cache_dir() if self.gguf_cache is True else Path(self.gguf_cache)
         return root / _gguf_cache_key(gguf_path)
 
-    def _load(self) -> None:
+    def _load(self) -> tuple[Any, Any]:
         from transformers import (
             AutoConfig,
             AutoModelForCausalLM,
@@ -177,9 +180,8 @@ class _SharedModel:
                 logger.warning("could not cache the dequantised GGUF model: %s", exc)
         model.to(device)  # type: ignore[arg-type]
         model.eval()
-        self.tokenizer = tokenizer
         self.is_seq2seq = is_seq2seq
-        self.model = model  # last: other threads test it without the lock
+        return model, tokenizer
 
 
 class HuggingFaceGenerator(BaseGenerator):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from blender_core._optional import require
 from blender_core.encoding import chars_per_token_bound, precut
-from blender_core.lazy import Lazy
+from blender_core.hf_models import LazyModel, model_path
 from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def default_encoder_path() -> Path:
     return path
 
 
-class ConsensusRanker(BaseRanker):
+class ConsensusRanker(LazyModel[Any], BaseRanker):
     """Scores each candidate by its mean cosine similarity to the other candidates.
 
     Sentence embeddings are sentence-transformers' ``encode(normalize_embeddings=True)`` (for
@@ -111,36 +111,23 @@ class ConsensusRanker(BaseRanker):
         max_length: int | None = None,
         instruction_weight: float = 0.0,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_length is not None and max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        super().__init__(device=device, batch_size=batch_size)
+        self.max_length = self._checked_max_length(max_length, 2)
         if not 0.0 <= instruction_weight <= 1.0:
             raise ValueError(f"instruction_weight must be in [0, 1], got {instruction_weight}")
-        self.model_name_or_path = (
-            str(model_name_or_path) if model_name_or_path is not None else None
-        )
-        self.device = device
+        self.model_name_or_path = self._model_name(model_name_or_path)
         self.dtype = dtype
-        self.batch_size = batch_size
-        self.max_length = max_length
         self.instruction_weight = float(instruction_weight)
-        self._encoder: Lazy[Any] = Lazy(self._load_encoder)
-        self._chars_per_token = 128
+        self._chars_per_token = 128  # set from the vocabulary at load
 
     # -- loading ----------------------------------------------------------------------------
 
-    def load(self) -> ConsensusRanker:
-        """Load the encoder now (otherwise it loads on the first ranking); returns ``self``."""
-        self._encoder.get()
-        return self
-
-    def _load_encoder(self) -> Any:
+    def _load_model(self) -> Any:
         st = require("sentence_transformers", "embedded")
         from blender_core.devices import resolve_device, resolve_dtype
         from blender_core.quiet import quiet_transformers
 
-        path = self.model_name_or_path or str(default_encoder_path())
+        path = model_path(self.model_name_or_path)
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
         key = (path, str(device), str(dtype), self.max_length)
@@ -165,7 +152,7 @@ class ConsensusRanker(BaseRanker):
         """L2-normalised sentence embeddings of ``texts``, shape ``(len(texts), hidden)``."""
         import torch
 
-        model = self._encoder.get()
+        model = self._loaded.get()
         if not texts:
             return torch.zeros(0, 0)
         assert self.max_length is not None

@@ -19,12 +19,12 @@ real masked LM (e.g. ``bert-base-uncased`` or ``roberta-base``).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from blender_core.encoding import chars_per_token_bound, precut
+from blender_core.encoding import precut
+from blender_core.hf_models import LazyModel, PretrainedModel, load_pretrained, model_path
 from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
 
 __all__ = ["MLMScoringRanker"]
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 _HEAD_MARKERS = ("cls.predictions", "lm_head", "predictions.", "generator_lm_head")
 
 
-class MLMScoringRanker(BaseRanker):
+class MLMScoringRanker(LazyModel[PretrainedModel], BaseRanker):
     """Scores each candidate by its mean pseudo-log-likelihood given the instruction.
 
     Input to the masked LM: ``[CLS] instruction [SEP] candidate [SEP]`` (the tokenizer's pair
@@ -79,73 +79,53 @@ class MLMScoringRanker(BaseRanker):
             raise ValueError(f"head must be 'auto', 'mlm' or 'tied', got {head!r}")
         if passes is not None and passes < 1:
             raise ValueError(f"passes must be >= 1 or None, got {passes}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(device=device, batch_size=batch_size)
         if max_source_length < 1 or max_candidate_length < 1:
             raise ValueError("max_source_length and max_candidate_length must be >= 1")
-        self.model_name_or_path = (
-            str(model_name_or_path) if model_name_or_path is not None else None
-        )
+        self.model_name_or_path = self._model_name(model_name_or_path)
         self.head = head
         self.passes = passes
-        self.device = device
         self.dtype = dtype
-        self.batch_size = batch_size
         self.max_source_length = max_source_length
         self.max_candidate_length = max_candidate_length
         self.head_used: str | None = None
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._chars_per_token = 128  # set from the vocabulary at load
-        self._torch_device: Any = None
 
-    def load(self) -> MLMScoringRanker:
-        """Load the model now (otherwise on the first ranking); returns ``self``."""
-        with self._lock:
-            if self._model is not None:
-                return self
-            from transformers import AutoModelForMaskedLM, AutoTokenizer
+    def _load_model(self) -> PretrainedModel:
+        from transformers import AutoModelForMaskedLM
 
-            from blender_core.devices import resolve_device, resolve_dtype
-            from blender_core.quiet import quiet_transformers
+        path = model_path(self.model_name_or_path)
 
-            path = self.model_name_or_path
-            if path is None:
-                from blender_core.rankers.consensus import default_encoder_path
-
-                path = str(default_encoder_path())
-            device = resolve_device(self.device)
-            dtype = resolve_dtype(self.dtype, device)
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        def check_tokenizer(tokenizer: Any) -> None:
             if tokenizer.mask_token_id is None:
                 raise ValueError(f"{path!r} has no mask token: it is not a masked LM tokenizer")
-            with quiet_transformers():  # its missing-head report: we explain it below
-                model, info = AutoModelForMaskedLM.from_pretrained(
-                    path, dtype=dtype, output_loading_info=True, trust_remote_code=False
-                )
-            missing_head = sorted(
-                k for k in info.get("missing_keys", ()) if any(m in k for m in _HEAD_MARKERS)
+
+        loaded = load_pretrained(  # quiet: its missing-head report, which we explain below
+            AutoModelForMaskedLM,
+            path,
+            device=self.device,
+            dtype=self.dtype,
+            quiet=True,
+            check_tokenizer=check_tokenizer,
+        )
+        missing_head = sorted(
+            k
+            for k in loaded.loading_info.get("missing_keys", ())
+            if any(m in k for m in _HEAD_MARKERS)
+        )
+        if missing_head and self.head == "mlm":
+            raise ValueError(
+                f"{path!r} has no trained MLM head (missing {missing_head[:3]}...): "
+                "use a masked LM checkpoint, or head='tied'"
             )
-            if missing_head and self.head == "mlm":
-                raise ValueError(
-                    f"{path!r} has no trained MLM head (missing {missing_head[:3]}...): "
-                    "use a masked LM checkpoint, or head='tied'"
-                )
-            use_tied = self.head == "tied" or (self.head == "auto" and bool(missing_head))
-            if use_tied and self.head == "auto":
-                logger.warning(
-                    "%s has no trained MLM head: scoring with the tied word embeddings "
-                    "(an approximation; pass a real masked LM for the paper's baseline)",
-                    path,
-                )
-            model.to(device).eval()
-            self.head_used = "tied" if use_tied else "mlm"
-            self._tokenizer = tokenizer
-            self._chars_per_token = chars_per_token_bound(tokenizer)
-            self._torch_device = device
-            self._model = model
-        return self
+        use_tied = self.head == "tied" or (self.head == "auto" and bool(missing_head))
+        if use_tied and self.head == "auto":
+            logger.warning(
+                "%s has no trained MLM head: scoring with the tied word embeddings "
+                "(an approximation; pass a real masked LM for the paper's baseline)",
+                path,
+            )
+        self.head_used = "tied" if use_tied else "mlm"
+        return loaded
 
     def _masked_logits(
         self, input_ids: Any, attention_mask: Any, token_type_ids: Any, rows: Any, cols: Any
@@ -158,26 +138,28 @@ class MLMScoringRanker(BaseRanker):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        head: Any = getattr(self._model, "cls", None) or getattr(self._model, "lm_head", None)
+        model = self._loaded.get().model
+        head: Any = getattr(model, "cls", None) or getattr(model, "lm_head", None)
         if self.head_used == "mlm" and head is None:
-            return self._model(**kwargs).logits[rows, cols]
-        hidden = self._model.base_model(**kwargs).last_hidden_state[rows, cols]
+            return model(**kwargs).logits[rows, cols]
+        hidden = model.base_model(**kwargs).last_hidden_state[rows, cols]
         if self.head_used == "mlm":
             return head(hidden)
-        return hidden @ self._model.get_input_embeddings().weight.T
+        return hidden @ model.get_input_embeddings().weight.T
 
     def _cut(self, text: str, max_tokens: int) -> str:
         """``text`` cut after its ``max_tokens``-th token (by character offsets)."""
         # Tokenise only a prefix that surely holds max_tokens tokens (a bound from the vocabulary),
         # so long answers stay cheap and the kept tokens are those of the whole text.
-        text = precut(text, max_tokens, self._chars_per_token)
-        enc = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        loaded = self._loaded.get()
+        text = precut(text, max_tokens, loaded.chars_per_token)
+        enc = loaded.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = enc["offset_mapping"]
         return text if len(offsets) <= max_tokens else text[: offsets[max_tokens - 1][1]]
 
     def _encode(self, instruction: str, candidate: str) -> tuple[list[int], list[int], list[int]]:
         """Token ids, token type ids and the positions of the candidate's tokens."""
-        enc = self._tokenizer(
+        enc = self._loaded.get().tokenizer(
             self._cut(instruction, self.max_source_length),
             self._cut(candidate, self.max_candidate_length),
             return_token_type_ids=True,
@@ -198,9 +180,9 @@ class MLMScoringRanker(BaseRanker):
         import torch
         from tqdm.auto import tqdm
 
-        self.load()
-        mask_id = self._tokenizer.mask_token_id
-        pad_id = self._tokenizer.pad_token_id or 0
+        loaded = self._loaded.get()
+        mask_id = loaded.tokenizer.mask_token_id
+        pad_id = loaded.tokenizer.pad_token_id or 0
         # One masked copy per (pair, pass): (pair index, ids, types, masked positions).
         copies: list[tuple[int, list[int], list[int], list[int]]] = []
         counts = [0] * len(candidates)
@@ -230,11 +212,11 @@ class MLMScoringRanker(BaseRanker):
                 cols = [m for c in batch for m in c[3]]
                 true = [c[1][m] for c in batch for m in c[3]]
                 logits = self._masked_logits(
-                    input_ids.to(self._torch_device),
-                    attention.to(self._torch_device),
-                    type_ids.to(self._torch_device),
-                    torch.tensor(rows, device=self._torch_device),
-                    torch.tensor(cols, device=self._torch_device),
+                    input_ids.to(loaded.device),
+                    attention.to(loaded.device),
+                    type_ids.to(loaded.device),
+                    torch.tensor(rows, device=loaded.device),
+                    torch.tensor(cols, device=loaded.device),
                 )
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
                 picked = logprobs.gather(-1, torch.tensor(true, device=logprobs.device)[:, None])

@@ -8,19 +8,19 @@ off-the-shelf sentence encoder instead of a contrastively fine-tuned RoBERTa: th
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from blender_core._optional import require
 from blender_core.encoding import chars_per_token_bound, precut, token_budget
+from blender_core.hf_models import LazyModel, model_path
 from blender_core.ranking import BaseRanker, Ranking, validate_rank_inputs
 
 __all__ = ["SimCLSRanker"]
 
 
-class SimCLSRanker(BaseRanker):
+class SimCLSRanker(LazyModel[tuple[Any, int, int]], BaseRanker):
     """Scores each candidate by ``cos(embed(instruction), embed(candidate))``.
 
     Args:
@@ -47,51 +47,31 @@ class SimCLSRanker(BaseRanker):
         batch_size: int = 32,
         max_length: int | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model_name_or_path = (
-            str(model_name_or_path) if model_name_or_path is not None else None
-        )
-        self.device = device
-        self.batch_size = batch_size
+        super().__init__(device=device, batch_size=batch_size)
+        self.model_name_or_path = self._model_name(model_name_or_path)
         self.max_length = max_length
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self._cut: tuple[int, int] = (0, 0)  # (token budget, characters per token)
 
-    def load(self) -> SimCLSRanker:
-        """Load the encoder now (otherwise on the first ranking); returns ``self``."""
-        with self._lock:
-            if self._model is None:
-                st = require("sentence_transformers", "embedded")
-                path = self.model_name_or_path
-                if path is None:
-                    from blender_core.rankers.consensus import default_encoder_path
-
-                    path = str(default_encoder_path())
-                model = st.SentenceTransformer(path, device=self.device)
-                if self.max_length is not None:
-                    model.max_seq_length = self.max_length
-                tokenizer = model.tokenizer
-                self._cut = (
-                    token_budget(tokenizer, model.max_seq_length),
-                    chars_per_token_bound(tokenizer),
-                )
-                self._model = model
-        return self
+    def _load_model(self) -> tuple[Any, int, int]:
+        """The encoder, and the token budget and characters per token of its texts' cut."""
+        st = require("sentence_transformers", "embedded")
+        model = st.SentenceTransformer(model_path(self.model_name_or_path), device=self.device)
+        if self.max_length is not None:
+            model.max_seq_length = self.max_length
+        tokenizer = model.tokenizer
+        budget = token_budget(tokenizer, model.max_seq_length)
+        return model, budget, chars_per_token_bound(tokenizer)
 
     def rank_batch(
         self, instructions: Sequence[str], candidate_lists: Sequence[Sequence[str]]
     ) -> list[Ranking]:
         """Embed every distinct text of the batch once, then score by cosine to the source."""
         validate_rank_inputs(instructions, candidate_lists)
-        self.load()
+        model, budget, per_token = self._loaded.get()
         index: dict[str, int] = {}
         for instruction, candidates in zip(instructions, candidate_lists, strict=True):
             for text in (instruction, *candidates):
                 index.setdefault(text, len(index))
-        budget, per_token = self._cut  # cut by characters before tokenising (huge texts)
-        embeddings = self._model.encode(
+        embeddings = model.encode(  # cut by characters before tokenising (huge texts)
             [precut(text, budget, per_token) for text in index],
             batch_size=self.batch_size,
             convert_to_tensor=True,
