@@ -30,7 +30,6 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW, DEFAULT_NUM_OUTPUTS
-from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
@@ -51,14 +50,14 @@ if TYPE_CHECKING:
 
 __all__ = ["BlenderLLM"]
 
-dispatcher = get_dispatcher(__name__)
-
 T = TypeVar("T")
 R = TypeVar("R")
 Call = Callable[[LLM], Awaitable[T]]
 """How each member is called (a sync method in a worker thread, or the async one)."""
 Answer = ChatResponse | CompletionResponse
 """A member's answer to ``chat`` or ``complete``."""
+_TOOLS, _TOOL_KWARGS = "tools", "tool_kwargs"
+"""The ``chat`` keywords of a tool call (``_prepare_chat_with_tools``)."""
 
 
 class BlenderLLM(FunctionCallingLLM):
@@ -324,6 +323,9 @@ class BlenderLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        if _TOOLS in kwargs:
+            tools, kw = _tool_request(kwargs)
+            return run_sync(lambda: self._aselect_proposal(tools, messages, kw, sync=True))
         call = self._chat_call(messages, kwargs, sync=True)
         prompt = prompt_from_messages(messages)
         return self._chat_response(run_sync(lambda: self._ablend(call, prompt)))
@@ -335,6 +337,9 @@ class BlenderLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        if _TOOLS in kwargs:
+            tools, kw = _tool_request(kwargs)
+            return await self._aselect_proposal(tools, messages, kw, sync=False)
         call = self._chat_call(messages, kwargs, sync=False)
         return self._chat_response(await self._ablend(call, prompt_from_messages(messages)))
 
@@ -352,6 +357,10 @@ class BlenderLLM(FunctionCallingLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        if _TOOLS in kwargs:
+            tools, kw = _tool_request(kwargs)
+            selected = run_sync(lambda: self._aselect_proposal(tools, messages, kw, sync=True))
+            return _one_chat_chunk(selected)
         call = self._chat_call(messages, kwargs, sync=True)
         prompt = prompt_from_messages(messages)
         return _chunks(primed(iterate_sync(lambda: self._astream(call, prompt))), _chat_chunk)
@@ -368,6 +377,10 @@ class BlenderLLM(FunctionCallingLLM):
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
+        if _TOOLS in kwargs:
+            tools, kw = _tool_request(kwargs)
+            selected = await self._aselect_proposal(tools, messages, kw, sync=False)
+            return _aone_chat_chunk(selected)
         call = self._chat_call(messages, kwargs, sync=False)
         events = self._astream(call, prompt_from_messages(messages))
         return _achunks(await aprimed(events), _chat_chunk)
@@ -392,12 +405,21 @@ class BlenderLLM(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> dict[str, Any]:
+        """``FunctionCallingLLM``'s hook behind ``chat_with_tools`` and its async and streaming
+        forms: the conversation, and the tools and options the members propose with (``chat``
+        and its forms then select a proposal instead of blending)."""
         messages = list(chat_history or [])
         if isinstance(user_msg, str):
             messages.append(ChatMessage(role=MessageRole.USER, content=user_msg))
         elif user_msg is not None:
             messages.append(user_msg)
-        return {"messages": messages, **kwargs}
+        tool_kwargs = {
+            "verbose": verbose,
+            "allow_parallel_tool_calls": allow_parallel_tool_calls,
+            "tool_required": tool_required,
+            **kwargs,
+        }
+        return {"messages": messages, _TOOLS: list(tools), _TOOL_KWARGS: tool_kwargs}
 
     def _tool_selections(self, name: str, response: ChatResponse) -> list[ToolSelection]:
         member = self.members.get(name)
@@ -421,15 +443,15 @@ class BlenderLLM(FunctionCallingLLM):
     async def _aselect_proposal(
         self,
         tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None,
-        chat_history: list[ChatMessage] | None,
+        messages: Sequence[ChatMessage],
         kw: dict[str, Any],
         *,
         sync: bool,
     ) -> ChatResponse:
-        messages: list[ChatMessage] = self._prepare_chat_with_tools([], user_msg, chat_history)[
-            "messages"
-        ]
+        """Each member proposes (tool calls or an answer: a function-calling member with its
+        own ``chat_with_tools``, another with ``chat``); the best proposal is selected, never
+        fused (:mod:`blender_core.tool_calls`)."""
+        messages = list(messages)
 
         def propose(name: str, member: LLM) -> ToolProposal:
             if isinstance(member, FunctionCallingLLM):
@@ -468,70 +490,6 @@ class BlenderLLM(FunctionCallingLLM):
         response.raw = selection.result
         return response
 
-    @dispatcher.span
-    def chat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponse:
-        """Each member proposes (tool calls or an answer); the best proposal is selected.
-        ``verbose``, ``allow_parallel_tool_calls``, ``tool_required`` and other kwargs go to the
-        members' ``chat_with_tools``."""
-        kw = _tool_kwargs(verbose, allow_parallel_tool_calls, tool_required, kwargs)
-        return run_sync(
-            lambda: self._aselect_proposal(tools, user_msg, chat_history, kw, sync=True)
-        )
-
-    @dispatcher.span
-    async def achat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponse:
-        """Async :meth:`chat_with_tools`: members propose concurrently."""
-        kw = _tool_kwargs(verbose, allow_parallel_tool_calls, tool_required, kwargs)
-        return await self._aselect_proposal(tools, user_msg, chat_history, kw, sync=False)
-
-    def stream_chat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponseGen:
-        """:meth:`chat_with_tools`, yielded as one chunk."""
-        kw = _tool_kwargs(verbose, allow_parallel_tool_calls, tool_required, kwargs)
-        response = self.chat_with_tools(tools, user_msg, chat_history, **kw)
-        return _one_chat_chunk(response)
-
-    async def astream_chat_with_tools(
-        self,
-        tools: Sequence[BaseTool],
-        user_msg: str | ChatMessage | None = None,
-        chat_history: list[ChatMessage] | None = None,
-        verbose: bool = False,
-        allow_parallel_tool_calls: bool = False,
-        tool_required: bool = False,
-        **kwargs: Any,
-    ) -> ChatResponseAsyncGen:
-        """:meth:`achat_with_tools`, yielded as one chunk."""
-        kw = _tool_kwargs(verbose, allow_parallel_tool_calls, tool_required, kwargs)
-        response = await self.achat_with_tools(tools, user_msg, chat_history, **kw)
-        return _aone_chat_chunk(response)
-
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
     ) -> list[ToolSelection]:
@@ -555,16 +513,18 @@ def _text_of(answer: Answer) -> str:
     return answer.text
 
 
-def _tool_kwargs(
-    verbose: bool, allow_parallel_tool_calls: bool, tool_required: bool, kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    """The members' ``chat_with_tools`` kwargs."""
-    return {
-        "verbose": verbose,
-        "allow_parallel_tool_calls": allow_parallel_tool_calls,
-        "tool_required": tool_required,
-        **kwargs,
-    }
+def _tool_request(kwargs: dict[str, Any]) -> tuple[list[BaseTool], dict[str, Any]]:
+    """The tools (taken out of ``kwargs``) and the members' ``chat_with_tools`` options: those
+    ``_prepare_chat_with_tools`` put in, and any other keyword of the call."""
+    from llama_index.core.tools import BaseTool
+
+    tools = kwargs.pop(_TOOLS)
+    if isinstance(tools, BaseTool) or not isinstance(tools, Sequence):
+        raise TypeError(f"tools must be a list of LlamaIndex tools, got {type(tools).__name__}")
+    for tool in tools:
+        if not isinstance(tool, BaseTool):
+            raise TypeError(f"tools must be LlamaIndex tools (BaseTool), got {tool!r}")
+    return list(tools), {**kwargs.pop(_TOOL_KWARGS, {}), **kwargs}
 
 
 def _one_chat_chunk(response: ChatResponse) -> ChatResponseGen:

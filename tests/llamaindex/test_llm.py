@@ -292,7 +292,8 @@ def test_tool_calls_are_selected_not_fused() -> None:
 def test_tool_proposals_nest_in_spans(spans: dict[str, str | None]) -> None:
     tools = [FunctionTool.from_defaults(add), FunctionTool.from_defaults(mul)]
     tool_ensemble().chat_with_tools(tools, user_msg="20 times 30?")
-    stage = _stage_of(spans, "chat_with_tools")
+    # FunctionCallingLLM.chat_with_tools prepares the call and runs chat, where the stage is.
+    stage = _stage_of(spans, "chat")
     children = [s for s, p in spans.items() if p == stage]
     assert sum(1 for s in children if s.startswith("MockFunctionCallingLLM.chat-")) == 2
 
@@ -303,6 +304,29 @@ async def test_async_tool_calls_are_selected() -> None:
     response = await llm.achat_with_tools(tools, user_msg="20 times 30?")
     assert response.additional_kwargs["selected_model"] == "multiplier"
     assert (await llm.apredict_and_call(tools, user_msg="20 times 30?")).response == "600"
+
+
+async def test_streamed_tool_calls_are_one_selected_chunk() -> None:
+    llm = tool_ensemble()
+    tools = [FunctionTool.from_defaults(add), FunctionTool.from_defaults(mul)]
+    (chunk,) = list(llm.stream_chat_with_tools(tools, user_msg="20 times 30?"))
+    assert chunk.additional_kwargs["selected_model"] == "multiplier"
+    stream = await llm.astream_chat_with_tools(tools, user_msg="20 times 30?")
+    (achunk,) = [c async for c in stream]
+    calls = llm.get_tool_calls_from_response(achunk)
+    assert [(c.tool_name, c.tool_kwargs) for c in calls] == [("mul", {"a": 20, "b": 30})]
+
+
+def test_chat_with_tools_keyword_selects_and_checks_the_tools() -> None:
+    """``chat(messages, tools=...)`` is what ``chat_with_tools`` runs (LlamaIndex's hook)."""
+    llm = tool_ensemble()
+    messages = [ChatMessage(role="user", content="20 times 30?")]
+    response = llm.chat(messages, tools=[FunctionTool.from_defaults(mul)])
+    assert response.additional_kwargs["selected_model"] == "multiplier"
+    with pytest.raises(TypeError, match="LlamaIndex tools"):
+        llm.chat(messages, tools=[{"type": "function", "function": {"name": "mul"}}])
+    with pytest.raises(TypeError, match="list of LlamaIndex tools"):
+        llm.chat(messages, tools=FunctionTool.from_defaults(mul))
 
 
 def test_tool_response_from_elsewhere_is_rejected() -> None:
