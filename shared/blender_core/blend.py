@@ -43,7 +43,13 @@ from blender_core.members import (
     describe_error,
     member_items,
 )
-from blender_core.policies import Policy, build_policy, check_policy_members, member_costs
+from blender_core.policies import (
+    MemberCost,
+    Policy,
+    build_policy,
+    check_policy_members,
+    member_costs,
+)
 from blender_core.ranking import Ranker, Ranking
 from blender_core.staging import CallReport, StageTracer, UsageOf, arun_policy
 
@@ -657,21 +663,16 @@ class Blender:
         """
         _check_text("instruction", instruction)
         _check_text("input", input)
-        check_policy_members(self.policy, list(calls), self.costs)
-        scorer = StageScorer(self._itself, instruction, input)
-        return await arun_policy(
+        return await StageScorer(self._itself, instruction, input).arun_policy(
             self.policy,
             calls,
-            prompt=self.prompt_for(instruction, input),
-            score=scorer,
+            costs=self.costs,
             timeout=self.timeout if timeout is ... else timeout,
+            stage_tracer=stage_tracer or self.stage_tracer,
             retries=retries,
             check=check,
-            costs=self.costs,
-            usage_of=usage_of,
             text_of=text_of,
-            stage_tracer=stage_tracer or self.stage_tracer,
-            ranked=scorer.ranked,
+            usage_of=usage_of,
         )
 
     async def _itself(self) -> Blender:
@@ -1021,6 +1022,33 @@ class StageScorer:
     def ranked(self) -> tuple[tuple[str, ...], Ranking] | None:
         """The last ranking of the distinct texts (:attr:`CallReport.ranked`)."""
         return self.last
+
+    async def arun_policy(
+        self,
+        policy: Policy,
+        calls: Mapping[str, Callable[[], Awaitable[Any]]],
+        *,
+        costs: Mapping[str, MemberCost],
+        timeout: float | None,
+        stage_tracer: StageTracer | None,
+        **options: Any,
+    ) -> tuple[list[Outcome[Any]], CallReport]:
+        """Check that ``policy`` and ``costs`` fit the members of ``calls``, then call them
+        (:func:`~blender_core.staging.arun_policy`) with this scorer ranking between stages and
+        its last ranking handed to the report. ``options``: ``retries``, ``check``,
+        ``text_of``, ``usage_of``."""
+        check_policy_members(policy, list(calls), costs)
+        return await arun_policy(
+            policy,
+            calls,
+            prompt=Blender.prompt_for(self.instruction, self.input),
+            score=self,
+            timeout=timeout,
+            costs=costs,
+            stage_tracer=stage_tracer,
+            ranked=self.ranked,
+            **options,
+        )
 
 
 def _merge_texts(answers: Mapping[str, str]) -> tuple[list[str], list[list[str]]]:

@@ -47,9 +47,9 @@ from blender_core.fusion.base import Fuser
 from blender_core.lazy import Lazy
 from blender_core.loading import DEFAULT_RANKER, load_fuser, load_ranker
 from blender_core.members import MemberResults, Outcome
-from blender_core.policies import Policy, build_policy, check_policy_members, member_costs
+from blender_core.policies import Policy, build_policy, member_costs
 from blender_core.ranking import Ranker, Ranking, arank_with
-from blender_core.staging import CallReport, StageTracer, UsageOf, arun_policy
+from blender_core.staging import CallReport, StageTracer, UsageOf
 from blender_core.tool_calls import ToolCallSelection, ToolProposal, aselect_tool_calls
 
 __all__ = ["DEFAULT_OPTIONS", "Engine", "check_options", "engine_options"]
@@ -278,21 +278,16 @@ class Engine:
             The called members' outcomes and the :class:`~blender_core.staging.CallReport` to
             hand to :meth:`ablend`, :meth:`astream` or :meth:`aselect` as ``calls=``.
         """
-        check_policy_members(self.policy, list(calls), self.costs)
-        scorer = StageScorer(self.acore, instruction, input)
-        return await arun_policy(
+        return await StageScorer(self.acore, instruction, input).arun_policy(
             self.policy,
             calls,
-            prompt=Blender.prompt_for(instruction, input),
-            score=scorer,
+            costs=self.costs,
             timeout=self.timeout,
+            stage_tracer=self.stage_tracer,
             retries=retries,
             check=check,
-            costs=self.costs,
-            usage_of=usage_of,
             text_of=text_of,
-            stage_tracer=self.stage_tracer,
-            ranked=scorer.ranked,
+            usage_of=usage_of,
         )
 
     @staticmethod
